@@ -184,6 +184,11 @@ impl ScheduleConfig {
             ));
         }
         self.betas.validate()?;
+        if (0..steps).any(|t| !(0.0..=1.0).contains(&self.betas.beta(t, steps))) {
+            return Err(Error::InvalidParameter(
+                "betas leave [0, 1] for this many training steps (linear betas scale with 1000 / T)",
+            ));
+        }
         let cumprod = |out: &mut [f32], rescale: Option<(f64, f64)>| {
             let mut product = 1.0f64;
             for (t, slot) in out.iter_mut().enumerate() {

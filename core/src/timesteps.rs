@@ -7,6 +7,7 @@
 //! skipped or taken twice and the last DDIM step always lands on clean data.
 
 use crate::error::{Error, Result};
+use crate::schedule::{Schedule, MIN_ALPHA_BAR};
 
 /// How the inference timesteps are spread over `0..T`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,23 +19,32 @@ pub enum Spacing {
     Linspace,
     /// `round(T - i * T / N) - 1`: starts at `T - 1`, as recommended by Lin et al. 2023.
     Trailing,
+    /// Uniform in half-log-SNR `lambda = ln(a_t / s_t)` from `T - 1` down to 0, each mapped to
+    /// the nearest integer timestep (the "logSNR" skip type of the DPM-Solver paper). Small
+    /// timesteps that would coincide are pushed apart by one. Best for few-step solvers on
+    /// sharp data, where time-uniform spacings leave one large jump in lambda at the end.
+    LogSnr,
 }
 
-/// Writes `out.len()` inference timesteps (descending, first to last) for a schedule of
-/// `train_steps` steps. `steps_offset` only applies to [`Spacing::Leading`].
+/// Writes `out.len()` inference timesteps (descending, first to last) for `schedule`.
+/// `steps_offset` only applies to [`Spacing::Leading`].
 ///
-/// Errors with [`Error::InvalidStepCount`] when `out` is empty, longer than `train_steps`, or the
-/// offset pushes a timestep to `train_steps` or beyond.
+/// Errors with [`Error::InvalidStepCount`] when `out` is empty, longer than the number of
+/// training steps `T`, or the offset pushes a timestep to `T` or beyond.
 pub fn fill_timesteps(
-    train_steps: usize,
+    schedule: &Schedule<'_>,
     spacing: Spacing,
     steps_offset: usize,
     out: &mut [u32],
 ) -> Result<()> {
+    let train_steps = schedule.train_steps();
     let steps = out.len();
     let invalid = Error::InvalidStepCount { steps, train_steps };
     if steps == 0 || steps > train_steps || train_steps > u32::MAX as usize {
         return Err(invalid);
+    }
+    if spacing == Spacing::LogSnr {
+        fill_log_snr(schedule, out);
     }
     let count = steps as f64;
     let total = train_steps as f64;
@@ -55,6 +65,7 @@ pub fn fill_timesteps(
                 let position = total - i as f64 * (total / count);
                 (libm::rint(position) as usize).saturating_sub(1)
             }
+            Spacing::LogSnr => *slot as usize,
         };
         if value >= train_steps {
             return Err(invalid);
@@ -67,6 +78,52 @@ pub fn fill_timesteps(
     Ok(())
 }
 
+/// Half-log-SNR of step `t`, finite even at zero terminal SNR.
+fn half_log_snr(schedule: &Schedule<'_>, t: usize) -> f64 {
+    let alpha_bar = schedule
+        .alpha_bar(t)
+        .clamp(MIN_ALPHA_BAR, 1.0 - MIN_ALPHA_BAR);
+    0.5 * libm::log(alpha_bar / (1.0 - alpha_bar))
+}
+
+/// Writes [`Spacing::LogSnr`] timesteps; `out` is non-empty and no longer than `T`.
+fn fill_log_snr(schedule: &Schedule<'_>, out: &mut [u32]) {
+    let last = schedule.train_steps() - 1;
+    let steps = out.len();
+    let (high, low) = (half_log_snr(schedule, 0), half_log_snr(schedule, last));
+    // Ascending pass from the cleanest step: `floor` keeps timesteps distinct and the cap
+    // leaves room for the steps still to place.
+    let mut floor = 0usize;
+    for j in 0..steps {
+        let target = if steps == 1 {
+            low
+        } else {
+            high + (low - high) * j as f64 / (steps - 1) as f64
+        };
+        // lambda is non-increasing in t: find the first t with lambda(t) <= target.
+        let (mut lo, mut hi) = (0usize, last);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if half_log_snr(schedule, mid) > target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let nearest = if lo > 0
+            && libm::fabs(half_log_snr(schedule, lo - 1) - target)
+                < libm::fabs(half_log_snr(schedule, lo) - target)
+        {
+            lo - 1
+        } else {
+            lo
+        };
+        let t = nearest.max(floor).min(last + 1 + j - steps);
+        out[steps - 1 - j] = t as u32;
+        floor = t + 1;
+    }
+}
+
 /// The timestep that step `index` of `timesteps` moves to: the next entry, or `None` (no noise,
 /// alpha-bar = 1) after the last one.
 pub fn previous(timesteps: &[u32], index: usize) -> Option<usize> {
@@ -77,10 +134,66 @@ pub fn previous(timesteps: &[u32], index: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    use crate::schedule::ScheduleConfig;
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn table(train_steps: usize) -> Vec<f32> {
+        let mut table = vec![0.0f32; train_steps];
+        ScheduleConfig {
+            train_steps,
+            ..ScheduleConfig::ddpm()
+        }
+        .fill_alphas_cumprod(&mut table)
+        .unwrap();
+        table
+    }
+
+    fn fill(train: usize, spacing: Spacing, offset: usize, out: &mut [u32]) -> Result<()> {
+        let table = table(train);
+        fill_timesteps(&Schedule::new(&table).unwrap(), spacing, offset, out)
+    }
+
     fn timesteps<const N: usize>(train: usize, spacing: Spacing, offset: usize) -> [u32; N] {
         let mut out = [0u32; N];
-        fill_timesteps(train, spacing, offset, &mut out).unwrap();
+        fill(train, spacing, offset, &mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn log_snr_is_uniform_in_lambda_and_distinct() {
+        let table = table(1000);
+        let schedule = Schedule::new(&table).unwrap();
+        let ts = timesteps::<20>(1000, Spacing::LogSnr, 0);
+        assert_eq!((ts[0], ts[19]), (999, 0));
+        let lambdas: Vec<f64> = ts
+            .iter()
+            .map(|&t| half_log_snr(&schedule, t as usize))
+            .collect();
+        let step = (lambdas[19] - lambdas[0]) / 19.0;
+        for w in lambdas.windows(2) {
+            assert!((w[1] - w[0] - step).abs() < 0.35 * step, "{lambdas:?}");
+        }
+        // Many steps crowd the clean end: they stay distinct and descending.
+        let mut many = [0u32; 400];
+        fill(1000, Spacing::LogSnr, 0, &mut many).unwrap();
+        assert!(many.windows(2).all(|w| w[0] > w[1]));
+        assert_eq!(timesteps::<1>(1000, Spacing::LogSnr, 0), [999]);
+        // The cosine schedule's capped last beta makes lambda drop sharply at T - 1.
+        let mut cosine = vec![0.0f32; 1000];
+        ScheduleConfig {
+            betas: crate::schedule::BetaSchedule::cosine(),
+            ..ScheduleConfig::ddpm()
+        }
+        .fill_alphas_cumprod(&mut cosine)
+        .unwrap();
+        let cosine = Schedule::new(&cosine).unwrap();
+        for steps in [2usize, 20, 1000] {
+            let mut out = vec![0u32; steps];
+            fill_timesteps(&cosine, Spacing::LogSnr, 0, &mut out).unwrap();
+            assert_eq!(out[0], 999);
+        }
     }
 
     #[test]
@@ -125,10 +238,11 @@ mod tests {
     #[test]
     fn rejects_impossible_requests() {
         let mut none: [u32; 0] = [];
-        assert!(fill_timesteps(1000, Spacing::Leading, 0, &mut none).is_err());
-        let mut too_many = [0u32; 11];
-        assert!(fill_timesteps(10, Spacing::Linspace, 0, &mut too_many).is_err());
+        assert!(fill(1000, Spacing::Leading, 0, &mut none).is_err());
+        let mut too_many = [0u32; 51];
+        assert!(fill(50, Spacing::Linspace, 0, &mut too_many).is_err());
+        assert!(fill(50, Spacing::LogSnr, 0, &mut too_many).is_err());
         let mut offset = [0u32; 10];
-        assert!(fill_timesteps(1000, Spacing::Leading, 100, &mut offset).is_err());
+        assert!(fill(1000, Spacing::Leading, 100, &mut offset).is_err());
     }
 }

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The operating system's error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A data, spec or checkpoint file exists but its content is not what it must be.
     #[error("{path}: {reason}")]
@@ -28,14 +28,43 @@ pub enum Error {
     /// The diffusion core refused its input.
     #[error(transparent)]
     Core(#[from] ddm_core::Error),
+    /// A tensor computation (candle) failed: a shape or device error inside a model.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A model graph is malformed or its weights do not fit it.
+    #[error(transparent)]
+    Graph(#[from] ddm_export::Error),
+    /// Training produced a NaN or infinite loss (or gradient) and stopped; the run folder
+    /// still holds the last good checkpoint, if one was written.
+    #[error(
+        "the training loss became {value} at step {step}; stopped without saving it. {}",
+        match last_checkpoint {
+            Some(saved) => format!(
+                "The last good checkpoint (step {saved}) is in {}: lower --lr or set \
+                 --grad-clip, then continue with --resume or start again",
+                run_dir.display()
+            ),
+            None => "No checkpoint had been written yet: lower --lr or set --grad-clip".into(),
+        }
+    )]
+    NonFiniteLoss {
+        /// The training step (1-based) whose loss or gradient was not finite.
+        step: u64,
+        /// The offending value (NaN or infinite).
+        value: f32,
+        /// The step of the last complete checkpoint in the run folder, if any.
+        last_checkpoint: Option<u64>,
+        /// The run folder.
+        run_dir: PathBuf,
+    },
 }
 
 impl Error {
     /// An [`Error::Io`] for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

@@ -3,5 +3,10 @@
 
 pub mod data;
 pub mod error;
+pub mod fsutil;
+pub mod npy;
+pub mod oracle;
+pub mod sampling;
+pub mod schedule_args;
 
 pub use error::{Error, Result};

@@ -10,8 +10,10 @@ use crate::schedule::Schedule;
 /// `x_prev = (s_prev / s) x - a_prev (e^{-h} - 1) D` with `h = lambda_prev - lambda` and
 /// `D = (1 + 1/(2r)) x0 - 1/(2r) x0_last`, `r = h_last / h`.
 ///
-/// The first step is first order (`D = x0`, no history yet) and so is the final step, which
-/// lands on clean data (`h` is infinite there and the update is `x = x0`).
+/// Lower order at the ends: the first step is first order (`D = x0`, no history yet), and so are
+/// the last two: the step into the smallest timestep, where time-uniform spacings make `h`
+/// jump (`r << 1`, as diffusers' `lower_order_final` guards against), and the final step onto
+/// clean data (`h` is infinite there and the update is `x = x0`).
 #[derive(Debug)]
 pub struct DpmSolverPp2m<'a> {
     schedule: Schedule<'a>,
@@ -71,12 +73,15 @@ impl Sampler for DpmSolverPp2m<'_> {
             let x_coefficient = (levels.s_prev / levels.s) as f32;
             let d_coefficient = (-levels.a_prev * libm::expm1(-h)) as f32;
             // Weights of x0 and x0_last in D (first order without history).
+            // The step into the smallest timestep is first order too: on time-uniform spacings
+            // lambda jumps most there (r = h_last / h << 1) and the extrapolation overshoots.
+            let first_order = self.index + 2 == self.timesteps.len();
             let (w_now, w_last) = match self.previous_h {
-                Some(h_last) => {
+                Some(h_last) if !first_order => {
                     let half_inv_r = h / (2.0 * h_last);
                     ((1.0 + half_inv_r) as f32, half_inv_r as f32)
                 }
-                None => (1.0, 0.0),
+                _ => (1.0, 0.0),
             };
             for ((value, &out), last) in x.iter_mut().zip(output).zip(self.previous_x0.iter_mut()) {
                 let x0 = denoise(prediction, clip, *value, out, a, s).0;

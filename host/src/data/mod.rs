@@ -2,6 +2,26 @@
 //!
 //! Every data set loads into a [`Dataset`]: `n` samples of one shape, values scaled to
 //! `[-1, 1]`, with class labels where the data set has them.
+//!
+//! - [`toy`]: 2-D toys generated from a seed (`8gaussians`, `moons`, `swissroll`,
+//!   `checkerboard`), and the exact 8-Gaussians mixture for the core's oracle.
+//! - [`optdigits`]: 1797 8x8 digits embedded in the binary.
+//! - [`idx`]: MNIST and Fashion-MNIST IDX files, gzipped or raw, train and test splits.
+//! - [`folder`]: a folder of PNG/JPEG images resized to one size.
+//! - [`spec`]: the command line's [`DatasetSpec`] (`optdigits`, `fashion-mnist`, `mnist`,
+//!   `folder:PATH`, `toy:NAME`), [`LoadOptions`] and [`load`].
+
+pub mod folder;
+mod gz;
+pub mod idx;
+pub mod optdigits;
+pub mod spec;
+pub mod toy;
+
+pub use folder::ImageFormat;
+pub use idx::Split;
+pub use spec::{load, DatasetSpec, LoadOptions, SPEC_FORMS};
+pub use toy::Toy;
 
 /// A loaded data set held in memory.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,138 @@
+//! Runs a [`Graph`] on candle tensors: the trainer's forward pass and the sampler's network.
+//!
+//! The graph's shapes are per sample; the executor adds a leading batch dimension `B` to every
+//! value. Nodes run in order, each through its function in [`ops`](super::ops); a value is
+//! dropped after its last reader (unless gradients keep it alive).
+
+use candle_core::{DType, Tensor};
+use ddm_export::graph::{Graph, NodeId, Op};
+
+use super::ops;
+use super::params::Params;
+use crate::error::{Error, Result};
+
+/// A callback that sees every node's output (`[B, ...node shape]`) as it is computed, e.g. to
+/// gather activation ranges for quantisation.
+pub type Observer<'a> = &'a mut dyn FnMut(NodeId, &Tensor);
+
+/// Evaluates `graph` on a batch.
+///
+/// `x` is `[B, ...input shape]` (the noisy samples), `t` is `[B]` (the training timesteps as
+/// `f32`); `params` must hold every parameter of the graph. Returns the output node's value,
+/// `[B, ...input shape]`. `observer`, if given, is called once per node in execution order.
+///
+/// # Errors
+/// [`Error::Invalid`] when `x` or `t` do not have the expected shapes or a parameter has no
+/// value; [`Error::Candle`] when a tensor operation fails.
+pub fn forward(
+    graph: &Graph,
+    params: &Params,
+    x: &Tensor,
+    t: &Tensor,
+    mut observer: Option<Observer<'_>>,
+) -> Result<Tensor> {
+    let batch = x.dim(0)?;
+    if &x.dims()[1..] != graph.input_shape() {
+        return Err(Error::Invalid(format!(
+            "the model takes samples of shape {:?}, got a batch of shape {:?}",
+            graph.input_shape(),
+            x.dims()
+        )));
+    }
+    if t.dims() != [batch] {
+        return Err(Error::Invalid(format!(
+            "expected one timestep per sample ([{batch}]), got shape {:?}",
+            t.dims()
+        )));
+    }
+    let t = t.to_dtype(DType::F32)?;
+    let last_reader = last_readers(graph);
+    let mut values: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let value = {
+            let input = |id: NodeId| -> Result<&Tensor> {
+                values[id.0].as_ref().ok_or_else(|| {
+                    Error::Invalid(format!("node {} reads a value already dropped", node.name))
+                })
+            };
+            eval(&node.op, params, x, &t, input)?
+        };
+        if let Some(observe) = observer.as_mut() {
+            observe(NodeId(index), &value);
+        }
+        values[index] = Some(value);
+        for read in node.op.inputs() {
+            if last_reader[read.0] == index && read != graph.output {
+                values[read.0] = None;
+            }
+        }
+    }
+    values[graph.output.0]
+        .take()
+        .ok_or_else(|| Error::Invalid("the graph has no output value".into()))
+}
+
+/// For each node, the index of the last node that reads it (its own index if none does).
+fn last_readers(graph: &Graph) -> Vec<usize> {
+    let mut last: Vec<usize> = (0..graph.nodes.len()).collect();
+    for (index, node) in graph.nodes.iter().enumerate() {
+        for read in node.op.inputs() {
+            last[read.0] = last[read.0].max(index);
+        }
+    }
+    last
+}
+
+fn eval<'v>(
+    op: &Op,
+    params: &Params,
+    x: &Tensor,
+    t: &Tensor,
+    input: impl Fn(NodeId) -> Result<&'v Tensor>,
+) -> Result<Tensor> {
+    let param = |name: &str| params.require(name);
+    let optional = |name: &Option<String>| name.as_deref().map(|n| params.require(n)).transpose();
+    match op {
+        Op::Input => Ok(x.clone()),
+        Op::TimeEmbedding { dim, max_period } => ops::time_embedding(t, *dim, *max_period),
+        Op::Linear {
+            input: from,
+            weight,
+            bias,
+        } => ops::linear(input(*from)?, param(weight)?, optional(bias)?),
+        Op::Conv2d {
+            input: from,
+            weight,
+            bias,
+            stride,
+            padding,
+        } => ops::conv2d(
+            input(*from)?,
+            param(weight)?,
+            optional(bias)?,
+            *stride,
+            *padding,
+        ),
+        Op::GroupNorm {
+            input: from,
+            groups,
+            eps,
+            weight,
+            bias,
+        } => ops::group_norm(input(*from)?, *groups, *eps, param(weight)?, param(bias)?),
+        Op::Silu { input: from } => ops::silu(input(*from)?),
+        Op::Add { lhs, rhs } => ops::add(input(*lhs)?, input(*rhs)?),
+        Op::Concat { inputs } => {
+            let tensors = inputs
+                .iter()
+                .map(|&id| input(id))
+                .collect::<Result<Vec<_>>>()?;
+            ops::concat(&tensors)
+        }
+        Op::Upsample2x { input: from } => ops::upsample2x(input(*from)?),
+        Op::Reshape {
+            input: from,
+            shape,
+        } => ops::reshape(input(*from)?, shape),
+    }
+}

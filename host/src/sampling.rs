@@ -1,0 +1,332 @@
+//! Generating samples with any denoiser: the oracle, a trained network or the device runtime.
+//!
+//! Sample `i` of a run with seed `S` uses its own random stream `Rng::with_stream(S, i)` for
+//! its initial noise and every noise draw of its sampler, so results do not depend on the batch
+//! size and match the device runtime, which generates one sample at a time.
+
+use ddm_core::loss_weight::ReverseVariance;
+use ddm_core::sampler::{AnnealedLangevin, SamplerKind, SamplerSettings};
+use ddm_core::timesteps::{fill_timesteps, Spacing};
+use ddm_core::{Prediction, Rng, Sampler, Schedule};
+
+use crate::error::{Error, Result};
+
+/// Something that predicts the network output for a batch of noisy samples.
+pub trait Denoiser {
+    /// Shape of one sample (`[D]` or `[C, H, W]`).
+    fn sample_shape(&self) -> Vec<usize>;
+
+    /// What the network's output means.
+    fn prediction(&self) -> Prediction;
+
+    /// Writes the network output for `x` (`[n, sample_len]` row-major) at training timestep `t`
+    /// into `out` (same length).
+    fn predict(&mut self, x: &[f32], t: u32, out: &mut [f32]) -> Result<()>;
+
+    /// Writes the score of the variance-exploding marginal `x0 + sigma e` at `x` into `out`.
+    ///
+    /// Networks trained on a variance-preserving schedule do not implement this; [`generate`]
+    /// then evaluates them at the timestep `t` whose `sigma_t = s_t / a_t` is nearest, on the
+    /// input `a_t x`, and uses `score = -eps / sigma_t`.
+    fn ve_score(&mut self, _x: &[f32], _sigma: f64, _out: &mut [f32]) -> Result<()> {
+        Err(Error::Invalid("this denoiser has no exact score".into()))
+    }
+
+    /// Whether [`ve_score`](Self::ve_score) is implemented.
+    fn has_exact_score(&self) -> bool {
+        false
+    }
+}
+
+/// The samplers of the command line.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerChoice {
+    /// DDPM ancestral sampling.
+    Ddpm,
+    /// DDIM (`--eta 0`: deterministic).
+    Ddim,
+    /// DPM-Solver++ 2M.
+    #[value(name = "dpmpp-2m")]
+    #[serde(rename = "dpmpp-2m")]
+    DpmppTwoM,
+    /// Annealed Langevin dynamics.
+    Langevin,
+}
+
+/// Settings of annealed Langevin dynamics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LangevinOptions {
+    /// Number of noise levels `L`; the `steps` budget is split into `steps / L` per level.
+    pub levels: usize,
+    /// Largest noise level; default: the schedule's `sigma` at `T - 1`.
+    pub sigma_max: Option<f64>,
+    /// Smallest noise level; default: the schedule's `sigma` at step 0.
+    pub sigma_min: Option<f64>,
+    /// Step size `eps` at the smallest level (NCSN: 2e-5 with sigma_min = 0.01).
+    pub step_size: f64,
+    /// One extra evaluation at the end that removes the remaining noise (Tweedie).
+    pub final_denoise: bool,
+}
+
+impl Default for LangevinOptions {
+    fn default() -> Self {
+        LangevinOptions {
+            levels: 10,
+            sigma_max: None,
+            sigma_min: None,
+            step_size: 2e-5,
+            final_denoise: true,
+        }
+    }
+}
+
+/// How to sample, independent of what is sampled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingOptions {
+    /// Which sampler.
+    pub sampler: SamplerChoice,
+    /// Number of network evaluations (for Langevin: levels x steps per level, plus the final
+    /// denoising step).
+    pub steps: usize,
+    /// Timestep spacing; `None` picks log-SNR for DPM-Solver++ and leading otherwise.
+    pub spacing: Option<Spacing>,
+    /// Offset added to leading timesteps.
+    pub steps_offset: usize,
+    /// DDIM's eta.
+    pub eta: f32,
+    /// DDPM's reverse variance.
+    pub variance: ReverseVariance,
+    /// Clamp x0 estimates to `[-r, r]`.
+    pub clip_sample: Option<f32>,
+    /// Seed of the per-sample random streams.
+    pub seed: u64,
+    /// Langevin settings.
+    pub langevin: LangevinOptions,
+}
+
+impl SamplingOptions {
+    /// DDIM in `steps` steps, deterministic.
+    pub fn ddim(steps: usize) -> Self {
+        SamplingOptions {
+            sampler: SamplerChoice::Ddim,
+            steps,
+            spacing: None,
+            steps_offset: 0,
+            eta: 0.0,
+            variance: ReverseVariance::Posterior,
+            clip_sample: None,
+            seed: 0,
+            langevin: LangevinOptions::default(),
+        }
+    }
+
+    /// The spacing actually used.
+    pub fn effective_spacing(&self) -> Spacing {
+        self.spacing.unwrap_or(match self.sampler {
+            SamplerChoice::DpmppTwoM => Spacing::LogSnr,
+            _ => Spacing::Leading,
+        })
+    }
+
+    /// The inference timesteps for `schedule`.
+    pub fn timesteps(&self, schedule: &Schedule<'_>) -> Result<Vec<u32>> {
+        let mut timesteps = vec![0u32; self.steps];
+        fill_timesteps(
+            schedule,
+            self.effective_spacing(),
+            self.steps_offset,
+            &mut timesteps,
+        )?;
+        Ok(timesteps)
+    }
+
+    /// The core sampler settings for a timestep sampler (`None` for Langevin).
+    pub fn sampler_settings(&self, prediction: Prediction) -> Option<SamplerSettings> {
+        let kind = match self.sampler {
+            SamplerChoice::Ddpm => SamplerKind::Ddpm,
+            SamplerChoice::Ddim => SamplerKind::Ddim,
+            SamplerChoice::DpmppTwoM => SamplerKind::DpmSolverPp2m,
+            SamplerChoice::Langevin => return None,
+        };
+        Some(SamplerSettings {
+            kind,
+            prediction,
+            eta: self.eta,
+            variance: self.variance,
+            clip_sample: self.clip_sample,
+        })
+    }
+
+    /// The Langevin sampler for `schedule` (its noise range is the default sigma range).
+    pub fn langevin_sampler(&self, schedule: &Schedule<'_>) -> Result<AnnealedLangevin> {
+        let options = &self.langevin;
+        if options.levels == 0 || self.steps < options.levels {
+            return Err(Error::Invalid(format!(
+                "Langevin needs at least one step per level: {} steps for {} levels",
+                self.steps, options.levels
+            )));
+        }
+        let sigma_max = options
+            .sigma_max
+            .unwrap_or_else(|| schedule.ve_sigma(schedule.train_steps() - 1));
+        let sigma_min = options.sigma_min.unwrap_or_else(|| schedule.ve_sigma(0));
+        Ok(AnnealedLangevin::new(
+            sigma_max,
+            sigma_min,
+            options.levels,
+            self.steps / options.levels,
+            options.step_size,
+            options.final_denoise,
+        )?)
+    }
+}
+
+/// Generates `num` samples. `init` optionally gives the initial noise `x_T` for all of them
+/// (`[num, sample_len]`, standard normal; Langevin scales it by `sigma_max`); otherwise each
+/// sample draws its own from its stream. `batch` samples go through the network at once.
+/// Returns `[num, sample_len]` row-major.
+pub fn generate(
+    denoiser: &mut dyn Denoiser,
+    schedule: Schedule<'_>,
+    options: &SamplingOptions,
+    num: usize,
+    batch: usize,
+    init: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    let sample_len: usize = denoiser.sample_shape().iter().product();
+    if let Some(init) = init {
+        if init.len() != num * sample_len {
+            return Err(Error::Invalid(format!(
+                "initial noise has {} values, expected {num} samples x {sample_len}",
+                init.len()
+            )));
+        }
+    }
+    if num == 0 || batch == 0 || options.steps == 0 {
+        return Err(Error::Invalid(
+            "the number of samples, the batch size and --steps must be > 0".into(),
+        ));
+    }
+    let settings = options.sampler_settings(denoiser.prediction());
+    let timesteps = match settings {
+        Some(_) => options.timesteps(&schedule)?,
+        None => Vec::new(),
+    };
+    let mut samples = vec![0.0f32; num * sample_len];
+    for start in (0..num).step_by(batch) {
+        let count = batch.min(num - start);
+        let x = &mut samples[start * sample_len..(start + count) * sample_len];
+        let mut rngs: Vec<Rng> = (start..start + count)
+            .map(|i| Rng::with_stream(options.seed, i as u64))
+            .collect();
+        match init {
+            Some(init) => {
+                x.copy_from_slice(&init[start * sample_len..(start + count) * sample_len])
+            }
+            None => {
+                for (row, rng) in x.chunks_exact_mut(sample_len).zip(&mut rngs) {
+                    rng.fill_normal(row);
+                }
+            }
+        }
+        match &settings {
+            Some(settings) => run_timestep_sampler(
+                denoiser, schedule, settings, &timesteps, x, sample_len, &mut rngs,
+            )?,
+            None => run_langevin(denoiser, schedule, options, x, sample_len, &mut rngs)?,
+        }
+    }
+    Ok(samples)
+}
+
+fn run_timestep_sampler(
+    denoiser: &mut dyn Denoiser,
+    schedule: Schedule<'_>,
+    settings: &SamplerSettings,
+    timesteps: &[u32],
+    x: &mut [f32],
+    sample_len: usize,
+    rngs: &mut [Rng],
+) -> Result<()> {
+    let mut scratch = vec![0.0f32; x.len()];
+    let mut samplers = scratch
+        .chunks_exact_mut(sample_len)
+        .map(|scratch| settings.build(schedule, timesteps, scratch))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut output = vec![0.0f32; x.len()];
+    while let Some(t) = samplers[0].timestep() {
+        denoiser.predict(x, t, &mut output)?;
+        check_finite(&output, t)?;
+        for ((sampler, (row, out)), rng) in samplers
+            .iter_mut()
+            .zip(
+                x.chunks_exact_mut(sample_len)
+                    .zip(output.chunks_exact(sample_len)),
+            )
+            .zip(rngs.iter_mut())
+        {
+            sampler.step(row, out, rng)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_langevin(
+    denoiser: &mut dyn Denoiser,
+    schedule: Schedule<'_>,
+    options: &SamplingOptions,
+    x: &mut [f32],
+    sample_len: usize,
+    rngs: &mut [Rng],
+) -> Result<()> {
+    let template = options.langevin_sampler(&schedule)?;
+    let sigma_max = template.level_sigma(0) as f32;
+    x.iter_mut().for_each(|v| *v *= sigma_max);
+    let mut samplers = vec![template; rngs.len()];
+    let mut score = vec![0.0f32; x.len()];
+    let mut network_input = vec![0.0f32; x.len()];
+    let prediction = denoiser.prediction();
+    while let Some(sigma) = samplers[0].sigma() {
+        if denoiser.has_exact_score() {
+            denoiser.ve_score(x, sigma, &mut score)?;
+        } else {
+            // A variance-preserving network evaluated at the nearest timestep.
+            let t = schedule.timestep_for_ve_sigma(sigma);
+            let (a, s) = (schedule.signal(t) as f32, schedule.noise(t) as f32);
+            let sigma_t = schedule.ve_sigma(t) as f32;
+            for (input, &value) in network_input.iter_mut().zip(x.iter()) {
+                *input = a * value;
+            }
+            denoiser.predict(&network_input, t as u32, &mut score)?;
+            check_finite(&score, t as u32)?;
+            for (g, &input) in score.iter_mut().zip(&network_input) {
+                let eps = prediction.to_x0_eps(input, *g, a, s).1;
+                *g = -eps / sigma_t;
+            }
+        }
+        for ((sampler, (row, g)), rng) in samplers
+            .iter_mut()
+            .zip(
+                x.chunks_exact_mut(sample_len)
+                    .zip(score.chunks_exact(sample_len)),
+            )
+            .zip(rngs.iter_mut())
+        {
+            sampler.step(row, g, rng)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_finite(output: &[f32], t: u32) -> Result<()> {
+    if output.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "the network produced NaN or infinite values at timestep {t}"
+        )))
+    }
+}

@@ -1,0 +1,191 @@
+//! The `ddm schedule` and `ddm sample --oracle-gmm` commands, end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ddm::npy;
+
+fn ddm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddm"))
+        .args(args)
+        .output()
+        .expect("the ddm binary runs")
+}
+
+fn spec_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/eight-gaussians.json")
+}
+
+fn assert_one_line_failure(output: &Output, needle: &str) {
+    assert!(!output.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn schedule_json_lists_timesteps_alphas_and_previous() {
+    let output = ddm(&[
+        "schedule",
+        "--beta-schedule",
+        "cosine",
+        "--train-steps",
+        "1000",
+        "--steps",
+        "4",
+        "--spacing",
+        "trailing",
+        "--zero-snr",
+        "--json",
+    ]);
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let timesteps: Vec<i64> = serde_json::from_value(json["timesteps"].clone()).unwrap();
+    let previous: Vec<i64> = serde_json::from_value(json["prev_timesteps"].clone()).unwrap();
+    let alphas: Vec<f64> = serde_json::from_value(json["alphas_cumprod"].clone()).unwrap();
+    assert_eq!(timesteps, vec![999, 749, 499, 249]);
+    assert_eq!(previous, vec![749, 499, 249, -1]);
+    // Zero terminal SNR: the first timestep (T - 1) has alpha-bar exactly 0.
+    assert_eq!(alphas[0], 0.0);
+    assert!(alphas.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn oracle_sampling_writes_the_mixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("samples.npy");
+    let output = ddm(&[
+        "sample",
+        "--oracle-gmm",
+        spec_path().to_str().unwrap(),
+        "--sampler",
+        "dpmpp-2m",
+        "--steps",
+        "20",
+        "--num",
+        "2000",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples = npy::read_f32(&out).unwrap();
+    assert_eq!(samples.shape, vec![2000, 2]);
+    // Every sample lies near the circle of radius 2 that carries the modes (stds <= 0.3).
+    let near = samples
+        .values
+        .chunks(2)
+        .filter(|v| ((v[0] * v[0] + v[1] * v[1]).sqrt() - 2.0).abs() < 1.0)
+        .count();
+    assert!(near > 1980, "{near} of 2000 near the circle");
+}
+
+#[test]
+fn given_initial_noise_makes_ddim_reproducible_and_ddpm_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = dir.path().join("init.npy");
+    let noise: Vec<f32> = (0..200)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    npy::write_f32(&init, &[100, 2], &noise).unwrap();
+    let run = |sampler: &str, seed: &str, name: &str| {
+        let out = dir.path().join(name);
+        let output = ddm(&[
+            "sample",
+            "--oracle-gmm",
+            spec_path().to_str().unwrap(),
+            "--sampler",
+            sampler,
+            "--steps",
+            "10",
+            "--seed",
+            seed,
+            "--init-noise",
+            init.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        npy::read_f32(&out).unwrap()
+    };
+    // DDIM with eta = 0 is a deterministic function of the initial noise.
+    assert_eq!(run("ddim", "1", "a.npy"), run("ddim", "2", "b.npy"));
+    // DDPM adds seeded noise: same seed same bits, other seed other samples.
+    assert_eq!(run("ddpm", "1", "c.npy"), run("ddpm", "1", "d.npy"));
+    assert_ne!(run("ddpm", "1", "e.npy"), run("ddpm", "2", "f.npy"));
+    assert_eq!(run("ddim", "1", "g.npy").shape, vec![100, 2]);
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.npy");
+    let out = out.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let malformed = write("malformed.json", "{\"means\": [[0, 1]], ");
+    assert_one_line_failure(
+        &ddm(&["sample", "--oracle-gmm", &malformed, "--out", out]),
+        "malformed mixture spec",
+    );
+    let weights = write(
+        "weights.json",
+        r#"{"means": [[0], [1]], "stds": [1, 1], "weights": [0.7, 0.7]}"#,
+    );
+    assert_one_line_failure(
+        &ddm(&["sample", "--oracle-gmm", &weights, "--out", out]),
+        "weights sum to",
+    );
+    let init = dir.path().join("init.npy");
+    npy::write_f32(&init, &[4, 3], &[0.0; 12]).unwrap();
+    assert_one_line_failure(
+        &ddm(&[
+            "sample",
+            "--oracle-gmm",
+            spec_path().to_str().unwrap(),
+            "--init-noise",
+            init.to_str().unwrap(),
+            "--out",
+            out,
+        ]),
+        "expected [n, 2]",
+    );
+    assert_one_line_failure(
+        &ddm(&[
+            "sample",
+            "--oracle-gmm",
+            spec_path().to_str().unwrap(),
+            "--sampler",
+            "euler",
+            "--out",
+            out,
+        ]),
+        "invalid value 'euler'",
+    );
+    assert_one_line_failure(
+        &ddm(&["sample", "--oracle-gmm", "/no/such/spec.json", "--out", out]),
+        "/no/such/spec.json",
+    );
+    assert_one_line_failure(
+        &ddm(&["schedule", "--steps", "2000", "--train-steps", "1000"]),
+        "cannot choose 2000",
+    );
+    assert!(!Path::new(out).exists(), "a failed run wrote output");
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test of ddm: formatting, lints, the no_std builds, the host tests and the
+# hardware-in-the-loop tests under QEMU. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    local missing=()
+    for package in "$@"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+say "toolchain targets and system packages"
+rustup target add thumbv7em-none-eabihf
+apt_install qemu-system-arm
+
+say "formatting"
+cargo fmt --all -- --check
+for board in boards/*/; do
+    (cd "$board" && cargo fmt -- --check)
+done
+
+say "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+for board in boards/*/; do
+    (cd "$board" && cargo clippy --all-targets -- -D warnings)
+done
+
+say "no_std core for thumbv7em-none-eabihf"
+cargo build -p ddm-core --target thumbv7em-none-eabihf
+
+say "tests (host and QEMU)"
+cargo test --workspace

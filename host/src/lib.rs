@@ -1,12 +1,26 @@
 //! The host side of ddm: data sets, models, training, sampling and the `ddm` command line.
+//!
+//! - [`data`]: the data sets (`optdigits`, MNIST, Fashion-MNIST, image folders, 2-D toys).
+//! - [`model`]: MLP and UNet denoisers as exporter graphs, run by a candle executor.
+//! - [`train`]: AdamW, EMA, schedules of the learning rate, checkpoints, the training loop.
+//! - [`sampling`]: generating samples with any [`sampling::Denoiser`].
+//! - [`eval`]: sample-quality metrics, each beside its real-vs-real floor.
+//! - [`image_grid`], [`plot`], [`npy`]: what runs write (PNG grids, charts, `.npy` arrays).
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
+pub mod image_grid;
+pub mod model;
 pub mod npy;
 pub mod oracle;
+pub mod plot;
 pub mod sampling;
 pub mod schedule_args;
+pub mod seeding;
+pub mod threads;
+pub mod train;
 
 pub use error::{Error, Result};

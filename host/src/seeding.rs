@@ -1,7 +1,7 @@
 //! Independent random streams derived from one user seed.
 //!
 //! A run has one `--seed`. Each use of randomness (parameter initialisation, training batches,
-//! preview samples) gets its own seed derived from it with [`derive`], and within a use each
+//! preview samples) gets its own seed derived from it with [`derive()`], and within a use each
 //! item (a parameter, a training step, a sample) its own stream
 //! (`ddm_core::Rng::with_stream(derived, item)`). Every random number is therefore a pure
 //! function of the seed and what it is for, never of how many numbers were drawn before: a

@@ -1,10 +1,10 @@
 //! Runs a [`Graph`] on candle tensors: the trainer's forward pass and the sampler's network.
 //!
 //! The graph's shapes are per sample; the executor adds a leading batch dimension `B` to every
-//! value. Nodes run in order, each through its function in [`ops`](super::ops); a value is
+//! value. Nodes run in order, each through its function in [`super::ops`]; a value is
 //! dropped after its last reader (unless gradients keep it alive).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use ddm_export::graph::{Graph, NodeId, Op};
 
 use super::ops;
@@ -17,9 +17,11 @@ pub type Observer<'a> = &'a mut dyn FnMut(NodeId, &Tensor);
 
 /// Evaluates `graph` on a batch.
 ///
-/// `x` is `[B, ...input shape]` (the noisy samples), `t` is `[B]` (the training timesteps as
-/// `f32`); `params` must hold every parameter of the graph. Returns the output node's value,
-/// `[B, ...input shape]`. `observer`, if given, is called once per node in execution order.
+/// `x` is `[B, ...input shape]` (the noisy samples), `t` is `[B]` (the training timesteps, any
+/// numeric type: they are converted to `x`'s); `params` must hold every parameter of the graph
+/// in `x`'s type (`f32` normally; `f64` works too, e.g. for gradient checks). Returns the output
+/// node's value, `[B, ...input shape]`. `observer`, if given, is called once per node in
+/// execution order.
 ///
 /// # Errors
 /// [`Error::Invalid`] when `x` or `t` do not have the expected shapes or a parameter has no
@@ -45,7 +47,7 @@ pub fn forward(
             t.dims()
         )));
     }
-    let t = t.to_dtype(DType::F32)?;
+    let t = t.to_dtype(x.dtype())?;
     let last_reader = last_readers(graph);
     let mut values: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
     for (index, node) in graph.nodes.iter().enumerate() {
@@ -130,9 +132,6 @@ fn eval<'v>(
             ops::concat(&tensors)
         }
         Op::Upsample2x { input: from } => ops::upsample2x(input(*from)?),
-        Op::Reshape {
-            input: from,
-            shape,
-        } => ops::reshape(input(*from)?, shape),
+        Op::Reshape { input: from, shape } => ops::reshape(input(*from)?, shape),
     }
 }

@@ -6,15 +6,16 @@
 //! kernel (a fused GroupNorm, a custom convolution) can replace one without touching the
 //! executor.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::error::{Error, Result};
 
-/// Sinusoidal embedding of timesteps `t` (`[B]`, `f32`): `[sin(t f_i), cos(t f_i)]` with
-/// `f_i = exp(-ln(max_period) i / (dim / 2))` for `i < dim / 2`. Returns `[B, dim]`.
+/// Sinusoidal embedding of timesteps `t` (`[B]`, a float type): `[sin(t f_i), cos(t f_i)]`
+/// with `f_i = exp(-ln(max_period) i / (dim / 2))` for `i < dim / 2`. Returns `[B, dim]` in
+/// `t`'s type.
 ///
-/// The frequencies are computed in `f64` and rounded to `f32`; the products `t f_i` and the
-/// sines are evaluated in `f32` on the tensor's device.
+/// The frequencies are computed in `f64` and rounded to `t`'s type; the products `t f_i` and
+/// the sines are evaluated in that type on the tensor's device.
 pub fn time_embedding(t: &Tensor, dim: usize, max_period: f32) -> Result<Tensor> {
     if dim == 0 || dim % 2 != 0 {
         return Err(Error::Invalid(format!(
@@ -25,12 +26,9 @@ pub fn time_embedding(t: &Tensor, dim: usize, max_period: f32) -> Result<Tensor>
     let frequencies: Vec<f32> = (0..half)
         .map(|i| (-(f64::from(max_period)).ln() * i as f64 / half as f64).exp() as f32)
         .collect();
-    let frequencies = Tensor::from_vec(frequencies, (1, half), t.device())?;
+    let frequencies = Tensor::from_vec(frequencies, (1, half), t.device())?.to_dtype(t.dtype())?;
     let batch = t.dim(0)?;
-    let arguments = t
-        .to_dtype(DType::F32)?
-        .reshape((batch, 1))?
-        .broadcast_mul(&frequencies)?;
+    let arguments = t.reshape((batch, 1))?.broadcast_mul(&frequencies)?;
     Ok(Tensor::cat(&[arguments.sin()?, arguments.cos()?], 1)?)
 }
 
@@ -189,9 +187,7 @@ mod tests {
         let up = values(&upsample2x(&x).unwrap());
         assert_eq!(
             up,
-            vec![
-                1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0
-            ]
+            vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0]
         );
         let sum = values(&add(&x, &tensor(&[10.0], &[1, 1])).unwrap());
         assert_eq!(sum, vec![11.0, 12.0, 13.0, 14.0]);

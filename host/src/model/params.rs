@@ -148,9 +148,18 @@ mod tests {
         let h = b.group_norm("norm", h, 2).unwrap();
         let graph = b.finish(h).unwrap();
         let device = Device::Cpu;
-        let a = Params::init(&graph, 1, &device).unwrap().to_weights().unwrap();
-        let again = Params::init(&graph, 1, &device).unwrap().to_weights().unwrap();
-        let other = Params::init(&graph, 2, &device).unwrap().to_weights().unwrap();
+        let a = Params::init(&graph, 1, &device)
+            .unwrap()
+            .to_weights()
+            .unwrap();
+        let again = Params::init(&graph, 1, &device)
+            .unwrap()
+            .to_weights()
+            .unwrap();
+        let other = Params::init(&graph, 2, &device)
+            .unwrap()
+            .to_weights()
+            .unwrap();
         assert_eq!(a, again);
         assert_ne!(a["fc.weight"], other["fc.weight"]);
         assert!(a["fc.weight"].data.iter().all(|v| v.abs() <= 0.5));

@@ -123,8 +123,14 @@ impl UnetConfig {
         for (level, mult) in self.channel_mults.iter().enumerate().rev() {
             for block in 0..=self.blocks_per_level {
                 let skip = skips.pop().expect("one skip per down block");
-                let joined = blocks.b.concat(&format!("up{level}.cat{block}"), &[h, skip])?;
-                h = blocks.res(&format!("up{level}.res{block}"), joined, mult * self.channels)?;
+                let joined = blocks
+                    .b
+                    .concat(&format!("up{level}.cat{block}"), &[h, skip])?;
+                h = blocks.res(
+                    &format!("up{level}.res{block}"),
+                    joined,
+                    mult * self.channels,
+                )?;
             }
             if level > 0 {
                 let width = blocks.b.shape(h)[0];
@@ -173,7 +179,7 @@ impl Blocks<'_> {
         } else {
             b.conv2d(&format!("{name}.skip"), x, out, 1, 1, 0)?
         };
-        b.add(&format!("{name}.residual"), skip, h)
+        Ok(b.add(&format!("{name}.residual"), skip, h)?)
     }
 }
 

@@ -98,8 +98,8 @@ mod tests {
             assert!(row == [1.0, -1.0] || row == [0.5, 0.5]);
             let t = a.t[i] as usize;
             let (sa, ss) = (schedule.signal(t) as f32, schedule.noise(t) as f32);
-            for d in 0..2 {
-                let expected = sa * row[d] + ss * eps.target[2 * i + d];
+            for (d, &x0) in row.iter().enumerate() {
+                let expected = sa * x0 + ss * eps.target[2 * i + d];
                 assert_eq!(a.x_t[2 * i + d], expected);
             }
         }

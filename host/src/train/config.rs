@@ -85,16 +85,18 @@ impl TrainConfig {
         if self.steps == 0 || self.batch_size == 0 {
             return fail("--steps and --batch-size must be > 0");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(0.0..=self.lr).contains(&self.lr_min) {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !(positive(self.lr) && (0.0..=self.lr).contains(&self.lr_min)) {
             return fail("--lr must be positive and 0 <= --lr-min <= --lr");
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return fail("Adam's betas must lie in [0, 1)");
         }
-        if !(self.adam_eps > 0.0) || !(self.weight_decay >= 0.0) {
+        let valid_decay = self.weight_decay >= 0.0 && self.weight_decay.is_finite();
+        if !(positive(self.adam_eps) && valid_decay) {
             return fail("Adam's epsilon must be > 0 and the weight decay >= 0");
         }
-        if self.grad_clip.is_some_and(|c| !(c > 0.0)) {
+        if self.grad_clip.is_some_and(|c| !positive(c)) {
             return fail("--grad-clip must be positive");
         }
         if !(0.0..1.0).contains(&self.ema_decay) {

@@ -68,10 +68,7 @@ mod tests {
         assert!((ema_decay(1, 0.999) - 2.0 / 11.0).abs() < 1e-12);
         assert_eq!(ema_decay(1_000_000, 0.999), 0.999);
         let value = |v: f32| {
-            Params::from_tensors([(
-                "p".to_string(),
-                Tensor::new(&[v], &Device::Cpu).unwrap(),
-            )])
+            Params::from_tensors([("p".to_string(), Tensor::new(&[v], &Device::Cpu).unwrap())])
         };
         let mut ema = Ema::new(&value(0.0), 0.5).unwrap();
         ema.update(&value(1.0), 1).unwrap();

@@ -61,13 +61,20 @@ impl AdamW {
         device: &Device,
     ) -> Result<Self> {
         let moment = |table: &Weights, name: &str, var: &Var| -> Result<Tensor> {
-            let t = table.get(name).filter(|t| t.shape == var.dims()).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "the optimiser state has no moment of shape {:?} for {name}",
-                    var.dims()
-                ))
-            })?;
-            Ok(Tensor::from_vec(t.data.clone(), t.shape.as_slice(), device)?)
+            let t = table
+                .get(name)
+                .filter(|t| t.shape == var.dims())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the optimiser state has no moment of shape {:?} for {name}",
+                        var.dims()
+                    ))
+                })?;
+            Ok(Tensor::from_vec(
+                t.data.clone(),
+                t.shape.as_slice(),
+                device,
+            )?)
         };
         let moments = params
             .iter()
@@ -82,7 +89,11 @@ impl AdamW {
         Ok(Self::with_moments(config, state.step, moments))
     }
 
-    fn with_moments(config: &TrainConfig, step: u64, moments: Vec<(String, Tensor, Tensor)>) -> Self {
+    fn with_moments(
+        config: &TrainConfig,
+        step: u64,
+        moments: Vec<(String, Tensor, Tensor)>,
+    ) -> Self {
         AdamW {
             beta1: config.beta1,
             beta2: config.beta2,
@@ -175,8 +186,7 @@ mod tests {
     use super::*;
 
     fn var(values: &[f32], shape: &[usize]) -> Var {
-        Var::from_tensor(&Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap())
-            .unwrap()
+        Var::from_tensor(&Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()).unwrap()
     }
 
     fn values(t: &Tensor) -> Vec<f32> {

@@ -1,7 +1,12 @@
 //! `ddm`: train, sample, evaluate and export denoising diffusion models.
 
+mod bench;
+mod demo;
+mod eval;
 mod sample;
 mod schedule;
+mod train;
+mod train_classifier;
 
 use std::process::ExitCode;
 
@@ -11,6 +16,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ddm", version, about)]
 struct Cli {
+    /// CPU threads for tensor computations (0: one per core). The default, 1, is fastest for
+    /// the small models of ddm on few cores (see BENCHMARKS.md).
+    #[arg(long, global = true, default_value_t = ddm::threads::DEFAULT_THREADS)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -19,8 +28,21 @@ struct Cli {
 enum Command {
     /// Print a noise schedule and the inference timesteps chosen from it.
     Schedule(schedule::Args),
-    /// Generate samples with a sampler.
+    /// Generate samples from a trained checkpoint or a Gaussian-mixture oracle.
     Sample(Box<sample::Args>),
+    /// Train a noise predictor (MLP or UNet) on a data set into a run folder.
+    Train(Box<train::Args>),
+    /// Train an MLP on the embedded 8x8 digits and draw 64 samples (a few minutes on a CPU).
+    Demo(demo::Args),
+    /// Measure sample quality: each metric beside the same metric between two disjoint real
+    /// sets of the same size (the floor).
+    Eval(eval::Args),
+    /// Train the feature classifier `ddm eval` uses for an image data set (maintainers: the
+    /// committed ones are in host/classifiers/).
+    TrainClassifier(train_classifier::Args),
+    /// Measure training steps per second of the model presets.
+    #[command(hide = true)]
+    BenchTrain(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,9 +58,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    ddm::threads::configure(cli.threads);
     let result = match cli.command {
         Command::Schedule(args) => schedule::run(&args),
         Command::Sample(args) => sample::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::TrainClassifier(args) => train_classifier::run(&args),
+        Command::BenchTrain(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

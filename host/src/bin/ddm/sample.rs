@@ -1,13 +1,16 @@
-//! `ddm sample`: generate samples from the exact mixture oracle (and, later, from models).
+//! `ddm sample`: generate samples from a trained checkpoint or the exact mixture oracle.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use clap::Args as ClapArgs;
+use clap::{ArgGroup, Args as ClapArgs};
+use ddm::image_grid::{is_image_shape, write_grid};
+use ddm::model::{self, NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
-use ddm::sampling::{generate, LangevinOptions, SamplerChoice, SamplingOptions};
+use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, SpacingName};
+use ddm::train::checkpoint::{self, WeightSet};
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::Schedule;
 
@@ -19,11 +22,26 @@ enum VarianceName {
     Posterior,
 }
 
+/// Default `--batch-size` for the oracle (cheap per sample).
+const ORACLE_BATCH: usize = 4096;
+/// Default `--batch-size` for a network.
+const NETWORK_BATCH: usize = 256;
+
 #[derive(Debug, ClapArgs)]
+#[command(group(ArgGroup::new("source").required(true).args(["oracle_gmm", "checkpoint"])))]
 pub struct Args {
     /// Sample from the exact denoiser of this Gaussian mixture (JSON: means, stds, weights).
     #[arg(long, value_name = "SPEC.json")]
     oracle_gmm: Option<PathBuf>,
+    /// Sample from the model trained in this run folder (its schedule and prediction type).
+    #[arg(long, value_name = "RUN_DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Use the trained weights instead of their EMA.
+    #[arg(long, requires = "checkpoint")]
+    no_ema: bool,
+    /// Compute on the CPU even when built with CUDA.
+    #[arg(long)]
+    cpu: bool,
     /// The sampler.
     #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
     sampler: SamplerChoice,
@@ -39,12 +57,12 @@ pub struct Args {
     /// Offset added to leading timesteps.
     #[arg(long, default_value_t = 0)]
     steps_offset: usize,
-    /// Beta schedule of the oracle's forward process.
-    #[arg(long, value_enum, default_value_t = BetaScheduleName::Linear)]
-    beta_schedule: BetaScheduleName,
-    /// Training steps T of the oracle's forward process.
-    #[arg(long, default_value_t = 1000)]
-    train_steps: usize,
+    /// Beta schedule of the oracle's forward process [default: linear].
+    #[arg(long, value_enum)]
+    beta_schedule: Option<BetaScheduleName>,
+    /// Training steps T of the oracle's forward process [default: 1000].
+    #[arg(long)]
+    train_steps: Option<usize>,
     /// Rescale the oracle's schedule to zero terminal SNR.
     #[arg(long)]
     zero_snr: bool,
@@ -57,15 +75,16 @@ pub struct Args {
     /// Seed of the random streams (sample i uses stream i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Initial noise x_T as an f32 .npy of shape [n, D] (replaces --num).
+    /// Initial noise x_T as an f32 .npy of shape [n, ...sample shape] (replaces --num).
     #[arg(long, value_name = "X.npy")]
     init_noise: Option<PathBuf>,
     /// Number of samples.
     #[arg(long, default_value_t = 64)]
     num: usize,
-    /// Samples going through the denoiser at once.
-    #[arg(long, default_value_t = 4096)]
-    batch_size: usize,
+    /// Samples going through the denoiser at once [default: 4096 for the oracle, 256 for a
+    /// network].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Langevin: number of noise levels.
     #[arg(long, default_value_t = 10)]
     levels: usize,
@@ -78,7 +97,8 @@ pub struct Args {
     /// Langevin: step size at the smallest level.
     #[arg(long, default_value_t = 2e-5)]
     langevin_step_size: f64,
-    /// Output file: .npy (f32, [n, D]).
+    /// Output file: .npy (f32, [n, ...sample shape], values in [-1, 1] for trained data) or
+    /// .png (a grid, for image data).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 }
@@ -108,56 +128,121 @@ impl Args {
     }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let Some(spec_path) = &args.oracle_gmm else {
-        bail!("nothing to sample from: give --oracle-gmm SPEC.json");
-    };
-    let spec = MixtureSpec::from_file(spec_path)?;
-    let schedule_spec = ScheduleSpec {
-        beta_schedule: args.beta_schedule,
-        train_steps: args.train_steps,
-        zero_snr: args.zero_snr,
-    };
-    let table = schedule_spec.alphas_cumprod()?;
-    let schedule = Schedule::new(&table)?;
-    let mut denoiser = MixtureDenoiser::new(&spec, schedule)?;
+/// The output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Npy,
+    Png,
+}
 
-    let init = read_init_noise(args.init_noise.as_deref(), spec.dim())?;
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let output = output_kind(&args.out)?;
+    if let Some(dir) = &args.checkpoint {
+        if args.beta_schedule.is_some() || args.train_steps.is_some() || args.zero_snr {
+            bail!(
+                "--beta-schedule, --train-steps and --zero-snr apply to --oracle-gmm only: a \
+                 checkpoint brings its own schedule"
+            );
+        }
+        let config = checkpoint::read_config(dir)?;
+        let set = if args.no_ema {
+            WeightSet::Model
+        } else {
+            WeightSet::Ema
+        };
+        let weights = checkpoint::read_weights(dir, &config, set)?;
+        let device = model::device(!args.cpu)?;
+        let params = Params::from_weights(&config.graph, &weights, &device)?;
+        let mut denoiser = NetworkDenoiser::new(
+            config.graph.clone(),
+            params,
+            config.objective.prediction.into(),
+            device,
+        );
+        let table = config.schedule.alphas_cumprod()?;
+        let batch = args.batch_size.unwrap_or(NETWORK_BATCH);
+        sample_and_write(args, output, &mut denoiser, &table, batch)
+    } else if let Some(spec_path) = &args.oracle_gmm {
+        let spec = MixtureSpec::from_file(spec_path)?;
+        let schedule_spec = ScheduleSpec {
+            beta_schedule: args.beta_schedule.unwrap_or_default(),
+            train_steps: args.train_steps.unwrap_or(1000),
+            zero_snr: args.zero_snr,
+        };
+        let table = schedule_spec.alphas_cumprod()?;
+        let mut denoiser = MixtureDenoiser::new(&spec, Schedule::new(&table)?)?;
+        let batch = args.batch_size.unwrap_or(ORACLE_BATCH);
+        sample_and_write(args, output, &mut denoiser, &table, batch)
+    } else {
+        bail!("nothing to sample from: give --checkpoint RUN_DIR or --oracle-gmm SPEC.json");
+    }
+}
+
+fn sample_and_write(
+    args: &Args,
+    output: Output,
+    denoiser: &mut dyn Denoiser,
+    alphas_cumprod: &[f32],
+    batch: usize,
+) -> anyhow::Result<()> {
+    let shape = denoiser.sample_shape();
+    if output == Output::Png && !is_image_shape(&shape) {
+        bail!(
+            "{}: a PNG grid needs image samples ([C, H, W]); these have shape {shape:?}, \
+             write a .npy file instead",
+            args.out.display()
+        );
+    }
+    let init = read_init_noise(args.init_noise.as_deref(), &shape)?;
     let num = init.as_ref().map_or(args.num, |a| a.rows());
-    check_output_path(&args.out)?;
     let samples = generate(
-        &mut denoiser,
-        schedule,
+        denoiser,
+        Schedule::new(alphas_cumprod)?,
         &args.sampling_options(),
         num,
-        args.batch_size,
+        batch,
         init.as_ref().map(|a| a.values.as_slice()),
     )?;
-    npy::write_f32(&args.out, &[num, spec.dim()], &samples)?;
+    match output {
+        Output::Npy => {
+            let mut full_shape = vec![num];
+            full_shape.extend_from_slice(&shape);
+            npy::write_f32(&args.out, &full_shape, &samples)?;
+        }
+        Output::Png => write_grid(&args.out, &samples, &shape)?,
+    }
     println!(
-        "wrote {num} samples of dimension {} to {}",
-        spec.dim(),
+        "wrote {num} samples of shape {shape:?} to {}",
         args.out.display()
     );
     Ok(())
 }
 
-fn read_init_noise(path: Option<&Path>, dim: usize) -> anyhow::Result<Option<npy::Array>> {
+fn read_init_noise(path: Option<&Path>, shape: &[usize]) -> anyhow::Result<Option<npy::Array>> {
     let Some(path) = path else { return Ok(None) };
     let array = npy::read_f32(path)?;
-    if array.shape.len() != 2 || array.shape[1] != dim {
+    let sample_len: usize = shape.iter().product();
+    let flat = array.shape.len() == 2 && array.shape[1] == sample_len;
+    let full = array.shape.len() == shape.len() + 1 && array.shape[1..] == *shape;
+    if !flat && !full {
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
         bail!(
-            "{}: initial noise has shape {:?}, expected [n, {dim}]",
+            "{}: initial noise has shape {:?}, expected [n, {}]",
             path.display(),
-            array.shape
+            array.shape,
+            dims.join(", ")
         );
     }
     Ok(Some(array))
 }
 
-fn check_output_path(path: &Path) -> anyhow::Result<()> {
+fn output_kind(path: &Path) -> anyhow::Result<Output> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => Ok(()),
-        _ => bail!("{}: the output must be a .npy file", path.display()),
+        Some("npy") => Ok(Output::Npy),
+        Some("png") => Ok(Output::Png),
+        _ => bail!(
+            "{}: the output must be a .npy file (any data) or a .png file (images)",
+            path.display()
+        ),
     }
 }

@@ -1,0 +1,166 @@
+//! The crate's one error type.
+
+use core::fmt;
+
+/// Why a blob was refused, a network could not run or a helper refused its arguments.
+///
+/// Nothing in this crate panics on bad input (an untrusted blob, a short arena, a wrong
+/// buffer length): every check returns one of these, and every check a blob can fail happens
+/// in [`Blob::parse`](crate::Blob::parse) or before a run touches the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The blob is shorter than its header or than the length the header declares.
+    Truncated {
+        /// Bytes the blob needs.
+        needed: usize,
+        /// Bytes it has.
+        available: usize,
+    },
+    /// The first four bytes are not [`MAGIC`](crate::format::MAGIC).
+    BadMagic,
+    /// The blob was written in another format version.
+    UnsupportedVersion {
+        /// Version in the blob.
+        found: u32,
+        /// The one version this runtime reads.
+        supported: u32,
+    },
+    /// The CRC-32 stored in the header does not match the blob's bytes.
+    CrcMismatch {
+        /// CRC in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// The header or the section table is inconsistent (the text says what).
+    Malformed(&'static str),
+    /// A node of the graph is invalid.
+    InvalidNode {
+        /// Index of the node.
+        node: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An entry of the tensor table is invalid.
+    InvalidTensor {
+        /// Index of the tensor.
+        tensor: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The memory plan puts a node's output outside the arena or on top of its inputs.
+    InvalidPlan {
+        /// Index of the node.
+        node: u32,
+        /// What is wrong with its placement.
+        reason: &'static str,
+    },
+    /// The schedule section (settings, sampler defaults or `alphas_cumprod`) is invalid.
+    InvalidSchedule(&'static str),
+    /// A quantisation parameter or a real multiplier is out of range (the text names it).
+    InvalidQuantization(&'static str),
+    /// The caller's arena is smaller than the blob and the settings need.
+    ArenaTooSmall {
+        /// Bytes needed (including alignment of the arena's start).
+        required: usize,
+        /// Bytes given.
+        available: usize,
+    },
+    /// A caller buffer has the wrong number of elements.
+    LengthMismatch {
+        /// Which buffer.
+        what: &'static str,
+        /// Elements expected.
+        expected: usize,
+        /// Elements given.
+        actual: usize,
+    },
+    /// The network produced NaN or an infinity while generating (float blobs only).
+    NonFiniteOutput {
+        /// Training timestep of the evaluation.
+        timestep: u32,
+    },
+    /// A model description given to the writer is inconsistent (the text says what).
+    InvalidModel(&'static str),
+    /// The diffusion mathematics refused its arguments (sampler settings, step count).
+    Core(ddm_core::Error),
+}
+
+/// Result type of this crate.
+pub type Result<T> = core::result::Result<T, Error>;
+
+impl From<ddm_core::Error> for Error {
+    fn from(error: ddm_core::Error) -> Self {
+        Error::Core(error)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Truncated { needed, available } => {
+                write!(f, "truncated blob: needs {needed} bytes, has {available}")
+            }
+            Error::BadMagic => write!(f, "not a ddm model blob (bad magic)"),
+            Error::UnsupportedVersion { found, supported } => write!(
+                f,
+                "blob format version {found} is not supported (this runtime reads version {supported})"
+            ),
+            Error::CrcMismatch { stored, computed } => write!(
+                f,
+                "blob CRC mismatch: header says {stored:#010x}, bytes give {computed:#010x}"
+            ),
+            Error::Malformed(what) => write!(f, "malformed blob: {what}"),
+            Error::InvalidNode { node, reason } => write!(f, "invalid node {node}: {reason}"),
+            Error::InvalidTensor { tensor, reason } => {
+                write!(f, "invalid tensor {tensor}: {reason}")
+            }
+            Error::InvalidPlan { node, reason } => {
+                write!(f, "invalid memory plan for node {node}: {reason}")
+            }
+            Error::InvalidSchedule(what) => write!(f, "invalid schedule: {what}"),
+            Error::InvalidQuantization(what) => write!(f, "invalid quantisation: {what}"),
+            Error::ArenaTooSmall {
+                required,
+                available,
+            } => write!(
+                f,
+                "arena too small: needs {required} bytes, has {available}"
+            ),
+            Error::LengthMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(f, "{what} has {actual} elements, expected {expected}"),
+            Error::NonFiniteOutput { timestep } => write!(
+                f,
+                "the network produced NaN or infinite values at timestep {timestep}"
+            ),
+            Error::InvalidModel(what) => write!(f, "invalid model description: {what}"),
+            Error::Core(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Core(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Returns `Err(LengthMismatch)` unless `actual == expected`.
+pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what,
+            expected,
+            actual,
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! The model blob layout, byte by byte. Format version [`FORMAT_VERSION`] = 1.
+//!
+//! Every multi-byte value is little-endian. `u32`/`i32`/`f32` are 4 bytes, `f64` 8 bytes;
+//! floats are IEEE-754 bit patterns. Offsets are in bytes from the start of the blob unless a
+//! field says otherwise. The reader never assumes the blob itself is aligned in memory: it
+//! decodes every field from bytes (zero-copy: weights are read in place, never copied).
+//!
+//! # Header (32 bytes, offset 0)
+//!
+//! | offset | type      | field |
+//! | ------ | --------- | ----- |
+//! | 0      | `[u8; 4]` | magic `"DDMB"` ([`MAGIC`]) |
+//! | 4      | `u32`     | format version ([`FORMAT_VERSION`]) |
+//! | 8      | `u32`     | CRC-32 (ISO-HDLC, the zlib/PNG one: [`CRC32`]) of bytes `12..total_len` |
+//! | 12     | `u32`     | `total_len`: bytes of the blob, header included (bytes after it are ignored) |
+//! | 16     | `u32`     | precision: 0 = int8, 1 = fp16 weights, 2 = f32 ([`Precision`]) |
+//! | 20     | `u32`     | `section_count` (1..=[`MAX_SECTIONS`]) |
+//! | 24     | `u32`     | reserved, 0 |
+//! | 28     | `u32`     | reserved, 0 |
+//! | 32     | 16 bytes each | section table: `section_count` entries |
+//!
+//! Magic and version are checked first (so a blob of another version is refused as such), then
+//! `total_len`, then the CRC, which covers everything after the CRC field; a flipped bit
+//! anywhere in the blob is therefore caught.
+//!
+//! Section table entry (16 bytes): `u32 id`, `u32 offset`, `u32 len`, `u32 reserved (0)`.
+//! Sections start at a multiple of [`SECTION_ALIGN`] (16) bytes, after the section table, end
+//! inside `total_len`, do not overlap, and each id appears at most once. Ids:
+//! [`SECTION_GRAPH`] = 1, [`SECTION_TENSORS`] = 2, [`SECTION_QUANT`] = 3 (int8 blobs only, and
+//! required there), [`SECTION_PLAN`] = 4, [`SECTION_SCHEDULE`] = 5. Unknown ids are refused.
+//!
+//! # Graph section (id 1)
+//!
+//! | offset | type | field |
+//! | ------ | ---- | ----- |
+//! | 0      | `u32` | `node_count` (1..=[`MAX_NODES`]) |
+//! | 4      | `u32` | output node index |
+//! | 8      | `u32` | `list_len`: entries of the input list (node indices read by `Concat`) |
+//! | 12     | `u32` | reserved, 0 |
+//! | 16     | 64 bytes each | `node_count` node records, in execution order |
+//! | 16 + 64 n | `u32` each | the input list |
+//!
+//! The section is exactly `16 + 64 node_count + 4 list_len` bytes.
+//!
+//! ## Node record (64 bytes = 16 `u32` words)
+//!
+//! | word | field |
+//! | ---- | ----- |
+//! | 0    | op code ([`OpCode`]) |
+//! | 1    | rank of the output: 1 (`[C]`) or 3 (`[C, H, W]`) |
+//! | 2..5 | output dims `C, H, W` (all >= 1; `H = W = 1` for rank 1) |
+//! | 5, 6 | `in0`, `in1`: input node indices ([`NONE`] when unused) |
+//! | 7, 8, 9 | `t0`, `t1`, `t2`: tensor indices ([`NONE`] when unused) |
+//! | 10..14 | `p0..p3`: op parameters (0 when unused) |
+//! | 14, 15 | reserved, 0 |
+//!
+//! Per op (inputs must come before the node; node 0 is the only `Input`):
+//!
+//! | op | code | in0 / in1 | t0 / t1 / t2 | p0 / p1 / p2 |
+//! | -- | ---- | --------- | ------------ | ------------ |
+//! | `Input` | 0 | – | – | – |
+//! | `TimeEmbedding` | 1 | – | – | `max_period` (f32 bits) |
+//! | `Linear` | 2 | input `[in]` | weight `[out, in]` / bias `[out]` / requant | – |
+//! | `Conv2d` | 3 | input `[in, H, W]` | weight `[out, in, k, k]` / bias `[out]` / requant | `k` / stride (1, 2) / padding |
+//! | `GroupNorm` | 4 | input | gamma `[C]` f32 / beta `[C]` f32 / – | groups / `eps` (f32 bits) |
+//! | `Silu` | 5 | input | int8: LUT `[256]` i8 | – |
+//! | `Add` | 6 | lhs / rhs (same shape, or `[C]` onto `[C, H, W]`) | – | – |
+//! | `Concat` | 7 | first list index / count | int8: requant `[2 count]` i32 | – |
+//! | `Upsample2x` | 8 | input `[C, H, W]` | – | – |
+//! | `Reshape` | 9 | input | – | – |
+//!
+//! Weights of linear and conv layers have the blob's precision (i8, f16 or f32). In float blobs
+//! the bias is optional and has the same type; in int8 blobs it is required, `i32`, and has the
+//! input zero point folded in (see [`crate::quant`]). `requant` (int8 only) is an i32 tensor of
+//! `(multiplier, shift)` pairs, one per output channel (`input_scale weight_scale_c /
+//! output_scale`), or one per input for `Concat` (`scale_in / (2^20 scale_out)`, applied to
+//! the input shifted left by 20, see [`crate::kernels::concat`]). GroupNorm's
+//! affine parameters are always f32. The time embedding's `dim` is its output `C`.
+//!
+//! # Tensors section (id 2)
+//!
+//! `u32 tensor_count`, 12 reserved (0) bytes, then `tensor_count` entries of 16 bytes:
+//! `u32 dtype` ([`DType`]: 0 = i8, 1 = i32, 2 = f16, 3 = f32), `u32 offset` (from the start of
+//! the section, a multiple of the element size), `u32 len` (elements), `u32 reserved (0)`.
+//! Tensor data follows the table (the writer aligns each tensor to 16 bytes); every tensor lies
+//! inside the section. Tensors are read in place.
+//!
+//! # Quantisation section (id 3, int8 blobs)
+//!
+//! One 32-byte record per node: `f32 scale` (finite, > 0), `i32 zero_point` (-128..=127) of the
+//! node's output, then six `i32` words. For `Add` they are the fixed-point `(multiplier, shift)`
+//! pairs of lhs, rhs and output of TFLite's int8 add ([`crate::quant::AddParams`]); for every
+//! other op they are 0. `Upsample2x` and `Reshape` carry their input's parameters.
+//!
+//! # Memory plan section (id 4)
+//!
+//! `u32 arena_bytes` (bytes of the activation arena), 12 reserved (0) bytes, then one `u32` per
+//! node: the byte offset of its output in the arena. Each output (`elements x 1` byte for int8,
+//! `x 4` for float blobs, whose activations are f32) must fit in `arena_bytes`, f32 outputs
+//! at multiples of 4; a `Reshape` has its input's offset (it is an alias). An output never
+//! overlaps its inputs, except that `Silu`, `GroupNorm` and `Add` (its `lhs`) may run in place:
+//! output and input at exactly the same offset. The section is `16 + 4 node_count` bytes.
+//!
+//! # Schedule section (id 5)
+//!
+//! | offset | type | field |
+//! | ------ | ---- | ----- |
+//! | 0  | `u32` | beta schedule: 0 linear, 1 scaled-linear, 2 cosine, 3 sigmoid, 4 custom |
+//! | 4  | `u32` | train steps `T` (1..=[`MAX_TRAIN_STEPS`]) |
+//! | 8  | `f64` | first parameter (`beta_start`, or cosine's `s`; 0 for custom) |
+//! | 16 | `f64` | second parameter (`beta_end`, or cosine's `max_beta`; 0 for custom) |
+//! | 24 | `u32` | zero terminal SNR: 0 or 1 |
+//! | 28 | `u32` | prediction: 0 eps, 1 x0, 2 v |
+//! | 32 | `u32` | default sampler: 0 DDPM, 1 DDIM, 2 DPM-Solver++ 2M |
+//! | 36 | `u32` | default steps (1..=T) |
+//! | 40 | `u32` | default spacing: 0 leading, 1 linspace, 2 trailing, 3 log-SNR |
+//! | 44 | `u32` | default steps offset (leading spacing) |
+//! | 48 | `f32` | default DDIM eta (finite, >= 0) |
+//! | 52 | `u32` | default DDPM variance: 0 beta, 1 posterior |
+//! | 56 | `u32` | clip x0: 0 no, 1 yes |
+//! | 60 | `f32` | clip radius (finite > 0 when clipping, else 0) |
+//! | 64 | `f32` x T | `alphas_cumprod`: in `[0, 1]`, non-increasing |
+//!
+//! The table is authoritative: the device samples with exactly the host's `alpha_bar` values
+//! (the writer fills it with [`ddm_core::ScheduleConfig::fill_alphas_cumprod`]; custom betas
+//! store only the table). The settings above it document the schedule and give the defaults.
+
+use crate::error::{Error, Result};
+
+/// First four bytes of every blob.
+pub const MAGIC: [u8; 4] = *b"DDMB";
+/// The format version this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the fixed header, before the section table.
+pub const HEADER_LEN: usize = 32;
+/// Offset of the CRC field; the CRC covers the bytes from [`CRC_START`] to `total_len`.
+pub const CRC_OFFSET: usize = 8;
+/// First byte covered by the CRC.
+pub const CRC_START: usize = 12;
+/// Bytes of one section table entry.
+pub const SECTION_ENTRY_LEN: usize = 16;
+/// Sections start at multiples of this many bytes.
+pub const SECTION_ALIGN: usize = 16;
+/// Most sections a blob may declare.
+pub const MAX_SECTIONS: usize = 8;
+
+/// Section id of the graph.
+pub const SECTION_GRAPH: u32 = 1;
+/// Section id of the tensor table and data.
+pub const SECTION_TENSORS: u32 = 2;
+/// Section id of the per-node quantisation records (int8 blobs).
+pub const SECTION_QUANT: u32 = 3;
+/// Section id of the memory plan.
+pub const SECTION_PLAN: u32 = 4;
+/// Section id of the schedule and sampler defaults.
+pub const SECTION_SCHEDULE: u32 = 5;
+
+/// Bytes before the node records in the graph section.
+pub const GRAPH_HEADER_LEN: usize = 16;
+/// Bytes of one node record.
+pub const NODE_RECORD_LEN: usize = 64;
+/// Words of one node record.
+pub const NODE_WORDS: usize = NODE_RECORD_LEN / 4;
+/// Bytes before the tensor table in the tensors section.
+pub const TENSORS_HEADER_LEN: usize = 16;
+/// Bytes of one tensor table entry.
+pub const TENSOR_ENTRY_LEN: usize = 16;
+/// Bytes of one per-node quantisation record.
+pub const QUANT_RECORD_LEN: usize = 32;
+/// Bytes before the node offsets in the plan section.
+pub const PLAN_HEADER_LEN: usize = 16;
+/// Bytes before `alphas_cumprod` in the schedule section.
+pub const SCHEDULE_HEADER_LEN: usize = 64;
+/// Alignment the writer gives every tensor's data.
+pub const TENSOR_ALIGN: usize = 16;
+
+/// "No node" / "no tensor" in a record.
+pub const NONE: u32 = u32::MAX;
+/// Most nodes a graph may have.
+pub const MAX_NODES: usize = 4096;
+/// Largest `T` of a schedule.
+pub const MAX_TRAIN_STEPS: usize = 1 << 20;
+/// Largest number of products summed into one int8 accumulator (`in` for linear layers,
+/// `in k k` for convolutions): with `|x w| <= 2^14` and `|bias| <= MAX_BIAS` the `i32`
+/// accumulator can never overflow.
+pub const MAX_FAN_IN: usize = 1 << 16;
+/// Largest magnitude of an int8 layer's (folded) bias.
+pub const MAX_BIAS: i32 = 1 << 30;
+/// Largest number of elements one GroupNorm group may have (keeps its integer moments exact
+/// in `i64`).
+pub const MAX_GROUP_LEN: usize = 1 << 24;
+/// Left shift applied to both inputs of the int8 add before rescaling (TFLite's value).
+pub const ADD_LEFT_SHIFT: i32 = 20;
+/// Range of the shifts of `(multiplier, shift)` pairs: `MIN_SHIFT..=MAX_SHIFT`.
+pub const MIN_SHIFT: i32 = -31;
+/// See [`MIN_SHIFT`].
+pub const MAX_SHIFT: i32 = 30;
+
+/// The CRC-32 of the header (ISO-HDLC: reflected polynomial 0x04C11DB7, init and xorout
+/// `0xFFFFFFFF`; the CRC of zlib, PNG and Ethernet).
+pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// Numeric precision of a blob's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Precision {
+    /// int8 weights (per-output-channel symmetric) and int8 activations (per-tensor asymmetric).
+    Int8,
+    /// f16 weights, f32 activations and arithmetic.
+    F16,
+    /// f32 weights, activations and arithmetic.
+    F32,
+}
+
+impl Precision {
+    /// The header code.
+    pub const fn code(self) -> u32 {
+        match self {
+            Precision::Int8 => 0,
+            Precision::F16 => 1,
+            Precision::F32 => 2,
+        }
+    }
+
+    /// Decodes a header code.
+    pub fn from_code(code: u32) -> Result<Self> {
+        match code {
+            0 => Ok(Precision::Int8),
+            1 => Ok(Precision::F16),
+            2 => Ok(Precision::F32),
+            _ => Err(Error::Malformed("unknown precision")),
+        }
+    }
+
+    /// Bytes of one activation element in the arena (1 for int8, 4 for f32).
+    pub const fn activation_bytes(self) -> usize {
+        match self {
+            Precision::Int8 => 1,
+            Precision::F16 | Precision::F32 => 4,
+        }
+    }
+
+    /// The element type of linear and convolution weights.
+    pub const fn weight_dtype(self) -> DType {
+        match self {
+            Precision::Int8 => DType::I8,
+            Precision::F16 => DType::F16,
+            Precision::F32 => DType::F32,
+        }
+    }
+
+    /// The element type of linear and convolution biases.
+    pub const fn bias_dtype(self) -> DType {
+        match self {
+            Precision::Int8 => DType::I32,
+            Precision::F16 => DType::F16,
+            Precision::F32 => DType::F32,
+        }
+    }
+}
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DType {
+    /// Signed 8-bit integers.
+    I8,
+    /// Signed 32-bit integers.
+    I32,
+    /// IEEE half precision.
+    F16,
+    /// IEEE single precision.
+    F32,
+}
+
+impl DType {
+    /// The tensor table code.
+    pub const fn code(self) -> u32 {
+        match self {
+            DType::I8 => 0,
+            DType::I32 => 1,
+            DType::F16 => 2,
+            DType::F32 => 3,
+        }
+    }
+
+    /// Decodes a tensor table code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(DType::I8),
+            1 => Some(DType::I32),
+            2 => Some(DType::F16),
+            3 => Some(DType::F32),
+            _ => None,
+        }
+    }
+
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::I8 => 1,
+            DType::F16 => 2,
+            DType::I32 | DType::F32 => 4,
+        }
+    }
+}
+
+/// Operation codes of node records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OpCode {
+    /// The noisy sample `x_t`.
+    Input,
+    /// Sinusoidal embedding of the timestep.
+    TimeEmbedding,
+    /// `y = W x + b` on a vector.
+    Linear,
+    /// 2-D convolution with zero padding.
+    Conv2d,
+    /// Group normalisation with affine parameters.
+    GroupNorm,
+    /// `x sigmoid(x)`.
+    Silu,
+    /// Element-wise sum (or `[C]` broadcast onto `[C, H, W]`).
+    Add,
+    /// Concatenation along channels.
+    Concat,
+    /// Nearest-neighbour upsampling by 2.
+    Upsample2x,
+    /// A new shape over the same data.
+    Reshape,
+}
+
+impl OpCode {
+    /// The record code.
+    pub const fn code(self) -> u32 {
+        match self {
+            OpCode::Input => 0,
+            OpCode::TimeEmbedding => 1,
+            OpCode::Linear => 2,
+            OpCode::Conv2d => 3,
+            OpCode::GroupNorm => 4,
+            OpCode::Silu => 5,
+            OpCode::Add => 6,
+            OpCode::Concat => 7,
+            OpCode::Upsample2x => 8,
+            OpCode::Reshape => 9,
+        }
+    }
+
+    /// Decodes a record code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => OpCode::Input,
+            1 => OpCode::TimeEmbedding,
+            2 => OpCode::Linear,
+            3 => OpCode::Conv2d,
+            4 => OpCode::GroupNorm,
+            5 => OpCode::Silu,
+            6 => OpCode::Add,
+            7 => OpCode::Concat,
+            8 => OpCode::Upsample2x,
+            9 => OpCode::Reshape,
+            _ => return None,
+        })
+    }
+}
+
+/// Beta schedule codes of the schedule section.
+pub mod beta_code {
+    /// Linear betas.
+    pub const LINEAR: u32 = 0;
+    /// Scaled-linear betas.
+    pub const SCALED_LINEAR: u32 = 1;
+    /// Cosine schedule.
+    pub const COSINE: u32 = 2;
+    /// Sigmoid betas.
+    pub const SIGMOID: u32 = 3;
+    /// User betas: only the table is stored.
+    pub const CUSTOM: u32 = 4;
+}
+
+/// Reads the little-endian `u32` at byte `at` of `bytes`, if it is there.
+#[inline]
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let end = at.checked_add(4)?;
+    let word: [u8; 4] = bytes.get(at..end)?.try_into().ok()?;
+    Some(u32::from_le_bytes(word))
+}
+
+/// Reads the little-endian `f64` at byte `at` of `bytes`, if it is there.
+#[inline]
+pub(crate) fn read_f64(bytes: &[u8], at: usize) -> Option<f64> {
+    let end = at.checked_add(8)?;
+    let word: [u8; 8] = bytes.get(at..end)?.try_into().ok()?;
+    Some(f64::from_le_bytes(word))
+}
+
+/// Rounds `value` up to a multiple of `align` (a power of two), if that fits in `usize`.
+#[inline]
+pub(crate) fn align_up(value: usize, align: usize) -> Option<usize> {
+    let mask = align.checked_sub(1)?;
+    Some(value.checked_add(mask)? & !mask)
+}

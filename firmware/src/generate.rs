@@ -1,0 +1,153 @@
+//! Generating one sample on the device: the network driven by a core sampler.
+//!
+//! Sample `sample_index` of seed `seed` draws its initial noise `x_T` with
+//! `Rng::with_stream(seed, sample_index).fill_normal` and every noise draw of its sampler from
+//! the same generator, exactly as the host's `ddm::sampling::generate` does for sample `i` of
+//! a run; with the same blob the device therefore reproduces the host's bytes.
+
+use ddm_core::sampler::Sampler;
+use ddm_core::timesteps::fill_timesteps;
+use ddm_core::{Rng, Schedule};
+
+use crate::blob::Blob;
+use crate::cast;
+use crate::error::{check_len, Error, Result};
+use crate::network::Network;
+use crate::plan::{aligned, ArenaLayout};
+use crate::settings::SamplerConfig;
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GenerateSettings {
+    /// The sampler; `None` uses the blob's defaults ([`Blob::sampler_defaults`]).
+    pub sampler: Option<SamplerConfig>,
+    /// Overrides the number of steps of whichever sampler is used.
+    pub steps: Option<u32>,
+    /// Seed of the random streams.
+    pub seed: u64,
+    /// Which sample of the seed's run: selects the random stream.
+    pub sample_index: u64,
+}
+
+impl GenerateSettings {
+    /// The blob's default sampler for sample `sample_index` of `seed`.
+    pub const fn new(seed: u64, sample_index: u64) -> Self {
+        GenerateSettings {
+            sampler: None,
+            steps: None,
+            seed,
+            sample_index,
+        }
+    }
+
+    /// The sampler settings actually used with `blob`.
+    pub fn resolve(&self, blob: &Blob<'_>) -> SamplerConfig {
+        let mut config = self.sampler.unwrap_or(blob.sampler_defaults());
+        if let Some(steps) = self.steps {
+            config.steps = steps;
+        }
+        config
+    }
+}
+
+/// Progress of a generation run, reported before each network evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct StepInfo {
+    /// Index of the step (0-based).
+    pub index: u32,
+    /// Number of steps of the run.
+    pub total: u32,
+    /// Training timestep the network is evaluated at.
+    pub timestep: u32,
+}
+
+/// Generates one sample into `out` ([`Blob::sample_len`] elements) with the arena `arena`
+/// (see [`required_arena_bytes`](crate::required_arena_bytes)).
+pub fn generate(
+    blob: &Blob<'_>,
+    arena: &mut [u8],
+    settings: &GenerateSettings,
+    out: &mut [f32],
+) -> Result<()> {
+    generate_with(blob, arena, settings, out, |_| {})
+}
+
+/// [`generate`], calling `on_step` before each network evaluation (for timing or logging).
+pub fn generate_with(
+    blob: &Blob<'_>,
+    arena: &mut [u8],
+    settings: &GenerateSettings,
+    out: &mut [f32],
+    mut on_step: impl FnMut(StepInfo),
+) -> Result<()> {
+    // Everything that can be refused is checked before the arena is touched.
+    let config = settings.resolve(blob);
+    config.validate()?;
+    let steps = config.steps as usize;
+    if steps > blob.train_steps() {
+        return Err(Error::Core(ddm_core::Error::InvalidStepCount {
+            steps,
+            train_steps: blob.train_steps(),
+        }));
+    }
+    check_len("generated sample", blob.sample_len(), out.len())?;
+    let layout = ArenaLayout::new(blob, steps)?;
+    let arena = aligned(arena, layout.len())?;
+    #[cfg(feature = "defmt")]
+    defmt::debug!(
+        "generate: {} in {=usize} steps, seed {=u64}, sample {=u64}, arena {=usize} bytes",
+        config.kind,
+        steps,
+        settings.seed,
+        settings.sample_index,
+        layout.len()
+    );
+
+    let (activations, rest) = arena.split_at_mut(layout.x.start);
+    let activations = activations
+        .get_mut(layout.activations.clone())
+        .ok_or(Error::Malformed("layout"))?;
+    let (x, rest) = rest.split_at_mut(layout.output.start - layout.x.start);
+    let (output, rest) = rest.split_at_mut(layout.scratch.start - layout.output.start);
+    let (scratch, rest) = rest.split_at_mut(layout.alphas_cumprod.start - layout.scratch.start);
+    let (alphas, timesteps) =
+        rest.split_at_mut(layout.timesteps.start - layout.alphas_cumprod.start);
+    let len = |r: &core::ops::Range<usize>| r.end - r.start;
+    let x = cast::f32s_mut(&mut x[..len(&layout.x)])?;
+    let output = cast::f32s_mut(&mut output[..len(&layout.output)])?;
+    let scratch = cast::f32s_mut(&mut scratch[..len(&layout.scratch)])?;
+    let alphas = cast::f32s_mut(&mut alphas[..len(&layout.alphas_cumprod)])?;
+    let timesteps = cast::u32s_mut(&mut timesteps[..len(&layout.timesteps)])?;
+
+    blob.copy_alphas_cumprod(alphas)?;
+    let schedule = Schedule::new(alphas)?;
+    fill_timesteps(
+        &schedule,
+        config.spacing,
+        config.steps_offset as usize,
+        timesteps,
+    )?;
+    let mut rng = Rng::with_stream(settings.seed, settings.sample_index);
+    rng.fill_normal(x);
+    let mut sampler = config
+        .settings(blob.schedule().prediction)
+        .build(schedule, timesteps, scratch)?;
+    let mut network = Network::new(*blob, activations)?;
+    let total = sampler.num_steps() as u32;
+    while let Some(timestep) = sampler.timestep() {
+        on_step(StepInfo {
+            index: sampler.steps_taken() as u32,
+            total,
+            timestep,
+        });
+        network.run(x, timestep, output)?;
+        if !output.iter().all(|v| v.is_finite()) {
+            return Err(Error::NonFiniteOutput { timestep });
+        }
+        sampler.step(x, output, &mut rng)?;
+    }
+    out.copy_from_slice(x);
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Arena layout.
+//!
+//! Everything the runtime writes lives in one caller-provided `&mut [u8]`. Its start is
+//! rounded up to [`ARENA_ALIGN`] bytes (so any slice works; the `required_*` sizes include
+//! that slack), then:
+//!
+//! ```text
+//! | activations (the blob's plan: arena_bytes) | x | network output | DPM-Solver++ scratch |
+//! | alphas_cumprod (T f32) | timesteps (steps u32) |
+//! ```
+//!
+//! each region rounded up to 16 bytes; `x`, the output and the scratch are `sample_len` f32
+//! each. [`Network`](crate::Network) alone only needs the activations. The blob's memory plan
+//! gives each node's output an offset in the activations (validated at parse: in range,
+//! aligned, not overlapping its inputs except in place); this module only adds up the regions.
+//! The schedule table is copied from the blob into the arena because the core samplers borrow
+//! it as `&[f32]`, and blob data need not be aligned.
+
+use core::ops::Range;
+
+use crate::blob::Blob;
+use crate::error::{Error, Result};
+use crate::format::align_up;
+
+/// Alignment of the arena start and of every region in it.
+pub const ARENA_ALIGN: usize = 16;
+
+/// Where each buffer of a generation run lives in the (aligned) arena.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ArenaLayout {
+    /// Activations of the network (the blob's memory plan).
+    pub activations: Range<usize>,
+    /// The sample being denoised (f32).
+    pub x: Range<usize>,
+    /// The network output (f32).
+    pub output: Range<usize>,
+    /// DPM-Solver++ 2M's previous x0 estimate (f32).
+    pub scratch: Range<usize>,
+    /// The schedule table (T f32).
+    pub alphas_cumprod: Range<usize>,
+    /// The inference timesteps (u32).
+    pub timesteps: Range<usize>,
+}
+
+const OVERFLOW: Error = Error::Malformed("arena size overflows usize");
+
+impl ArenaLayout {
+    /// The layout for generating with `blob` in `steps` steps.
+    pub fn new(blob: &Blob<'_>, steps: usize) -> Result<Self> {
+        let mut end = 0usize;
+        let mut region = |bytes: Option<usize>| -> Result<Range<usize>> {
+            let start = end;
+            end = bytes
+                .and_then(|b| start.checked_add(b))
+                .and_then(|e| align_up(e, ARENA_ALIGN))
+                .ok_or(OVERFLOW)?;
+            Ok(start..start + bytes.unwrap_or(0))
+        };
+        let sample = blob.sample_len().checked_mul(4);
+        Ok(ArenaLayout {
+            activations: region(Some(blob.arena_bytes()))?,
+            x: region(sample)?,
+            output: region(sample)?,
+            scratch: region(sample)?,
+            alphas_cumprod: region(blob.train_steps().checked_mul(4))?,
+            timesteps: region(steps.checked_mul(4))?,
+        })
+    }
+
+    /// Bytes of the aligned arena (without the alignment slack).
+    pub fn len(&self) -> usize {
+        self.timesteps.end
+    }
+
+    /// Whether the layout is empty (never, for a valid blob).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Arena bytes [`generate`](crate::generate()) needs for `blob` with its default number of
+/// steps, including `ARENA_ALIGN - 1` bytes of alignment slack (any `&mut [u8]` of this length
+/// works). Overriding the steps needs [`required_arena_bytes_for_steps`].
+pub fn required_arena_bytes(blob: &Blob<'_>) -> Result<usize> {
+    required_arena_bytes_for_steps(blob, blob.sampler_defaults().steps as usize)
+}
+
+/// Arena bytes [`generate`](crate::generate()) needs for `blob` in `steps` steps (with slack).
+pub fn required_arena_bytes_for_steps(blob: &Blob<'_>, steps: usize) -> Result<usize> {
+    ArenaLayout::new(blob, steps)?
+        .len()
+        .checked_add(ARENA_ALIGN - 1)
+        .ok_or(OVERFLOW)
+}
+
+/// Arena bytes a [`Network`](crate::Network) alone needs for `blob` (with slack).
+pub fn network_arena_bytes(blob: &Blob<'_>) -> Result<usize> {
+    blob.arena_bytes()
+        .checked_add(ARENA_ALIGN - 1)
+        .ok_or(OVERFLOW)
+}
+
+/// The arena from its first [`ARENA_ALIGN`]-aligned byte, checked to hold `needed` bytes.
+pub(crate) fn aligned(arena: &mut [u8], needed: usize) -> Result<&mut [u8]> {
+    let available = arena.len();
+    let skip = (ARENA_ALIGN - (arena.as_ptr() as usize) % ARENA_ALIGN) % ARENA_ALIGN;
+    let required = needed.checked_add(skip).ok_or(OVERFLOW)?;
+    if available < required {
+        return Err(Error::ArenaTooSmall {
+            required,
+            available,
+        });
+    }
+    Ok(&mut arena[skip..required])
+}

@@ -1,0 +1,413 @@
+//! Untrusted blobs: every truncation, every single bit flip (with the stored CRC and with a
+//! recomputed one), extreme values in every word, and targeted field corruption. Each case
+//! must give a typed error or a blob that runs; a panic fails the test, and every loop in the
+//! runtime is bounded by validated sizes, so none can hang.
+
+use std::time::Instant;
+
+use ddm_firmware::format::*;
+use ddm_firmware::writer::{seal, write_blob, ModelSpec};
+use ddm_firmware::{generate, Blob, Error, GenerateSettings, Network, Precision, SamplerConfig};
+
+use crate::common::*;
+
+/// A minimal model with every op, for exhaustive bit flips: `[1, 4, 4]`, T = 32.
+fn micro(precision: Precision) -> ModelSpec {
+    let mut b = Builder::new(&[1, 4, 4], 3);
+    let t = b.time_embedding(4);
+    let tp = b.linear(t, 2);
+    let h = b.conv(0, 2, 3, 1, 1);
+    let h = b.add(h, tp);
+    let h = b.group_norm(h, 1);
+    let h = b.silu(h);
+    let d = b.conv(h, 2, 3, 2, 1);
+    let u = b.upsample(d);
+    let c = b.concat(&[u, h]);
+    let m = b.conv(c, 1, 1, 1, 0);
+    let r = b.add(m, 0);
+    let flat = b.reshape(r, &[16]);
+    let out = b.reshape(flat, &[1, 4, 4]);
+    let float = b.finish(out, 32, SamplerConfig::ddim(3));
+    match precision {
+        Precision::Int8 => {
+            let samples = inputs(&float, 8, 4);
+            quantize_model(&float, &samples)
+        }
+        other => with_precision(float, other),
+    }
+}
+
+const ARENA: usize = 16 * 1024;
+
+#[derive(Default, Debug)]
+struct Outcomes {
+    parse_errors: usize,
+    run_errors: usize,
+    runs: usize,
+}
+
+/// Parses `bytes`; if valid, runs one network call (and, with `sample`, a 2-step generation)
+/// in a fixed arena. Never panics unless the runtime does.
+fn exercise(bytes: &[u8], sample: bool, outcomes: &mut Outcomes) {
+    let blob = match Blob::parse(bytes) {
+        Ok(blob) => blob,
+        Err(_) => {
+            outcomes.parse_errors += 1;
+            return;
+        }
+    };
+    let mut arena = vec![0u8; ARENA];
+    let x: Vec<f32> = (0..blob.sample_len())
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let mut out = vec![0.0f32; x.len()];
+    let result = Network::new(blob, &mut arena).and_then(|mut n| n.run(&x, 7, &mut out));
+    match result {
+        Ok(()) => outcomes.runs += 1,
+        // A parsed blob can only fail to run for lack of arena (its declared size is data);
+        // anything else would be a check missing from the parser.
+        Err(Error::ArenaTooSmall { .. }) => outcomes.run_errors += 1,
+        Err(other) => panic!("a parsed blob failed to run: {other:?}"),
+    }
+    if sample {
+        let settings = GenerateSettings {
+            steps: Some(2),
+            ..GenerateSettings::new(1, 0)
+        };
+        let _ = generate(&blob, &mut arena, &settings, &mut out);
+    }
+}
+
+#[test]
+fn every_truncation_is_a_typed_error() {
+    for spec in [int8_unet(100), micro(Precision::F16)] {
+        let bytes = write_blob(&spec).unwrap();
+        for len in 0..bytes.len() {
+            let err = Blob::parse(&bytes[..len]).unwrap_err();
+            assert!(matches!(err, Error::Truncated { .. }), "{len}: {err:?}");
+            // The same prefix with its length field and CRC made consistent.
+            if len >= HEADER_LEN {
+                let mut cut = bytes[..len].to_vec();
+                cut[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+                seal(&mut cut);
+                assert!(
+                    Blob::parse(&cut).is_err(),
+                    "consistent prefix of {len} bytes parsed"
+                );
+            }
+        }
+        assert!(Blob::parse(&bytes).is_ok());
+    }
+}
+
+#[test]
+fn every_bit_flip_is_caught_or_harmless() {
+    let start = Instant::now();
+    for precision in [Precision::Int8, Precision::F16, Precision::F32] {
+        let bytes = write_blob(&micro(precision)).unwrap();
+        let mut stored_crc = Outcomes::default();
+        let mut resealed = Outcomes::default();
+        let mut flipped = bytes.clone();
+        for bit in 0..bytes.len() * 8 {
+            let (byte, mask) = (bit / 8, 1u8 << (bit % 8));
+            flipped[byte] ^= mask;
+            // With the original CRC: always refused.
+            let err = Blob::parse(&flipped).unwrap_err();
+            let expected = match byte {
+                0..=3 => matches!(err, Error::BadMagic),
+                4..=7 => matches!(err, Error::UnsupportedVersion { .. }),
+                12..=15 => matches!(
+                    err,
+                    Error::Truncated { .. } | Error::Malformed(_) | Error::CrcMismatch { .. }
+                ),
+                _ => matches!(err, Error::CrcMismatch { .. }),
+            };
+            assert!(expected, "bit {bit}: {err:?}");
+            stored_crc.parse_errors += 1;
+            // With the CRC recomputed: a typed error or a blob that runs.
+            let mut sealed = flipped.clone();
+            seal(&mut sealed);
+            exercise(&sealed, true, &mut resealed);
+            flipped[byte] ^= mask;
+        }
+        assert_eq!(stored_crc.parse_errors, bytes.len() * 8);
+        // Both outcomes occur: structure flips are refused, weight flips still run.
+        assert!(
+            resealed.parse_errors > 0 && resealed.runs > 0,
+            "{resealed:?}"
+        );
+        println!(
+            "{precision:?}: {} bytes, resealed flips: {resealed:?}",
+            bytes.len()
+        );
+    }
+    println!("bit flips took {:?}", start.elapsed());
+}
+
+#[test]
+fn extreme_values_in_every_word_are_typed_errors_or_run() {
+    let specials = [
+        u32::MAX,
+        u32::MAX - 1,
+        u32::MAX - 15,
+        0x8000_0000,
+        0x7fff_ffff,
+        0x0001_0000,
+        0,
+    ];
+    for spec in [int8_unet(100), micro(Precision::F32)] {
+        let bytes = write_blob(&spec).unwrap();
+        let mut outcomes = Outcomes::default();
+        for word in (CRC_START..bytes.len()).step_by(4) {
+            for value in specials {
+                let mut bad = bytes.clone();
+                bad[word..word + 4].copy_from_slice(&value.to_le_bytes());
+                seal(&mut bad);
+                exercise(&bad, false, &mut outcomes);
+            }
+        }
+        assert!(
+            outcomes.parse_errors > 0 && outcomes.runs > 0,
+            "{outcomes:?}"
+        );
+    }
+}
+
+/// `(offset, len)` of section `id`.
+fn section(bytes: &[u8], id: u32) -> (usize, usize) {
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let count = word(20);
+    (0..count)
+        .map(|i| HEADER_LEN + i * SECTION_ENTRY_LEN)
+        .find(|&at| word(at) == id as usize)
+        .map(|at| (word(at + 4), word(at + 8)))
+        .unwrap()
+}
+
+fn patched(bytes: &[u8], at: usize, value: u32) -> Vec<u8> {
+    let mut bad = bytes.to_vec();
+    bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    seal(&mut bad);
+    bad
+}
+
+#[test]
+fn targeted_corruptions_give_the_right_errors() {
+    let bytes = write_blob(&int8_unet(100)).unwrap();
+    let parse = |b: &[u8]| Blob::parse(b).unwrap_err();
+
+    // Header.
+    let mut version = bytes.clone();
+    version[4..8].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert_eq!(
+        parse(&version),
+        Error::UnsupportedVersion {
+            found: FORMAT_VERSION + 1,
+            supported: FORMAT_VERSION
+        }
+    );
+    assert!(matches!(
+        parse(&patched(&bytes, 4, 0)),
+        Error::UnsupportedVersion { .. }
+    ));
+    let mut magic = bytes.clone();
+    magic[0] = b'X';
+    assert_eq!(parse(&magic), Error::BadMagic);
+    let mut crc = bytes.clone();
+    crc[8] ^= 1;
+    assert!(matches!(parse(&crc), Error::CrcMismatch { .. }));
+    assert!(matches!(
+        parse(&patched(&bytes, 12, u32::MAX)),
+        Error::Truncated { .. }
+    ));
+    assert!(matches!(
+        parse(&patched(&bytes, 12, 4)),
+        Error::Malformed(_)
+    ));
+    assert!(matches!(
+        parse(&patched(&bytes, 16, 3)),
+        Error::Malformed(_)
+    ));
+    for count in [0, 9, u32::MAX] {
+        assert!(matches!(
+            parse(&patched(&bytes, 20, count)),
+            Error::Malformed(_)
+        ));
+    }
+    assert!(matches!(
+        parse(&patched(&bytes, 24, 1)),
+        Error::Malformed(_)
+    ));
+    // Section table entries: offset, length and id.
+    let entry = HEADER_LEN;
+    for (field, value) in [
+        (4, u32::MAX),
+        (4, u32::MAX - 15),
+        (8, u32::MAX),
+        (4, 8),
+        (0, 9),
+    ] {
+        assert!(matches!(
+            parse(&patched(&bytes, entry + field, value)),
+            Error::Malformed(_)
+        ));
+    }
+    // Duplicate section.
+    let second = HEADER_LEN + SECTION_ENTRY_LEN;
+    assert!(matches!(
+        parse(&patched(&bytes, second, SECTION_GRAPH)),
+        Error::Malformed(_)
+    ));
+
+    // Graph.
+    let (graph, _) = section(&bytes, SECTION_GRAPH);
+    for (field, value) in [
+        (0, u32::MAX),
+        (0, 0),
+        (4, u32::MAX),
+        (8, u32::MAX),
+        (8, 1000),
+    ] {
+        assert!(matches!(
+            parse(&patched(&bytes, graph + field, value)),
+            Error::Malformed(_)
+        ));
+    }
+    let node = |i: usize, word: usize| graph + GRAPH_HEADER_LEN + i * NODE_RECORD_LEN + 4 * word;
+    // Node 4 is a convolution of node 0.
+    for (word, value) in [
+        (0, 99),        // op code
+        (1, 2),         // rank
+        (2, u32::MAX),  // channels
+        (3, 0),         // height
+        (5, u32::MAX),  // input
+        (5, 4),         // input not before the node
+        (7, u32::MAX),  // weight tensor missing
+        (7, 100_000),   // weight tensor out of range
+        (10, 0),        // kernel
+        (11, 3),        // stride
+        (12, u32::MAX), // padding
+        (14, 1),        // reserved
+    ] {
+        let err = parse(&patched(&bytes, node(4, word), value));
+        assert!(
+            matches!(
+                err,
+                Error::InvalidNode { node: 4, .. } | Error::InvalidTensor { .. }
+            ),
+            "word {word} = {value}: {err:?}"
+        );
+    }
+    // Node 0 must be the input, and only node 0.
+    assert!(matches!(
+        parse(&patched(&bytes, node(0, 0), OpCode::Silu.code())),
+        Error::InvalidNode { node: 0, .. }
+    ));
+
+    // Tensors.
+    let (tensors, _) = section(&bytes, SECTION_TENSORS);
+    assert!(matches!(
+        parse(&patched(&bytes, tensors, u32::MAX)),
+        Error::Malformed(_)
+    ));
+    let tensor =
+        |i: usize, word: usize| tensors + TENSORS_HEADER_LEN + i * TENSOR_ENTRY_LEN + 4 * word;
+    for (word, value) in [
+        (0, 7),
+        (1, u32::MAX),
+        (1, 2),
+        (2, u32::MAX),
+        (2, 0x4000_0000),
+    ] {
+        assert!(matches!(
+            parse(&patched(&bytes, tensor(0, word), value)),
+            Error::InvalidTensor { tensor: 0, .. }
+        ));
+    }
+
+    // Quantisation: scale, zero point, add multipliers.
+    let (quant, _) = section(&bytes, SECTION_QUANT);
+    for (word, value) in [
+        (0, f32::NAN.to_bits()),
+        (0, 0),
+        (0, (-1.0f32).to_bits()),
+        (1, 200),
+        (1, u32::MAX - 200),
+        (2, 5), // an add parameter on a non-add node
+    ] {
+        let err = parse(&patched(
+            &bytes,
+            quant + 4 * QUANT_RECORD_LEN + 4 * word,
+            value,
+        ));
+        assert!(
+            matches!(
+                err,
+                Error::InvalidQuantization(_) | Error::InvalidNode { .. }
+            ),
+            "{word}: {err:?}"
+        );
+    }
+
+    // Plan: an offset out of the arena, a misplaced reshape.
+    let (plan, _) = section(&bytes, SECTION_PLAN);
+    assert!(matches!(
+        parse(&patched(&bytes, plan + PLAN_HEADER_LEN + 4 * 4, u32::MAX)),
+        Error::InvalidPlan { node: 4, .. }
+    ));
+    assert!(matches!(
+        parse(&patched(&bytes, plan + PLAN_HEADER_LEN, u32::MAX - 3)),
+        Error::InvalidPlan { .. }
+    ));
+
+    // Schedule.
+    let (schedule, _) = section(&bytes, SECTION_SCHEDULE);
+    for (field, value) in [
+        (0, 9),
+        (4, u32::MAX),
+        (4, 0),
+        (24, 2),
+        (28, 3),
+        (32, 3),
+        (36, 0),
+        (36, 101),
+        (40, 4),
+        (44, 100),
+        (48, f32::NAN.to_bits()),
+        (52, 2),
+        (56, 2),
+        (60, 1),
+        (64, 2.0f32.to_bits()),
+        (64 + 4 * 50, 0.999f32.to_bits()),
+        (64, f32::NAN.to_bits()),
+    ] {
+        assert!(
+            matches!(
+                parse(&patched(&bytes, schedule + field, value)),
+                Error::InvalidSchedule(_)
+            ),
+            "schedule byte {field} = {value:#x}"
+        );
+    }
+}
+
+#[test]
+fn a_huge_declared_arena_is_refused_when_binding_not_parsing() {
+    let bytes = write_blob(&micro(Precision::Int8)).unwrap();
+    let (plan, _) = section(&bytes, SECTION_PLAN);
+    let huge = patched(&bytes, plan, u32::MAX);
+    let blob = Blob::parse(&huge).unwrap();
+    assert_eq!(blob.arena_bytes(), u32::MAX as usize);
+    let needed = ddm_firmware::required_arena_bytes(&blob).unwrap();
+    assert!(needed > u32::MAX as usize);
+    let mut arena = vec![0u8; ARENA];
+    assert!(matches!(
+        Network::new(blob, &mut arena),
+        Err(Error::ArenaTooSmall { .. })
+    ));
+    let mut out = vec![0.0f32; blob.sample_len()];
+    assert!(matches!(
+        generate(&blob, &mut arena, &GenerateSettings::new(0, 0), &mut out),
+        Err(Error::ArenaTooSmall { .. })
+    ));
+}

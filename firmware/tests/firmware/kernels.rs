@@ -1,0 +1,555 @@
+//! Each int8 kernel against an `f64` reference on random data, and the float kernels whose
+//! geometry the network tests do not cover (wide rows, strides).
+//!
+//! Bound: an int8 kernel's output may differ from the correctly rounded quantisation of the
+//! exact real result by at most 1 LSB. For linear and convolution layers the accumulator is
+//! exact, so the only errors are the Q31 multiplier's (relative 2^-31) and the double rounding
+//! of SRDHM + RoundingDivideByPOT, which is at most 1 LSB; the f32 kernels (GroupNorm, time
+//! embedding) are accurate to ~1e-6 relative, far below an LSB, so they too can only flip a
+//! rounding. Almost all outputs must be exact.
+
+use ddm_core::Rng;
+use ddm_firmware::kernels::add::{add_f32, add_s8};
+use ddm_firmware::kernels::concat::{concat_part_s8, concat_requant};
+use ddm_firmware::kernels::conv2d::{conv2d_f32, conv2d_s8, ConvGeometry};
+use ddm_firmware::kernels::group_norm::{group_norm_s8, GroupNormGeometry};
+use ddm_firmware::kernels::linear::linear_s8;
+use ddm_firmware::kernels::silu::silu_s8;
+use ddm_firmware::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
+use ddm_firmware::kernels::upsample::upsample2x;
+use ddm_firmware::kernels::F32Weights;
+use ddm_firmware::quant::{fold_input_zero_point, AddZeroPoints};
+use ddm_firmware::{silu_lut, AddParams, QuantParams, Requant};
+
+fn random_i8(rng: &mut Rng, n: usize) -> Vec<i8> {
+    (0..n).map(|_| rng.next_u32() as u8 as i8).collect()
+}
+
+fn random_weights(rng: &mut Rng, n: usize) -> Vec<i8> {
+    (0..n)
+        .map(|_| (rng.below(255) as i32 - 127) as i8)
+        .collect()
+}
+
+fn random_params(rng: &mut Rng) -> QuantParams {
+    QuantParams {
+        scale: 0.001 + 0.1 * rng.uniform(),
+        zero_point: rng.below(256) as i32 - 128,
+    }
+}
+
+/// Output parameters that cover `values` (so few outputs saturate).
+fn params_for(values: &[f64]) -> QuantParams {
+    let lo = values.iter().copied().fold(0.0f64, f64::min);
+    let hi = values.iter().copied().fold(0.0f64, f64::max);
+    QuantParams::from_range(lo as f32, hi as f32).unwrap()
+}
+
+fn quantize_ref(y: f64, p: QuantParams) -> i32 {
+    ((y / f64::from(p.scale)).round() as i32 + p.zero_point).clamp(-128, 127)
+}
+
+fn deq(q: i8, p: QuantParams) -> f64 {
+    f64::from(p.scale) * f64::from(i32::from(q) - p.zero_point)
+}
+
+fn le_i32(values: &[i32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn le_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn le_requant(values: &[Requant]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|r| [r.multiplier, r.shift])
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// Asserts every output is within 1 LSB of the reference and at least `exact_share` exact.
+fn assert_close(got: &[i8], expected: &[i32], exact_share: f64, what: &str) {
+    assert_eq!(got.len(), expected.len());
+    let mut exact = 0;
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let diff = (i32::from(g) - e).abs();
+        assert!(diff <= 1, "{what}: element {i}: {g} vs {e}");
+        exact += usize::from(diff == 0);
+    }
+    let share = exact as f64 / got.len() as f64;
+    assert!(
+        share >= exact_share,
+        "{what}: only {share} exact: {got:?} vs {expected:?}"
+    );
+}
+
+/// Per-channel weights, scales and raw biases for an int8 layer with reference outputs.
+struct Layer {
+    weights: Vec<i8>,
+    scales: Vec<f32>,
+    bias: Vec<i32>,
+}
+
+fn layer(rng: &mut Rng, out: usize, fan_in: usize) -> Layer {
+    Layer {
+        weights: random_weights(rng, out * fan_in),
+        scales: (0..out).map(|_| 0.001 + 0.02 * rng.uniform()).collect(),
+        bias: (0..out)
+            .map(|_| rng.below(20_001) as i32 - 10_000)
+            .collect(),
+    }
+}
+
+impl Layer {
+    fn folded(&self, fan_in: usize, zx: i32) -> Vec<u8> {
+        let folded: Vec<i32> = self
+            .weights
+            .chunks(fan_in)
+            .zip(&self.bias)
+            .map(|(row, &b)| fold_input_zero_point(b, zx, row).unwrap())
+            .collect();
+        le_i32(&folded)
+    }
+
+    fn requant(&self, input: QuantParams, output: QuantParams) -> Vec<u8> {
+        let pairs: Vec<Requant> = self
+            .scales
+            .iter()
+            .map(|&s| {
+                Requant::from_real(f64::from(input.scale) * f64::from(s) / f64::from(output.scale))
+                    .unwrap()
+            })
+            .collect();
+        le_requant(&pairs)
+    }
+}
+
+#[test]
+fn int8_linear_matches_the_real_computation() {
+    let mut rng = Rng::new(10);
+    for &(n_in, n_out) in &[(1, 1), (7, 5), (64, 33), (300, 16), (1024, 3)] {
+        for _ in 0..4 {
+            let input = random_params(&mut rng);
+            let x = random_i8(&mut rng, n_in);
+            let l = layer(&mut rng, n_out, n_in);
+            let real: Vec<f64> = (0..n_out)
+                .map(|o| {
+                    let s = f64::from(input.scale) * f64::from(l.scales[o]);
+                    let dot: f64 = (0..n_in)
+                        .map(|i| {
+                            f64::from(i32::from(x[i]) - input.zero_point)
+                                * f64::from(l.weights[o * n_in + i])
+                        })
+                        .sum();
+                    s * (dot + f64::from(l.bias[o]))
+                })
+                .collect();
+            let output = params_for(&real);
+            let mut y = vec![0i8; n_out];
+            linear_s8(
+                &x,
+                &l.weights,
+                &l.folded(n_in, input.zero_point),
+                &l.requant(input, output),
+                output.zero_point,
+                &mut y,
+            )
+            .unwrap();
+            let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, output)).collect();
+            assert_close(&y, &expected, 0.9, "linear");
+        }
+    }
+}
+
+fn conv_reference(g: &ConvGeometry, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
+    let (oh, ow) = g.output_size().unwrap();
+    let (c, h, wd, k) = (g.in_channels, g.in_height, g.in_width, g.kernel);
+    let mut out = vec![0.0; g.out_channels * oh * ow];
+    for oc in 0..g.out_channels {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias[oc];
+                for ic in 0..c {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * g.stride + ky) as isize - g.padding as isize;
+                            let ix = (ox * g.stride + kx) as isize - g.padding as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                acc += x[(ic * h + iy as usize) * wd + ix as usize]
+                                    * w[((oc * c + ic) * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                }
+                out[(oc * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    out
+}
+
+fn geometries() -> Vec<ConvGeometry> {
+    let g = |c, h, w, o, k, s, p| ConvGeometry {
+        in_channels: c,
+        in_height: h,
+        in_width: w,
+        out_channels: o,
+        kernel: k,
+        stride: s,
+        padding: p,
+    };
+    vec![
+        g(1, 1, 1, 1, 1, 1, 0),
+        g(3, 5, 7, 4, 3, 1, 1),
+        g(3, 5, 7, 4, 3, 2, 1),
+        g(2, 6, 6, 3, 3, 1, 0),
+        g(4, 8, 8, 2, 1, 1, 0),
+        g(4, 8, 8, 2, 1, 2, 0),
+        g(2, 4, 70, 2, 3, 1, 1),
+        g(2, 5, 133, 3, 3, 2, 1),
+        g(2, 6, 6, 2, 5, 1, 2),
+        g(1, 3, 3, 2, 3, 1, 2),
+        g(2, 2, 2, 2, 3, 2, 1),
+    ]
+}
+
+#[test]
+fn int8_conv2d_matches_the_real_computation() {
+    let mut rng = Rng::new(11);
+    for g in geometries() {
+        let (oh, ow) = g.output_size().unwrap();
+        let fan_in = g.in_channels * g.kernel * g.kernel;
+        for _ in 0..3 {
+            let input = random_params(&mut rng);
+            let x = random_i8(&mut rng, g.in_channels * g.in_height * g.in_width);
+            let l = layer(&mut rng, g.out_channels, fan_in);
+            let x_real: Vec<f64> = x.iter().map(|&q| deq(q, input)).collect();
+            let w_real: Vec<f64> = l
+                .weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| f64::from(w) * f64::from(l.scales[i / fan_in]))
+                .collect();
+            let b_real: Vec<f64> = l
+                .bias
+                .iter()
+                .zip(&l.scales)
+                .map(|(&b, &s)| f64::from(b) * f64::from(input.scale) * f64::from(s))
+                .collect();
+            let real = conv_reference(&g, &x_real, &w_real, &b_real);
+            let output = params_for(&real);
+            let mut y = vec![0i8; g.out_channels * oh * ow];
+            conv2d_s8(
+                &g,
+                &x,
+                input.zero_point,
+                &l.weights,
+                &l.folded(fan_in, input.zero_point),
+                &l.requant(input, output),
+                output.zero_point,
+                &mut y,
+            )
+            .unwrap();
+            let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, output)).collect();
+            assert_close(&y, &expected, 0.9, &format!("conv {g:?}"));
+        }
+    }
+}
+
+#[test]
+fn float_conv2d_matches_the_reference_on_every_geometry() {
+    let mut rng = Rng::new(12);
+    for g in geometries() {
+        let (oh, ow) = g.output_size().unwrap();
+        let n_w = g.out_channels * g.in_channels * g.kernel * g.kernel;
+        let x: Vec<f32> = (0..g.in_channels * g.in_height * g.in_width)
+            .map(|_| rng.normal())
+            .collect();
+        let w: Vec<f32> = (0..n_w).map(|_| rng.normal() * 0.3).collect();
+        let b: Vec<f32> = (0..g.out_channels).map(|_| rng.normal()).collect();
+        let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let expected = conv_reference(&g, &f64s(&x), &f64s(&w), &f64s(&b));
+        let mut y = vec![0.0f32; g.out_channels * oh * ow];
+        conv2d_f32::<F32Weights>(&g, &x, &le_f32(&w), Some(&le_f32(&b)), &mut y).unwrap();
+        for (got, want) in y.iter().zip(&expected) {
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{g:?}"
+            );
+        }
+    }
+}
+
+/// The documented float order: from 0, input channel, kernel row, kernel column (padded taps
+/// skipped), bias last; every path (fused 3x3 or not, any chunk) must give exactly these bits.
+#[test]
+fn float_conv2d_accumulates_in_the_documented_order() {
+    let mut rng = Rng::new(18);
+    for g in geometries() {
+        let (oh, ow) = g.output_size().unwrap();
+        let k = g.kernel;
+        let x: Vec<f32> = (0..g.in_channels * g.in_height * g.in_width)
+            .map(|_| rng.normal())
+            .collect();
+        let w: Vec<f32> = (0..g.out_channels * g.in_channels * k * k)
+            .map(|_| rng.normal())
+            .collect();
+        let b: Vec<f32> = (0..g.out_channels).map(|_| rng.normal()).collect();
+        let mut y = vec![0.0f32; g.out_channels * oh * ow];
+        conv2d_f32::<F32Weights>(&g, &x, &le_f32(&w), Some(&le_f32(&b)), &mut y).unwrap();
+        for oc in 0..g.out_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0.0f32;
+                    for ic in 0..g.in_channels {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * g.stride + ky) as isize - g.padding as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.padding as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy as usize >= g.in_height
+                                    || ix as usize >= g.in_width
+                                {
+                                    continue;
+                                }
+                                let xv =
+                                    x[(ic * g.in_height + iy as usize) * g.in_width + ix as usize];
+                                acc += xv * w[((oc * g.in_channels + ic) * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                    let expected = acc + b[oc];
+                    let got = y[(oc * oh + oy) * ow + ox];
+                    assert_eq!(got.to_bits(), expected.to_bits(), "{g:?} at {oc},{oy},{ox}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_refuse_inconsistent_lengths() {
+    let g = geometries()[1];
+    let mut y = vec![0i8; 3];
+    let err = conv2d_s8(&g, &[0; 5], 0, &[0; 4], &[], &[], 0, &mut y).unwrap_err();
+    assert!(matches!(err, ddm_firmware::Error::LengthMismatch { .. }));
+    assert!(linear_s8(&[0; 4], &[0; 7], &[0; 8], &[0; 16], 0, &mut [0; 2]).is_err());
+    assert!(silu_s8(&[0; 255], None, &mut [0; 4]).is_err());
+    assert!(add_f32(None, &[0.0; 3], &mut [0.0; 4]).is_err());
+    assert!(upsample2x(1, 2, 2, &[0i8; 4], &mut [0i8; 15]).is_err());
+    assert!(time_embedding_f32(0, 10.0, &mut [0.0; 3]).is_err());
+    let bad = ConvGeometry { stride: 3, ..g };
+    assert!(conv2d_f32::<F32Weights>(&bad, &[], &[], None, &mut []).is_err());
+}
+
+#[test]
+fn int8_group_norm_matches_the_real_computation() {
+    let mut rng = Rng::new(13);
+    for &(channels, spatial, groups) in &[(4, 36, 2), (8, 9, 4), (32, 1, 8), (6, 64, 3), (2, 1, 2)]
+    {
+        for _ in 0..4 {
+            let input = random_params(&mut rng);
+            let x = random_i8(&mut rng, channels * spatial);
+            let gamma: Vec<f32> = (0..channels).map(|_| 0.5 + rng.uniform()).collect();
+            let beta: Vec<f32> = (0..channels).map(|_| rng.normal() * 0.3).collect();
+            let eps = 1e-5f32;
+            let per = channels / groups * spatial;
+            let mut real = vec![0.0f64; x.len()];
+            for g in 0..groups {
+                let xs: Vec<f64> = x[g * per..(g + 1) * per]
+                    .iter()
+                    .map(|&q| deq(q, input))
+                    .collect();
+                let mean = xs.iter().sum::<f64>() / per as f64;
+                let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / per as f64;
+                let rstd = 1.0 / (var + f64::from(eps)).sqrt();
+                for (i, v) in xs.iter().enumerate() {
+                    let c = (g * per + i) / spatial;
+                    real[g * per + i] =
+                        (v - mean) * rstd * f64::from(gamma[c]) + f64::from(beta[c]);
+                }
+            }
+            let output = params_for(&real);
+            let geometry = GroupNormGeometry {
+                channels,
+                spatial,
+                groups,
+            };
+            let mut y = vec![0i8; x.len()];
+            let (g_bytes, b_bytes) = (le_f32(&gamma), le_f32(&beta));
+            group_norm_s8(
+                &geometry,
+                eps,
+                &g_bytes,
+                &b_bytes,
+                input,
+                output,
+                Some(&x),
+                &mut y,
+            )
+            .unwrap();
+            let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, output)).collect();
+            assert_close(&y, &expected, 0.95, "group norm");
+            let mut in_place = x.clone();
+            group_norm_s8(
+                &geometry,
+                eps,
+                &g_bytes,
+                &b_bytes,
+                input,
+                output,
+                None,
+                &mut in_place,
+            )
+            .unwrap();
+            assert_eq!(in_place, y, "in place");
+        }
+    }
+}
+
+#[test]
+fn int8_silu_is_the_table_in_and_out_of_place() {
+    let mut rng = Rng::new(14);
+    let (input, output) = (random_params(&mut rng), random_params(&mut rng));
+    let lut = silu_lut(input, output);
+    let x: Vec<i8> = (-128..=127).collect();
+    let mut y = vec![0i8; 256];
+    silu_s8(&lut, Some(&x), &mut y).unwrap();
+    for (&q, &out) in x.iter().zip(&y) {
+        let real = deq(q, input);
+        assert_eq!(
+            i32::from(out),
+            quantize_ref(real / (1.0 + (-real).exp()), output)
+        );
+    }
+    let mut in_place = x.clone();
+    silu_s8(&lut, None, &mut in_place).unwrap();
+    assert_eq!(in_place, y);
+}
+
+#[test]
+fn int8_add_matches_the_real_sum() {
+    let mut rng = Rng::new(15);
+    for &(channels, spatial) in &[(16, 1), (4, 25), (3, 64)] {
+        for broadcast in [false, true] {
+            let (lq, rq) = (random_params(&mut rng), random_params(&mut rng));
+            let n = channels * spatial;
+            let lhs = random_i8(&mut rng, n);
+            let rhs = random_i8(&mut rng, if broadcast { channels } else { n });
+            let real: Vec<f64> = (0..n)
+                .map(|i| {
+                    let r = if broadcast { rhs[i / spatial] } else { rhs[i] };
+                    deq(lhs[i], lq) + deq(r, rq)
+                })
+                .collect();
+            let out = params_for(&real);
+            let params = AddParams::new(lq, rq, out).unwrap();
+            let zps = AddZeroPoints {
+                lhs: lq.zero_point,
+                rhs: rq.zero_point,
+                output: out.zero_point,
+            };
+            let mut y = vec![0i8; n];
+            add_s8(&params, zps, Some(&lhs), &rhs, &mut y).unwrap();
+            let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, out)).collect();
+            assert_close(&y, &expected, 0.9, "add");
+            let mut in_place = lhs.clone();
+            add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
+            assert_eq!(in_place, y);
+        }
+    }
+}
+
+#[test]
+fn int8_concat_requantises_within_one_lsb_and_copies_when_equal() {
+    let mut rng = Rng::new(16);
+    for _ in 0..20 {
+        let (input, output) = (random_params(&mut rng), random_params(&mut rng));
+        let x = random_i8(&mut rng, 200);
+        let requant = concat_requant(input.scale, output.scale).unwrap();
+        let mut y = vec![0i8; 200];
+        concat_part_s8(&x, input, output, requant, &mut y).unwrap();
+        let expected: Vec<i32> = x
+            .iter()
+            .map(|&q| quantize_ref(deq(q, input), output))
+            .collect();
+        assert_close(&y, &expected, 0.99, "concat");
+        let identity = concat_requant(1.0, 1.0).unwrap();
+        concat_part_s8(&x, input, input, identity, &mut y).unwrap();
+        assert_eq!(y, x);
+    }
+    // Same scale, other zero point: the Q31 multiplier 1.0 is exact.
+    let a = QuantParams {
+        scale: 0.1,
+        zero_point: 10,
+    };
+    let b = QuantParams {
+        scale: 0.1,
+        zero_point: -20,
+    };
+    let x: Vec<i8> = (-128..=127).collect();
+    let mut y = vec![0i8; 256];
+    concat_part_s8(&x, a, b, concat_requant(0.1, 0.1).unwrap(), &mut y).unwrap();
+    for (&q, &o) in x.iter().zip(&y) {
+        assert_eq!(i32::from(o), (i32::from(q) - 30).clamp(-128, 127));
+    }
+}
+
+#[test]
+fn time_embedding_matches_the_f64_formula() {
+    let mut rng = Rng::new(17);
+    for &t in &[0u32, 1, 17, 500, 999] {
+        for &dim in &[2usize, 8, 64] {
+            let half = dim / 2;
+            let real: Vec<f64> = (0..dim)
+                .map(|i| {
+                    let f = (-(10_000f64).ln() * (i % half) as f64 / half as f64).exp();
+                    let a = f64::from(t) * f;
+                    if i < half {
+                        a.sin()
+                    } else {
+                        a.cos()
+                    }
+                })
+                .collect();
+            let mut y = vec![0.0f32; dim];
+            time_embedding_f32(t, 10_000.0, &mut y).unwrap();
+            for (got, want) in y.iter().zip(&real) {
+                assert!((f64::from(*got) - want).abs() < 2e-4, "t {t} dim {dim}");
+            }
+            let output = QuantParams {
+                scale: 2.0 / 255.0 * (0.9 + 0.2 * rng.uniform()),
+                zero_point: rng.below(11) as i32 - 5,
+            };
+            let mut q = vec![0i8; dim];
+            time_embedding_s8(t, 10_000.0, output, &mut q).unwrap();
+            let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, output)).collect();
+            assert_close(&q, &expected, 0.8, "time embedding");
+        }
+    }
+}
+
+#[test]
+fn upsample_repeats_each_value_twice_in_both_directions() {
+    let (c, h, w) = (3, 4, 5);
+    let x: Vec<i8> = (0..(c * h * w) as i32).map(|v| (v - 30) as i8).collect();
+    let mut y = vec![0i8; 4 * x.len()];
+    upsample2x(c, h, w, &x, &mut y).unwrap();
+    for ch in 0..c {
+        for yy in 0..2 * h {
+            for xx in 0..2 * w {
+                assert_eq!(
+                    y[(ch * 2 * h + yy) * 2 * w + xx],
+                    x[(ch * h + yy / 2) * w + xx / 2]
+                );
+            }
+        }
+    }
+    let xf: Vec<f32> = x.iter().map(|&v| f32::from(v) * 0.5).collect();
+    let mut yf = vec![0.0f32; 4 * xf.len()];
+    upsample2x(c, h, w, &xf, &mut yf).unwrap();
+    assert!(yf.iter().zip(&y).all(|(&f, &q)| f == f32::from(q) * 0.5));
+}

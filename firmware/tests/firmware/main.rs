@@ -1,0 +1,9 @@
+//! Host tests of the device runtime: quantisation math, kernels, networks, generation and
+//! corrupt blobs. Everything is built with the writer, parsed and run for real.
+
+mod common;
+mod corrupt;
+mod generate;
+mod kernels;
+mod network;
+mod quant;

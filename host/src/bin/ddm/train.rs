@@ -1,0 +1,316 @@
+//! `ddm train`: train an MLP or UNet noise predictor into a run folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Args as ClapArgs};
+use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions};
+use ddm::model::{self, MlpConfig, ModelConfig, ModelKind, UnetConfig};
+use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
+use ddm::train::checkpoint;
+use ddm::train::run::{preview_file, LOSS_CURVE_FILE};
+use ddm::train::{
+    self, DataConfig, LossWeightName, LossWeightSpec, Objective, PredictionType, RunConfig,
+    RunOptions, TrainConfig, Trainer,
+};
+
+fn parse_dataset(text: &str) -> Result<DatasetSpec, String> {
+    text.parse().map_err(|e: ddm::Error| e.to_string())
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(group(ArgGroup::new("definition").multiple(true)))]
+pub struct Args {
+    /// The run folder: checkpoints, config.json, loss curve and sample previews.
+    #[arg(long, value_name = "RUN_DIR")]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint (its settings come from there).
+    #[arg(long, conflicts_with = "definition")]
+    resume: bool,
+    /// Compute on the CPU even when built with CUDA.
+    #[arg(long)]
+    cpu: bool,
+    /// Stop after this step's checkpoint as if killed (for testing --resume).
+    #[arg(long, hide = true)]
+    stop_after: Option<u64>,
+
+    /// The data set: optdigits, fashion-mnist, mnist, folder:PATH or toy:NAME (8gaussians,
+    /// moons, swissroll, checkerboard).
+    #[arg(long, value_parser = parse_dataset, group = "definition", required_unless_present = "resume")]
+    dataset: Option<DatasetSpec>,
+    /// Folder with the IDX files of mnist / fashion-mnist.
+    #[arg(long, group = "definition")]
+    data_dir: Option<PathBuf>,
+    /// Side length that folder: images are resized to.
+    #[arg(long, default_value_t = 28, group = "definition")]
+    image_size: usize,
+    /// Channels of folder: images (1 grayscale, 3 RGB).
+    #[arg(long, default_value_t = 1, group = "definition")]
+    image_channels: usize,
+    /// Number of toy: samples.
+    #[arg(long, default_value_t = data::toy::DEFAULT_TOY_SAMPLES, group = "definition")]
+    toy_samples: usize,
+
+    /// The network: mlp (vectors, flattened small images) or unet (images).
+    #[arg(
+        long,
+        value_enum,
+        group = "definition",
+        required_unless_present = "resume"
+    )]
+    model: Option<ModelKind>,
+    /// MLP: hidden width [default: 256]; UNet: channels of the first level [default: 32].
+    #[arg(long, group = "definition")]
+    width: Option<usize>,
+    /// MLP: residual blocks [default: 3]; UNet: residual blocks per level [default: 1].
+    #[arg(long, group = "definition")]
+    depth: Option<usize>,
+    /// UNet: width multiplier per level, comma-separated [default: 1,2].
+    #[arg(long, value_delimiter = ',', group = "definition")]
+    channel_mults: Option<Vec<usize>>,
+    /// GroupNorm groups (MLP: 0 for none) [default: MLP 0, UNet 8].
+    #[arg(long, group = "definition")]
+    groups: Option<usize>,
+    /// MLP: length of the sinusoidal time embedding [default: 64].
+    #[arg(long, group = "definition")]
+    time_dim: Option<usize>,
+
+    /// Beta schedule.
+    #[arg(long, value_enum, default_value_t = BetaScheduleName::Linear, group = "definition")]
+    beta_schedule: BetaScheduleName,
+    /// Training steps T of the diffusion.
+    #[arg(long, default_value_t = 1000, group = "definition")]
+    train_steps: usize,
+    /// Rescale the schedule to zero terminal SNR.
+    #[arg(long, group = "definition")]
+    zero_snr: bool,
+    /// What the network predicts.
+    #[arg(long, value_enum, default_value_t = PredictionType::Eps, group = "definition")]
+    prediction: PredictionType,
+    /// Per-timestep loss weight.
+    #[arg(long, value_enum, default_value_t = LossWeightName::Simple, group = "definition")]
+    loss_weight: LossWeightName,
+    /// Gamma of --loss-weight min-snr.
+    #[arg(long, default_value_t = 5.0, group = "definition")]
+    min_snr_gamma: f32,
+
+    /// Optimisation steps.
+    #[arg(long, default_value_t = TrainConfig::default().steps, group = "definition")]
+    steps: u64,
+    /// Samples per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size, group = "definition")]
+    batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = TrainConfig::default().lr, group = "definition")]
+    lr: f64,
+    /// Final learning rate of the cosine decay.
+    #[arg(long, default_value_t = TrainConfig::default().lr_min, group = "definition")]
+    lr_min: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = TrainConfig::default().warmup_steps, group = "definition")]
+    warmup: u64,
+    /// AdamW's decoupled weight decay (weights and kernels only).
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay, group = "definition")]
+    weight_decay: f64,
+    /// Clip the global gradient norm to this value (0: no clipping).
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip.unwrap_or(0.0), group = "definition")]
+    grad_clip: f64,
+    /// Largest EMA decay (warms up as (1 + k) / (10 + k)).
+    #[arg(long, default_value_t = TrainConfig::default().ema_decay, group = "definition")]
+    ema_decay: f64,
+    /// Seed of initialisation, batches and noise.
+    #[arg(long, default_value_t = 0, group = "definition")]
+    seed: u64,
+    /// Write a checkpoint every N steps.
+    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every, group = "definition")]
+    checkpoint_every: u64,
+    /// Write a PNG preview of EMA samples every N steps (0: only at the end).
+    #[arg(long, default_value_t = TrainConfig::default().preview_every, group = "definition")]
+    preview_every: u64,
+    /// Samples in each preview.
+    #[arg(long, default_value_t = TrainConfig::default().preview_samples, group = "definition")]
+    preview_samples: usize,
+    /// DDIM steps of the previews.
+    #[arg(long, default_value_t = TrainConfig::default().preview_steps, group = "definition")]
+    preview_steps: usize,
+}
+
+impl Args {
+    fn model_config(&self, kind: ModelKind) -> anyhow::Result<ModelConfig> {
+        Ok(match kind {
+            ModelKind::Mlp => {
+                if self.channel_mults.is_some() {
+                    bail!("--channel-mults applies to --model unet only");
+                }
+                let preset = MlpConfig::default();
+                ModelConfig::Mlp(MlpConfig {
+                    hidden: self.width.unwrap_or(preset.hidden),
+                    blocks: self.depth.unwrap_or(preset.blocks),
+                    time_dim: self.time_dim.unwrap_or(preset.time_dim),
+                    norm_groups: self.groups.unwrap_or(preset.norm_groups),
+                })
+            }
+            ModelKind::Unet => {
+                if self.time_dim.is_some() {
+                    bail!("--time-dim applies to --model mlp only (the UNet's is --width)");
+                }
+                let preset = UnetConfig::default();
+                ModelConfig::Unet(UnetConfig {
+                    channels: self.width.unwrap_or(preset.channels),
+                    channel_mults: self.channel_mults.clone().unwrap_or(preset.channel_mults),
+                    blocks_per_level: self.depth.unwrap_or(preset.blocks_per_level),
+                    groups: self.groups.unwrap_or(preset.groups),
+                })
+            }
+        })
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lr_min: self.lr_min,
+            warmup_steps: self.warmup,
+            weight_decay: self.weight_decay,
+            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
+            ema_decay: self.ema_decay,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            preview_every: self.preview_every,
+            preview_samples: self.preview_samples,
+            preview_steps: self.preview_steps,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// The configuration of a new run and its data.
+    fn new_run(&self) -> anyhow::Result<(RunConfig, data::Dataset)> {
+        let (Some(spec), Some(kind)) = (&self.dataset, self.model) else {
+            bail!("--dataset and --model are required for a new run");
+        };
+        let options = LoadOptions {
+            data_dir: self.data_dir.clone(),
+            image: ImageFormat::square(self.image_size, self.image_channels),
+            toy_samples: self.toy_samples,
+            ..LoadOptions::default()
+        };
+        let data = data::load(spec, &options)?;
+        let config = RunConfig::new(
+            self.model_config(kind)?,
+            DataConfig::new(spec, &options, &data),
+            ScheduleSpec {
+                beta_schedule: self.beta_schedule,
+                train_steps: self.train_steps,
+                zero_snr: self.zero_snr,
+            },
+            Objective {
+                prediction: self.prediction,
+                loss_weight: LossWeightSpec::new(self.loss_weight, self.min_snr_gamma)?,
+            },
+            self.train_config(),
+        )?;
+        Ok((config, data))
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let device = model::device(!args.cpu)?;
+    let mut trainer = if args.resume {
+        resume(&args.out, &device)?
+    } else {
+        if checkpoint::exists(&args.out) {
+            bail!(
+                "{} already holds a run; continue it with --resume or choose another --out",
+                args.out.display()
+            );
+        }
+        let (config, data) = args.new_run()?;
+        Trainer::new(config, data, &device)?
+    };
+    announce(&trainer, &args.out);
+    train_and_report(&mut trainer, &args.out, args.stop_after)
+}
+
+/// A trainer continuing the run in `dir`.
+pub fn resume(dir: &Path, device: &candle_core::Device) -> anyhow::Result<Trainer> {
+    let checkpoint = checkpoint::load(dir)?;
+    let data = checkpoint
+        .config
+        .data
+        .load()
+        .context("cannot resume: the training data")?;
+    Ok(Trainer::from_checkpoint(checkpoint, data, device)?)
+}
+
+/// Prints what is about to be trained, with deployability warnings.
+pub fn announce(trainer: &Trainer, dir: &Path) {
+    let config = trainer.config();
+    let graph = &config.graph;
+    let model = match config.model.kind() {
+        ModelKind::Mlp => "an MLP",
+        ModelKind::Unet => "a UNet",
+    };
+    println!(
+        "training {model} ({} parameters, {} MACs per sample) on {} ({} samples of shape \
+         {:?}) from step {} to {}, batch {}, into {}",
+        graph.parameter_count(),
+        graph.macs(),
+        config.data.dataset,
+        config.data.samples,
+        config.data.shape,
+        trainer.step_count(),
+        config.train.steps,
+        config.train.batch_size,
+        dir.display()
+    );
+    for problem in model::deployability(graph) {
+        eprintln!("warning: not deployable on the device runtime: {problem}");
+    }
+}
+
+/// Runs the loop with a progress bar and prints where the results are.
+pub fn train_and_report(
+    trainer: &mut Trainer,
+    dir: &Path,
+    stop_after: Option<u64>,
+) -> anyhow::Result<()> {
+    if trainer.is_finished() {
+        println!(
+            "the run in {} has already taken all {} steps",
+            dir.display(),
+            trainer.config().train.steps
+        );
+        return Ok(());
+    }
+    let options = RunOptions {
+        run_dir: dir.to_path_buf(),
+        progress_bar: true,
+        stop_after,
+    };
+    let summary = train::run(trainer, &options)?;
+    let rate = summary.steps_taken as f64 / summary.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{} at step {} of {} after {:.1} s ({rate:.1} steps/s); mean loss of the last 100 steps \
+         {:.4}",
+        if summary.finished {
+            "finished"
+        } else {
+            "stopped"
+        },
+        summary.final_step,
+        trainer.config().train.steps,
+        summary.elapsed.as_secs_f64(),
+        summary.recent_loss.unwrap_or(f32::NAN)
+    );
+    println!(
+        "checkpoint: {}",
+        dir.join(checkpoint::CONFIG_FILE).display()
+    );
+    println!("loss curve: {}", dir.join(LOSS_CURVE_FILE).display());
+    let preview = dir.join(preview_file(summary.final_step));
+    if preview.exists() {
+        println!("samples:    {}", preview.display());
+    }
+    Ok(())
+}

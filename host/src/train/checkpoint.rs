@@ -1,0 +1,319 @@
+//! Checkpoints: a run folder with the weights, their average, the optimiser state and the
+//! configuration.
+//!
+//! ```text
+//! RUN_DIR/config.json             RunConfig: graph, data, schedule, objective, hyper-parameters,
+//!                                 step and loss history (written last: the commit point)
+//! RUN_DIR/model.safetensors       the trained weights
+//! RUN_DIR/ema.safetensors         their exponential moving average (what sampling uses)
+//! RUN_DIR/optimizer.safetensors   AdamW's moments, `m.NAME` and `v.NAME`
+//! ```
+//!
+//! Every safetensors file records its step in its metadata (`ddm_step`). Saving is crash-safe:
+//! the tensor files are first written, each atomically, under staged names (`NAME.next`);
+//! then `config.json` is replaced atomically, which commits the checkpoint; then the staged
+//! files are renamed over the old ones. A reader takes, for each tensor file, whichever of the
+//! final and the staged name holds the step `config.json` names. A run killed at any moment
+//! therefore leaves either the previous checkpoint or the new one, complete, never a mix.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ddm_export::graph::{Graph, Tensor as GraphTensor, Weights};
+use safetensors::{Dtype, SafeTensors};
+
+use super::config::{RunConfig, FORMAT_VERSION};
+use super::optim::OptimizerState;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// The configuration file's name.
+pub const CONFIG_FILE: &str = "config.json";
+/// The trained weights' file name.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The averaged weights' file name.
+pub const EMA_FILE: &str = "ema.safetensors";
+/// The optimiser state's file name.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Suffix of tensor files written but not yet committed.
+pub const STAGED_SUFFIX: &str = ".next";
+/// The safetensors metadata key holding the step.
+const STEP_KEY: &str = "ddm_step";
+
+/// A complete checkpoint in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The configuration, including the step.
+    pub config: RunConfig,
+    /// Trained weights.
+    pub model: Weights,
+    /// EMA weights.
+    pub ema: Weights,
+    /// Optimiser state (its step equals `config.progress.step`).
+    pub optimizer: OptimizerState,
+}
+
+/// Which set of weights to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightSet {
+    /// The trained weights (`model.safetensors`).
+    Model,
+    /// Their exponential moving average (`ema.safetensors`).
+    Ema,
+}
+
+impl WeightSet {
+    fn file(self) -> &'static str {
+        match self {
+            WeightSet::Model => MODEL_FILE,
+            WeightSet::Ema => EMA_FILE,
+        }
+    }
+}
+
+/// Whether `dir` holds a checkpoint (has a `config.json`).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file()
+}
+
+/// Writes `checkpoint` into `dir` (created if needed), crash-safely (see the module docs).
+///
+/// # Errors
+/// [`Error::Io`] naming the file that could not be written; [`Error::Invalid`] when the
+/// optimiser's step disagrees with the configuration's.
+pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
+    let step = checkpoint.config.progress.step;
+    if checkpoint.optimizer.step != step {
+        return Err(Error::Invalid(format!(
+            "the optimiser is at step {}, the configuration at step {step}",
+            checkpoint.optimizer.step
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut optimizer: Vec<(String, &GraphTensor)> = Vec::new();
+    for (prefix, table) in [
+        ("m.", &checkpoint.optimizer.m),
+        ("v.", &checkpoint.optimizer.v),
+    ] {
+        optimizer.extend(table.iter().map(|(n, t)| (format!("{prefix}{n}"), t)));
+    }
+    let files: [(&str, Vec<(String, &GraphTensor)>); 3] = [
+        (MODEL_FILE, named(&checkpoint.model)),
+        (EMA_FILE, named(&checkpoint.ema)),
+        (OPTIMIZER_FILE, optimizer),
+    ];
+    for (name, tensors) in &files {
+        let bytes =
+            encode(tensors, step).map_err(|reason| Error::corrupt(dir.join(name), reason))?;
+        write_atomic(&staged(dir, name), |w| w.write_all(&bytes))?;
+    }
+    let config = serde_json::to_vec_pretty(&checkpoint.config)
+        .map_err(|e| Error::Invalid(format!("cannot serialise the run configuration: {e}")))?;
+    write_atomic(&dir.join(CONFIG_FILE), |w| w.write_all(&config))?;
+    for (name, _) in &files {
+        let from = staged(dir, name);
+        std::fs::rename(&from, dir.join(name)).map_err(|e| Error::io(&from, e))?;
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Reads and checks `config.json` of the run in `dir`.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read; [`Error::Corrupt`] when it is not a valid
+/// configuration of this format version or its graph is malformed.
+pub fn read_config(dir: &Path) -> Result<RunConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let version: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::corrupt(&path, format!("not valid JSON ({e})")))?;
+    let found = version.get("format_version").and_then(|v| v.as_u64());
+    if found != Some(u64::from(FORMAT_VERSION)) {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "format version {} is not the {FORMAT_VERSION} this build reads",
+                found.map_or("(missing)".to_string(), |v| v.to_string())
+            ),
+        ));
+    }
+    let config: RunConfig = serde_json::from_value(version)
+        .map_err(|e| Error::corrupt(&path, format!("not a run configuration ({e})")))?;
+    config
+        .graph
+        .validate()
+        .map_err(|e| Error::corrupt(&path, e.to_string()))?;
+    if config.graph.input_shape() != config.data.shape.as_slice() {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "the graph takes samples of shape {:?}, the data has {:?}",
+                config.graph.input_shape(),
+                config.data.shape
+            ),
+        ));
+    }
+    if config.progress.losses.len() as u64 != config.progress.step {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "{} losses recorded for {} steps",
+                config.progress.losses.len(),
+                config.progress.step
+            ),
+        ));
+    }
+    Ok(config)
+}
+
+/// Reads one set of weights of the run in `dir` whose configuration is `config`.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the file when it is missing, unreadable, from another step, or
+/// its tensors do not match the graph (missing, misshapen, not `f32`, NaN or infinite).
+pub fn read_weights(dir: &Path, config: &RunConfig, set: WeightSet) -> Result<Weights> {
+    let (path, tensors) = read_tensor_file(dir, set.file(), config.progress.step)?;
+    check_against_graph(&path, &config.graph, &tensors, "")?;
+    Ok(tensors)
+}
+
+/// Reads the whole checkpoint in `dir`.
+///
+/// # Errors
+/// As [`read_config`] and [`read_weights`], also for the optimiser file.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let config = read_config(dir)?;
+    let model = read_weights(dir, &config, WeightSet::Model)?;
+    let ema = read_weights(dir, &config, WeightSet::Ema)?;
+    let step = config.progress.step;
+    let (path, mut tensors) = read_tensor_file(dir, OPTIMIZER_FILE, step)?;
+    let mut m = Weights::new();
+    let mut v = Weights::new();
+    for (name, tensor) in std::mem::take(&mut tensors) {
+        if let Some(param) = name.strip_prefix("m.") {
+            m.insert(param.to_string(), tensor);
+        } else if let Some(param) = name.strip_prefix("v.") {
+            v.insert(param.to_string(), tensor);
+        } else {
+            return Err(Error::corrupt(&path, format!("unexpected tensor {name}")));
+        }
+    }
+    check_against_graph(&path, &config.graph, &m, "first moments (m.*): ")?;
+    check_against_graph(&path, &config.graph, &v, "second moments (v.*): ")?;
+    Ok(Checkpoint {
+        config,
+        model,
+        ema,
+        optimizer: OptimizerState { step, m, v },
+    })
+}
+
+fn named(weights: &Weights) -> Vec<(String, &GraphTensor)> {
+    weights.iter().map(|(n, t)| (n.clone(), t)).collect()
+}
+
+fn staged(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{STAGED_SUFFIX}"))
+}
+
+/// Makes the renames durable where the platform allows it (best effort).
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// safetensors bytes of `tensors` (little-endian `f32`) with the step in the metadata.
+fn encode(tensors: &[(String, &GraphTensor)], step: u64) -> std::result::Result<Vec<u8>, String> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), data)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| format!("tensor {name}: {e}"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([(STEP_KEY.to_string(), step.to_string())]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Reads `name` (or its staged copy) holding `step`.
+fn read_tensor_file(dir: &Path, name: &str, step: u64) -> Result<(PathBuf, Weights)> {
+    let path = dir.join(name);
+    let mut found_steps = Vec::new();
+    for candidate in [path.clone(), staged(dir, name)] {
+        let Ok(bytes) = std::fs::read(&candidate) else {
+            continue;
+        };
+        let (file_step, tensors) =
+            decode(&bytes).map_err(|reason| Error::corrupt(&candidate, reason))?;
+        if file_step == step {
+            return Ok((candidate, tensors));
+        }
+        found_steps.push(file_step);
+    }
+    let reason = if found_steps.is_empty() {
+        "missing: the checkpoint is incomplete".to_string()
+    } else {
+        format!(
+            "holds step {}, but config.json is at step {step}: the checkpoint is incomplete",
+            found_steps[0]
+        )
+    };
+    Err(Error::corrupt(path, reason))
+}
+
+/// The step and `f32` tensors of a safetensors file.
+fn decode(bytes: &[u8]) -> std::result::Result<(u64, Weights), String> {
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    let step = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(STEP_KEY))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| format!("no {STEP_KEY} in the metadata: not written by ddm"))?;
+    let mut weights = Weights::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(format!("tensor {name} is {:?}, expected F32", view.dtype()));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        weights.insert(
+            name,
+            GraphTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok((step, weights))
+}
+
+/// Checks that `tensors` holds exactly the graph's parameters, with their shapes and finite
+/// values; `label` starts the error reason.
+fn check_against_graph(path: &Path, graph: &Graph, tensors: &Weights, label: &str) -> Result<()> {
+    graph
+        .validate_weights(tensors)
+        .map_err(|e| Error::corrupt(path, format!("{label}{e}")))?;
+    if let Some(extra) = tensors.keys().find(|n| graph.param(n).is_none()) {
+        return Err(Error::corrupt(
+            path,
+            format!("{label}tensor {extra} is not a parameter of the model"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The training state and one optimisation step.
+
+use candle_core::{Device, Tensor, Var};
+use ddm_core::{Rng, Schedule};
+use ddm_export::graph::Graph;
+
+use super::batch::{self, Batch};
+use super::checkpoint::Checkpoint;
+use super::config::RunConfig;
+use super::ema::Ema;
+use super::lr::learning_rate;
+use super::optim::{clip_grad_norm, AdamW};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{forward, NetworkDenoiser, Params};
+use crate::seeding::{derive, Purpose};
+
+/// What one call of [`Trainer::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// The step (1-based) that was attempted.
+    pub step: u64,
+    /// Its weighted loss.
+    pub loss: f32,
+    /// The global gradient norm before clipping (NaN when the loss was not finite).
+    pub grad_norm: f32,
+    /// The learning rate of the step.
+    pub lr: f64,
+    /// Whether the update was applied: `false` when the loss or the gradient was NaN or
+    /// infinite, in which case nothing changed.
+    pub applied: bool,
+}
+
+/// A training run in memory: configuration, data, weights, optimiser and EMA.
+///
+/// Every random number of step `s` (0-based) comes from
+/// `Rng::with_stream(derive(seed, Batches), s)`, so a trainer restored from a checkpoint
+/// continues exactly as an uninterrupted one.
+#[derive(Debug)]
+pub struct Trainer {
+    config: RunConfig,
+    data: Dataset,
+    device: Device,
+    alphas_cumprod: Vec<f32>,
+    vars: Vec<(String, Var)>,
+    params: Params,
+    optimizer: AdamW,
+    ema: Ema,
+}
+
+impl Trainer {
+    /// A fresh run: parameters initialised from the seed, step 0.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `data` does not have the configured shape or the configuration
+    /// is invalid.
+    pub fn new(mut config: RunConfig, data: Dataset, device: &Device) -> Result<Self> {
+        config.train.validate()?;
+        config.progress = Default::default();
+        let params = Params::init(
+            &config.graph,
+            derive(config.train.seed, Purpose::Init),
+            device,
+        )?;
+        let ema = Ema::new(&params, config.train.ema_decay)?;
+        let vars = to_vars(&config.graph, &params)?;
+        let optimizer = AdamW::new(&config.train, &vars)?;
+        Self::assemble(config, data, device, vars, optimizer, ema)
+    }
+
+    /// Continues the run saved in `checkpoint`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `data` does not have the configured shape or the optimiser
+    /// state does not fit the parameters.
+    pub fn from_checkpoint(checkpoint: Checkpoint, data: Dataset, device: &Device) -> Result<Self> {
+        let Checkpoint {
+            config,
+            model,
+            ema,
+            optimizer,
+        } = checkpoint;
+        let params = Params::from_weights(&config.graph, &model, device)?;
+        let ema = Ema::from_params(
+            &Params::from_weights(&config.graph, &ema, device)?,
+            config.train.ema_decay,
+        );
+        let vars = to_vars(&config.graph, &params)?;
+        if optimizer.step != config.progress.step {
+            return Err(Error::Invalid(format!(
+                "the optimiser state is at step {}, the run at step {}",
+                optimizer.step, config.progress.step
+            )));
+        }
+        let optimizer = AdamW::from_state(&config.train, &vars, &optimizer, device)?;
+        Self::assemble(config, data, device, vars, optimizer, ema)
+    }
+
+    fn assemble(
+        config: RunConfig,
+        data: Dataset,
+        device: &Device,
+        vars: Vec<(String, Var)>,
+        optimizer: AdamW,
+        ema: Ema,
+    ) -> Result<Self> {
+        if data.shape != config.graph.input_shape() || data.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the model takes samples of shape {:?}, the data set has {} of shape {:?}",
+                config.graph.input_shape(),
+                data.len(),
+                data.shape
+            )));
+        }
+        let alphas_cumprod = config.schedule.alphas_cumprod()?;
+        Schedule::new(&alphas_cumprod)?;
+        let params = Params::from_tensors(
+            vars.iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().clone())),
+        );
+        Ok(Trainer {
+            config,
+            data,
+            device: device.clone(),
+            alphas_cumprod,
+            vars,
+            params,
+            optimizer,
+            ema,
+        })
+    }
+
+    /// The run's configuration, with the current progress.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.config.progress.step
+    }
+
+    /// Whether all configured steps are taken.
+    pub fn is_finished(&self) -> bool {
+        self.step_count() >= self.config.train.steps
+    }
+
+    /// The training data.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// The device the run computes on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The schedule's `alpha_bar` table.
+    pub fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
+    }
+
+    /// The current (trained) parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The averaged parameters.
+    pub fn ema_params(&self) -> Params {
+        self.ema.params()
+    }
+
+    /// A denoiser with the EMA weights (`ema`) or the current ones.
+    pub fn denoiser(&self, ema: bool) -> Result<NetworkDenoiser> {
+        let params = if ema {
+            self.ema.params()
+        } else {
+            self.params.detached_copy()?
+        };
+        Ok(NetworkDenoiser::new(
+            self.config.graph.clone(),
+            params,
+            self.config.objective.prediction.into(),
+            self.device.clone(),
+        ))
+    }
+
+    /// The batch of training step `step` (0-based).
+    pub fn batch(&self, step: u64) -> Result<Batch> {
+        let schedule = Schedule::new(&self.alphas_cumprod)?;
+        let mut rng = Rng::with_stream(derive(self.config.train.seed, Purpose::Batches), step);
+        Ok(batch::draw(
+            &self.data,
+            &schedule,
+            self.config.objective.prediction.into(),
+            self.config.objective.loss_weight.weighting(),
+            self.config.train.batch_size,
+            &mut rng,
+        ))
+    }
+
+    /// Takes one optimisation step: draws the batch, computes the loss and its gradient,
+    /// clips, applies AdamW and updates the EMA. When the loss or gradient norm is NaN or
+    /// infinite nothing is changed and the report says `applied: false`.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let index = self.step_count();
+        let train = &self.config.train;
+        let lr = learning_rate(
+            index,
+            train.steps,
+            train.warmup_steps,
+            train.lr,
+            train.lr_min,
+        );
+        let batch = self.batch(index)?;
+        let loss = loss_on_batch(&self.config.graph, &self.params, &batch, &self.device)?;
+        let loss_value = loss.to_scalar::<f32>()?;
+        let mut report = StepReport {
+            step: index + 1,
+            loss: loss_value,
+            grad_norm: f32::NAN,
+            lr,
+            applied: false,
+        };
+        if !loss_value.is_finite() {
+            return Ok(report);
+        }
+        let store = loss.backward()?;
+        // Detached: candle leaves a variable's own gradient attached to the forward graph when
+        // the variable is an op's direct argument (convolution kernels), and the optimiser's
+        // moments would then keep every step's graph alive.
+        let mut grads = self
+            .vars
+            .iter()
+            .map(|(_, var)| match store.get(var.as_tensor()) {
+                Some(grad) => Ok(grad.detach()),
+                None => Ok(var.as_tensor().zeros_like()?),
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        report.grad_norm = clip_grad_norm(&mut grads, self.config.train.grad_clip)?;
+        if !report.grad_norm.is_finite() {
+            return Ok(report);
+        }
+        self.optimizer.step(&self.vars, &grads, lr)?;
+        self.ema.update(&self.params, self.optimizer.steps())?;
+        self.config.progress.step += 1;
+        self.config.progress.losses.push(loss_value);
+        report.applied = true;
+        Ok(report)
+    }
+
+    /// A host copy of the whole state, for [`checkpoint::save`](super::checkpoint::save).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        Ok(Checkpoint {
+            config: self.config.clone(),
+            model: self.params.to_weights()?,
+            ema: self.ema.params().to_weights()?,
+            optimizer: self.optimizer.state()?,
+        })
+    }
+}
+
+/// The weighted loss `mean_b w_b mean_i (output_bi - target_bi)^2` of `graph` with `params`
+/// on `batch`, as a scalar tensor that gradients can flow from.
+pub fn loss_on_batch(
+    graph: &Graph,
+    params: &Params,
+    batch: &Batch,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut shape = vec![batch.n];
+    shape.extend_from_slice(graph.input_shape());
+    let x = Tensor::from_vec(batch.x_t.clone(), shape.as_slice(), device)?;
+    let target = Tensor::from_vec(batch.target.clone(), shape.as_slice(), device)?;
+    let t = Tensor::from_vec(batch.t.clone(), batch.n, device)?;
+    let weight = Tensor::from_vec(batch.weight.clone(), batch.n, device)?;
+    let output = forward(graph, params, &x, &t, None)?;
+    let per_sample = (output - target)?.sqr()?.flatten_from(1)?.mean(1)?;
+    Ok((per_sample * weight)?.mean_all()?)
+}
+
+/// Trainable variables for the graph's parameters, in the graph's order.
+fn to_vars(graph: &Graph, params: &Params) -> Result<Vec<(String, Var)>> {
+    graph
+        .params
+        .iter()
+        .map(|spec| {
+            let tensor = params.require(&spec.name)?;
+            Ok((spec.name.clone(), Var::from_tensor(tensor)?))
+        })
+        .collect()
+}

@@ -1,0 +1,299 @@
+//! `ddm train` and `ddm sample --checkpoint`, end to end: determinism, resume after a kill,
+//! NaN handling and the output formats.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ddm::npy;
+use ddm::train::checkpoint::{self, CONFIG_FILE, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
+
+fn ddm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddm"))
+        .args(args)
+        .output()
+        .expect("the ddm binary runs")
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn assert_failure(output: &Output, needle: &str) {
+    assert!(!output.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A small, fast MLP run on moons into `dir`, plus `extra` options.
+fn toy_args<'a>(dir: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = toy_base(dir, steps, extra);
+    args.extend_from_slice(&["--warmup", "5", "--checkpoint-every", "10"]);
+    args
+}
+
+/// [`toy_args`] without warm-up and checkpoint interval.
+fn toy_base<'a>(dir: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "toy:moons",
+        "--toy-samples",
+        "512",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        steps,
+        "--batch-size",
+        "32",
+        "--preview-every",
+        "0",
+        "--preview-samples",
+        "16",
+        "--seed",
+        "4",
+        "--out",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The bytes of every file of a checkpoint.
+fn checkpoint_bytes(dir: &Path) -> Vec<Vec<u8>> {
+    [CONFIG_FILE, MODEL_FILE, EMA_FILE, OPTIMIZER_FILE]
+        .iter()
+        .map(|name| std::fs::read(dir.join(name)).unwrap())
+        .collect()
+}
+
+#[test]
+fn same_command_same_bits_and_resume_after_a_stop_is_identical() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let (a, b, c) = (path("a"), path("b"), path("c"));
+    assert_success(&ddm(&toy_args(&a, "60", &[])));
+    assert_success(&ddm(&toy_args(&b, "60", &[])));
+    assert_eq!(
+        checkpoint_bytes(Path::new(&a)),
+        checkpoint_bytes(Path::new(&b))
+    );
+
+    // Stopped after step 25 (as if killed right after that checkpoint), then resumed.
+    assert_success(&ddm(&toy_args(&c, "60", &["--stop-after", "25"])));
+    let stopped = checkpoint::read_config(Path::new(&c)).unwrap();
+    assert_eq!(stopped.progress.step, 25);
+    let output = ddm(&["train", "--resume", "--out", &c]);
+    assert_success(&output);
+    assert_eq!(
+        checkpoint_bytes(Path::new(&a)),
+        checkpoint_bytes(Path::new(&c))
+    );
+    assert!(Path::new(&a).join("loss.png").is_file());
+    // The final preview is a scatter plot of the 2-D samples.
+    assert!(Path::new(&a).join("samples-step000060.png").is_file());
+
+    // A finished run says so; a new run refuses an occupied folder; --resume takes no
+    // run-defining option.
+    let output = ddm(&["train", "--resume", "--out", &c]);
+    assert_success(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("already taken all 60 steps"));
+    assert_failure(&ddm(&toy_args(&c, "60", &[])), "already holds a run");
+    assert_failure(
+        &ddm(&["train", "--resume", "--out", &c, "--steps", "5"]),
+        "cannot be used with",
+    );
+}
+
+#[test]
+fn resume_after_sigkill_is_bit_identical() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let (killed, straight) = (path("killed"), path("straight"));
+    let steps = "3000";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddm"))
+        .args(toy_args(&killed, steps, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a checkpoint past step 20, then kill -9 at whatever point the run is.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "no checkpoint within 120 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        if let Ok(config) = checkpoint::read_config(Path::new(&killed)) {
+            if config.progress.step >= 20 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = checkpoint::load(Path::new(&killed)).unwrap();
+    assert!(at_kill.config.progress.step < 3000);
+
+    assert_success(&ddm(&["train", "--resume", "--out", &killed]));
+    assert_success(&ddm(&toy_args(&straight, steps, &[])));
+    assert_eq!(
+        checkpoint_bytes(Path::new(&killed)),
+        checkpoint_bytes(Path::new(&straight))
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let dir_text = dir.to_str().unwrap();
+    // A learning rate of 1e30 without clipping sends the weights to ~1e30 in one step.
+    let output = ddm(&toy_base(
+        dir_text,
+        "50",
+        &[
+            "--lr",
+            "1e30",
+            "--lr-min",
+            "0",
+            "--warmup",
+            "0",
+            "--grad-clip",
+            "0",
+            "--checkpoint-every",
+            "1",
+        ],
+    ));
+    assert_failure(&output, "the training loss became");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("last good checkpoint (step 1)"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let saved = checkpoint::load(&dir).unwrap();
+    assert_eq!(saved.config.progress.step, 1);
+}
+
+#[test]
+fn sampling_a_checkpoint_writes_npy_for_any_data_and_png_for_images() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let toy = path("toy");
+    assert_success(&ddm(&toy_args(&toy, "20", &[])));
+    let npy_out = path("toy.npy");
+    let output = ddm(&[
+        "sample",
+        "--checkpoint",
+        &toy,
+        "--sampler",
+        "dpmpp-2m",
+        "--steps",
+        "5",
+        "--num",
+        "10",
+        "--out",
+        &npy_out,
+    ]);
+    assert_success(&output);
+    let samples = npy::read_f32(Path::new(&npy_out)).unwrap();
+    assert_eq!(samples.shape, vec![10, 2]);
+    assert_failure(
+        &ddm(&["sample", "--checkpoint", &toy, "--out", &path("toy.png")]),
+        "a PNG grid needs image samples",
+    );
+    assert_failure(
+        &ddm(&[
+            "sample",
+            "--checkpoint",
+            &toy,
+            "--beta-schedule",
+            "cosine",
+            "--out",
+            &npy_out,
+        ]),
+        "a checkpoint brings its own schedule",
+    );
+
+    let digits = path("digits");
+    let output = ddm(&[
+        "train",
+        "--dataset",
+        "optdigits",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "10",
+        "--batch-size",
+        "16",
+        "--preview-every",
+        "5",
+        "--preview-samples",
+        "4",
+        "--beta-schedule",
+        "cosine",
+        "--prediction",
+        "v",
+        "--out",
+        &digits,
+    ]);
+    assert_success(&output);
+    assert!(Path::new(&digits).join("samples-step000005.png").is_file());
+    let png = path("digits.png");
+    for extra in [&[][..], &["--no-ema"][..]] {
+        let mut args = vec![
+            "sample",
+            "--checkpoint",
+            &digits,
+            "--steps",
+            "4",
+            "--num",
+            "6",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", &png]);
+        assert_success(&ddm(&args));
+        // 6 tiles in 3 columns and 2 rows of 8x8 pixels magnified 4 times, 2-pixel gaps.
+        let image = image::open(&png).unwrap();
+        assert_eq!((image.width(), image.height()), (3 * 34 + 2, 2 * 34 + 2));
+    }
+    let npy_digits = path("digits.npy");
+    assert_success(&ddm(&[
+        "sample",
+        "--checkpoint",
+        &digits,
+        "--steps",
+        "3",
+        "--num",
+        "5",
+        "--out",
+        &npy_digits,
+    ]));
+    assert_eq!(
+        npy::read_f32(Path::new(&npy_digits)).unwrap().shape,
+        vec![5, 1, 8, 8]
+    );
+    assert_failure(
+        &ddm(&[
+            "sample",
+            "--checkpoint",
+            &path("missing"),
+            "--out",
+            &npy_digits,
+        ]),
+        "config.json",
+    );
+}

@@ -1,0 +1,575 @@
+//! Timestep-aware calibration: statistics of every node's float output, gathered by running
+//! the float model on the noisy inputs the deployed sampler will feed it, and the choice of
+//! int8 ranges from them.
+//!
+//! # How the host gathers them (Q-Diffusion / PTQ4DM style)
+//!
+//! A diffusion network sees very different activations at different timesteps: pure noise at
+//! `t = T - 1`, nearly clean data at `t = 0`. Calibrating on `x_0` or on one timestep gives
+//! ranges that clip or waste resolution elsewhere. As in Q-Diffusion (Li et al. 2023,
+//! "time step-aware calibration") and PTQ4DM (Shang et al. 2023), the calibration set is the
+//! `x_t` the float sampler itself produces:
+//!
+//! 1. Create a [`Calibration`] for the graph.
+//! 2. For each of `N` calibration samples, draw `x_T ~ N(0, I)` and run the **float** model
+//!    with the **deployed** sampler (same kind, steps, spacing, eta as the blob's defaults;
+//!    [`calibration_timesteps`] lists the timesteps it visits).
+//! 3. At every visited timestep `t`, before the sampler step, evaluate the network on the
+//!    current `x_t` and call [`Calibration::observe`] with each node's whole output (for a
+//!    batch, all its samples' values at once), and [`Calibration::record_input`] with
+//!    `(x_t, t)` (one call per sample) so the export can measure the int8 error.
+//!
+//! [`crate::reference::calibrate_with_sampler`] does exactly this with the device runtime's
+//! f32 network (slower than a batched framework, but needs nothing else).
+//!
+//! # What is kept
+//!
+//! Per node: exact `min` and `max`, the number of values, and a uniform random sample of at
+//! most [`CalibrationConfig::reservoir`] values (reservoir sampling, Li's "Algorithm L",
+//! seeded with [`ddm_core::Rng`]: the same observations give the same sample on every
+//! machine). Calibration inputs are kept the same way (at most
+//! [`CalibrationConfig::max_inputs`], uniformly over all offered ones, so they spread over the
+//! whole trajectory instead of piling up at the first timesteps).
+//!
+//! # Range methods ([`RangeMethod`])
+//!
+//! - [`RangeMethod::MinMax`]: the exact observed `[min, max]`. Never clips calibration data;
+//!   one outlier inflates the step for everything else.
+//! - [`RangeMethod::Percentile`]`(p)`: `[q(1 - p/100), q(p/100)]`, empirical quantiles of the
+//!   reservoir (linear interpolation between order statistics). Always inside `[min, max]`.
+//!   Its resolution is one reservoir element: `p = 99.99` needs a reservoir of about 10^4
+//!   values or more to differ from the extremes of the sample.
+//! - [`RangeMethod::Mse`] (the default): the clipping range that minimises the expected
+//!   squared error of quantising the empirical distribution with 256 levels: for a candidate
+//!   range and its int8 grid (exactly as [`QuantParams::from_range`] builds it, zero
+//!   included and exactly representable), values outside the grid cost their squared
+//!   distance to the nearest end (clipping) and values inside cost `scale^2 / 12` (the
+//!   variance of uniform rounding noise). Candidates are `[min 2^(-a/8), max 2^(-b/8)]` for
+//!   `a, b = 0..=80` (ranges down to 1/1024 of the observed extremes, about 9% apart); each
+//!   costs two binary searches over the sorted reservoir and its prefix sums. On
+//!   heavy-tailed distributions it clips the rare outliers and keeps resolution for the
+//!   bulk; on bounded, uniform-like ones it stays at (or next to) min/max.
+//!
+//! Every range is widened to include 0 when it becomes quantisation parameters.
+
+use ddm_core::timesteps::fill_timesteps;
+use ddm_core::{Rng, Schedule};
+use ddm_firmware::writer::ScheduleSpec;
+use ddm_firmware::{QuantParams, SamplerConfig};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId};
+
+/// How much calibration data to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrationConfig {
+    /// Values kept per node for percentile and MSE ranges (at least 1). Memory: 4 bytes each
+    /// per node. Default 16384.
+    pub reservoir: usize,
+    /// Calibration inputs `(x_t, t)` kept for the export's error report (0: none, and no
+    /// report). Default 32.
+    pub max_inputs: usize,
+    /// Seed of the sampling (node `i` uses stream `i`, the inputs stream `u64::MAX`).
+    pub seed: u64,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        CalibrationConfig {
+            reservoir: 16_384,
+            max_inputs: 32,
+            seed: 0,
+        }
+    }
+}
+
+/// How an int8 range is chosen from a node's statistics (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RangeMethod {
+    /// The observed minimum and maximum.
+    MinMax,
+    /// Symmetric empirical percentiles: `[q(1 - p/100), q(p/100)]`, `p` in `(50, 100]`.
+    Percentile(f32),
+    /// The range minimising the expected quantisation plus clipping squared error.
+    #[default]
+    Mse,
+}
+
+/// One calibration input of the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationInput {
+    /// The noisy sample (the network input's per-sample length).
+    pub x_t: Vec<f32>,
+    /// Its training timestep.
+    pub t: u32,
+}
+
+/// Statistics of one node's float output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStats {
+    /// Smallest value observed (`+inf` before any).
+    pub min: f32,
+    /// Largest value observed (`-inf` before any).
+    pub max: f32,
+    /// Number of values observed.
+    pub count: u64,
+    reservoir: Reservoir,
+}
+
+impl NodeStats {
+    /// The uniform sample of observed values (at most the configured reservoir size; all
+    /// values while fewer have been seen), in no particular order.
+    pub fn sample(&self) -> &[f32] {
+        &self.reservoir.items
+    }
+}
+
+/// Li's reservoir sampling "Algorithm L" (1994): a uniform sample of `capacity` items of a
+/// stream of unknown length in `O(capacity (1 + log(n / capacity)))` random draws.
+#[derive(Debug, Clone, PartialEq)]
+struct Reservoir<T = f32> {
+    items: Vec<T>,
+    capacity: usize,
+    /// Items offered so far.
+    seen: u64,
+    /// Index (0-based, over all offered items) of the next item to take once full.
+    next: u64,
+    /// Algorithm L's running `W`.
+    w: f64,
+    rng: Rng,
+}
+
+impl<T: Clone> Reservoir<T> {
+    /// A reservoir of `capacity` items (0 keeps nothing).
+    fn new(capacity: usize, rng: Rng) -> Self {
+        Reservoir {
+            items: Vec::new(),
+            capacity,
+            seen: 0,
+            next: 0,
+            w: 1.0,
+            rng,
+        }
+    }
+
+    /// A uniform variate in `(0, 1)`.
+    fn open_uniform(&mut self) -> f64 {
+        (f64::from(self.rng.next_u32()) + 0.5) / 4_294_967_296.0
+    }
+
+    /// Draws the gap to the next item taken (Algorithm L's update).
+    fn advance(&mut self) {
+        let k = self.capacity as f64;
+        let u = self.open_uniform();
+        self.w *= libm::exp(libm::log(u) / k);
+        let u = self.open_uniform();
+        let gap = libm::floor(libm::log(u) / libm::log1p(-self.w));
+        // A gap beyond any stream we will see ends the sampling.
+        let gap = if gap.is_finite() && gap < 1e18 {
+            gap as u64
+        } else {
+            u64::MAX / 2
+        };
+        self.next = self.next.saturating_add(gap).saturating_add(1);
+    }
+
+    /// Offers `items` in order.
+    fn offer(&mut self, items: &[T]) {
+        if self.capacity == 0 {
+            self.seen += items.len() as u64;
+            return;
+        }
+        let mut rest = items;
+        while !rest.is_empty() {
+            if self.items.len() < self.capacity {
+                let take = (self.capacity - self.items.len()).min(rest.len());
+                self.items.extend_from_slice(&rest[..take]);
+                self.seen += take as u64;
+                rest = &rest[take..];
+                if self.items.len() == self.capacity {
+                    self.next = self.seen - 1;
+                    self.advance();
+                }
+                continue;
+            }
+            // Skip to the next item taken, or past this batch.
+            let skip = self.next - self.seen;
+            if skip >= rest.len() as u64 {
+                self.seen += rest.len() as u64;
+                return;
+            }
+            let skip = skip as usize;
+            let slot = self.rng.below(self.capacity as u32) as usize;
+            self.items[slot] = rest[skip].clone();
+            self.seen += skip as u64 + 1;
+            rest = &rest[skip + 1..];
+            self.advance();
+        }
+    }
+}
+
+/// Calibration statistics for one graph (see the module docs for how to gather them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    config: CalibrationConfig,
+    nodes: Vec<NodeStats>,
+    inputs: Reservoir<CalibrationInput>,
+    sample_len: usize,
+}
+
+impl Calibration {
+    /// Empty statistics for every node of `graph`.
+    pub fn new(graph: &Graph, config: CalibrationConfig) -> Self {
+        let nodes = (0..graph.nodes.len())
+            .map(|i| NodeStats {
+                min: f32::INFINITY,
+                max: f32::NEG_INFINITY,
+                count: 0,
+                reservoir: Reservoir::new(
+                    config.reservoir.max(1),
+                    Rng::with_stream(config.seed, i as u64),
+                ),
+            })
+            .collect();
+        Calibration {
+            config,
+            nodes,
+            inputs: Reservoir::new(
+                config.max_inputs,
+                Rng::with_stream(config.seed, u64::MAX),
+            ),
+            sample_len: graph.input_shape().iter().product(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CalibrationConfig {
+        &self.config
+    }
+
+    /// Number of nodes (that of the graph it was made for).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Adds a batch of node `node`'s float output values (any number, any order: the values
+    /// of one sample or of a whole batch).
+    ///
+    /// Errors ([`Error::Calibration`]) when `node` is not a node of the graph or a value is
+    /// NaN or infinite; nothing is recorded then.
+    pub fn observe(&mut self, node: NodeId, values: &[f32]) -> Result<()> {
+        let count = self.nodes.len();
+        let stats = self.nodes.get_mut(node.0).ok_or_else(|| {
+            Error::Calibration(format!("node {} does not exist ({count} nodes)", node.0))
+        })?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Calibration(format!(
+                "node {} produced NaN or infinite values",
+                node.0
+            )));
+        }
+        for &v in values {
+            stats.min = stats.min.min(v);
+            stats.max = stats.max.max(v);
+        }
+        stats.count += values.len() as u64;
+        stats.reservoir.offer(values);
+        Ok(())
+    }
+
+    /// Offers one network input `x_t` at timestep `t` for the export's error report; at most
+    /// [`CalibrationConfig::max_inputs`] are kept, a uniform sample of all offered.
+    ///
+    /// Errors when `x_t` does not have the graph input's length or is not finite.
+    pub fn record_input(&mut self, x_t: &[f32], t: u32) -> Result<()> {
+        if x_t.len() != self.sample_len {
+            return Err(Error::Calibration(format!(
+                "a calibration input has {} values, the network takes {}",
+                x_t.len(),
+                self.sample_len
+            )));
+        }
+        if x_t.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Calibration(
+                "a calibration input has NaN or infinite values".into(),
+            ));
+        }
+        self.inputs.offer(&[CalibrationInput {
+            x_t: x_t.to_vec(),
+            t,
+        }]);
+        Ok(())
+    }
+
+    /// The kept calibration inputs.
+    pub fn inputs(&self) -> &[CalibrationInput] {
+        &self.inputs.items
+    }
+
+    /// Statistics of node `node`, if it exists.
+    pub fn stats(&self, node: NodeId) -> Option<&NodeStats> {
+        self.nodes.get(node.0)
+    }
+
+    /// The float range `[low, high]` (`low <= high`, not yet widened to include 0) chosen by
+    /// `method` for node `node`, or an error when the node does not exist or was never
+    /// observed, or the percentile is not in `(50, 100]`.
+    pub fn range(&self, node: NodeId, method: RangeMethod) -> Result<(f32, f32)> {
+        let stats = self
+            .stats(node)
+            .ok_or_else(|| Error::Calibration(format!("node {} does not exist", node.0)))?;
+        if stats.count == 0 {
+            return Err(Error::Calibration(format!(
+                "node {} was never observed",
+                node.0
+            )));
+        }
+        match method {
+            RangeMethod::MinMax => Ok((stats.min, stats.max)),
+            RangeMethod::Percentile(p) => {
+                if !(p > 50.0 && p <= 100.0) {
+                    return Err(Error::Calibration(format!(
+                        "percentile {p} is not in (50, 100]"
+                    )));
+                }
+                let sorted = sorted(stats.sample());
+                let q = f64::from(p) / 100.0;
+                let low = quantile(&sorted, 1.0 - q).max(stats.min);
+                let high = quantile(&sorted, q).min(stats.max);
+                Ok((low.min(high), high))
+            }
+            RangeMethod::Mse => Ok(mse_range(&sorted(stats.sample()), stats.min, stats.max)),
+        }
+    }
+}
+
+fn sorted(values: &[f32]) -> Vec<f32> {
+    let mut v = values.to_vec();
+    v.sort_by(f32::total_cmp);
+    v
+}
+
+/// Empirical quantile `q` in `[0, 1]` of sorted, non-empty `values` (linear interpolation
+/// between order statistics, numpy's default).
+fn quantile(sorted: &[f32], q: f64) -> f32 {
+    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let below = position.floor() as usize;
+    let above = (below + 1).min(sorted.len() - 1);
+    let frac = position - below as f64;
+    (f64::from(sorted[below]) * (1.0 - frac) + f64::from(sorted[above]) * frac) as f32
+}
+
+/// Expected squared error per value of quantising the distribution `sorted` (with prefix sums
+/// `sum1`, `sum2` of values and squares) on the int8 grid `params`.
+fn expected_error(sorted: &[f32], sum1: &[f64], sum2: &[f64], params: QuantParams) -> f64 {
+    let low = f64::from(params.dequantize(-128));
+    let high = f64::from(params.dequantize(127));
+    let n = sorted.len();
+    let below = sorted.partition_point(|&v| f64::from(v) < low);
+    let inside_end = sorted.partition_point(|&v| f64::from(v) <= high);
+    // sum over a range of (x - c)^2 = S2 - 2 c S1 + c^2 count.
+    let clip = |from: usize, to: usize, c: f64| {
+        let s1 = sum1[to] - sum1[from];
+        let s2 = sum2[to] - sum2[from];
+        (s2 - 2.0 * c * s1 + c * c * (to - from) as f64).max(0.0)
+    };
+    let step = f64::from(params.scale);
+    let rounding = (inside_end - below) as f64 * step * step / 12.0;
+    (clip(0, below, low) + clip(inside_end, n, high) + rounding) / n as f64
+}
+
+/// The MSE-optimal clipping range of the sorted sample within `[min, max]`.
+fn mse_range(sorted: &[f32], min: f32, max: f32) -> (f32, f32) {
+    let (min, max) = (min.min(0.0), max.max(0.0));
+    if sorted.is_empty() || min == max {
+        return (min, max);
+    }
+    let mut sum1 = Vec::with_capacity(sorted.len() + 1);
+    let mut sum2 = Vec::with_capacity(sorted.len() + 1);
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    sum1.push(0.0);
+    sum2.push(0.0);
+    for &v in sorted {
+        let v = f64::from(v);
+        s1 += v;
+        s2 += v * v;
+        sum1.push(s1);
+        sum2.push(s2);
+    }
+    let factor = |k: u32| libm::exp2(-f64::from(k) / 8.0) as f32;
+    let mut best = (f64::INFINITY, min, max);
+    for a in 0..=80u32 {
+        let low = min * factor(a);
+        for b in 0..=80u32 {
+            let high = max * factor(b);
+            let Ok(params) = QuantParams::from_range(low, high) else {
+                continue;
+            };
+            let error = expected_error(sorted, &sum1, &sum2, params);
+            // Strictly better only: ties keep the wider (earlier) range.
+            if error < best.0 {
+                best = (error, low, high);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+/// The mean squared error of quantising every value of `values` with int8 parameters for the
+/// range `[low, high]` (widened to include 0) and dequantising: what [`RangeMethod::Mse`]
+/// minimises in expectation. For tests and reports.
+pub fn quantization_mse(values: &[f32], low: f32, high: f32) -> Result<f64> {
+    let params = QuantParams::from_range(low, high)?;
+    let total: f64 = values
+        .iter()
+        .map(|&v| {
+            let e = f64::from(params.dequantize(params.quantize(v))) - f64::from(v);
+            e * e
+        })
+        .sum();
+    Ok(total / values.len().max(1) as f64)
+}
+
+/// The training timesteps `sampler` visits with `schedule`, first to last: the timesteps at
+/// which calibration inputs should be gathered.
+pub fn calibration_timesteps(schedule: &ScheduleSpec, sampler: &SamplerConfig) -> Result<Vec<u32>> {
+    sampler.validate()?;
+    let table = schedule.table()?;
+    let schedule = Schedule::new(&table)?;
+    let mut timesteps = vec![0u32; sampler.steps as usize];
+    fill_timesteps(
+        &schedule,
+        sampler.spacing,
+        sampler.steps_offset as usize,
+        &mut timesteps,
+    )?;
+    Ok(timesteps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::GraphBuilder;
+
+    fn one_node_graph() -> Graph {
+        let b = GraphBuilder::new(&[4]);
+        let x = b.input();
+        b.finish(x).unwrap()
+    }
+
+    fn config(reservoir: usize) -> CalibrationConfig {
+        CalibrationConfig {
+            reservoir,
+            max_inputs: 3,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn reservoir_is_uniform_and_deterministic() {
+        // Offer 0..100_000 in uneven batches; the sample's mean and spread match a uniform
+        // sample of the stream, and the same batches give the same sample.
+        let run = || {
+            let mut r = Reservoir::new(2000, Rng::new(3));
+            let stream: Vec<f32> = (0..100_000).map(|v| v as f32).collect();
+            for chunk in stream.chunks(777) {
+                r.offer(chunk);
+            }
+            r
+        };
+        let r = run();
+        assert_eq!(r.items, run().items);
+        assert_eq!(r.items.len(), 2000);
+        assert_eq!(r.seen, 100_000);
+        let mean = r.items.iter().map(|&v| f64::from(v)).sum::<f64>() / 2000.0;
+        // Uniform on [0, 1e5): mean 5e4, standard error 1e5 / sqrt(12 * 2000) ~ 645.
+        assert!((mean - 50_000.0).abs() < 3000.0, "mean {mean}");
+        let late = r.items.iter().filter(|&&v| v >= 90_000.0).count();
+        assert!((120..=280).contains(&late), "{late} of 2000 from the last 10%");
+        let mut distinct = r.items.clone();
+        distinct.sort_by(f32::total_cmp);
+        distinct.dedup();
+        assert_eq!(distinct.len(), 2000, "items are taken without replacement");
+    }
+
+    #[test]
+    fn small_streams_are_kept_whole() {
+        let graph = one_node_graph();
+        let mut c = Calibration::new(&graph, config(16));
+        c.observe(NodeId(0), &[3.0, -1.0, 2.0]).unwrap();
+        let stats = c.stats(NodeId(0)).unwrap();
+        assert_eq!((stats.min, stats.max, stats.count), (-1.0, 3.0, 3));
+        assert_eq!(stats.sample(), &[3.0, -1.0, 2.0]);
+        assert!(c.observe(NodeId(1), &[0.0]).is_err());
+        assert!(c.observe(NodeId(0), &[f32::NAN]).is_err());
+        assert_eq!(c.stats(NodeId(0)).unwrap().count, 3);
+    }
+
+    #[test]
+    fn inputs_are_sampled_up_to_the_limit() {
+        let graph = one_node_graph();
+        let mut c = Calibration::new(&graph, config(16));
+        for t in 0..50 {
+            c.record_input(&[t as f32; 4], t).unwrap();
+        }
+        assert_eq!(c.inputs().len(), 3);
+        assert!(c.inputs().iter().any(|i| i.t >= 3), "later inputs replace early ones");
+        assert!(c.record_input(&[0.0; 3], 0).is_err());
+    }
+
+    #[test]
+    fn unobserved_nodes_and_bad_percentiles_are_refused() {
+        let graph = one_node_graph();
+        let mut c = Calibration::new(&graph, config(16));
+        assert!(c.range(NodeId(0), RangeMethod::MinMax).is_err());
+        c.observe(NodeId(0), &[1.0, 2.0]).unwrap();
+        assert!(c.range(NodeId(0), RangeMethod::Percentile(40.0)).is_err());
+        assert!(c.range(NodeId(0), RangeMethod::Percentile(100.5)).is_err());
+        assert_eq!(
+            c.range(NodeId(0), RangeMethod::Percentile(100.0)).unwrap(),
+            (1.0, 2.0)
+        );
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        let v = [0.0, 1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.0), 0.0);
+        assert_eq!(quantile(&v, 1.0), 4.0);
+        assert_eq!(quantile(&v, 0.5), 2.0);
+        assert_eq!(quantile(&v, 0.125), 0.5);
+    }
+
+    #[test]
+    fn expected_error_matches_the_measured_one_on_smooth_data() {
+        // A Gaussian sample clipped at +-2: the model (clipping exact, rounding s^2/12) is
+        // within a few percent of the true quantisation error.
+        let mut rng = Rng::new(1);
+        let values: Vec<f32> = (0..20_000).map(|_| rng.normal()).collect();
+        let s = sorted(&values);
+        let mut sum1 = vec![0.0];
+        let mut sum2 = vec![0.0];
+        for &v in &s {
+            sum1.push(sum1.last().unwrap() + f64::from(v));
+            sum2.push(sum2.last().unwrap() + f64::from(v) * f64::from(v));
+        }
+        let params = QuantParams::from_range(-2.0, 2.0).unwrap();
+        let model = expected_error(&s, &sum1, &sum2, params);
+        let measured = quantization_mse(&values, -2.0, 2.0).unwrap();
+        assert!(
+            (model / measured - 1.0).abs() < 0.05,
+            "model {model}, measured {measured}"
+        );
+    }
+
+    #[test]
+    fn timesteps_follow_the_sampler() {
+        let schedule = ScheduleSpec::from_config(
+            ddm_core::ScheduleConfig::ddpm(),
+            ddm_core::Prediction::Eps,
+        );
+        let t = calibration_timesteps(&schedule, &SamplerConfig::ddim(10)).unwrap();
+        assert_eq!(t, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+        assert!(calibration_timesteps(&schedule, &SamplerConfig::ddim(0)).is_err());
+    }
+}

@@ -30,9 +30,10 @@ case "$dataset" in
 toy:*)
     header='| sampler | NFE | sliced W2 | exact W2 | RBF-MMD^2 | modes covered |'
     rule='| --- | ---: | ---: | ---: | ---: | ---: |'
-    row='[.metrics.sliced_w2[$side], .metrics.w2[$side], .metrics.mmd_rbf[$side]]
+    row='(.metrics.mode_coverage[$side] | "\(.covered)/\(.modes)") as $coverage
+         | [.metrics.sliced_w2[$side], .metrics.w2[$side], .metrics.mmd_rbf[$side]]
          | map(if . == null then "n/a" else (. * 1e5 | round / 1e5 | tostring) end)
-         + [(.metrics.mode_coverage[$side] | "\(.covered)/\(.modes)")] | join(" | ")'
+         | . + [$coverage] | join(" | ")'
     ;;
 *)
     header='| sampler | NFE | FD | KID (x 1e3) | label entropy | nearest train L2 |'

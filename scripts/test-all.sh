@@ -24,7 +24,7 @@ apt_install() {
 
 say "toolchain targets and system packages"
 rustup target add thumbv7em-none-eabihf
-apt_install qemu-system-arm
+apt_install qemu-system-arm dataset-fashion-mnist
 
 say "formatting"
 cargo fmt --all -- --check

@@ -91,7 +91,8 @@ pub struct SamplingOptions {
     /// Number of network evaluations (for Langevin: levels x steps per level, plus the final
     /// denoising step).
     pub steps: usize,
-    /// Timestep spacing; `None` picks log-SNR for DPM-Solver++ and leading otherwise.
+    /// Timestep spacing; `None` picks log-SNR for DPM-Solver++ and trailing otherwise (the
+    /// first step then starts at `T - 1`, where the schedule meets pure noise).
     pub spacing: Option<Spacing>,
     /// Offset added to leading timesteps.
     pub steps_offset: usize,
@@ -127,7 +128,7 @@ impl SamplingOptions {
     pub fn effective_spacing(&self) -> Spacing {
         self.spacing.unwrap_or(match self.sampler {
             SamplerChoice::DpmppTwoM => Spacing::LogSnr,
-            _ => Spacing::Leading,
+            _ => Spacing::Trailing,
         })
     }
 

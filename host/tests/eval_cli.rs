@@ -186,3 +186,75 @@ fn bad_sample_files_are_one_line_errors_naming_the_file() {
         &["no committed classifier for mnist", "--classifier"],
     );
 }
+
+#[test]
+fn an_explicit_classifier_file_is_used_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("digits.npy");
+    write_digits(&path);
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let weights = manifest.join("classifiers/optdigits.safetensors");
+    let output = eval(
+        "optdigits",
+        &path,
+        &["--json", "--classifier", weights.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(json["classifier"]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("optdigits.safetensors"));
+    assert_eq!(
+        json["classifier"]["sha256"],
+        "2682d9aea55cd1df216924f47458d4b976c43a367a28da25ce87f185b77db0d6"
+    );
+    // Weights of the 28x28 network do not fit optdigits.
+    let wrong = manifest.join("classifiers/fashion-mnist.safetensors");
+    assert_one_line_failure(
+        &eval(
+            "optdigits",
+            &path,
+            &["--classifier", wrong.to_str().unwrap()],
+        ),
+        &[
+            "fashion-mnist.safetensors",
+            "tensor fc1.weight",
+            "expected F32 [64, 128]",
+        ],
+    );
+}
+
+#[test]
+fn train_classifier_writes_loadable_weights_and_their_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.safetensors");
+    let output = ddm(&[
+        "train-classifier",
+        "--dataset",
+        "optdigits",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let hash = ddm::eval::classifier::sha256_hex(&bytes);
+    assert!(stdout.contains(&format!("sha256 {hash}")), "{stdout}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    ddm::eval::Classifier::load(ddm::eval::classifier::OPTDIGITS_ARCHITECTURE, &out).unwrap();
+    assert_one_line_failure(
+        &ddm(&[
+            "train-classifier",
+            "--dataset",
+            "toy:moons",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        &["toy:moons has no feature classifier"],
+    );
+}

@@ -10,10 +10,10 @@
 //! wrong for odd sizes, its upsampled mask misses the windows, so the padding is also what
 //! makes these networks train.)
 //!
-//! | data set | input | blocks | features | parameters | file |
+//! | data set | input | blocks | features | parameters | file in `host/classifiers/` |
 //! | --- | --- | --- | --- | --- | --- |
-//! | `optdigits` | 8x8 | 16, 32 (→ 2x2) | 64 | 13,706 | `host/classifiers/optdigits.safetensors` |
-//! | `mnist`, `fashion-mnist` | 28x28 | 16, 32, 32 (→ 4x4) | 128 | 81,002 | `host/classifiers/fashion-mnist.safetensors` |
+//! | `optdigits` | 8x8 | 16, 32 (→ 2x2) | 64 | 13,706 | `optdigits.safetensors` |
+//! | `mnist`, `fashion-mnist` | 28x28 | 16, 32, 32 (→ 4x4) | 128 | 81,002 | `fashion-mnist.safetensors` |
 //!
 //! **Weights file**: safetensors, little-endian `f32`, tensors `conv{i}.weight`
 //! `[out, in, 3, 3]`, `conv{i}.bias` `[out]` (`i` from 1), `fc1.weight` `[features, flat]`,
@@ -246,7 +246,8 @@ impl Classifier {
     /// Loads a weights file for `architecture`.
     ///
     /// # Errors
-    /// [`Error::Io`] when it cannot be read; otherwise as [`from_safetensors`](Self::from_safetensors).
+    /// [`Error::Io`] when it cannot be read; otherwise as
+    /// [`from_safetensors`](Self::from_safetensors).
     pub fn load(architecture: Architecture, path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_safetensors(architecture, &bytes, path)

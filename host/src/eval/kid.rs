@@ -16,17 +16,16 @@
 //! `Y`, the reference (so that `mean |y|^2 / d = 1`, as for the Inception features KID was
 //! designed on); samples and floor are compared with the same reference and so on one scale.
 //!
-//! **Subsets and standard error.** Like the reference implementation, KID averages the
-//! estimate over subsets of at most [`MAX_SUBSET_SIZE`] = 1000 vectors per set. Unlike it
-//! (100 overlapping random subsets, reporting their spread), ddm shuffles each set with a fixed
-//! seed and cuts it into `S = ceil(max(m, n) / 1000)` **disjoint** subsets (`S = 1`, the whole
-//! sets, up to 1000 vectors): every pair within a subset is used once, and the subset
-//! estimates are independent. The standard error of their mean is
-//! `sqrt(sum_s var_s) / S`, with `var_s` the two-sample jackknife variance of subset `s`
-//! (leave out one `x`, then one `y`, Arvesen 1969), computed exactly from the kernel matrices'
-//! row sums. The jackknife is conservative for U-statistics (it overestimates a little, more
-//! so at a perfect match), so "within 2 SE of 0" is a fair test for samples as good as real
-//! data. Vectors left over by the division (fewer than `S`) are not used.
+//! **Subsets and standard error.** Like the reference implementation, KID averages the estimate
+//! over subsets of at most [`MAX_SUBSET_SIZE`] = 1000 vectors per set. Unlike it (50 to 100 random,
+//! overlapping subsets, reporting their spread), ddm shuffles each set with a fixed seed and cuts
+//! it into `S = ceil(max(m, n) / 1000)` **disjoint** subsets (`S = 1`, the whole sets, up to 1000
+//! vectors): every pair within a subset is used once, and the subset estimates are independent. The
+//! standard error of their mean is `sqrt(sum_s var_s) / S`, with `var_s` the two-sample jackknife
+//! variance of subset `s` (leave out one `x`, then one `y`, Arvesen 1969), computed exactly from
+//! the kernel matrices' row sums. The jackknife variance is conservative (biased upward, Efron &
+//! Stein 1981), so "within 2 SE of 0" is a fair test for samples as good as real data. Vectors left
+//! over by the division (fewer than `S`) are not used.
 
 use nalgebra::DMatrix;
 

@@ -10,8 +10,9 @@
 //! under `host/classifiers/` with its SHA-256 and the command that reproduces it, embeds each
 //! image as its penultimate activations. On those features:
 //! - [`frechet`]: the Frechet distance (FD) between Gaussians fitted to samples and reference;
-//! - [`kid`]: KID, the unbiased squared MMD with the cubic polynomial kernel, with its
-//!   standard error over disjoint subsets;
+//! - [`kid`]: KID, the unbiased squared MMD with the cubic polynomial kernel on features
+//!   scaled to the reference's RMS, averaged over disjoint subsets of at most 1000, with a
+//!   jackknife standard error;
 //! - [`label_entropy`]: the entropy of the histogram of predicted labels (dropped classes);
 //! - [`nearest`]: in pixel space, the mean L2 distance from each sample to its nearest
 //!   training image (memorisation).

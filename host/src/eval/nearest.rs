@@ -46,8 +46,8 @@ pub fn nearest_neighbours(
             .column_iter()
             .map(|col| col.norm_squared())
             .collect();
-        let dots = &query_matrix * &block_matrix; // q x len
-                                                  // Column-major: walk each column (one reference vector against every query).
+        // q x len, column-major: walk each column (one reference vector against every query).
+        let dots = &query_matrix * &block_matrix;
         for (j, (&norm, column)) in block_norms.iter().zip(dots.column_iter()).enumerate() {
             for ((entry, &query_norm), &dot) in best.iter_mut().zip(&query_norms).zip(column) {
                 let squared = query_norm + norm - 2.0 * dot;

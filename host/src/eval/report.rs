@@ -373,8 +373,13 @@ mod tests {
         assert!(fd.contains("12.500") && fd.contains("1.2300e-5"), "{fd}");
         assert!(text.contains("6/8") && text.contains("n/a"));
         assert!(text.contains("predicted labels 0..2 (like the floor is better)"));
-        assert!(text.contains("\n  samples  5 0 95\n  floor    30 35 35\n"), "{text}");
-        assert!(!text.lines().any(|l| l.starts_with("predicted labels 0..2  ")));
+        assert!(
+            text.contains("\n  samples  5 0 95\n  floor    30 35 35\n"),
+            "{text}"
+        );
+        assert!(!text
+            .lines()
+            .any(|l| l.starts_with("predicted labels 0..2  ")));
         assert!(text.contains("3 sample values lie outside [-1, 1]"));
         assert!(text.contains("note: a note"));
     }

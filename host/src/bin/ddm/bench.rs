@@ -1,4 +1,6 @@
-//! `ddm bench-train` (hidden): training steps per second of the model presets.
+//! `ddm bench-train` (hidden): training and forward steps per second of the model presets.
+//!
+//! `scripts/bench-vs-pytorch.sh` runs it with `--json` beside the same models in PyTorch.
 
 use std::time::Instant;
 
@@ -6,23 +8,72 @@ use clap::Args as ClapArgs;
 use ddm::data::Dataset;
 use ddm::model::{self, MlpConfig, ModelConfig, UnetConfig};
 use ddm::schedule_args::ScheduleSpec;
-use ddm::train::{DataConfig, Objective, RunConfig, TrainConfig, Trainer};
+use ddm::train::{loss_on_batch, DataConfig, Objective, RunConfig, TrainConfig, Trainer};
 use ddm_core::Rng;
+
+/// The models that can be timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// `MlpConfig::default()` (the demo's model) on flattened 8x8 images.
+    Mlp,
+    /// `UnetConfig::default()` on 8x8 images.
+    Unet8,
+    /// `UnetConfig::default()` on 28x28 images (Fashion-MNIST's size).
+    Unet28,
+}
+
+impl Preset {
+    fn model(self) -> (ModelConfig, Vec<usize>) {
+        match self {
+            Preset::Mlp => (ModelConfig::Mlp(MlpConfig::default()), vec![1, 8, 8]),
+            Preset::Unet8 => (ModelConfig::Unet(UnetConfig::default()), vec![1, 8, 8]),
+            Preset::Unet28 => (ModelConfig::Unet(UnetConfig::default()), vec![1, 28, 28]),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Mlp => "mlp",
+            Preset::Unet8 => "unet8",
+            Preset::Unet28 => "unet28",
+        }
+    }
+}
+
+/// What one timed step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// A full training step: batch, forward, backward, clipping, AdamW, EMA.
+    Train,
+    /// Batch and loss only, without gradient tracking.
+    Forward,
+    /// Both, one after the other.
+    Both,
+}
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Samples per training step.
+    /// Models to time (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp,unet8,unet28")]
+    preset: Vec<Preset>,
+    /// What to time.
+    #[arg(long, value_enum, default_value_t = Mode::Train)]
+    mode: Mode,
+    /// Samples per step.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Most timed steps per preset.
+    /// Most timed steps per preset and mode.
     #[arg(long, default_value_t = 200)]
     steps: u64,
     /// Stop timing a preset after this many seconds (at least 3 steps are timed).
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
-    /// Untimed warm-up steps per preset.
+    /// Untimed warm-up steps per preset and mode.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
     /// Compute on the CPU even when built with CUDA.
     #[arg(long)]
     cpu: bool,
@@ -40,38 +91,43 @@ fn random_data(shape: &[usize]) -> Dataset {
     }
 }
 
+/// Times `step` until `args.steps` steps or `args.seconds` have passed; returns the steps
+/// timed and the seconds they took.
+fn time(args: &Args, mut step: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<(u64, f64)> {
+    for i in 0..args.warmup {
+        step(i)?;
+    }
+    let started = Instant::now();
+    let mut timed = 0u64;
+    while timed < args.steps.max(3) && (timed < 3 || started.elapsed().as_secs_f64() < args.seconds)
+    {
+        step(args.warmup + timed)?;
+        timed += 1;
+    }
+    Ok((timed, started.elapsed().as_secs_f64()))
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let device = model::device(!args.cpu)?;
-    let presets: [(&str, ModelConfig, Vec<usize>); 3] = [
-        (
-            "mlp (demo preset)",
-            ModelConfig::Mlp(MlpConfig::default()),
-            vec![1, 8, 8],
-        ),
-        (
-            "unet (preset)",
-            ModelConfig::Unet(UnetConfig::default()),
-            vec![1, 8, 8],
-        ),
-        (
-            "unet (preset)",
-            ModelConfig::Unet(UnetConfig::default()),
-            vec![1, 28, 28],
-        ),
-    ];
-    println!(
-        "threads: {}, batch {}, up to {} timed steps or {} s per preset after {} warm-up steps",
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "?".into()),
-        args.batch_size,
-        args.steps,
-        args.seconds,
-        args.warmup
-    );
-    println!(
-        "{:<18} {:>12} {:>10} {:>12} {:>10} {:>10} {:>12}",
-        "model", "shape", "params", "MACs/sample", "steps/s", "ms/step", "samples/s"
-    );
-    for (name, model, shape) in presets {
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "?".into());
+    let modes: &[&str] = match args.mode {
+        Mode::Train => &["train"],
+        Mode::Forward => &["forward"],
+        Mode::Both => &["forward", "train"],
+    };
+    if !args.json {
+        println!(
+            "threads: {threads}, batch {}, up to {} timed steps or {} s per preset after {} \
+             warm-up steps",
+            args.batch_size, args.steps, args.seconds, args.warmup
+        );
+        println!(
+            "{:<8} {:<8} {:>12} {:>10} {:>12} {:>10} {:>10} {:>12}",
+            "model", "mode", "shape", "params", "MACs/sample", "steps/s", "ms/step", "samples/s"
+        );
+    }
+    for &preset in &args.preset {
+        let (model, shape) = preset.model();
         let data = random_data(&shape);
         let data_config = DataConfig {
             dataset: "random".into(),
@@ -96,27 +152,53 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             train,
         )?;
         let (params, macs) = (config.graph.parameter_count(), config.graph.macs());
-        let mut trainer = Trainer::new(config, data, &device)?;
-        for _ in 0..args.warmup {
-            trainer.step()?;
+        for &mode in modes {
+            let mut trainer = Trainer::new(config.clone(), data.clone(), &device)?;
+            let (timed, seconds) = if mode == "train" {
+                time(args, |_| {
+                    trainer.step()?;
+                    Ok(())
+                })?
+            } else {
+                // Plain tensors: candle records no graph for the backward pass.
+                let weights = trainer.params().detached_copy()?;
+                time(args, |step| {
+                    let batch = trainer.batch(step)?;
+                    let loss = loss_on_batch(&config.graph, &weights, &batch, &device)?;
+                    loss.to_scalar::<f32>()?;
+                    Ok(())
+                })?
+            };
+            let rate = timed as f64 / seconds;
+            if args.json {
+                let record = serde_json::json!({
+                    "framework": "ddm",
+                    "model": preset.name(),
+                    "mode": mode,
+                    "shape": shape,
+                    "params": params,
+                    "macs_per_sample": macs,
+                    "batch": args.batch_size,
+                    "threads": threads,
+                    "steps": timed,
+                    "seconds": seconds,
+                    "steps_per_s": rate,
+                });
+                println!("{record}");
+            } else {
+                println!(
+                    "{:<8} {:<8} {:>12} {:>10} {:>12} {:>10.1} {:>10.2} {:>12.0}",
+                    preset.name(),
+                    mode,
+                    format!("{shape:?}"),
+                    params,
+                    macs,
+                    rate,
+                    1000.0 / rate,
+                    rate * args.batch_size as f64
+                );
+            }
         }
-        let started = Instant::now();
-        let mut timed = 0u64;
-        while timed < args.steps && (timed < 3 || started.elapsed().as_secs_f64() < args.seconds) {
-            trainer.step()?;
-            timed += 1;
-        }
-        let rate = timed as f64 / started.elapsed().as_secs_f64();
-        println!(
-            "{:<18} {:>12} {:>10} {:>12} {:>10.1} {:>10.2} {:>12.0}",
-            name,
-            format!("{shape:?}"),
-            params,
-            macs,
-            rate,
-            1000.0 / rate,
-            rate * args.batch_size as f64
-        );
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ pub struct Args {
     /// DDIM's eta: 0 is deterministic, 1 matches DDPM's noise.
     #[arg(long, default_value_t = 0.0)]
     eta: f32,
-    /// Timestep spacing [default: logsnr for dpmpp-2m, leading otherwise].
+    /// Timestep spacing [default: logsnr for dpmpp-2m, trailing otherwise].
     #[arg(long, value_enum)]
     spacing: Option<SpacingName>,
     /// Offset added to leading timesteps.

@@ -1,0 +1,278 @@
+//! The whole export: float graph, weights and calibration in; a device blob and a report out.
+//!
+//! [`export`] quantises ([`crate::quantize`]), plans memory greedily by size
+//! ([`crate::planner`]), writes the blob with the firmware's writer (which validates the plan
+//! and parses the blob back) and measures:
+//! - parameters and MACs per network call (from the graph);
+//! - flash bytes (the blob's length) and arena bytes (what
+//!   [`ddm_firmware::required_arena_bytes`] asks a device to provide for a whole generation
+//!   with the blob's default sampler: activations, sample buffers, schedule table, slack);
+//! - for int8 and fp16 blobs, each node's signal-to-quantisation-noise ratio against the f32
+//!   model on the calibration inputs ([`Calibration::inputs`]): both run on the device
+//!   runtime itself with no-reuse plans ([`Evaluator`]), and for node `i`
+//!   `SQNR = 10 log10(sum ref^2 / sum (ref - q)^2)` over all elements and inputs, with `ref`
+//!   the f32 output and `q` the exported model's output (int8 dequantised). The error is
+//!   end-to-end up to that node: it includes what earlier layers passed on, so the output
+//!   node's row is the network output's SQNR ([`ExportReport::output_sqnr_db`]).
+
+use std::fmt;
+
+use ddm_firmware::writer::{write_blob, MemoryPlan};
+use ddm_firmware::{required_arena_bytes, Blob, Precision};
+
+use crate::calibration::Calibration;
+use crate::error::Result;
+use crate::graph::{Graph, Op, Weights};
+use crate::planner::{plan_greedy_by_size, plan_no_reuse};
+use crate::quantize::{model_spec, ExportOptions};
+use crate::reference::Evaluator;
+
+/// What [`export`] produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    /// The model blob (format: [`ddm_firmware::format`]).
+    pub blob: Vec<u8>,
+    /// Its memory plan (stored in the blob).
+    pub plan: MemoryPlan,
+    /// Sizes and errors.
+    pub report: ExportReport,
+}
+
+/// Sizes of an exported model and its per-layer error; `Display` prints the table
+/// `ddm export` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportReport {
+    /// Precision of the blob.
+    pub precision: Precision,
+    /// Parameters of the graph ([`Graph::parameter_count`]).
+    pub parameters: usize,
+    /// Multiply-accumulates of one network call for one sample ([`Graph::macs`]).
+    pub macs: u64,
+    /// Bytes of the blob (what goes to flash).
+    pub flash_bytes: usize,
+    /// Bytes of RAM a device provides to generate with the blob's default sampler
+    /// ([`ddm_firmware::required_arena_bytes`]).
+    pub arena_bytes: usize,
+    /// Peak of the activation memory plan (stored in the blob; part of `arena_bytes`).
+    pub activation_bytes: usize,
+    /// What the activations would take without reuse (every node its own region).
+    pub no_reuse_bytes: usize,
+    /// Number of calibration inputs the SQNR was measured on (0: not measured).
+    pub calibration_inputs: usize,
+    /// SQNR of the network output in dB, if measured.
+    pub output_sqnr_db: Option<f64>,
+    /// One row per graph node, in execution order.
+    pub layers: Vec<LayerReport>,
+}
+
+/// One node's line of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerReport {
+    /// Node name.
+    pub name: String,
+    /// Op name (`conv2d`, `group_norm`, ...).
+    pub op: String,
+    /// Per-sample output shape.
+    pub shape: Vec<usize>,
+    /// SQNR of the exported model's output of this node against f32, in dB (`+inf` when
+    /// identical); `None` for f32 blobs or without calibration inputs.
+    pub sqnr_db: Option<f64>,
+}
+
+/// The op's name in reports.
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Input => "input",
+        Op::TimeEmbedding { .. } => "time_embedding",
+        Op::Linear { .. } => "linear",
+        Op::Conv2d { .. } => "conv2d",
+        Op::GroupNorm { .. } => "group_norm",
+        Op::Silu { .. } => "silu",
+        Op::Add { .. } => "add",
+        Op::Concat { .. } => "concat",
+        Op::Upsample2x { .. } => "upsample2x",
+        Op::Reshape { .. } => "reshape",
+    }
+}
+
+/// Exports `graph` with `weights` as a blob in `options.precision` (see the module docs).
+///
+/// The graph's node order is the blob's; the calibration must belong to this graph (int8
+/// needs every calibrated node observed; float blobs only use its inputs for the report).
+/// Deterministic: the same arguments give the same bytes.
+///
+/// Errors: the graph or weights do not validate, calibration is missing for int8, a
+/// quantisation parameter or folded bias is out of the runtime's range, or the schedule or
+/// sampler settings are invalid (the runtime's checks, [`crate::Error::Firmware`]).
+pub fn export(
+    graph: &Graph,
+    weights: &Weights,
+    calibration: &Calibration,
+    options: &ExportOptions,
+) -> Result<Export> {
+    let mut spec = model_spec(graph, weights, Some(calibration), options)?;
+    let plan = plan_greedy_by_size(&spec)?;
+    spec.plan = Some(plan.clone());
+    let blob = write_blob(&spec)?;
+    let parsed = Blob::parse(&blob)?;
+    let arena_bytes = required_arena_bytes(&parsed)?;
+    let no_reuse_bytes = plan_no_reuse(&spec)?.arena_bytes;
+
+    let inputs = calibration.inputs();
+    let measure = options.precision != Precision::F32 && !inputs.is_empty();
+    let sqnr = if measure {
+        let reference = Evaluator::float(graph, weights, Precision::F32)?;
+        let exported = Evaluator::new(spec)?;
+        sqnr_per_node(reference, exported, calibration)?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None; graph.nodes.len()]
+    };
+    let output_sqnr_db = sqnr[graph.output.0];
+    let layers = graph
+        .nodes
+        .iter()
+        .zip(sqnr)
+        .map(|(node, sqnr_db)| LayerReport {
+            name: node.name.clone(),
+            op: op_name(&node.op).into(),
+            shape: node.shape.clone(),
+            sqnr_db,
+        })
+        .collect();
+    let report = ExportReport {
+        precision: options.precision,
+        parameters: graph.parameter_count(),
+        macs: graph.macs(),
+        flash_bytes: blob.len(),
+        arena_bytes,
+        activation_bytes: plan.arena_bytes,
+        no_reuse_bytes,
+        calibration_inputs: if measure { inputs.len() } else { 0 },
+        output_sqnr_db,
+        layers,
+    };
+    Ok(Export { blob, plan, report })
+}
+
+/// `10 log10(signal / noise)`, `+inf` without noise.
+fn decibels(signal: f64, noise: f64) -> f64 {
+    if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    }
+}
+
+/// Per-node SQNR (dB) of `exported` against `reference` over the calibration inputs.
+fn sqnr_per_node(
+    mut reference: Evaluator,
+    mut exported: Evaluator,
+    calibration: &Calibration,
+) -> Result<Vec<f64>> {
+    let mut out = vec![0.0f32; reference.sample_len()];
+    let mut expected: Vec<Vec<f32>> = Vec::new();
+    let mut totals: Vec<(f64, f64)> = Vec::new();
+    for input in calibration.inputs() {
+        expected.clear();
+        reference.run(&input.x_t, input.t, &mut out, |_, output| {
+            expected.push(output.iter().collect());
+            Ok(())
+        })?;
+        totals.resize(expected.len(), (0.0, 0.0));
+        exported.run(&input.x_t, input.t, &mut out, |node, output| {
+            let (signal, noise) = &mut totals[node];
+            for (r, q) in expected[node].iter().zip(output.iter()) {
+                let (r, q) = (f64::from(*r), f64::from(q));
+                *signal += r * r;
+                *noise += (r - q) * (r - q);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(totals.iter().map(|&(s, n)| decibels(s, n)).collect())
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for ExportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let precision = match self.precision {
+            Precision::Int8 => "int8",
+            Precision::F16 => "fp16",
+            Precision::F32 => "f32",
+        };
+        writeln!(f, "precision        {precision}")?;
+        writeln!(f, "parameters       {}", grouped(self.parameters as u64))?;
+        writeln!(f, "MACs per call    {}", grouped(self.macs))?;
+        writeln!(f, "flash            {} bytes", grouped(self.flash_bytes as u64))?;
+        writeln!(
+            f,
+            "arena            {} bytes (activations {} bytes, {} without reuse)",
+            grouped(self.arena_bytes as u64),
+            grouped(self.activation_bytes as u64),
+            grouped(self.no_reuse_bytes as u64)
+        )?;
+        if self.calibration_inputs == 0 {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "SQNR against f32 on {} calibration inputs:",
+            self.calibration_inputs
+        )?;
+        if let Some(v) = self.output_sqnr_db {
+            writeln!(f, "  network output: {v:.1} dB")?;
+        }
+        let name_width = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(0).max(5);
+        writeln!(
+            f,
+            "  {:<name_width$}  {:<14}  {:<14}  {:>9}",
+            "layer", "op", "shape", "SQNR (dB)"
+        )?;
+        for layer in &self.layers {
+            let sqnr = match layer.sqnr_db {
+                Some(v) if v.is_infinite() => "inf".to_string(),
+                Some(v) => format!("{v:.1}"),
+                None => "-".to_string(),
+            };
+            writeln!(
+                f,
+                "  {:<name_width$}  {:<14}  {:<14}  {:>9}",
+                layer.name,
+                layer.op,
+                format!("{:?}", layer.shape),
+                sqnr
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped_and_decibels_computed() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(decibels(100.0, 1.0), 20.0);
+        assert!(decibels(1.0, 0.0).is_infinite());
+    }
+}

@@ -22,6 +22,10 @@
 //! [`crate::reference::calibrate_with_sampler`] does exactly this with the device runtime's
 //! f32 network (slower than a batched framework, but needs nothing else).
 //!
+//! An int8 export needs observations of every `Input`, `Linear`, `Conv2d`, `GroupNorm`,
+//! `Silu`, `Add` and `Concat` node; `TimeEmbedding` (fixed range `[-1, 1]`), `Reshape` and
+//! `Upsample2x` (their input's parameters) may be skipped.
+//!
 //! # What is kept
 //!
 //! Per node: exact `min` and `max`, the number of values, and a uniform random sample of at
@@ -234,10 +238,7 @@ impl Calibration {
         Calibration {
             config,
             nodes,
-            inputs: Reservoir::new(
-                config.max_inputs,
-                Rng::with_stream(config.seed, u64::MAX),
-            ),
+            inputs: Reservoir::new(config.max_inputs, Rng::with_stream(config.seed, u64::MAX)),
             sample_len: graph.input_shape().iter().product(),
         }
     }
@@ -485,7 +486,10 @@ mod tests {
         // Uniform on [0, 1e5): mean 5e4, standard error 1e5 / sqrt(12 * 2000) ~ 645.
         assert!((mean - 50_000.0).abs() < 3000.0, "mean {mean}");
         let late = r.items.iter().filter(|&&v| v >= 90_000.0).count();
-        assert!((120..=280).contains(&late), "{late} of 2000 from the last 10%");
+        assert!(
+            (120..=280).contains(&late),
+            "{late} of 2000 from the last 10%"
+        );
         let mut distinct = r.items.clone();
         distinct.sort_by(f32::total_cmp);
         distinct.dedup();
@@ -513,7 +517,10 @@ mod tests {
             c.record_input(&[t as f32; 4], t).unwrap();
         }
         assert_eq!(c.inputs().len(), 3);
-        assert!(c.inputs().iter().any(|i| i.t >= 3), "later inputs replace early ones");
+        assert!(
+            c.inputs().iter().any(|i| i.t >= 3),
+            "later inputs replace early ones"
+        );
         assert!(c.record_input(&[0.0; 3], 0).is_err());
     }
 
@@ -564,10 +571,8 @@ mod tests {
 
     #[test]
     fn timesteps_follow_the_sampler() {
-        let schedule = ScheduleSpec::from_config(
-            ddm_core::ScheduleConfig::ddpm(),
-            ddm_core::Prediction::Eps,
-        );
+        let schedule =
+            ScheduleSpec::from_config(ddm_core::ScheduleConfig::ddpm(), ddm_core::Prediction::Eps);
         let t = calibration_timesteps(&schedule, &SamplerConfig::ddim(10)).unwrap();
         assert_eq!(t, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
         assert!(calibration_timesteps(&schedule, &SamplerConfig::ddim(0)).is_err());

@@ -218,7 +218,11 @@ impl fmt::Display for ExportReport {
         writeln!(f, "precision        {precision}")?;
         writeln!(f, "parameters       {}", grouped(self.parameters as u64))?;
         writeln!(f, "MACs per call    {}", grouped(self.macs))?;
-        writeln!(f, "flash            {} bytes", grouped(self.flash_bytes as u64))?;
+        writeln!(
+            f,
+            "flash            {} bytes",
+            grouped(self.flash_bytes as u64)
+        )?;
         writeln!(
             f,
             "arena            {} bytes (activations {} bytes, {} without reuse)",
@@ -237,7 +241,13 @@ impl fmt::Display for ExportReport {
         if let Some(v) = self.output_sqnr_db {
             writeln!(f, "  network output: {v:.1} dB")?;
         }
-        let name_width = self.layers.iter().map(|l| l.name.len()).max().unwrap_or(0).max(5);
+        let name_width = self
+            .layers
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
         writeln!(
             f,
             "  {:<name_width$}  {:<14}  {:<14}  {:>9}",

@@ -11,7 +11,7 @@
 //!   int8 (per-channel weights, per-tensor activations), fp16 or f32;
 //! - [`planner`]: tensor lifetimes and a greedy-by-size memory plan of the activation arena;
 //! - [`export()`]: the blob and an [`ExportReport`] (sizes, per-layer SQNR);
-//! - [`reference`]: the device runtime on the host with every node's output readable (float
+//! - [`reference`](mod@reference): the device runtime on the host with every node's output readable (float
 //!   reference, calibration without a framework, error analysis);
 //! - [`onnx`]: the float model as an ONNX file (f32 or f16 parameters).
 //!

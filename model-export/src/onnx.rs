@@ -22,15 +22,16 @@
 //!
 //! # f16
 //!
-//! [`OnnxPrecision::F16`] stores every parameter (weights, biases, GroupNorm scale and shift)
-//! as `float16` initialisers, each followed by a `Cast` to `float`; activations, the
-//! interface and the arithmetic stay `f32`. This halves the file, is exactly what an fp16
-//! blob means on the device (f16 storage, f32 arithmetic), so the two agree to f32
-//! rounding, and avoids what full-f16 compute would break: `t f_i` reaches `~1000`, where
-//! f16's step is 0.5 (the time embedding's phases would be garbage), and GroupNorm's sums of
-//! squares lose precision and can overflow in f16. Runtimes fold the casts of constants at
-//! load time. Non-parameter constants (frequencies, shapes, scales, `eps`) are always f32 /
-//! int64.
+//! [`OnnxPrecision::F16`] stores the weights and biases of linear and convolution layers as
+//! `float16` initialisers, each followed by a `Cast` to `float`; activations, the interface
+//! and the arithmetic stay `f32`, and GroupNorm's scale and shift stay `float` (2 C values
+//! per norm). That is exactly what an fp16 blob means on the device (f16 layer weights, f32
+//! affine parameters and arithmetic), so the two agree to f32 rounding (the tests check
+//! 1e-4), while the file is about half the size. Full f16 compute would break the model:
+//! `t f_i` reaches ~1000, where f16's step is 0.5 (the time embedding's phases would be
+//! garbage), and GroupNorm's sums of squares lose precision and can overflow. Runtimes fold
+//! the casts of constants at load time. Non-parameter constants (frequencies, shapes,
+//! scales, `eps`) are always f32 / int64.
 
 use std::collections::HashSet;
 
@@ -133,13 +134,15 @@ impl Builder<'_> {
         name.into()
     }
 
-    /// Parameter `name` with shape `shape`, as a `float` value (cast from f16 in f16 files).
-    fn param(&mut self, name: &str, shape: Vec<i64>) -> Result<String> {
+    /// Layer parameter `name` with shape `shape`, as a `float` value (cast from f16 in f16
+    /// files unless `always_f32`).
+    fn param(&mut self, name: &str, shape: Vec<i64>, always_f32: bool) -> Result<String> {
         let tensor = self
             .weights
             .get(name)
             .ok_or_else(|| Error::InvalidGraph(format!("missing weight {name}")))?;
         match self.precision {
+            _ if always_f32 => Ok(self.f32s(name, shape, &tensor.data)),
             OnnxPrecision::F32 => Ok(self.f32s(name, shape, &tensor.data)),
             OnnxPrecision::F16 => {
                 let raw = tensor
@@ -236,10 +239,10 @@ fn model(graph: &Graph, weights: &Weights, precision: OnnxPrecision) -> Result<M
                 bias,
             } => {
                 let in_features = graph.node(*x).shape[0];
-                let w = b.param(weight, dims(&[node.shape[0], in_features]))?;
+                let w = b.param(weight, dims(&[node.shape[0], in_features]), false)?;
                 let mut inputs = vec![input(*x).to_string(), w];
                 if let Some(bias) = bias {
-                    inputs.push(b.param(bias, dims(&node.shape))?);
+                    inputs.push(b.param(bias, dims(&node.shape), false)?);
                 }
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 b.node("Gemm", &inputs, out, vec![attr_int("transB", 1)]);
@@ -256,10 +259,10 @@ fn model(graph: &Graph, weights: &Weights, precision: OnnxPrecision) -> Result<M
                     .map(|t| t.shape.clone())
                     .unwrap_or_default();
                 let kernel = shape.get(2).copied().unwrap_or(1) as i64;
-                let w = b.param(weight, dims(&shape))?;
+                let w = b.param(weight, dims(&shape), false)?;
                 let mut inputs = vec![input(*x).to_string(), w];
                 if let Some(bias) = bias {
-                    inputs.push(b.param(bias, dims(&node.shape[..1]))?);
+                    inputs.push(b.param(bias, dims(&node.shape[..1]), false)?);
                 }
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 let (s, p) = (*stride as i64, *padding as i64);
@@ -285,8 +288,10 @@ fn model(graph: &Graph, weights: &Weights, precision: OnnxPrecision) -> Result<M
             } => {
                 let shape = &node.shape;
                 let elements: usize = shape.iter().product();
-                let grouped_shape =
-                    b.i64s(&format!("{out}/grouped_shape"), &[-1, *groups as i64, (elements / groups) as i64]);
+                let grouped_shape = b.i64s(
+                    &format!("{out}/grouped_shape"),
+                    &[-1, *groups as i64, (elements / groups) as i64],
+                );
                 let grouped = format!("{out}/grouped");
                 b.node("Reshape", &[input(*x), &grouped_shape], &grouped, vec![]);
                 let reduce = || vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)];
@@ -313,8 +318,8 @@ fn model(graph: &Graph, weights: &Weights, precision: OnnxPrecision) -> Result<M
                 // gamma and beta broadcast over H, W: shape [C, 1, 1] (or [C] for vectors).
                 let mut affine = vec![shape[0] as i64];
                 affine.extend(std::iter::repeat_n(1, shape.len() - 1));
-                let gamma = b.param(weight, affine.clone())?;
-                let beta = b.param(bias, affine)?;
+                let gamma = b.param(weight, affine.clone(), true)?;
+                let beta = b.param(bias, affine, true)?;
                 let scaled = format!("{out}/scaled");
                 b.node("Mul", &[&reshaped, &gamma], &scaled, vec![]);
                 b.node("Add", &[&scaled, &beta], out, vec![]);

@@ -120,6 +120,10 @@ impl Evaluator {
 /// calibration follows the trajectories the float model takes); at every visited timestep
 /// every node's output is observed and `(x_t, t)` offered as a calibration input.
 ///
+/// Meant for trained models: an untrained network predicts noise that is not the noise, and
+/// its trajectories drift to `x_0` far outside the data range (magnitudes ~100 with random
+/// weights), which would set ranges no deployed run needs.
+///
 /// Errors when the graph, weights, schedule or sampler are invalid, the calibration belongs
 /// to another graph, or the float model produces non-finite values.
 pub fn calibrate_with_sampler(

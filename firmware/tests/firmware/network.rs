@@ -3,7 +3,7 @@
 
 use ddm_core::ScheduleConfig;
 use ddm_firmware::writer::{plan_memory, write_blob, MemoryPlan, ModelSpec, OpSpec};
-use ddm_firmware::{network_arena_bytes, Blob, Error, Network, Precision};
+use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Precision};
 
 use crate::common::*;
 
@@ -245,4 +245,56 @@ fn the_blob_describes_its_model() {
     let mut padded = bytes.clone();
     padded.extend_from_slice(&[0xff; 100]);
     assert_eq!(Blob::parse(&padded).unwrap().bytes().len(), bytes.len());
+}
+
+#[test]
+fn node_outputs_can_be_read_back_after_a_run() {
+    // With a plan that reuses nothing, every node's output survives the run: float outputs
+    // match the f64 reference node by node, int8 ones are dequantised on read.
+    for spec in [tiny_unet(1000), int8_unet(1000)] {
+        let spec = ModelSpec {
+            plan: Some(naive_plan(&spec)),
+            ..spec
+        };
+        let bytes = write_blob(&spec).unwrap();
+        let blob = Blob::parse(&bytes).unwrap();
+        let mut arena = vec![0u8; network_arena_bytes(&blob).unwrap()];
+        let mut network = Network::new(blob, &mut arena).unwrap();
+        let (x, t) = inputs(&spec, 1, 17).remove(0);
+        let mut out = vec![0.0f32; x.len()];
+        network.run(&x, t, &mut out).unwrap();
+        let float = (spec.precision == Precision::F32).then(|| reference(&spec, &x, t));
+        for i in 0..blob.node_count() {
+            let len = blob.node(i).unwrap().shape.elements();
+            let output = network.node_output(i).unwrap();
+            assert_eq!(output.len(), len);
+            assert!(!output.is_empty());
+            assert_eq!(output.get(output.len()), None);
+            if let Some(expected) = &float {
+                assert!(matches!(output, NodeOutput::F32(_)));
+                for (g, &e) in output.iter().zip(&expected[i]) {
+                    assert!(
+                        (f64::from(g) - e).abs() <= 2e-5 * (1.0 + e.abs()),
+                        "node {i}"
+                    );
+                }
+            } else {
+                let NodeOutput::Int8 { values, params } = output else {
+                    panic!("int8 blobs give int8 outputs");
+                };
+                assert!(params.same_as(&blob.quant(i).unwrap()));
+                assert_eq!(output.get(0), Some(params.dequantize(values[0])));
+            }
+        }
+        let last: Vec<f32> = network
+            .node_output(blob.output_node())
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(bits(&last), bits(&out));
+        assert!(matches!(
+            network.node_output(blob.node_count()),
+            Err(Error::InvalidNode { .. })
+        ));
+    }
 }

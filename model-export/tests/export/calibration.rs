@@ -4,7 +4,7 @@ use ddm_export::graph::{GraphBuilder, NodeId};
 use ddm_export::{Calibration, CalibrationConfig, RangeMethod};
 use ddm_firmware::Precision;
 
-use crate::common::{calibrate, mlp, options, random_weights};
+use crate::common::{calibrate_trajectories, mlp, options, random_weights};
 
 /// A calibration of a one-node graph holding `values`.
 fn observed(values: &[f32]) -> Calibration {
@@ -48,8 +48,10 @@ fn percentile_lies_inside_min_max_and_mse_beats_min_max_on_heavy_tails() {
         "student-t(3): min/max {minmax:?} mse {e_minmax:.3e}; 99.99% {percentile:?} mse \
          {e_percentile:.3e}; MSE-optimal {mse:?} mse {e_mse:.3e}"
     );
-    assert!(e_mse < 0.5 * e_minmax, "MSE range should clearly beat min/max");
-    assert!(e_mse <= e_percentile * 1.05);
+    // Heavy but not extreme tails: clipping the rarest values pays for the finer step.
+    assert!(e_mse < 0.95 * e_minmax, "the MSE range should beat min/max");
+    // A fixed percentile clips too much here: outliers cost their squared distance.
+    assert!(e_mse < e_percentile);
 }
 
 #[test]
@@ -60,7 +62,10 @@ fn mse_keeps_bounded_uniform_data_near_min_max() {
     let (low, high) = c.range(NodeId(0), RangeMethod::Mse).unwrap();
     let (min, max) = c.range(NodeId(0), RangeMethod::MinMax).unwrap();
     assert!(low >= min && high <= max);
-    assert!(high > 0.9 * max && low < 0.85 * min, "{low} {high} vs {min} {max}");
+    assert!(
+        high > 0.9 * max && low < 0.85 * min,
+        "{low} {high} vs {min} {max}"
+    );
     let e_mse = quantization_mse(&values, low, high).unwrap();
     let e_minmax = quantization_mse(&values, min, max).unwrap();
     assert!(e_mse <= e_minmax * 1.01, "{e_mse} vs {e_minmax}");
@@ -71,7 +76,7 @@ fn calibration_follows_the_deployed_sampler_trajectories() {
     let graph = mlp();
     let weights = random_weights(&graph, 3);
     let samples = 3;
-    let calibration = calibrate(&graph, &weights, samples);
+    let calibration = calibrate_trajectories(&graph, &weights, samples);
     let options = options(Precision::Int8);
     let timesteps = calibration_timesteps(&options.schedule, &options.sampler).unwrap();
     let evaluations = (samples * timesteps.len()) as u64;
@@ -95,5 +100,8 @@ fn calibration_follows_the_deployed_sampler_trajectories() {
     let temb = calibration.stats(NodeId(2)).unwrap();
     assert!(temb.min < -0.5 && temb.max > 0.5);
     // Deterministic.
-    assert_eq!(calibrate(&graph, &weights, samples), calibration);
+    assert_eq!(
+        calibrate_trajectories(&graph, &weights, samples),
+        calibration
+    );
 }

@@ -2,8 +2,9 @@
 //! random weights, export options and calibration.
 
 use ddm_core::{Prediction, Rng, ScheduleConfig};
+use ddm_export::calibration::calibration_timesteps;
 use ddm_export::graph::{Graph, GraphBuilder, Init, NodeId, Tensor, Weights};
-use ddm_export::reference::calibrate_with_sampler;
+use ddm_export::reference::{calibrate_with_sampler, Evaluator};
 use ddm_export::{Calibration, CalibrationConfig, ExportOptions, RangeMethod};
 use ddm_firmware::writer::ScheduleSpec;
 use ddm_firmware::{Precision, SamplerConfig};
@@ -42,7 +43,13 @@ pub fn mlp() -> Graph {
 /// The host's UNet architecture: shared time MLP, `conv_in`, residual blocks
 /// (GN-SiLU-conv, + linear(time) broadcast, GN-SiLU-conv, 1x1 skip conv when the width
 /// changes), stride-2 downsampling, nearest upsampling + conv, concatenated skips.
-pub fn unet(shape: &[usize], channels: usize, mults: &[usize], blocks: usize, groups: usize) -> Graph {
+pub fn unet(
+    shape: &[usize],
+    channels: usize,
+    mults: &[usize],
+    blocks: usize,
+    groups: usize,
+) -> Graph {
     let mut b = GraphBuilder::new(shape);
     let e = b.time_embedding("time.embed", channels).unwrap();
     let e = b.linear("time.fc1", e, 4 * channels).unwrap();
@@ -70,7 +77,12 @@ pub fn unet(shape: &[usize], channels: usize, mults: &[usize], blocks: usize, gr
     let mut skips = vec![h];
     for (level, mult) in mults.iter().enumerate() {
         for block in 0..blocks {
-            h = res(&mut b, &format!("down{level}.res{block}"), h, mult * channels);
+            h = res(
+                &mut b,
+                &format!("down{level}.res{block}"),
+                h,
+                mult * channels,
+            );
             skips.push(h);
         }
         if level + 1 < mults.len() {
@@ -87,8 +99,15 @@ pub fn unet(shape: &[usize], channels: usize, mults: &[usize], blocks: usize, gr
     for (level, mult) in mults.iter().enumerate().rev() {
         for block in 0..=blocks {
             let skip = skips.pop().unwrap();
-            let joined = b.concat(&format!("up{level}.cat{block}"), &[h, skip]).unwrap();
-            h = res(&mut b, &format!("up{level}.res{block}"), joined, mult * channels);
+            let joined = b
+                .concat(&format!("up{level}.cat{block}"), &[h, skip])
+                .unwrap();
+            h = res(
+                &mut b,
+                &format!("up{level}.res{block}"),
+                joined,
+                mult * channels,
+            );
         }
         if level > 0 {
             let width = b.shape(h)[0];
@@ -148,17 +167,50 @@ pub fn options(precision: Precision) -> ExportOptions {
     }
 }
 
-/// Timestep-aware calibration: `samples` DDIM trajectories of the float model.
-pub fn calibrate(graph: &Graph, weights: &Weights, samples: usize) -> Calibration {
-    let options = options(Precision::Int8);
-    let mut calibration = Calibration::new(
+fn empty_calibration(graph: &Graph) -> Calibration {
+    Calibration::new(
         graph,
         CalibrationConfig {
             reservoir: 4096,
             max_inputs: 8,
             seed: 1,
         },
-    );
+    )
+}
+
+/// Calibration the way the host does it, through the public API, on `samples` inputs per
+/// visited DDIM timestep: `x_t ~ N(0, I)`, what a variance-preserving schedule feeds a
+/// trained model at every timestep when the data has unit variance. (Trajectories of an
+/// untrained, random-weight model diverge to `x_0` of magnitude ~100, which would make the
+/// ranges meaningless; [`calibrate_trajectories`] exercises that path.)
+pub fn calibrate(graph: &Graph, weights: &Weights, samples: usize) -> Calibration {
+    let options = options(Precision::Int8);
+    let timesteps = calibration_timesteps(&options.schedule, &options.sampler).unwrap();
+    let mut calibration = empty_calibration(graph);
+    let mut evaluator = Evaluator::float(graph, weights, Precision::F32).unwrap();
+    let len = evaluator.sample_len();
+    let mut rng = Rng::new(77);
+    let mut out = vec![0.0f32; len];
+    for _ in 0..samples {
+        for &t in &timesteps {
+            let mut x = vec![0.0f32; len];
+            rng.fill_normal(&mut x);
+            calibration.record_input(&x, t).unwrap();
+            evaluator
+                .run(&x, t, &mut out, |node, output| {
+                    let values: Vec<f32> = output.iter().collect();
+                    calibration.observe(NodeId(node), &values)
+                })
+                .unwrap();
+        }
+    }
+    calibration
+}
+
+/// Timestep-aware calibration on `samples` DDIM trajectories of the float model.
+pub fn calibrate_trajectories(graph: &Graph, weights: &Weights, samples: usize) -> Calibration {
+    let options = options(Precision::Int8);
+    let mut calibration = empty_calibration(graph);
     calibrate_with_sampler(
         graph,
         weights,

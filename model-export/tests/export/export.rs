@@ -42,15 +42,25 @@ fn int8_exports_run_in_the_firmware_and_track_the_float_model() {
         let report = &exported.report;
         println!("{name}:\n{report}");
         let output = report.output_sqnr_db.unwrap();
-        assert!(output > MIN_OUTPUT_SQNR_DB, "{name}: output SQNR {output:.1} dB");
+        assert!(
+            output > MIN_OUTPUT_SQNR_DB,
+            "{name}: output SQNR {output:.1} dB"
+        );
         for layer in &report.layers {
             let sqnr = layer.sqnr_db.unwrap();
-            assert!(sqnr > MIN_OUTPUT_SQNR_DB, "{name}: {} at {sqnr:.1} dB", layer.name);
+            assert!(
+                sqnr > MIN_OUTPUT_SQNR_DB,
+                "{name}: {} at {sqnr:.1} dB",
+                layer.name
+            );
         }
         let mut reference = Evaluator::float(&graph, &weights, Precision::F32).unwrap();
         let held_out = held_out_sqnr(&graph, &exported.blob, &mut reference);
         println!("{name}: held-out output SQNR {held_out:.1} dB");
-        assert!(held_out > MIN_OUTPUT_SQNR_DB, "{name}: held-out {held_out:.1} dB");
+        assert!(
+            held_out > MIN_OUTPUT_SQNR_DB,
+            "{name}: held-out {held_out:.1} dB"
+        );
     }
 }
 
@@ -67,12 +77,16 @@ fn concat_inputs_keep_their_own_scales_and_movers_inherit() {
         match &node.op {
             Op::Concat { inputs } => {
                 concats += 1;
-                let own: Vec<QuantParams> = inputs.iter().map(|j| blob.quant(j.0).unwrap()).collect();
+                let own: Vec<QuantParams> =
+                    inputs.iter().map(|j| blob.quant(j.0).unwrap()).collect();
                 // Each input keeps the parameters of the node that produced it...
                 for (j, q) in inputs.iter().zip(&own) {
                     let producer = calibration.range(*j, Default::default()).unwrap();
                     let expected = QuantParams::from_range(producer.0, producer.1).unwrap();
-                    if !matches!(graph.node(*j).op, Op::Upsample2x { .. } | Op::Reshape { .. }) {
+                    if !matches!(
+                        graph.node(*j).op,
+                        Op::Upsample2x { .. } | Op::Reshape { .. }
+                    ) {
                         assert!(q.same_as(&expected), "{}", node.name);
                     }
                 }
@@ -159,15 +173,25 @@ fn report_numbers_come_from_the_graph_the_blob_and_the_plan() {
     blob.copy_alphas_cumprod(&mut stored).unwrap();
     assert_eq!(stored, table);
     let text = report.to_string();
-    for needle in ["parameters", "MACs per call", "flash", "arena", "SQNR", "conv_in"] {
+    for needle in [
+        "parameters",
+        "MACs per call",
+        "flash",
+        "arena",
+        "SQNR",
+        "conv_in",
+    ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
     // The plan passes the writer's liveness check against the spec it was made for.
-    let mut spec = ddm_export::quantize::model_spec(&graph, &weights, Some(&calibration), &options)
-        .unwrap();
+    let mut spec =
+        ddm_export::quantize::model_spec(&graph, &weights, Some(&calibration), &options).unwrap();
     check_plan(&spec, &exported.plan).unwrap();
     spec.plan = Some(exported.plan.clone());
-    assert_eq!(ddm_firmware::writer::write_blob(&spec).unwrap(), exported.blob);
+    assert_eq!(
+        ddm_firmware::writer::write_blob(&spec).unwrap(),
+        exported.blob
+    );
 }
 
 #[test]
@@ -175,8 +199,18 @@ fn exports_and_generation_are_deterministic() {
     let graph = tiny_unet();
     let weights = random_weights(&graph, 16);
     for precision in [Precision::Int8, Precision::F16, Precision::F32] {
-        let a = export(&graph, &weights, &calibrate(&graph, &weights, 2), &options(precision));
-        let b = export(&graph, &weights, &calibrate(&graph, &weights, 2), &options(precision));
+        let a = export(
+            &graph,
+            &weights,
+            &calibrate(&graph, &weights, 2),
+            &options(precision),
+        );
+        let b = export(
+            &graph,
+            &weights,
+            &calibrate(&graph, &weights, 2),
+            &options(precision),
+        );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.blob, b.blob, "{precision:?}");
         assert_eq!(a.report, b.report);

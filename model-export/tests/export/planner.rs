@@ -2,7 +2,9 @@ use ddm_export::graph::Graph;
 use ddm_export::planner::{lifetimes, lower_bound, plan_greedy_by_size, plan_no_reuse, verify};
 use ddm_export::quantize::model_spec;
 use ddm_export::reference::Evaluator;
-use ddm_firmware::writer::{check_plan, infer_shapes, plan_memory, write_blob, MemoryPlan, ModelSpec, OpSpec};
+use ddm_firmware::writer::{
+    check_plan, infer_shapes, plan_memory, write_blob, MemoryPlan, ModelSpec, OpSpec,
+};
 use ddm_firmware::{Blob, Network, Precision};
 
 use crate::common::{calibrate, mlp, options, random_inputs, random_weights, tiny_unet, unet};
@@ -16,8 +18,8 @@ fn spec(graph: &Graph, precision: Precision) -> ModelSpec {
 /// Checks `plan` from first principles, pair by pair: when node `s` writes its output, it
 /// may overlap an earlier output `j` only if `j` is not needed after step `s`, and if `s`
 /// reads `j` only as an exact in-place update (same bytes, an op that may run in place, `j`
-/// read once).
-fn check_exhaustively(spec: &ModelSpec, plan: &MemoryPlan) {
+/// read once). Returns the first violation.
+fn check_exhaustively(spec: &ModelSpec, plan: &MemoryPlan) -> Result<(), String> {
     let shapes = infer_shapes(spec).unwrap();
     let n = spec.nodes.len();
     let bytes = spec.precision.activation_bytes();
@@ -27,33 +29,45 @@ fn check_exhaustively(spec: &ModelSpec, plan: &MemoryPlan) {
         }
         i
     };
-    let reads = |k: usize, j: usize| spec.nodes[k].op.inputs().iter().filter(|&&x| root(x) == j).count();
-    let needed_after = |j: usize, s: usize| root(spec.output) == j || (s + 1..n).any(|k| reads(k, j) > 0);
+    let reads = |k: usize, j: usize| {
+        spec.nodes[k]
+            .op
+            .inputs()
+            .iter()
+            .filter(|&&x| root(x) == j)
+            .count()
+    };
+    let needed_after =
+        |j: usize, s: usize| root(spec.output) == j || (s + 1..n).any(|k| reads(k, j) > 0);
     let region = |i: usize| (plan.offsets[i], shapes[i].elements() * bytes);
     for s in 0..n {
         if root(s) != s {
-            assert_eq!(plan.offsets[s], plan.offsets[root(s)], "reshape {s} must alias");
+            if plan.offsets[s] != plan.offsets[root(s)] {
+                return Err(format!("reshape {s} does not alias its input"));
+            }
             continue;
         }
         let (os, ls) = region(s);
-        assert!(os + ls <= plan.arena_bytes);
-        assert_eq!(os % 4, 0);
+        if os + ls > plan.arena_bytes || os % 4 != 0 {
+            return Err(format!("node {s} is misaligned or outside the arena"));
+        }
         for j in (0..s).filter(|&j| root(j) == j) {
             let (oj, lj) = region(j);
             if !(os < oj + lj && oj < os + ls) {
                 continue;
             }
-            assert!(!needed_after(j, s), "node {s} overwrites node {j}, which is read later");
+            if needed_after(j, s) {
+                return Err(format!("node {s} overwrites node {j}, which is read later"));
+            }
+            let in_place = spec.nodes[s].op.in_place_input().map(root) == Some(j);
             match reads(s, j) {
                 0 => {}
-                1 => {
-                    let in_place = spec.nodes[s].op.in_place_input().map(root) == Some(j);
-                    assert!(in_place && (os, ls) == (oj, lj), "node {s} overlaps its input {j}");
-                }
-                _ => panic!("node {s} reads {j} twice and overlaps it"),
+                1 if in_place && (os, ls) == (oj, lj) => {}
+                _ => return Err(format!("node {s} overlaps its input {j}")),
             }
         }
     }
+    Ok(())
 }
 
 /// Runs `spec` with `plan` and returns the outputs on a few inputs.
@@ -81,11 +95,14 @@ fn greedy_plans_never_overlap_live_tensors_and_the_firmware_accepts_them() {
         for precision in [Precision::Int8, Precision::F32] {
             let spec = spec(graph, precision);
             let plan = plan_greedy_by_size(&spec).unwrap();
-            check_exhaustively(&spec, &plan);
+            check_exhaustively(&spec, &plan).unwrap();
             verify(&spec, &plan).unwrap();
             check_plan(&spec, &plan).unwrap();
             // Same bits as without any reuse: nothing live was overwritten.
-            assert_eq!(outputs(&spec, &plan), outputs(&spec, &plan_no_reuse(&spec).unwrap()));
+            assert_eq!(
+                outputs(&spec, &plan),
+                outputs(&spec, &plan_no_reuse(&spec).unwrap())
+            );
             // Some op runs in place.
             let life = lifetimes(&spec).unwrap();
             assert!(life.buffers.iter().any(|b| b.nodes.len() > 1));
@@ -102,7 +119,8 @@ fn the_exhaustive_check_catches_overlaps() {
     assert!(matches!(spec.nodes[conv_in].op, OpSpec::Conv2d { .. }));
     plan.offsets[conv_in] = plan.offsets[conv_in + 3];
     assert!(verify(&spec, &plan).is_err());
-    assert!(std::panic::catch_unwind(|| check_exhaustively(&spec, &plan)).is_err());
+    let error = check_exhaustively(&spec, &plan).unwrap_err();
+    assert!(error.contains("read later"), "{error}");
 }
 
 #[test]
@@ -111,8 +129,14 @@ fn greedy_by_size_beats_first_fit_and_no_reuse_on_unets() {
     let graphs = [
         ("mlp [1,8,8]", mlp()),
         ("unet [1,8,8] 8x[1,2]", tiny_unet()),
-        ("unet [3,16,16] 16x[1,2,2]", unet(&[3, 16, 16], 16, &[1, 2, 2], 1, 8)),
-        ("unet [1,28,28] 32x[1,2] b2", unet(&[1, 28, 28], 32, &[1, 2], 2, 8)),
+        (
+            "unet [3,16,16] 16x[1,2,2]",
+            unet(&[3, 16, 16], 16, &[1, 2, 2], 1, 8),
+        ),
+        (
+            "unet [1,28,28] 32x[1,2] b2",
+            unet(&[1, 28, 28], 32, &[1, 2], 2, 8),
+        ),
     ];
     for (name, graph) in &graphs {
         for precision in [Precision::Int8, Precision::F32] {
@@ -121,11 +145,16 @@ fn greedy_by_size_beats_first_fit_and_no_reuse_on_unets() {
             let greedy = plan_greedy_by_size(&spec).unwrap().arena_bytes;
             let first_fit = plan_memory(&spec).unwrap().arena_bytes;
             let no_reuse = plan_no_reuse(&spec).unwrap().arena_bytes;
-            println!("{name:<26} {precision:?}  {bound:>6} {greedy:>7} {first_fit:>10} {no_reuse:>9}");
+            println!(
+                "{name:<26} {precision:?}  {bound:>6} {greedy:>7} {first_fit:>10} {no_reuse:>9}"
+            );
             assert!(bound <= greedy);
             assert!(greedy < no_reuse);
             if name.starts_with("unet") {
-                assert!(greedy <= first_fit, "{name} {precision:?}: greedy {greedy} > first-fit {first_fit}");
+                assert!(
+                    greedy <= first_fit,
+                    "{name} {precision:?}: greedy {greedy} > first-fit {first_fit}"
+                );
             }
         }
     }

@@ -1,12 +1,9 @@
-//! Puts `memory.x` on the linker's search path, where cortex-m-rt's `link.x` includes it, and
-//! relinks when it changes.
-
-use std::{env, fs, path::PathBuf};
+//! Puts `memory.x` on the linker's search path and embeds the model given in `DDM_MODEL_BLOB`
+//! (with `DDM_STEPS`, `DDM_SAMPLER`, `DDM_SEED`, `DDM_NUM`): see `ddm-board-build`.
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");
-    println!("cargo:rustc-link-search={}", out.display());
-    println!("cargo:rerun-if-changed=memory.x");
-    println!("cargo:rerun-if-changed=build.rs");
+    let memory_x = include_str!("memory.x");
+    ddm_board_build::link_memory_x(memory_x.as_bytes());
+    ddm_board_build::embed_model("qemu-mps2-an386", Some(memory_x));
+    println!("cargo::rerun-if-changed=build.rs");
 }

@@ -63,6 +63,38 @@ pub struct StepInfo {
     pub timestep: u32,
 }
 
+/// What [`generate_observed`] reports about each step; every method does nothing by default.
+/// Boards use it to time the network call alone and to checksum the trajectory, so that a
+/// mismatch with the host names its first diverging step.
+pub trait StepObserver {
+    /// Right before the network call of `step`.
+    fn before_network(&mut self, step: StepInfo) {
+        let _ = step;
+    }
+
+    /// Right after the network call of `step`, before its output is checked and used.
+    fn after_network(&mut self, step: StepInfo) {
+        let _ = step;
+    }
+
+    /// After the sampler's update of `step`: `x` is the sample after it.
+    fn after_step(&mut self, step: StepInfo, x: &[f32]) {
+        let _ = (step, x);
+    }
+}
+
+/// Observes nothing.
+impl StepObserver for () {}
+
+/// Adapts a closure called before each network evaluation.
+struct BeforeNetwork<F>(F);
+
+impl<F: FnMut(StepInfo)> StepObserver for BeforeNetwork<F> {
+    fn before_network(&mut self, step: StepInfo) {
+        (self.0)(step);
+    }
+}
+
 /// Generates one sample into `out` ([`Blob::sample_len`] elements) with the arena `arena`
 /// (see [`required_arena_bytes`](crate::required_arena_bytes)).
 pub fn generate(
@@ -80,7 +112,19 @@ pub fn generate_with(
     arena: &mut [u8],
     settings: &GenerateSettings,
     out: &mut [f32],
-    mut on_step: impl FnMut(StepInfo),
+    on_step: impl FnMut(StepInfo),
+) -> Result<()> {
+    generate_observed(blob, arena, settings, out, &mut BeforeNetwork(on_step))
+}
+
+/// [`generate`], telling `observer` about every step: before and after each network call and
+/// after each sampler update. Same checks, same bytes.
+pub fn generate_observed(
+    blob: &Blob<'_>,
+    arena: &mut [u8],
+    settings: &GenerateSettings,
+    out: &mut [f32],
+    observer: &mut impl StepObserver,
 ) -> Result<()> {
     // Everything that can be refused is checked before the arena is touched.
     let config = settings.resolve(blob);
@@ -137,16 +181,19 @@ pub fn generate_with(
     let mut network = Network::new(*blob, activations)?;
     let total = sampler.num_steps() as u32;
     while let Some(timestep) = sampler.timestep() {
-        on_step(StepInfo {
+        let step = StepInfo {
             index: sampler.steps_taken() as u32,
             total,
             timestep,
-        });
+        };
+        observer.before_network(step);
         network.run(x, timestep, output)?;
+        observer.after_network(step);
         if !output.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteOutput { timestep });
         }
         sampler.step(x, output, &mut rng)?;
+        observer.after_step(step, x);
     }
     out.copy_from_slice(x);
     Ok(())

@@ -51,7 +51,9 @@ pub mod writer;
 pub use blob::{Blob, Node, Op, Shape, Tensor};
 pub use error::{Error, Result};
 pub use format::{DType, OpCode, Precision, FORMAT_VERSION};
-pub use generate::{generate, generate_with, GenerateSettings, StepInfo};
+pub use generate::{
+    generate, generate_observed, generate_with, GenerateSettings, StepInfo, StepObserver,
+};
 pub use network::{Network, NodeOutput};
 pub use plan::{
     network_arena_bytes, required_arena_bytes, required_arena_bytes_for_steps, ArenaLayout,

@@ -31,9 +31,13 @@ pub enum Error {
     /// A tensor computation (candle) failed: a shape or device error inside a model.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
-    /// A model graph is malformed or its weights do not fit it.
+    /// The exporter refused a model: its graph is malformed, its weights do not fit it, or
+    /// calibration, quantisation or the blob writer failed.
     #[error(transparent)]
     Graph(#[from] ddm_export::Error),
+    /// The device runtime refused a blob or its settings, or failed while generating.
+    #[error("device runtime: {0}")]
+    Firmware(#[from] ddm_firmware::Error),
     /// Training produced a NaN or infinite loss (or gradient) and stopped; the run folder
     /// still holds the last good checkpoint, if one was written.
     #[error(

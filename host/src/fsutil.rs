@@ -61,7 +61,11 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0o044, "the file is readable by others: {mode:o}");
+            assert_eq!(
+                mode & 0o077,
+                0o044,
+                "the file is readable by others: {mode:o}"
+            );
         }
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -5,12 +5,16 @@
 //! - [`train`]: AdamW, EMA, schedules of the learning rate, checkpoints, the training loop.
 //! - [`sampling`]: generating samples with any [`sampling::Denoiser`].
 //! - [`eval`]: sample-quality metrics, each beside its real-vs-real floor.
+//! - [`calibrate`], [`export`](mod@export): timestep-aware calibration, int8 / fp16 / f32
+//!   blobs and ONNX files, and the device runtime run on the host.
 //! - [`image_grid`], [`plot`], [`npy`]: what runs write (PNG grids, charts, `.npy` arrays).
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod image_grid;
 pub mod model;

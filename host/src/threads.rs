@@ -30,4 +30,24 @@ pub fn configure(threads: usize) {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
+    keep_freed_memory();
+}
+
+/// Makes glibc's allocator keep freed memory for reuse instead of handing it back to the
+/// system.
+///
+/// A training step allocates and frees tensors of up to tens of MiB (activations, gradients).
+/// By default glibc serves such sizes with fresh `mmap`s and trims the heap after large frees,
+/// so every step faults the same memory in again and the kernel zeroes it: about a tenth of a
+/// UNet step on the machine of BENCHMARKS.md. Serving blocks up to 32 MiB from the heap and
+/// never trimming it removes that; the cost is that the process keeps its peak heap until it
+/// exits, which for training and sampling is reached again every step anyway.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets allocator parameters (the values are in their valid ranges);
+    // it is thread-safe.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
 }

@@ -2,7 +2,7 @@
 //! initialisation and its I/O.
 //!
 //! - [`trace`]: generation with the device runtime, observed step by step
-//!   ([`trace::generate_traced`]); the `ddm-hil` harness runs the same function on the host;
+//!   ([`trace::generate_observed`]); the `ddm-hil` harness runs the same function on the host;
 //! - [`RunConfig`]: what to generate (sampler, steps, seed, number of samples), fixed when the
 //!   image is built (see `ddm-board-build`);
 //! - [`StaticBuffer`] and [`Aligned`]: the arena and the model blob as statics, sized at build
@@ -20,6 +20,7 @@
 //!
 //! ```text
 //! ddm board=<name> clock=<clock> hz=<ticks per second>
+//! blob path=<where the blob came from>                 (optional; boards print it first or second)
 //! model precision=<int8|fp16|f32> nodes=<n> sample_len=<n> macs=<per network call> blob_bytes=<n> arena_bytes=<n>
 //! run sampler=<ddpm|ddim|dpmpp-2m> steps=<n> seed=<n> num=<n>
 //! step sample=<i> index=<k> t=<timestep> ticks=<n> fnv=<0x........>    (steps x num lines)
@@ -43,7 +44,6 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use ddm_core::sampler::SamplerKind;
 use ddm_firmware::{GenerateSettings, SamplerConfig};
 
 pub mod trace;
@@ -55,7 +55,27 @@ pub mod report;
 #[cfg(feature = "device")]
 pub mod stack;
 
-pub use trace::{fnv1a, generate_traced, Observer};
+pub use ddm_core::sampler::SamplerKind;
+pub use trace::{fnv1a, generate_observed, StepObserver};
+
+/// Ends a run on a board driven by a debugger (`probe-rs run`).
+///
+/// A failed run panics with its reason (panic-probe reports it, and `probe-rs run` exits with a
+/// failure status). A successful one ends with a semihosting exit with status 0, which
+/// `probe-rs run` passes on as its own; without a debugger attached (a board running on its
+/// own) semihosting would fault, so the core sleeps instead.
+#[cfg(feature = "device")]
+pub fn finish(result: Result<(), report::RunError>) -> ! {
+    if let Err(error) = result {
+        panic!("generation failed: {error}");
+    }
+    if cortex_m::peripheral::DCB::is_debugger_attached() {
+        cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_SUCCESS);
+    }
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
 
 /// Bytes of the sample per `image` line.
 pub const IMAGE_CHUNK_BYTES: usize = 64;
@@ -107,9 +127,13 @@ pub const fn sampler_name(kind: SamplerKind) -> &'static str {
 
 /// The sampler named `name` ([`sampler_name`]'s inverse).
 pub fn sampler_from_name(name: &str) -> Option<SamplerKind> {
-    [SamplerKind::Ddpm, SamplerKind::Ddim, SamplerKind::DpmSolverPp2m]
-        .into_iter()
-        .find(|&kind| sampler_name(kind) == name)
+    [
+        SamplerKind::Ddpm,
+        SamplerKind::Ddim,
+        SamplerKind::DpmSolverPp2m,
+    ]
+    .into_iter()
+    .find(|&kind| sampler_name(kind) == name)
 }
 
 /// A value aligned to 16 bytes: the model blob in flash and the arena in RAM.
@@ -143,6 +167,9 @@ impl<const N: usize> StaticBuffer<N> {
     }
 
     /// The bytes, the first time; `None` afterwards.
+    // The atomic flag is what makes the returned `&mut` unique: this is the pattern of
+    // `cortex_m::singleton!` and `static_cell`, which clippy cannot see through.
+    #[allow(clippy::mut_from_ref)]
     pub fn take(&'static self) -> Option<&'static mut [u8]> {
         if self.taken.swap(true, Ordering::AcqRel) {
             return None;
@@ -176,7 +203,11 @@ mod tests {
 
     #[test]
     fn sampler_names_round_trip() {
-        for kind in [SamplerKind::Ddpm, SamplerKind::Ddim, SamplerKind::DpmSolverPp2m] {
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim,
+            SamplerKind::DpmSolverPp2m,
+        ] {
             assert_eq!(sampler_from_name(sampler_name(kind)), Some(kind));
         }
         assert_eq!(sampler_from_name("euler"), None);

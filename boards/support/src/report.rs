@@ -6,7 +6,7 @@ use defmt::Display2Format;
 use embedded_hal::digital::OutputPin;
 
 use crate::clock::Clock;
-use crate::trace::{fnv1a, generate_traced, Observer};
+use crate::trace::{fnv1a, generate_observed, StepObserver};
 use crate::{sampler_name, RunConfig, IMAGE_CHUNK_BYTES};
 
 /// Why a run failed (already printed as an `error:` line when [`run`] returns it).
@@ -21,6 +21,18 @@ pub enum RunError {
         /// Elements of the buffer.
         actual: usize,
     },
+}
+
+impl core::fmt::Display for RunError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RunError::Runtime(error) => write!(f, "{error}"),
+            RunError::OutputLength { expected, actual } => write!(
+                f,
+                "the output buffer holds {actual} values, a sample has {expected}"
+            ),
+        }
+    }
 }
 
 /// The board's name and the pieces [`run`] needs from it.
@@ -42,7 +54,7 @@ struct StepReporter<'b, 'a, C, L> {
     led_on: bool,
 }
 
-impl<C: Clock, L: OutputPin> Observer for StepReporter<'_, '_, C, L> {
+impl<C: Clock, L: OutputPin> StepObserver for StepReporter<'_, '_, C, L> {
     fn before_network(&mut self, _step: StepInfo) {
         // An LED that cannot be switched is not worth failing the run for.
         self.led_on = !self.led_on;
@@ -86,12 +98,7 @@ pub fn run<C: Clock, L: OutputPin>(
     let result = generate_all(board, blob, arena, out, config);
     match &result {
         Ok(()) => defmt::info!("done"),
-        Err(RunError::Runtime(error)) => defmt::error!("error: {}", Display2Format(error)),
-        Err(RunError::OutputLength { expected, actual }) => defmt::error!(
-            "error: the output buffer holds {=usize} values, a sample has {=usize}",
-            actual,
-            expected
-        ),
+        Err(error) => defmt::error!("error: {}", Display2Format(error)),
     }
     result
 }
@@ -110,8 +117,8 @@ fn generate_all<C: Clock, L: OutputPin>(
         board.clock.hz()
     );
     let blob = Blob::parse(blob).map_err(RunError::Runtime)?;
-    let arena_bytes = required_arena_bytes_for_steps(&blob, config.steps as usize)
-        .map_err(RunError::Runtime)?;
+    let arena_bytes =
+        required_arena_bytes_for_steps(&blob, config.steps as usize).map_err(RunError::Runtime)?;
     defmt::info!(
         "model precision={=str} nodes={=usize} sample_len={=usize} macs={=u64} blob_bytes={=usize} arena_bytes={=usize}",
         precision_name(blob.precision()),
@@ -143,7 +150,7 @@ fn generate_all<C: Clock, L: OutputPin>(
             ticks: 0,
             led_on: false,
         };
-        generate_traced(&blob, arena, &config.settings(sample), out, &mut reporter)
+        generate_observed(&blob, arena, &config.settings(sample), out, &mut reporter)
             .map_err(RunError::Runtime)?;
         let _ = board.led.set_low();
         for (index, chunk) in bytemuck::cast_slice::<f32, u8>(out)
@@ -169,7 +176,7 @@ fn generate_all<C: Clock, L: OutputPin>(
 fn precision_name(precision: ddm_firmware::Precision) -> &'static str {
     match precision {
         ddm_firmware::Precision::Int8 => "int8",
-        ddm_firmware::Precision::Fp16 => "fp16",
+        ddm_firmware::Precision::F16 => "fp16",
         ddm_firmware::Precision::F32 => "f32",
     }
 }

@@ -21,8 +21,11 @@ extern "C" {
 
 /// `(bottom, top)` of the stack, if the current stack pointer lies inside it.
 fn region() -> Option<(usize, usize)> {
-    // SAFETY: only the addresses of the linker symbols are taken, never their contents.
-    let (top, bottom) = unsafe { (addr_of!(_stack_start) as usize, addr_of!(_stack_end) as usize) };
+    // Only the addresses of the linker symbols are taken, never their contents.
+    let (top, bottom) = (
+        addr_of!(_stack_start) as usize,
+        addr_of!(_stack_end) as usize,
+    );
     let sp = cortex_m::register::msp::read() as usize;
     (bottom < sp && sp <= top).then_some((bottom, top))
 }

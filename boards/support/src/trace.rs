@@ -1,41 +1,10 @@
 //! Generation observed step by step: the network call of each step (for timing it) and the
 //! sample after each sampler update (for checksums that locate the first diverging step).
 //!
-//! [`generate_traced`] is [`ddm_firmware::generate_with`] with more hooks: the same checks in
-//! the same order, the same arena layout ([`ArenaLayout`]), the same random streams and the
-//! same sequence of network calls and sampler steps, so it produces the same bytes. The
-//! firmware's `generate_with` only reports each step *before* its network call and never
-//! shows the sample, which is not enough to time the network alone or to checksum the
-//! trajectory. The `ddm-hil` harness checks every device image against the firmware's own
-//! [`ddm_firmware::generate`] on the host, and this crate's tests check the equality on the
-//! host for every sampler, so the two cannot drift apart unnoticed.
+//! The loop itself is the firmware's [`generate_observed`]; this module adds the checksum of
+//! the line protocol.
 
-use ddm_core::sampler::Sampler;
-use ddm_core::timesteps::fill_timesteps;
-use ddm_core::{Rng, Schedule};
-use ddm_firmware::plan::ARENA_ALIGN;
-use ddm_firmware::{ArenaLayout, Blob, Error, GenerateSettings, Network, Result, StepInfo};
-
-/// What [`generate_traced`] reports. Every method does nothing by default.
-pub trait Observer {
-    /// Right before the network call of `step`.
-    fn before_network(&mut self, step: StepInfo) {
-        let _ = step;
-    }
-
-    /// Right after the network call of `step`, before its output is checked and used.
-    fn after_network(&mut self, step: StepInfo) {
-        let _ = step;
-    }
-
-    /// After the sampler's update of `step`: `x` is the sample after it.
-    fn after_step(&mut self, step: StepInfo, x: &[f32]) {
-        let _ = (step, x);
-    }
-}
-
-/// Observes nothing.
-impl Observer for () {}
+pub use ddm_firmware::{generate_observed, StepObserver};
 
 /// 32-bit FNV-1a of the little-endian bytes of `values`: the per-step checksum of the protocol.
 pub fn fnv1a(values: &[f32]) -> u32 {
@@ -47,114 +16,6 @@ pub fn fnv1a(values: &[f32]) -> u32 {
         .fold(OFFSET_BASIS, |hash, byte| {
             (hash ^ u32::from(byte)).wrapping_mul(PRIME)
         })
-}
-
-const MISALIGNED: Error = Error::Malformed("misaligned f32 arena region");
-
-/// `bytes` as `f32`s (or `u32`s): 4-byte aligned and a multiple of 4 long, as every region of
-/// an aligned [`ArenaLayout`] is.
-fn words<T: bytemuck::Pod>(bytes: &mut [u8]) -> Result<&mut [T]> {
-    bytemuck::try_cast_slice_mut(bytes).map_err(|_| MISALIGNED)
-}
-
-/// Generates one sample into `out` like [`ddm_firmware::generate`], telling `observer` about
-/// every step (see the module documentation).
-///
-/// `arena` needs [`ddm_firmware::required_arena_bytes_for_steps`] bytes for the resolved number
-/// of steps. Errors exactly where `generate` errors.
-pub fn generate_traced(
-    blob: &Blob<'_>,
-    arena: &mut [u8],
-    settings: &GenerateSettings,
-    out: &mut [f32],
-    observer: &mut impl Observer,
-) -> Result<()> {
-    // Everything that can be refused is checked before the arena is touched, in the
-    // firmware's order.
-    let config = settings.resolve(blob);
-    config.validate()?;
-    let steps = config.steps as usize;
-    if steps > blob.train_steps() {
-        return Err(Error::Core(ddm_core::Error::InvalidStepCount {
-            steps,
-            train_steps: blob.train_steps(),
-        }));
-    }
-    if out.len() != blob.sample_len() {
-        return Err(Error::LengthMismatch {
-            what: "generated sample",
-            expected: blob.sample_len(),
-            actual: out.len(),
-        });
-    }
-    let layout = ArenaLayout::new(blob, steps)?;
-    let arena = aligned(arena, layout.len())?;
-
-    let (activations, rest) = arena.split_at_mut(layout.x.start);
-    let activations = activations
-        .get_mut(layout.activations.clone())
-        .ok_or(Error::Malformed("layout"))?;
-    let (x, rest) = rest.split_at_mut(layout.output.start - layout.x.start);
-    let (output, rest) = rest.split_at_mut(layout.scratch.start - layout.output.start);
-    let (scratch, rest) = rest.split_at_mut(layout.alphas_cumprod.start - layout.scratch.start);
-    let (alphas, timesteps) =
-        rest.split_at_mut(layout.timesteps.start - layout.alphas_cumprod.start);
-    let len = |r: &core::ops::Range<usize>| r.end - r.start;
-    let x: &mut [f32] = words(&mut x[..len(&layout.x)])?;
-    let output: &mut [f32] = words(&mut output[..len(&layout.output)])?;
-    let scratch: &mut [f32] = words(&mut scratch[..len(&layout.scratch)])?;
-    let alphas: &mut [f32] = words(&mut alphas[..len(&layout.alphas_cumprod)])?;
-    let timesteps: &mut [u32] = words(&mut timesteps[..len(&layout.timesteps)])?;
-
-    blob.copy_alphas_cumprod(alphas)?;
-    let schedule = Schedule::new(alphas)?;
-    fill_timesteps(
-        &schedule,
-        config.spacing,
-        config.steps_offset as usize,
-        timesteps,
-    )?;
-    let mut rng = Rng::with_stream(settings.seed, settings.sample_index);
-    rng.fill_normal(x);
-    let mut sampler = config
-        .settings(blob.schedule().prediction)
-        .build(schedule, timesteps, scratch)?;
-    let mut network = Network::new(*blob, activations)?;
-    let total = sampler.num_steps() as u32;
-    while let Some(timestep) = sampler.timestep() {
-        let step = StepInfo {
-            index: sampler.steps_taken() as u32,
-            total,
-            timestep,
-        };
-        observer.before_network(step);
-        network.run(x, timestep, output)?;
-        observer.after_network(step);
-        if !output.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFiniteOutput { timestep });
-        }
-        sampler.step(x, output, &mut rng)?;
-        observer.after_step(step, x);
-    }
-    out.copy_from_slice(x);
-    Ok(())
-}
-
-/// The arena from its first [`ARENA_ALIGN`]-aligned byte, checked to hold `needed` bytes (the
-/// firmware's rule, and its error).
-fn aligned(arena: &mut [u8], needed: usize) -> Result<&mut [u8]> {
-    let available = arena.len();
-    let skip = (ARENA_ALIGN - (arena.as_ptr() as usize) % ARENA_ALIGN) % ARENA_ALIGN;
-    let required = needed
-        .checked_add(skip)
-        .ok_or(Error::Malformed("arena size overflows usize"))?;
-    if available < required {
-        return Err(Error::ArenaTooSmall {
-            required,
-            available,
-        });
-    }
-    Ok(&mut arena[skip..required])
 }
 
 #[cfg(test)]
@@ -170,7 +31,8 @@ mod tests {
         write_blob, Bias, ModelSpec, NodeSpec, OpSpec, ScheduleSpec, Weights,
     };
     use ddm_firmware::{
-        generate, required_arena_bytes_for_steps, Precision, QuantParams, SamplerConfig,
+        generate, required_arena_bytes_for_steps, Blob, GenerateSettings, Precision, QuantParams,
+        SamplerConfig, StepInfo,
     };
 
     use super::*;
@@ -186,12 +48,15 @@ mod tests {
         let q = |low, high| QuantParams::from_range(low, high).unwrap();
         let linear = |input, inp: usize, out: usize, seed: usize| {
             let w: Vec<f32> = (0..inp * out).map(|i| 0.4 * value(seed + i)).collect();
-            let (values, scales) = quantize_per_channel(&w, out).unwrap();
+            let (mut values, mut scales) = (vec![0i8; w.len()], vec![0.0f32; out]);
+            quantize_per_channel(&w, out, &mut values, &mut scales).unwrap();
             OpSpec::Linear {
                 input,
                 out_features: out,
                 weight: Weights::Int8 { values, scales },
-                bias: Some(Bias::F32((0..out).map(|i| 0.1 * value(seed + 7 * i)).collect())),
+                bias: Some(Bias::F32(
+                    (0..out).map(|i| 0.1 * value(seed + 7 * i)).collect(),
+                )),
             }
         };
         let nodes = vec![
@@ -237,7 +102,7 @@ mod tests {
         checksums: Vec<(u32, u32)>,
     }
 
-    impl Observer for Recorder {
+    impl StepObserver for Recorder {
         fn before_network(&mut self, step: StepInfo) {
             self.before.push(step);
         }
@@ -276,10 +141,14 @@ mod tests {
                 let mut arena = vec![0xa5u8; needed];
                 let mut traced = vec![0.0f32; blob.sample_len()];
                 let mut recorder = Recorder::default();
-                generate_traced(&blob, &mut arena, &settings, &mut traced, &mut recorder)
+                generate_observed(&blob, &mut arena, &settings, &mut traced, &mut recorder)
                     .unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&traced), bits(&expected), "{sampler:?} #{sample_index}");
+                assert_eq!(
+                    bits(&traced),
+                    bits(&expected),
+                    "{sampler:?} #{sample_index}"
+                );
                 assert_eq!(recorder.before.len(), steps);
                 assert_eq!(recorder.before, recorder.after);
                 assert_eq!(recorder.checksums.len(), steps);
@@ -295,17 +164,22 @@ mod tests {
         let settings = GenerateSettings::new(1, 0);
         let needed = required_arena_bytes_for_steps(&blob, 5).unwrap();
         let mut out = vec![0.0f32; blob.sample_len()];
-        for (arena_len, out_len, steps) in [(needed - 20, 8, None), (needed, 7, None), (needed, 8, Some(0)), (needed, 8, Some(101))] {
+        for (arena_len, out_len, steps) in [
+            (needed - 20, 8, None),
+            (needed, 7, None),
+            (needed, 8, Some(0)),
+            (needed, 8, Some(101)),
+        ] {
             let settings = GenerateSettings { steps, ..settings };
             let mut arena = vec![0u8; arena_len];
             let mut out = vec![0.0f32; out_len];
             let expected = generate(&blob, &mut arena.clone(), &settings, &mut out.clone());
-            let traced = generate_traced(&blob, &mut arena, &settings, &mut out, &mut ());
+            let traced = generate_observed(&blob, &mut arena, &settings, &mut out, &mut ());
             assert!(expected.is_err());
             assert_eq!(traced, expected);
         }
         let mut arena = vec![0u8; needed];
-        generate_traced(&blob, &mut arena, &settings, &mut out, &mut ()).unwrap();
+        generate_observed(&blob, &mut arena, &settings, &mut out, &mut ()).unwrap();
     }
 
     #[test]
@@ -314,7 +188,8 @@ mod tests {
         assert_eq!(fnv1a(&[]), 0x811c_9dc5);
         let mut hash = 0x811c_9dc5u32;
         for _ in 0..4 {
-            hash = (hash ^ 0).wrapping_mul(0x0100_0193);
+            // xor with a zero byte, then multiply.
+            hash = hash.wrapping_mul(0x0100_0193);
         }
         assert_eq!(fnv1a(&[0.0]), hash);
         assert_ne!(fnv1a(&[0.0]), fnv1a(&[-0.0]));

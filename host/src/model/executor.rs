@@ -2,7 +2,9 @@
 //!
 //! The graph's shapes are per sample; the executor adds a leading batch dimension `B` to every
 //! value. Nodes run in order, each through its function in [`super::ops`]; a value is
-//! dropped after its last reader (unless gradients keep it alive).
+//! dropped after its last reader (unless gradients keep it alive). A GroupNorm read only by
+//! the SiLU right after it runs as one fused operation ([`ops::group_norm_silu`]) unless an
+//! observer wants to see the normalised values.
 
 use candle_core::Tensor;
 use ddm_export::graph::{Graph, NodeId, Op};
@@ -49,6 +51,11 @@ pub fn forward(
     }
     let t = t.to_dtype(x.dtype())?;
     let last_reader = last_readers(graph);
+    let fused = if observer.is_some() {
+        vec![false; graph.nodes.len()]
+    } else {
+        norm_silu_pairs(graph)
+    };
     let mut values: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
     for (index, node) in graph.nodes.iter().enumerate() {
         let value = {
@@ -57,7 +64,11 @@ pub fn forward(
                     Error::Invalid(format!("node {} reads a value already dropped", node.name))
                 })
             };
-            eval(&node.op, params, x, &t, input)?
+            match node.op {
+                // The GroupNorm before already applied the SiLU.
+                Op::Silu { input: from } if fused[from.0] => input(from)?.clone(),
+                _ => eval(&node.op, params, x, &t, input, fused[index])?,
+            }
         };
         if let Some(observe) = observer.as_mut() {
             observe(NodeId(index), &value);
@@ -85,12 +96,32 @@ fn last_readers(graph: &Graph) -> Vec<usize> {
     last
 }
 
+/// For each node, whether it is a GroupNorm whose only reader is the next node, a SiLU (and
+/// not the graph's output): the pair then runs as one fused operation.
+fn norm_silu_pairs(graph: &Graph) -> Vec<bool> {
+    let mut readers = vec![0usize; graph.nodes.len()];
+    for node in &graph.nodes {
+        for read in node.op.inputs() {
+            readers[read.0] += 1;
+        }
+    }
+    let mut fused = vec![false; graph.nodes.len()];
+    for (index, pair) in graph.nodes.windows(2).enumerate() {
+        if let (Op::GroupNorm { .. }, Op::Silu { input }) = (&pair[0].op, &pair[1].op) {
+            fused[index] = input.0 == index && readers[index] == 1 && graph.output.0 != index;
+        }
+    }
+    fused
+}
+
+/// Evaluates one node; `then_silu` applies SiLU to a GroupNorm's result in the same pass.
 fn eval<'v>(
     op: &Op,
     params: &Params,
     x: &Tensor,
     t: &Tensor,
     input: impl Fn(NodeId) -> Result<&'v Tensor>,
+    then_silu: bool,
 ) -> Result<Tensor> {
     let param = |name: &str| params.require(name);
     let optional = |name: &Option<String>| name.as_deref().map(|n| params.require(n)).transpose();
@@ -121,7 +152,14 @@ fn eval<'v>(
             eps,
             weight,
             bias,
-        } => ops::group_norm(input(*from)?, *groups, *eps, param(weight)?, param(bias)?),
+        } => {
+            let norm = if then_silu {
+                ops::group_norm_silu
+            } else {
+                ops::group_norm
+            };
+            norm(input(*from)?, *groups, *eps, param(weight)?, param(bias)?)
+        }
         Op::Silu { input: from } => ops::silu(input(*from)?),
         Op::Add { lhs, rhs } => ops::add(input(*lhs)?, input(*rhs)?),
         Op::Concat { inputs } => {

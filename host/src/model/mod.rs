@@ -4,7 +4,8 @@
 //! serialisable configuration into a graph, [`params`] holds its parameter values, and the
 //! [`executor`] interprets it on candle tensors (CPU, or CUDA with the `cuda` feature), one
 //! function per op in [`ops`]. Training and export therefore read the same description and
-//! cannot drift apart.
+//! cannot drift apart. On the CPU the hot operations (convolution, GroupNorm, SiLU, ...) run
+//! as the fused candle custom operations of [`kernels`].
 //!
 //! # Deployable operations
 //!
@@ -29,6 +30,7 @@
 
 pub mod denoiser;
 pub mod executor;
+pub mod kernels;
 pub mod mlp;
 pub mod ops;
 pub mod params;

@@ -1,13 +1,15 @@
 //! One function per graph [`Op`](ddm_export::graph::Op), on batched candle tensors.
 //!
 //! Every function takes tensors whose leading dimension is the batch `B` and whose remaining
-//! dimensions are the per-sample shape the graph records. They use only differentiable candle
-//! operations, so gradients flow through them. Each op is its own function so that a faster
-//! kernel (a fused GroupNorm, a custom convolution) can replace one without touching the
-//! executor.
+//! dimensions are the per-sample shape the graph records. They are differentiable, so
+//! gradients flow through them. On the CPU (`f32` and `f64`), convolution, GroupNorm, SiLU,
+//! the per-channel add and upsampling run as the fused kernels of [`super::kernels`];
+//! elsewhere, or inside [`kernels::with_kernels`]`(Kernels::Candle, ..)`, as compositions of
+//! candle's own operations (the reference the kernels are tested against).
 
 use candle_core::{Tensor, D};
 
+use super::kernels::{self, fused_applies};
 use crate::error::{Error, Result};
 
 /// Sinusoidal embedding of timesteps `t` (`[B]`, a float type): `[sin(t f_i), cos(t f_i)]`
@@ -34,6 +36,9 @@ pub fn time_embedding(t: &Tensor, dim: usize, max_period: f32) -> Result<Tensor>
 
 /// `y = x W^T + b` for `x: [B, in]`, `weight: [out, in]`, `bias: [out]`. Returns `[B, out]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if fused_applies(&[x, weight]) && bias.is_none_or(|b| fused_applies(&[x, b])) {
+        return kernels::linear(x, weight, bias);
+    }
     let y = x.matmul(&weight.t()?)?;
     Ok(match bias {
         Some(bias) => y.broadcast_add(bias)?,
@@ -51,6 +56,9 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    if fused_applies(&[x, weight]) && bias.is_none_or(|b| fused_applies(&[x, b])) {
+        return kernels::conv2d(x, weight, bias, stride, padding);
+    }
     let y = x.conv2d(weight, padding, stride, 1, 1)?;
     Ok(match bias {
         Some(bias) => {
@@ -72,6 +80,9 @@ pub fn group_norm(
     weight: &Tensor,
     bias: &Tensor,
 ) -> Result<Tensor> {
+    if fused_applies(&[x, weight, bias]) {
+        return kernels::group_norm(x, groups, eps, weight, bias, false);
+    }
     let dims = x.dims().to_vec();
     if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
         return Err(Error::Invalid(format!(
@@ -92,8 +103,25 @@ pub fn group_norm(
         .broadcast_add(&bias.reshape(channel_shape.as_slice())?)?)
 }
 
+/// [`group_norm`] followed by [`silu`], in one pass on the CPU.
+pub fn group_norm_silu(
+    x: &Tensor,
+    groups: usize,
+    eps: f32,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<Tensor> {
+    if fused_applies(&[x, weight, bias]) {
+        return kernels::group_norm(x, groups, eps, weight, bias, true);
+    }
+    silu(&group_norm(x, groups, eps, weight, bias)?)
+}
+
 /// `x * sigmoid(x)`, element-wise.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
+    if fused_applies(&[x]) {
+        return kernels::silu(x);
+    }
     Ok(x.silu()?)
 }
 
@@ -105,6 +133,9 @@ pub fn add(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
     }
     match (lhs.dims(), rhs.dims()) {
         (&[b, c, _, _], &[rb, rc]) if (b, c) == (rb, rc) => {
+            if fused_applies(&[lhs, rhs]) {
+                return kernels::add_channels(lhs, rhs);
+            }
             Ok(lhs.broadcast_add(&rhs.reshape((b, c, 1, 1))?)?)
         }
         (l, r) => Err(Error::Invalid(format!("cannot add shapes {l:?} and {r:?}"))),
@@ -121,6 +152,9 @@ pub fn concat(inputs: &[&Tensor]) -> Result<Tensor> {
 /// Written as a broadcast (whose gradient is a sum over the copies) rather than candle's
 /// `upsample_nearest2d`, whose backward pass overwrites instead of accumulating gradients.
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    if fused_applies(&[x]) {
+        return kernels::upsample2x(x);
+    }
     let (b, c, h, w) = x.dims4()?;
     Ok(x.reshape((b, c, h, 1, w, 1))?
         .broadcast_as((b, c, h, 2, w, 2))?

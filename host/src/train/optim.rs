@@ -1,13 +1,17 @@
 //! AdamW with checkpointable state, and gradient clipping by global norm.
 //!
 //! candle's own optimiser does not expose its moments, which a bit-identical `--resume`
-//! needs, so this one keeps them as plain tensors ([`OptimizerState`] on disk).
+//! needs, so this one keeps them itself ([`OptimizerState`] on disk). For `f32` parameters on
+//! the CPU (training's case) the moments are plain vectors and one update is a single fused
+//! pass per parameter ([`kernels::adamw_update`]); elsewhere they are tensors updated with
+//! candle operations.
 
 use candle_core::{Device, Tensor, Var};
-use ddm_export::graph::Weights;
+use ddm_export::graph::{Tensor as GraphTensor, Weights};
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::model::kernels::{self, AdamWStep};
 use crate::model::params::to_graph_tensor;
 
 /// The optimiser's state: the step count and both moment estimates per parameter.
@@ -33,8 +37,62 @@ pub struct AdamW {
     eps: f64,
     weight_decay: f64,
     step: u64,
-    /// `(name, m, v)` in the order of the parameters handed to [`step`](Self::step).
-    moments: Vec<(String, Tensor, Tensor)>,
+    /// One entry per parameter, in the order of the parameters handed to
+    /// [`step`](Self::step).
+    moments: Vec<Moments>,
+}
+
+/// The moment estimates of one parameter.
+#[derive(Debug)]
+struct Moments {
+    name: String,
+    shape: Vec<usize>,
+    values: MomentValues,
+}
+
+#[derive(Debug)]
+enum MomentValues {
+    /// `f32` parameters on the CPU: updated by the fused kernel.
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// Anywhere else: updated with candle operations.
+    Tensors { m: Tensor, v: Tensor },
+}
+
+impl Moments {
+    /// Moments for `var` with the values `m` and `v` (row-major, `f32`).
+    fn new(name: &str, var: &Var, m: Vec<f32>, v: Vec<f32>) -> Result<Self> {
+        let tensor = var.as_tensor();
+        let values = if kernels::adamw_applies(tensor) {
+            MomentValues::Host { m, v }
+        } else {
+            let moment = |values: Vec<f32>| -> Result<Tensor> {
+                Ok(Tensor::from_vec(values, var.dims(), tensor.device())?.to_dtype(var.dtype())?)
+            };
+            MomentValues::Tensors {
+                m: moment(m)?,
+                v: moment(v)?,
+            }
+        };
+        Ok(Moments {
+            name: name.to_string(),
+            shape: var.dims().to_vec(),
+            values,
+        })
+    }
+
+    /// Host copies of `m` and `v`.
+    fn to_graph_tensors(&self) -> Result<(GraphTensor, GraphTensor)> {
+        Ok(match &self.values {
+            MomentValues::Host { m, v } => {
+                let tensor = |data: &Vec<f32>| GraphTensor {
+                    shape: self.shape.clone(),
+                    data: data.clone(),
+                };
+                (tensor(m), tensor(v))
+            }
+            MomentValues::Tensors { m, v } => (to_graph_tensor(m)?, to_graph_tensor(v)?),
+        })
+    }
 }
 
 impl AdamW {
@@ -43,8 +101,8 @@ impl AdamW {
         let moments = params
             .iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
-                Ok((name.clone(), zeros.clone(), zeros))
+                let zeros = vec![0.0; var.elem_count()];
+                Moments::new(name, var, zeros.clone(), zeros)
             })
             .collect::<Result<_>>()?;
         Ok(Self::with_moments(config, 0, moments))
@@ -60,40 +118,38 @@ impl AdamW {
         state: &OptimizerState,
         device: &Device,
     ) -> Result<Self> {
-        let moment = |table: &Weights, name: &str, var: &Var| -> Result<Tensor> {
-            let t = table
+        let moment = |table: &Weights, name: &str, var: &Var| -> Result<Vec<f32>> {
+            table
                 .get(name)
                 .filter(|t| t.shape == var.dims())
+                .map(|t| t.data.clone())
                 .ok_or_else(|| {
                     Error::Invalid(format!(
                         "the optimiser state has no moment of shape {:?} for {name}",
                         var.dims()
                     ))
-                })?;
-            Ok(Tensor::from_vec(
-                t.data.clone(),
-                t.shape.as_slice(),
-                device,
-            )?)
+                })
         };
         let moments = params
             .iter()
             .map(|(name, var)| {
-                Ok((
-                    name.clone(),
+                if !var.device().same_device(device) {
+                    return Err(Error::Invalid(format!(
+                        "parameter {name} is not on the optimiser's device"
+                    )));
+                }
+                Moments::new(
+                    name,
+                    var,
                     moment(&state.m, name, var)?,
                     moment(&state.v, name, var)?,
-                ))
+                )
             })
             .collect::<Result<_>>()?;
         Ok(Self::with_moments(config, state.step, moments))
     }
 
-    fn with_moments(
-        config: &TrainConfig,
-        step: u64,
-        moments: Vec<(String, Tensor, Tensor)>,
-    ) -> Self {
+    fn with_moments(config: &TrainConfig, step: u64, moments: Vec<Moments>) -> Self {
         AdamW {
             beta1: config.beta1,
             beta2: config.beta2,
@@ -124,21 +180,36 @@ impl AdamW {
         let t = self.step as i32;
         let correction1 = 1.0 - self.beta1.powi(t);
         let correction2 = 1.0 - self.beta2.powi(t);
-        for (((name, m, v), (param_name, var)), grad) in
-            self.moments.iter_mut().zip(params).zip(grads)
+        for ((moments, (param_name, var)), grad) in self.moments.iter_mut().zip(params).zip(grads)
         {
-            debug_assert_eq!(name, param_name);
-            *m = ((&*m * self.beta1)? + (grad * (1.0 - self.beta1))?)?;
-            *v = ((&*v * self.beta2)? + (grad.sqr()? * (1.0 - self.beta2))?)?;
-            let denominator = ((&*v / correction2)?.sqrt()? + self.eps)?;
-            let update = ((&*m / correction1)? / denominator)?;
-            let param = var.as_tensor();
-            let decayed = if var.rank() >= 2 && self.weight_decay > 0.0 {
-                (param * (1.0 - lr * self.weight_decay))?
+            debug_assert_eq!(&moments.name, param_name);
+            let decay = if var.rank() >= 2 && self.weight_decay > 0.0 {
+                1.0 - lr * self.weight_decay
             } else {
-                param.clone()
+                1.0
             };
-            var.set(&(decayed - (update * lr)?)?)?;
+            match &mut moments.values {
+                MomentValues::Host { m, v } => {
+                    let step = AdamWStep {
+                        beta1: self.beta1,
+                        beta2: self.beta2,
+                        correction1,
+                        correction2,
+                        eps: self.eps,
+                        lr,
+                        decay,
+                    };
+                    kernels::adamw_update(var.as_tensor(), grad, m, v, &step)?;
+                }
+                MomentValues::Tensors { m, v } => {
+                    *m = ((&*m * self.beta1)? + (grad * (1.0 - self.beta1))?)?;
+                    *v = ((&*v * self.beta2)? + (grad.sqr()? * (1.0 - self.beta2))?)?;
+                    let denominator = ((&*v / correction2)?.sqrt()? + self.eps)?;
+                    let update = ((&*m / correction1)? / denominator)?;
+                    let decayed = (var.as_tensor() * decay)?;
+                    var.set(&(decayed - (update * lr)?)?)?;
+                }
+            }
         }
         Ok(())
     }
@@ -147,9 +218,10 @@ impl AdamW {
     pub fn state(&self) -> Result<OptimizerState> {
         let mut m = Weights::new();
         let mut v = Weights::new();
-        for (name, first, second) in &self.moments {
-            m.insert(name.clone(), to_graph_tensor(first)?);
-            v.insert(name.clone(), to_graph_tensor(second)?);
+        for moments in &self.moments {
+            let (first, second) = moments.to_graph_tensors()?;
+            m.insert(moments.name.clone(), first);
+            v.insert(moments.name.clone(), second);
         }
         Ok(OptimizerState {
             step: self.step,
@@ -165,11 +237,17 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: Option<f64>) -> Result<f32
     let Some(first) = grads.first() else {
         return Ok(0.0);
     };
-    let mut total = first.sqr()?.sum_all()?;
-    for grad in &grads[1..] {
-        total = (total + grad.sqr()?.sum_all()?)?;
-    }
-    let norm = total.to_scalar::<f32>()?.sqrt();
+    let norm = match kernels::sum_of_squares(grads)? {
+        // One pass over the raw buffers (CPU).
+        Some(total) => total.sqrt() as f32,
+        None => {
+            let mut total = first.sqr()?.sum_all()?;
+            for grad in &grads[1..] {
+                total = (total + grad.sqr()?.sum_all()?)?;
+            }
+            total.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?.sqrt()
+        }
+    };
     if let Some(max_norm) = max_norm {
         if norm.is_finite() && f64::from(norm) > max_norm {
             let scale = max_norm / f64::from(norm);

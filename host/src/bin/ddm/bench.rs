@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::Args as ClapArgs;
 use ddm::data::Dataset;
+use ddm::model::kernels::{with_kernels, Kernels};
 use ddm::model::{self, MlpConfig, ModelConfig, UnetConfig};
 use ddm::schedule_args::ScheduleSpec;
 use ddm::train::{loss_on_batch, DataConfig, Objective, RunConfig, TrainConfig, Trainer};
@@ -54,7 +55,12 @@ pub enum Mode {
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Models to time (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp,unet8,unet28")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "mlp,unet8,unet28"
+    )]
     preset: Vec<Preset>,
     /// What to time.
     #[arg(long, value_enum, default_value_t = Mode::Train)]
@@ -71,6 +77,9 @@ pub struct Args {
     /// Untimed warm-up steps per preset and mode.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Time candle's own operations instead of ddm's fused CPU kernels (for comparison).
+    #[arg(long)]
+    candle_kernels: bool,
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
@@ -91,23 +100,59 @@ fn random_data(shape: &[usize]) -> Dataset {
     }
 }
 
-/// Times `step` until `args.steps` steps or `args.seconds` have passed; returns the steps
-/// timed and the seconds they took.
-fn time(args: &Args, mut step: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<(u64, f64)> {
+/// CPU time used by the process so far (all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes the clock's value into `time`, a valid timespec.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) };
+    if status != 0 {
+        return f64::NAN;
+    }
+    time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9
+}
+
+/// What [`time`] measured.
+struct Timing {
+    steps: u64,
+    /// Wall-clock seconds of the timed steps.
+    seconds: f64,
+    /// CPU seconds of the timed steps, all threads together (on a busy machine this shows
+    /// the work done, where the wall clock also counts waiting for a core).
+    cpu_seconds: f64,
+}
+
+/// Times `step` until `args.steps` steps or `args.seconds` have passed.
+fn time(args: &Args, mut step: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<Timing> {
     for i in 0..args.warmup {
         step(i)?;
     }
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), cpu_seconds());
     let mut timed = 0u64;
     while timed < args.steps.max(3) && (timed < 3 || started.elapsed().as_secs_f64() < args.seconds)
     {
         step(args.warmup + timed)?;
         timed += 1;
     }
-    Ok((timed, started.elapsed().as_secs_f64()))
+    Ok(Timing {
+        steps: timed,
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds() - cpu_started,
+    })
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let kernels = if args.candle_kernels {
+        Kernels::Candle
+    } else {
+        Kernels::Fused
+    };
+    with_kernels(kernels, || run_presets(args))
+}
+
+fn run_presets(args: &Args) -> anyhow::Result<()> {
     let device = model::device(!args.cpu)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "?".into());
     let modes: &[&str] = match args.mode {
@@ -122,8 +167,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             args.batch_size, args.steps, args.seconds, args.warmup
         );
         println!(
-            "{:<8} {:<8} {:>12} {:>10} {:>12} {:>10} {:>10} {:>12}",
-            "model", "mode", "shape", "params", "MACs/sample", "steps/s", "ms/step", "samples/s"
+            "{:<8} {:<8} {:>12} {:>10} {:>12} {:>10} {:>10} {:>12} {:>12}",
+            "model",
+            "mode",
+            "shape",
+            "params",
+            "MACs/sample",
+            "steps/s",
+            "ms/step",
+            "samples/s",
+            "CPU ms/step"
         );
     }
     for &preset in &args.preset {
@@ -154,7 +207,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let (params, macs) = (config.graph.parameter_count(), config.graph.macs());
         for &mode in modes {
             let mut trainer = Trainer::new(config.clone(), data.clone(), &device)?;
-            let (timed, seconds) = if mode == "train" {
+            let timing = if mode == "train" {
                 time(args, |_| {
                     trainer.step()?;
                     Ok(())
@@ -169,10 +222,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     Ok(())
                 })?
             };
-            let rate = timed as f64 / seconds;
+            let rate = timing.steps as f64 / timing.seconds;
+            let cpu_per_step = timing.cpu_seconds / timing.steps as f64;
             if args.json {
                 let record = serde_json::json!({
                     "framework": "ddm",
+                    "kernels": if args.candle_kernels { "candle" } else { "fused" },
                     "model": preset.name(),
                     "mode": mode,
                     "shape": shape,
@@ -180,14 +235,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     "macs_per_sample": macs,
                     "batch": args.batch_size,
                     "threads": threads,
-                    "steps": timed,
-                    "seconds": seconds,
+                    "steps": timing.steps,
+                    "seconds": timing.seconds,
                     "steps_per_s": rate,
+                    "cpu_s_per_step": cpu_per_step,
                 });
                 println!("{record}");
             } else {
                 println!(
-                    "{:<8} {:<8} {:>12} {:>10} {:>12} {:>10.1} {:>10.2} {:>12.0}",
+                    "{:<8} {:<8} {:>12} {:>10} {:>12} {:>10.2} {:>10.2} {:>12.0} {:>12.2}",
                     preset.name(),
                     mode,
                     format!("{shape:?}"),
@@ -195,7 +251,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     macs,
                     rate,
                     1000.0 / rate,
-                    rate * args.batch_size as f64
+                    rate * args.batch_size as f64,
+                    1000.0 * cpu_per_step
                 );
             }
         }

@@ -3,11 +3,14 @@
 mod bench;
 mod demo;
 mod eval;
+mod export;
 mod sample;
 mod schedule;
 mod train;
 mod train_classifier;
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,12 +31,16 @@ struct Cli {
 enum Command {
     /// Print a noise schedule and the inference timesteps chosen from it.
     Schedule(schedule::Args),
-    /// Generate samples from a trained checkpoint or a Gaussian-mixture oracle.
+    /// Generate samples from a trained checkpoint, an exported model blob (the device
+    /// runtime, run on the host) or a Gaussian-mixture oracle.
     Sample(Box<sample::Args>),
     /// Train a noise predictor (MLP or UNet) on a data set into a run folder.
     Train(Box<train::Args>),
     /// Train an MLP on the embedded 8x8 digits and draw 64 samples (a few minutes on a CPU).
     Demo(demo::Args),
+    /// Export a trained checkpoint for the device: an int8, fp16 or f32 blob (calibrated on
+    /// the sampler's trajectories), its sizes and per-layer SQNR, and optionally ONNX.
+    Export(Box<export::Args>),
     /// Measure sample quality: each metric beside the same metric between two disjoint real
     /// sets of the same size (the floor).
     Eval(eval::Args),
@@ -43,6 +50,10 @@ enum Command {
     /// Measure training steps per second of the model presets.
     #[command(hide = true)]
     BenchTrain(bench::Args),
+    /// Any other NAME runs the program `ddm-NAME` beside this one or on PATH, as cargo and git
+    /// do: `ddm hil` is the hardware-in-the-loop check (`cargo build --release -p ddm-hil`).
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
 }
 
 fn main() -> ExitCode {
@@ -60,10 +71,12 @@ fn main() -> ExitCode {
     };
     ddm::threads::configure(cli.threads);
     let result = match cli.command {
+        Command::External(args) => return run_external(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::TrainClassifier(args) => train_classifier::run(&args),
         Command::BenchTrain(args) => bench::run(&args),
@@ -72,6 +85,49 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the external subcommand `args[0]` as the program `ddm-<args[0]>` with the remaining
+/// arguments: the executable beside this one first, then the first on PATH. Its exit status
+/// becomes ours; a missing program is a one-line error (status 2).
+fn run_external(args: &[OsString]) -> ExitCode {
+    let Some((name, rest)) = args.split_first() else {
+        return ExitCode::from(2);
+    };
+    let program = format!("ddm-{}", name.to_string_lossy());
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(&program)))
+        .filter(|path| path.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(&program))
+                .find(|path| path.is_file())
+        })
+    };
+    let Some(path): Option<PathBuf> = beside.or_else(on_path) else {
+        let hint = if name == "hil" {
+            "; build it with `cargo build --release -p ddm-hil`"
+        } else {
+            ""
+        };
+        eprintln!(
+            "error: no such command `{}` (no `{program}` beside ddm or on PATH){hint}",
+            name.to_string_lossy()
+        );
+        return ExitCode::from(2);
+    };
+    match std::process::Command::new(&path).args(rest).status() {
+        Ok(status) => status
+            .code()
+            .and_then(|code| u8::try_from(code).ok())
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+        Err(error) => {
+            eprintln!("error: running {}: {error}", path.display());
             ExitCode::FAILURE
         }
     }

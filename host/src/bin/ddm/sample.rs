@@ -1,9 +1,11 @@
-//! `ddm sample`: generate samples from a trained checkpoint or the exact mixture oracle.
+//! `ddm sample`: generate samples from a trained checkpoint, an exported model blob (the
+//! device runtime, run on the host) or the exact mixture oracle.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{ArgGroup, Args as ClapArgs};
+use ddm::export::{describe_sampler, generate_on_runtime, read_blob, SamplerOverrides};
 use ddm::image_grid::{is_image_shape, write_grid};
 use ddm::model::{self, NetworkDenoiser, Params};
 use ddm::npy;
@@ -13,14 +15,30 @@ use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, SpacingName};
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::Schedule;
+use ddm_firmware::{Blob, Precision};
 
+/// DDPM's reverse variances by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum VarianceName {
+pub enum VarianceName {
     /// rho^2 = beta ("fixed large").
     Beta,
     /// rho^2 = posterior variance ("fixed small").
     Posterior,
 }
+
+impl From<VarianceName> for ReverseVariance {
+    fn from(name: VarianceName) -> Self {
+        match name {
+            VarianceName::Beta => ReverseVariance::Beta,
+            VarianceName::Posterior => ReverseVariance::Posterior,
+        }
+    }
+}
+
+/// Default `--sampler` of a checkpoint or the oracle.
+const DEFAULT_SAMPLER: SamplerChoice = SamplerChoice::Ddim;
+/// Default `--steps` of a checkpoint or the oracle.
+const DEFAULT_STEPS: usize = 50;
 
 /// Default `--batch-size` for the oracle (cheap per sample).
 const ORACLE_BATCH: usize = 4096;
@@ -28,7 +46,7 @@ const ORACLE_BATCH: usize = 4096;
 const NETWORK_BATCH: usize = 256;
 
 #[derive(Debug, ClapArgs)]
-#[command(group(ArgGroup::new("source").required(true).args(["oracle_gmm", "checkpoint"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["oracle_gmm", "checkpoint", "model"])))]
 pub struct Args {
     /// Sample from the exact denoiser of this Gaussian mixture (JSON: means, stds, weights).
     #[arg(long, value_name = "SPEC.json")]
@@ -36,27 +54,36 @@ pub struct Args {
     /// Sample from the model trained in this run folder (its schedule and prediction type).
     #[arg(long, value_name = "RUN_DIR")]
     checkpoint: Option<PathBuf>,
+    /// Sample from this exported model blob (`ddm export`) with the device runtime, run on the
+    /// host: the bytes a device would produce. Its schedule and, for every sampler option not
+    /// given here, its default sampler settings (a --sampler other than the blob's, without
+    /// --spacing, takes that sampler's usual spacing).
+    #[arg(long, value_name = "model.ddm")]
+    model: Option<PathBuf>,
     /// Use the trained weights instead of their EMA.
     #[arg(long, requires = "checkpoint")]
     no_ema: bool,
     /// Compute on the CPU even when built with CUDA.
     #[arg(long)]
     cpu: bool,
-    /// The sampler.
-    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
-    sampler: SamplerChoice,
-    /// Network evaluations (Langevin: levels x steps per level, plus one final denoising step).
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// DDIM's eta: 0 is deterministic, 1 matches DDPM's noise.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f32,
-    /// Timestep spacing [default: logsnr for dpmpp-2m, trailing otherwise].
+    /// The sampler [default: ddim; --model: the blob's].
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerChoice>,
+    /// Network evaluations (Langevin: levels x steps per level, plus one final denoising step)
+    /// [default: 50; --model: the blob's].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM's eta: 0 is deterministic, 1 matches DDPM's noise [default: 0; --model: the
+    /// blob's].
+    #[arg(long)]
+    eta: Option<f32>,
+    /// Timestep spacing [default: logsnr for dpmpp-2m, trailing otherwise; --model: the
+    /// blob's].
     #[arg(long, value_enum)]
     spacing: Option<SpacingName>,
-    /// Offset added to leading timesteps.
-    #[arg(long, default_value_t = 0)]
-    steps_offset: usize,
+    /// Offset added to leading timesteps [default: 0; --model: the blob's].
+    #[arg(long)]
+    steps_offset: Option<usize>,
     /// Beta schedule of the oracle's forward process [default: linear].
     #[arg(long, value_enum)]
     beta_schedule: Option<BetaScheduleName>,
@@ -66,10 +93,10 @@ pub struct Args {
     /// Rescale the oracle's schedule to zero terminal SNR.
     #[arg(long)]
     zero_snr: bool,
-    /// DDPM's reverse variance.
-    #[arg(long, value_enum, default_value_t = VarianceName::Posterior)]
-    variance: VarianceName,
-    /// Clamp every x0 estimate to [-R, R].
+    /// DDPM's reverse variance [default: posterior; --model: the blob's].
+    #[arg(long, value_enum)]
+    variance: Option<VarianceName>,
+    /// Clamp every x0 estimate to [-R, R] [default: no clamp; --model: the blob's].
     #[arg(long, value_name = "R")]
     clip_sample: Option<f32>,
     /// Seed of the random streams (sample i uses stream i).
@@ -82,7 +109,8 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     num: usize,
     /// Samples going through the denoiser at once [default: 4096 for the oracle, 256 for a
-    /// network].
+    /// network; not with --model, which generates one sample at a time like the device, in
+    /// parallel over --threads].
     #[arg(long)]
     batch_size: Option<usize>,
     /// Langevin: number of noise levels.
@@ -106,15 +134,14 @@ pub struct Args {
 impl Args {
     fn sampling_options(&self) -> SamplingOptions {
         SamplingOptions {
-            sampler: self.sampler,
-            steps: self.steps,
+            sampler: self.sampler.unwrap_or(DEFAULT_SAMPLER),
+            steps: self.steps.unwrap_or(DEFAULT_STEPS),
             spacing: self.spacing.map(Into::into),
-            steps_offset: self.steps_offset,
-            eta: self.eta,
-            variance: match self.variance {
-                VarianceName::Beta => ReverseVariance::Beta,
-                VarianceName::Posterior => ReverseVariance::Posterior,
-            },
+            steps_offset: self.steps_offset.unwrap_or(0),
+            eta: self.eta.unwrap_or(0.0),
+            variance: self
+                .variance
+                .map_or(ReverseVariance::Posterior, ReverseVariance::from),
             clip_sample: self.clip_sample,
             seed: self.seed,
             langevin: LangevinOptions {
@@ -125,6 +152,24 @@ impl Args {
                 final_denoise: true,
             },
         }
+    }
+
+    /// The sampler options given on the command line, for a blob.
+    fn overrides(&self) -> SamplerOverrides {
+        SamplerOverrides {
+            sampler: self.sampler,
+            steps: self.steps,
+            spacing: self.spacing.map(Into::into),
+            steps_offset: self.steps_offset,
+            eta: self.eta,
+            variance: self.variance.map(Into::into),
+            clip_sample: self.clip_sample,
+        }
+    }
+
+    /// Whether an oracle schedule option was given.
+    fn oracle_schedule_given(&self) -> bool {
+        self.beta_schedule.is_some() || self.train_steps.is_some() || self.zero_snr
     }
 }
 
@@ -137,8 +182,10 @@ enum Output {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let output = output_kind(&args.out)?;
-    if let Some(dir) = &args.checkpoint {
-        if args.beta_schedule.is_some() || args.train_steps.is_some() || args.zero_snr {
+    if let Some(path) = &args.model {
+        sample_blob(args, output, path)
+    } else if let Some(dir) = &args.checkpoint {
+        if args.oracle_schedule_given() {
             bail!(
                 "--beta-schedule, --train-steps and --zero-snr apply to --oracle-gmm only: a \
                  checkpoint brings its own schedule"
@@ -174,8 +221,79 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let batch = args.batch_size.unwrap_or(ORACLE_BATCH);
         sample_and_write(args, output, &mut denoiser, &table, batch)
     } else {
-        bail!("nothing to sample from: give --checkpoint RUN_DIR or --oracle-gmm SPEC.json");
+        bail!(
+            "nothing to sample from: give --checkpoint RUN_DIR, --model model.ddm or \
+             --oracle-gmm SPEC.json"
+        );
     }
+}
+
+/// `--model`: the device runtime on the host, one sample per generation.
+fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
+    if args.oracle_schedule_given() {
+        bail!(
+            "--beta-schedule, --train-steps and --zero-snr apply to --oracle-gmm only: a model \
+             blob brings its own schedule"
+        );
+    }
+    if args.init_noise.is_some() || args.batch_size.is_some() {
+        bail!(
+            "--init-noise and --batch-size do not apply to --model: the device runtime draws \
+             each sample's noise from its own stream (sample i of --seed) and generates one \
+             sample at a time"
+        );
+    }
+    let bytes = read_blob(path)?;
+    let blob = Blob::parse(&bytes)?;
+    let (dims, rank) = blob.sample_shape().dims();
+    let shape = dims[..rank].to_vec();
+    check_png_shape(args, output, &shape)?;
+    let sampler = args.overrides().apply(blob.sampler_defaults())?;
+    let precision = match blob.precision() {
+        Precision::Int8 => "int8",
+        Precision::F16 => "fp16",
+        Precision::F32 => "f32",
+    };
+    println!(
+        "sampling {} ({precision}) with the device runtime: {}",
+        path.display(),
+        describe_sampler(&sampler)
+    );
+    let samples = generate_on_runtime(&bytes, Some(sampler), args.seed, args.num)?;
+    write_samples(args, output, &shape, args.num, &samples)
+}
+
+fn check_png_shape(args: &Args, output: Output, shape: &[usize]) -> anyhow::Result<()> {
+    if output == Output::Png && !is_image_shape(shape) {
+        bail!(
+            "{}: a PNG grid needs image samples ([C, H, W]); these have shape {shape:?}, \
+             write a .npy file instead",
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_samples(
+    args: &Args,
+    output: Output,
+    shape: &[usize],
+    num: usize,
+    samples: &[f32],
+) -> anyhow::Result<()> {
+    match output {
+        Output::Npy => {
+            let mut full_shape = vec![num];
+            full_shape.extend_from_slice(shape);
+            npy::write_f32(&args.out, &full_shape, samples)?;
+        }
+        Output::Png => write_grid(&args.out, samples, shape)?,
+    }
+    println!(
+        "wrote {num} samples of shape {shape:?} to {}",
+        args.out.display()
+    );
+    Ok(())
 }
 
 fn sample_and_write(
@@ -186,13 +304,7 @@ fn sample_and_write(
     batch: usize,
 ) -> anyhow::Result<()> {
     let shape = denoiser.sample_shape();
-    if output == Output::Png && !is_image_shape(&shape) {
-        bail!(
-            "{}: a PNG grid needs image samples ([C, H, W]); these have shape {shape:?}, \
-             write a .npy file instead",
-            args.out.display()
-        );
-    }
+    check_png_shape(args, output, &shape)?;
     let init = read_init_noise(args.init_noise.as_deref(), &shape)?;
     let num = init.as_ref().map_or(args.num, |a| a.rows());
     let samples = generate(
@@ -203,19 +315,7 @@ fn sample_and_write(
         batch,
         init.as_ref().map(|a| a.values.as_slice()),
     )?;
-    match output {
-        Output::Npy => {
-            let mut full_shape = vec![num];
-            full_shape.extend_from_slice(&shape);
-            npy::write_f32(&args.out, &full_shape, &samples)?;
-        }
-        Output::Png => write_grid(&args.out, &samples, &shape)?,
-    }
-    println!(
-        "wrote {num} samples of shape {shape:?} to {}",
-        args.out.display()
-    );
-    Ok(())
+    write_samples(args, output, &shape, num, &samples)
 }
 
 fn read_init_noise(path: Option<&Path>, shape: &[usize]) -> anyhow::Result<Option<npy::Array>> {

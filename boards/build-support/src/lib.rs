@@ -1,0 +1,421 @@
+//! The build-script half of the ddm board crates: the model blob reaches a board at build
+//! time, from a path, never by editing source.
+//!
+//! A board's `build.rs` calls [`link_memory_x`] (puts its `memory.x` where cortex-m-rt's
+//! `link.x` finds it) and [`embed_model`], which reads these environment variables:
+//!
+//! | variable | meaning | default |
+//! | --- | --- | --- |
+//! | `DDM_MODEL_BLOB` | path of the model blob (relative: to the board crate's directory) | `tests/fixtures/optdigits-mlp-int8.ddm` of this repository |
+//! | `DDM_STEPS` | network evaluations per sample | the blob's default sampler's |
+//! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m` or `ddpm`, with that sampler's default settings | the blob's default sampler |
+//! | `DDM_SEED` | seed of the random streams | 0 |
+//! | `DDM_NUM` | number of samples (indices `0..num`) | 1 |
+//!
+//! It parses the blob with the device runtime itself ([`ddm_firmware::Blob::parse`]), so a
+//! corrupt or truncated blob fails the build with the runtime's reason; checks the settings
+//! as the runtime would; computes the exact arena the run needs
+//! ([`ddm_firmware::required_arena_bytes_for_steps`]) and fails the build at once when that
+//! alone exceeds the board's RAM (from `memory.x`). Then it copies the blob into `OUT_DIR`
+//! and writes `ddm_model.rs` there, which the board includes with
+//! `ddm_board_support::include_model!()`: the blob as a 16-byte aligned static in flash,
+//! `ARENA_BYTES`, `SAMPLE_LEN`, the `RUN` configuration and `MODEL_SOURCE`. The arena becomes
+//! a `static` of exactly `ARENA_BYTES`, so an arena that fits the RAM only without the rest of
+//! the program's statics and its stack fails at link time ("region RAM overflowed" or the
+//! board's stack-reserve assertion), as it would on hardware.
+//!
+//! Every failure is printed as a `cargo::error=` line, so cargo shows it as the build's error.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ddm_board_support::{sampler_config, sampler_from_name};
+use ddm_core::sampler::SamplerKind;
+use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings};
+
+/// The environment variable that names the model blob.
+pub const MODEL_ENV: &str = "DDM_MODEL_BLOB";
+
+/// Every environment variable [`embed_model`] reads.
+pub const SETTINGS_ENV: [&str; 5] = [MODEL_ENV, "DDM_STEPS", "DDM_SAMPLER", "DDM_SEED", "DDM_NUM"];
+
+/// The blob used when `DDM_MODEL_BLOB` is not set: the optdigits int8 MLP of the tests.
+pub fn default_blob() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/optdigits-mlp-int8.ddm")
+}
+
+/// Why a board cannot be built with the given model and settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuildError {
+    /// The blob file cannot be read.
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The device runtime refuses the blob.
+    InvalidBlob {
+        /// The path.
+        path: PathBuf,
+        /// The runtime's reason.
+        reason: ddm_firmware::Error,
+    },
+    /// A `DDM_*` variable has a value that cannot be used.
+    InvalidSetting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The arena alone needs more than the board's RAM.
+    ArenaTooLarge {
+        /// The board (crate directory name).
+        board: String,
+        /// Arena bytes the run needs.
+        arena_bytes: usize,
+        /// Steps of the run.
+        steps: u32,
+        /// RAM of the board, from its `memory.x`.
+        ram_bytes: usize,
+    },
+    /// Writing into `OUT_DIR` failed, or cargo's variables are missing.
+    Output(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Read { path, reason } => {
+                write!(f, "cannot read the model blob {}: {reason}", path.display())
+            }
+            BuildError::InvalidBlob { path, reason } => {
+                write!(f, "{} is not a usable model blob: {reason}", path.display())
+            }
+            BuildError::InvalidSetting {
+                variable,
+                value,
+                reason,
+            } => write!(f, "{variable}={value:?}: {reason}"),
+            BuildError::ArenaTooLarge {
+                board,
+                arena_bytes,
+                steps,
+                ram_bytes,
+            } => write!(
+                f,
+                "blob too large for {board}'s RAM: generating in {steps} steps needs an arena of \
+                 {arena_bytes} bytes, and the board has {ram_bytes} bytes of RAM"
+            ),
+            BuildError::Output(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// What [`embed_model`] embedded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    /// The blob's path.
+    pub source: PathBuf,
+    /// Bytes of the blob.
+    pub blob_bytes: usize,
+    /// Bytes of the arena.
+    pub arena_bytes: usize,
+    /// Elements of one sample.
+    pub sample_len: usize,
+    /// The sampler (`None`: the blob's default).
+    pub sampler: Option<SamplerKind>,
+    /// Steps per sample.
+    pub steps: u32,
+    /// Seed.
+    pub seed: u64,
+    /// Number of samples.
+    pub num: u64,
+}
+
+/// Copies `memory_x` (the board's `memory.x`) into `OUT_DIR` and puts that on the linker's
+/// search path, where cortex-m-rt's `link.x` includes it.
+pub fn link_memory_x(memory_x: &[u8]) {
+    let out = out_dir().unwrap_or_else(|e| fail(&e));
+    fs::write(out.join("memory.x"), memory_x)
+        .unwrap_or_else(|e| fail(&BuildError::Output(format!("writing memory.x: {e}"))));
+    println!("cargo::rustc-link-search={}", out.display());
+    println!("cargo::rerun-if-changed=memory.x");
+}
+
+/// Embeds the model for board `board` (its crate directory name) whose RAM is described by
+/// `memory_x` (`None`: no RAM check, for hosted targets), or fails the build with the reason.
+pub fn embed_model(board: &str, memory_x: Option<&str>) -> Embedded {
+    for variable in SETTINGS_ENV {
+        println!("cargo::rerun-if-env-changed={variable}");
+    }
+    let ram_bytes = memory_x.and_then(ram_length);
+    let result = settings_from_env().and_then(|(path, settings)| {
+        println!("cargo::rerun-if-changed={}", path.display());
+        embed(board, &path, &settings, ram_bytes)
+    });
+    result.unwrap_or_else(|e| fail(&e))
+}
+
+/// Prints `error` as cargo's build error and ends the build script.
+fn fail(error: &BuildError) -> ! {
+    // One `cargo::error` line per line of the message: cargo shows them all.
+    for line in error.to_string().lines() {
+        println!("cargo::error={line}");
+    }
+    std::process::exit(0)
+}
+
+fn out_dir() -> Result<PathBuf, BuildError> {
+    std::env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            BuildError::Output("OUT_DIR is not set: run this from a build script".into())
+        })
+}
+
+/// What to generate, as read from the `DDM_*` variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `DDM_SAMPLER`.
+    pub sampler: Option<SamplerKind>,
+    /// `DDM_STEPS`.
+    pub steps: Option<u32>,
+    /// `DDM_SEED`.
+    pub seed: u64,
+    /// `DDM_NUM`.
+    pub num: u64,
+}
+
+fn env_value(variable: &'static str) -> Option<String> {
+    std::env::var(variable)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn parse_number<T>(variable: &'static str, min: T) -> Result<Option<T>, BuildError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(value) = env_value(variable) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min => Ok(Some(n)),
+        _ => Err(BuildError::InvalidSetting {
+            variable,
+            value,
+            reason: format!("expected an integer >= {min}"),
+        }),
+    }
+}
+
+fn settings_from_env() -> Result<(PathBuf, Settings), BuildError> {
+    let path = env_value(MODEL_ENV).map_or_else(default_blob, PathBuf::from);
+    let sampler = match env_value("DDM_SAMPLER") {
+        None => None,
+        Some(name) => {
+            Some(
+                sampler_from_name(name.trim()).ok_or_else(|| BuildError::InvalidSetting {
+                    variable: "DDM_SAMPLER",
+                    value: name.clone(),
+                    reason: "expected ddim, dpmpp-2m or ddpm".into(),
+                })?,
+            )
+        }
+    };
+    let settings = Settings {
+        sampler,
+        steps: parse_number("DDM_STEPS", 1u32)?,
+        seed: parse_number("DDM_SEED", 0u64)?.unwrap_or(0),
+        num: parse_number("DDM_NUM", 1u64)?.unwrap_or(1),
+    };
+    Ok((path, settings))
+}
+
+/// The RAM length `memory.x` declares (`RAM : ORIGIN = ..., LENGTH = 256K`), if it can be
+/// read.
+pub fn ram_length(memory_x: &str) -> Option<usize> {
+    let line = memory_x
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("RAM") && line.contains("LENGTH"))?;
+    let value = line
+        .split("LENGTH")
+        .nth(1)?
+        .trim_start_matches([' ', '='])
+        .trim();
+    let value = value.split([',', ' ', '}']).next()?;
+    let (digits, scale) = match value.as_bytes().last()? {
+        b'K' | b'k' => (&value[..value.len() - 1], 1024),
+        b'M' | b'm' => (&value[..value.len() - 1], 1024 * 1024),
+        _ => (value, 1),
+    };
+    let number = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => usize::from_str_radix(hex, 16).ok()?,
+        None => digits.parse().ok()?,
+    };
+    number.checked_mul(scale)
+}
+
+/// Validates the blob at `path` and the settings, and writes `model.ddm` and `ddm_model.rs`
+/// into `OUT_DIR`.
+pub fn embed(
+    board: &str,
+    path: &Path,
+    settings: &Settings,
+    ram_bytes: Option<usize>,
+) -> Result<Embedded, BuildError> {
+    let bytes = fs::read(path).map_err(|e| BuildError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let embedded = check(board, path, &bytes, settings, ram_bytes)?;
+    let out = out_dir()?;
+    let copy = out.join("model.ddm");
+    fs::write(&copy, &bytes)
+        .map_err(|e| BuildError::Output(format!("writing {}: {e}", copy.display())))?;
+    let code = generated_code(&embedded, &copy);
+    fs::write(out.join("ddm_model.rs"), code)
+        .map_err(|e| BuildError::Output(format!("writing ddm_model.rs: {e}")))?;
+    Ok(embedded)
+}
+
+/// The checks of [`embed`], without writing anything.
+pub fn check(
+    board: &str,
+    path: &Path,
+    bytes: &[u8],
+    settings: &Settings,
+    ram_bytes: Option<usize>,
+) -> Result<Embedded, BuildError> {
+    let invalid = |reason| BuildError::InvalidBlob {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let blob = Blob::parse(bytes).map_err(invalid)?;
+    let generate = GenerateSettings {
+        sampler: settings.sampler.map(|kind| sampler_config(kind, 1)),
+        steps: settings.steps,
+        seed: settings.seed,
+        sample_index: 0,
+    };
+    let config = generate.resolve(&blob);
+    let steps_error = |reason: String| BuildError::InvalidSetting {
+        variable: "DDM_STEPS",
+        value: config.steps.to_string(),
+        reason,
+    };
+    config.validate().map_err(|e| steps_error(e.to_string()))?;
+    if config.steps as usize > blob.train_steps() {
+        return Err(steps_error(format!(
+            "the model was trained with {} timesteps; a sampler cannot take more steps",
+            blob.train_steps()
+        )));
+    }
+    let arena_bytes =
+        required_arena_bytes_for_steps(&blob, config.steps as usize).map_err(invalid)?;
+    if let Some(ram_bytes) = ram_bytes.filter(|&ram| arena_bytes > ram) {
+        return Err(BuildError::ArenaTooLarge {
+            board: board.into(),
+            arena_bytes,
+            steps: config.steps,
+            ram_bytes,
+        });
+    }
+    Ok(Embedded {
+        source: path.to_path_buf(),
+        blob_bytes: bytes.len(),
+        arena_bytes,
+        sample_len: blob.sample_len(),
+        sampler: settings.sampler,
+        steps: config.steps,
+        seed: settings.seed,
+        num: settings.num,
+    })
+}
+
+/// The contents of `ddm_model.rs`.
+fn generated_code(embedded: &Embedded, copy: &Path) -> String {
+    let sampler = match embedded.sampler {
+        None => "None".to_string(),
+        Some(kind) => format!("Some(::ddm_board_support::SamplerKind::{kind:?})"),
+    };
+    format!(
+        "// Generated by ddm-board-build from {source:?}; rebuilt when it or a DDM_* variable changes.\n\
+         /// Where the model blob came from.\n\
+         pub const MODEL_SOURCE: &str = {source:?};\n\
+         /// The model blob, in flash.\n\
+         pub static BLOB: ::ddm_board_support::Aligned<[u8; {blob_bytes}]> =\n    \
+             ::ddm_board_support::Aligned(*include_bytes!({copy:?}));\n\
+         /// Bytes of RAM the runtime needs to generate `RUN` (activations, sample buffers,\n\
+         /// schedule, timesteps and alignment slack).\n\
+         pub const ARENA_BYTES: usize = {arena_bytes};\n\
+         /// Elements of one sample.\n\
+         pub const SAMPLE_LEN: usize = {sample_len};\n\
+         /// What to generate.\n\
+         pub const RUN: ::ddm_board_support::RunConfig = ::ddm_board_support::RunConfig {{\n    \
+             sampler: {sampler},\n    steps: {steps},\n    seed: {seed},\n    num: {num},\n}};\n",
+        source = embedded.source.display().to_string(),
+        blob_bytes = embedded.blob_bytes,
+        copy = copy.display().to_string(),
+        arena_bytes = embedded.arena_bytes,
+        sample_len = embedded.sample_len,
+        steps = embedded.steps,
+        seed = embedded.seed,
+        num = embedded.num,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_length_reads_memory_x() {
+        let memory_x = "MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 1024K\n  RAM   : ORIGIN = 0x20000000, LENGTH = 256K\n}\n";
+        assert_eq!(ram_length(memory_x), Some(256 * 1024));
+        assert_eq!(
+            ram_length("RAM : ORIGIN = 0x20000000, LENGTH = 0x50000"),
+            Some(0x50000)
+        );
+        assert_eq!(
+            ram_length("RAM : ORIGIN = 0x20000000, LENGTH = 1M }"),
+            Some(1 << 20)
+        );
+        assert_eq!(ram_length("FLASH : ORIGIN = 0, LENGTH = 1M"), None);
+    }
+
+    #[test]
+    fn corrupt_blob_is_refused_with_the_runtime_reason() {
+        let settings = Settings {
+            sampler: None,
+            steps: None,
+            seed: 0,
+            num: 1,
+        };
+        let error = check(
+            "board",
+            Path::new("x.ddm"),
+            b"not a blob at all, long enough?",
+            &settings,
+            None,
+        )
+        .expect_err("garbage is no blob");
+        assert!(matches!(error, BuildError::InvalidBlob { .. }), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("x.ddm is not a usable model blob: "),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Embeds the model given in `DDM_MODEL_BLOB` (with `DDM_STEPS`, `DDM_SAMPLER`, `DDM_SEED`,
+//! `DDM_NUM`): see `ddm-board-build`. There is no RAM limit to check on Linux.
+
+fn main() {
+    ddm_board_build::embed_model("jetson", None);
+    println!("cargo::rerun-if-changed=build.rs");
+}

@@ -1,0 +1,199 @@
+//! `ddm export`: a trained checkpoint as a device blob (int8, fp16 or f32) and, optionally, an
+//! ONNX file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args as ClapArgs;
+use ddm::calibrate::{CalibrationRun, DEFAULT_CALIBRATION_SEED};
+use ddm::export::{default_export_sampling, describe_sampler, export_checkpoint, ExportSettings};
+use ddm::fsutil::write_atomic;
+use ddm::model;
+use ddm::sampling::{SamplerChoice, SamplingOptions};
+use ddm::schedule_args::SpacingName;
+use ddm::train::checkpoint::WeightSet;
+use ddm_core::loss_weight::ReverseVariance;
+use ddm_export::onnx::OnnxPrecision;
+use ddm_export::{CalibrationConfig, RangeMethod};
+use ddm_firmware::Precision;
+
+/// Blob precisions by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionName {
+    /// int8 weights (per channel) and activations (per tensor), post-training quantised.
+    Int8,
+    /// f16 weights, f32 activations and arithmetic.
+    Fp16,
+    /// f32 throughout (the float model on the device runtime).
+    F32,
+}
+
+/// int8 range methods by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RangeName {
+    /// The observed minimum and maximum.
+    Minmax,
+    /// Symmetric percentiles (--percentile).
+    Percentile,
+    /// The range minimising the expected quantisation plus clipping error.
+    Mse,
+}
+
+/// ONNX parameter precisions by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnnxPrecisionName {
+    /// float parameters.
+    F32,
+    /// float16 parameters cast to float (f32 arithmetic).
+    F16,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The trained run folder to export.
+    #[arg(long, value_name = "RUN_DIR")]
+    checkpoint: PathBuf,
+    /// Precision of the blob.
+    #[arg(long, value_enum)]
+    precision: PrecisionName,
+    /// The blob to write.
+    #[arg(long, value_name = "model.ddm")]
+    out: PathBuf,
+    /// Also write the float model as an ONNX file.
+    #[arg(long, value_name = "model.onnx")]
+    onnx: Option<PathBuf>,
+    /// Parameter precision of the ONNX file.
+    #[arg(long, value_enum, default_value_t = OnnxPrecisionName::F32, requires = "onnx")]
+    onnx_precision: OnnxPrecisionName,
+    /// Calibration trajectories: initial noises run through the float model with the blob's
+    /// sampler, every node observed at every visited timestep (int8; fp16 uses them for the
+    /// SQNR report only).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    calib: usize,
+    /// Seed of the calibration noises (trajectory s uses stream s).
+    #[arg(long, default_value_t = DEFAULT_CALIBRATION_SEED)]
+    calib_seed: u64,
+    /// Calibration trajectories per network call.
+    #[arg(long, default_value_t = 64)]
+    calib_batch: usize,
+    /// Calibration inputs (x_t, t) on which the per-layer SQNR is measured.
+    #[arg(long, default_value_t = 32)]
+    sqnr_inputs: usize,
+    /// How int8 activation ranges are chosen from the calibration statistics.
+    #[arg(long, value_enum, default_value_t = RangeName::Mse)]
+    range: RangeName,
+    /// Percentile of --range percentile, in (50, 100].
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f32,
+    /// Export the trained weights instead of their EMA.
+    #[arg(long)]
+    no_ema: bool,
+    /// The blob's default sampler (calibration follows it).
+    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
+    sampler: SamplerChoice,
+    /// The blob's default number of steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Timestep spacing [default: logsnr for dpmpp-2m, trailing otherwise].
+    #[arg(long, value_enum)]
+    spacing: Option<SpacingName>,
+    /// Offset added to leading timesteps.
+    #[arg(long, default_value_t = 0)]
+    steps_offset: usize,
+    /// DDIM's eta.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f32,
+    /// DDPM's reverse variance.
+    #[arg(long, value_enum, default_value_t = crate::sample::VarianceName::Posterior)]
+    variance: crate::sample::VarianceName,
+    /// Clamp every x0 estimate to [-R, R] [default: no clamp].
+    #[arg(long, value_name = "R")]
+    clip_sample: Option<f32>,
+    /// Compute calibration on the CPU even when built with CUDA.
+    #[arg(long)]
+    cpu: bool,
+}
+
+impl Args {
+    fn settings(&self) -> anyhow::Result<ExportSettings> {
+        let sampling = SamplingOptions {
+            sampler: self.sampler,
+            steps: self.steps,
+            spacing: self.spacing.map(Into::into),
+            steps_offset: self.steps_offset,
+            eta: self.eta,
+            variance: ReverseVariance::from(self.variance),
+            clip_sample: self.clip_sample,
+            ..default_export_sampling()
+        };
+        Ok(ExportSettings {
+            precision: match self.precision {
+                PrecisionName::Int8 => Precision::Int8,
+                PrecisionName::Fp16 => Precision::F16,
+                PrecisionName::F32 => Precision::F32,
+            },
+            range: match self.range {
+                RangeName::Minmax => RangeMethod::MinMax,
+                RangeName::Percentile => RangeMethod::Percentile(self.percentile),
+                RangeName::Mse => RangeMethod::Mse,
+            },
+            sampling,
+            calibration: CalibrationRun {
+                samples: self.calib,
+                batch: self.calib_batch,
+                seed: self.calib_seed,
+                config: CalibrationConfig {
+                    max_inputs: self.sqnr_inputs,
+                    ..CalibrationConfig::default()
+                },
+            },
+            weights: if self.no_ema {
+                WeightSet::Model
+            } else {
+                WeightSet::Ema
+            },
+        })
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let settings = args.settings()?;
+    let device = model::device(!args.cpu)?;
+    let exported = export_checkpoint(&args.checkpoint, &settings, &device)?;
+    let export = &exported.export;
+    write_atomic(&args.out, |w| w.write_all(&export.blob))?;
+    println!(
+        "exported {} (step {}, {} weights) with default sampler {}",
+        args.checkpoint.display(),
+        exported.config.progress.step,
+        if args.no_ema { "trained" } else { "EMA" },
+        describe_sampler(&exported.sampler)
+    );
+    if let Some(calibrated) = &exported.calibrated {
+        let first = calibrated.timesteps.first().copied().unwrap_or(0);
+        let last = calibrated.timesteps.last().copied().unwrap_or(0);
+        println!(
+            "calibrated on {} trajectories (seed {}): {} timesteps from {first} to {last}, {} \
+             batched network calls",
+            args.calib,
+            args.calib_seed,
+            calibrated.timesteps.len(),
+            calibrated.network_calls
+        );
+    }
+    print!("{}", export.report);
+    println!("wrote {} ({} bytes)", args.out.display(), export.blob.len());
+    if let Some(path) = &args.onnx {
+        let precision = match args.onnx_precision {
+            OnnxPrecisionName::F32 => OnnxPrecision::F32,
+            OnnxPrecisionName::F16 => OnnxPrecision::F16,
+        };
+        let bytes = ddm_export::onnx::export(&exported.config.graph, &exported.weights, precision)?;
+        write_atomic(path, |w| w.write_all(&bytes))?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    println!("in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

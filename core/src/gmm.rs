@@ -86,7 +86,7 @@ impl<'a> GaussianMixture<'a> {
 
     fn check_rows(&self, x: &[f32], out: &[f32]) -> Result<()> {
         check_len("output", x.len(), out.len())?;
-        if x.len() % self.dim != 0 {
+        if !x.len().is_multiple_of(self.dim) {
             return Err(Error::LengthMismatch {
                 what: "samples (a multiple of the mixture's dimension)",
                 expected: (x.len() / self.dim + 1) * self.dim,

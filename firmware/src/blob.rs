@@ -277,6 +277,7 @@ pub struct Blob<'a> {
     quant: &'a [u8],
     plan: &'a [u8],
     arena_bytes: usize,
+    scratch_bytes: usize,
     schedule: ModelSchedule,
     sampler: SamplerConfig,
     alphas: &'a [u8],
@@ -290,6 +291,7 @@ impl core::fmt::Debug for Blob<'_> {
             .field("nodes", &self.node_count)
             .field("tensors", &self.tensor_count)
             .field("arena_bytes", &self.arena_bytes)
+            .field("scratch_bytes", &self.scratch_bytes)
             .field("schedule", &self.schedule)
             .field("sampler", &self.sampler)
             .finish()
@@ -301,12 +303,13 @@ impl defmt::Format for Blob<'_> {
     fn format(&self, f: defmt::Formatter<'_>) {
         defmt::write!(
             f,
-            "Blob {{ len: {=usize}, precision: {}, nodes: {=usize}, tensors: {=usize}, arena_bytes: {=usize} }}",
+            "Blob {{ len: {=usize}, precision: {}, nodes: {=usize}, tensors: {=usize}, arena_bytes: {=usize}, scratch_bytes: {=usize} }}",
             self.bytes.len(),
             self.precision,
             self.node_count,
             self.tensor_count,
-            self.arena_bytes
+            self.arena_bytes,
+            self.scratch_bytes
         )
     }
 }
@@ -511,7 +514,7 @@ impl<'a> Blob<'a> {
         // Schedule.
         let (schedule, sampler, alphas) = parse_schedule(section(SECTION_SCHEDULE)?)?;
 
-        let blob = Blob {
+        let mut blob = Blob {
             bytes,
             precision,
             nodes,
@@ -523,6 +526,7 @@ impl<'a> Blob<'a> {
             quant,
             plan,
             arena_bytes,
+            scratch_bytes: 0,
             schedule,
             sampler,
             alphas,
@@ -546,6 +550,7 @@ impl<'a> Blob<'a> {
                 reason: "the output shape differs from the input shape",
             });
         }
+        blob.scratch_bytes = blob.kernel_scratch_bytes()?;
         #[cfg(feature = "defmt")]
         defmt::debug!("parsed {}", blob);
         Ok(blob)
@@ -579,6 +584,40 @@ impl<'a> Blob<'a> {
     /// Bytes of the activation arena the memory plan uses.
     pub fn arena_bytes(&self) -> usize {
         self.arena_bytes
+    }
+
+    /// Bytes of scratch the kernels of a network call need besides the activations: the
+    /// im2col buffer of the int8 convolutions, sized for the largest fan-in
+    /// ([`s8_scratch_words`](crate::kernels::conv2d::s8_scratch_words)); 0 for float blobs
+    /// and blobs without convolutions. [`plan`](crate::plan) places it after the activations.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch_bytes
+    }
+
+    /// The largest kernel scratch of any node (see [`Blob::scratch_bytes`]).
+    fn kernel_scratch_bytes(&self) -> Result<usize> {
+        if self.precision != Precision::Int8 {
+            return Ok(0);
+        }
+        let mut bytes = 0usize;
+        for index in 0..self.node_count {
+            if let Op::Conv2d { input, kernel, .. } = self.node(index)?.op {
+                let node_bytes = self
+                    .node(input)?
+                    .shape
+                    .channels()
+                    .checked_mul(kernel)
+                    .and_then(|n| n.checked_mul(kernel))
+                    .and_then(crate::kernels::conv2d::s8_scratch_words)
+                    .and_then(|words| words.checked_mul(4))
+                    .ok_or(Error::InvalidNode {
+                        node: index as u32,
+                        reason: "convolution scratch size overflows",
+                    })?;
+                bytes = bytes.max(node_bytes);
+            }
+        }
+        Ok(bytes)
     }
 
     /// Shape of one sample (the input node's, which is also the output's).

@@ -1,4 +1,5 @@
-//! Views of arena bytes as typed slices: the crate's only `unsafe` code.
+//! Views of arena bytes as typed slices: with the DSP inner loops of
+//! [`kernels::dsp`](crate::kernels), the crate's only `unsafe` code.
 //!
 //! Activations live in the caller's `&mut [u8]` arena. Kernels need them as `f32` or `i8`
 //! slices; these functions reinterpret a byte slice in place after checking alignment and
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 const MISALIGNED: Error = Error::Malformed("misaligned f32 activation");
 
 fn check_f32(ptr: *const u8, len: usize) -> Result<()> {
-    if (ptr as usize) % core::mem::align_of::<f32>() != 0 || len % 4 != 0 {
+    if !(ptr as usize).is_multiple_of(core::mem::align_of::<f32>()) || !len.is_multiple_of(4) {
         return Err(MISALIGNED);
     }
     Ok(())
@@ -53,4 +54,11 @@ pub(crate) fn i8s(bytes: &[u8]) -> &[i8] {
 pub(crate) fn i8s_mut(bytes: &mut [u8]) -> &mut [i8] {
     // SAFETY: as in `i8s`, with the exclusive borrow passed on.
     unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<i8>(), bytes.len()) }
+}
+
+/// `words` as mutable bytes (native order).
+pub(crate) fn u32s_as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u8 has alignment 1 and no invalid bit patterns, the `4 len` bytes are exactly
+    // those of `words`, and the result takes over its exclusive borrow.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
 }

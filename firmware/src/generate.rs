@@ -150,8 +150,9 @@ pub fn generate_observed(
     );
 
     let (activations, rest) = arena.split_at_mut(layout.x.start);
+    // The network's part: its activations and the kernel scratch after them.
     let activations = activations
-        .get_mut(layout.activations.clone())
+        .get_mut(layout.activations.start..layout.kernel_scratch.end)
         .ok_or(Error::Malformed("layout"))?;
     let (x, rest) = rest.split_at_mut(layout.output.start - layout.x.start);
     let (output, rest) = rest.split_at_mut(layout.scratch.start - layout.output.start);

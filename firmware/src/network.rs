@@ -13,7 +13,7 @@ use crate::kernels::silu::{silu_f32, silu_s8};
 use crate::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use crate::kernels::upsample::upsample2x;
 use crate::kernels::{requant_at, F16Weights, F32Weights, WeightFormat};
-use crate::plan::aligned;
+use crate::plan::{aligned, network_layout};
 use crate::quant::{AddZeroPoints, QuantParams};
 
 /// A parsed blob bound to an activation arena, ready to evaluate.
@@ -27,7 +27,9 @@ use crate::quant::{AddZeroPoints, QuantParams};
 /// ```
 pub struct Network<'b, 'm> {
     blob: Blob<'b>,
+    /// The activations (`0..blob.arena_bytes()`), then the kernel scratch (`scratch`).
     arena: &'m mut [u8],
+    scratch: core::ops::Range<usize>,
 }
 
 impl core::fmt::Debug for Network<'_, '_> {
@@ -90,10 +92,15 @@ impl<'x> Inputs<'x> {
 impl<'b, 'm> Network<'b, 'm> {
     /// Binds `blob` to `arena`, which must hold
     /// [`network_arena_bytes`](crate::plan::network_arena_bytes) bytes
-    /// ([`Error::ArenaTooSmall`] otherwise).
+    /// ([`Error::ArenaTooSmall`] otherwise): the activations and the kernel scratch.
     pub fn new(blob: Blob<'b>, arena: &'m mut [u8]) -> Result<Self> {
-        let arena = aligned(arena, blob.arena_bytes())?;
-        Ok(Network { blob, arena })
+        let scratch = network_layout(&blob)?;
+        let arena = aligned(arena, scratch.end)?;
+        Ok(Network {
+            blob,
+            arena,
+            scratch,
+        })
     }
 
     /// The blob.
@@ -107,13 +114,18 @@ impl<'b, 'm> Network<'b, 'm> {
         let blob = self.blob;
         check_len("network input", blob.sample_len(), x_t.len())?;
         check_len("network output", blob.sample_len(), out.len())?;
+        let (activations, scratch) = self.arena.split_at_mut(self.scratch.start);
+        let scratch = match scratch.get_mut(..self.scratch.len()) {
+            Some([]) | None => &mut [][..],
+            Some(bytes) => cast::u32s_mut(bytes)?,
+        };
         for index in 0..blob.node_count() {
             let node = blob.node(index)?;
             if let Op::Reshape { .. } = node.op {
                 continue;
             }
             let region = blob.region(index, &node.shape)?;
-            let (inputs, out) = Inputs::split(self.arena, region)?;
+            let (inputs, out) = Inputs::split(activations, region)?;
             let step = Step {
                 blob: &blob,
                 index,
@@ -123,7 +135,7 @@ impl<'b, 'm> Network<'b, 'm> {
                 t,
             };
             match blob.precision() {
-                Precision::Int8 => run_s8(&step, out)?,
+                Precision::Int8 => run_s8(&step, out, scratch)?,
                 Precision::F16 => run_float::<F16Weights>(&step, out)?,
                 Precision::F32 => run_float::<F32Weights>(&step, out)?,
             }
@@ -281,7 +293,7 @@ fn group_geometry(node: &Node, groups: usize) -> GroupNormGeometry {
     }
 }
 
-fn run_s8(step: &Step<'_, '_>, out: &mut [u8]) -> Result<()> {
+fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()> {
     let Step {
         blob,
         index,
@@ -336,6 +348,7 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8]) -> Result<()> {
             tensor_bytes(blob, requant)?,
             zero_point,
             cast::i8s_mut(out),
+            scratch,
         ),
         Op::GroupNorm {
             input,

@@ -5,14 +5,19 @@
 //! that slack), then:
 //!
 //! ```text
-//! | activations (the blob's plan: arena_bytes) | x | network output | DPM-Solver++ scratch |
-//! | alphas_cumprod (T f32) | timesteps (steps u32) |
+//! | activations (the blob's plan: arena_bytes) | kernel scratch | x | network output |
+//! | DPM-Solver++ scratch | alphas_cumprod (T f32) | timesteps (steps u32) |
 //! ```
 //!
-//! each region rounded up to 16 bytes; `x`, the output and the scratch are `sample_len` f32
-//! each. [`Network`](crate::Network) alone only needs the activations. The blob's memory plan
-//! gives each node's output an offset in the activations (validated at parse: in range,
-//! aligned, not overlapping its inputs except in place); this module only adds up the regions.
+//! each region rounded up to 16 bytes; `x`, the output and the DPM-Solver++ scratch are
+//! `sample_len` f32 each. The kernel scratch ([`Blob::scratch_bytes`]) is the int8
+//! convolutions' im2col buffer, sized at parse for the network's largest fan-in: four int16
+//! columns, 8 bytes per element of the fan-in rounded up to a multiple of 4 (9,216 bytes for a
+//! 3x3 convolution of 128 input channels). It is empty, and takes no bytes, for float blobs
+//! and blobs without convolutions. [`Network`](crate::Network) alone only needs the
+//! activations and the kernel scratch ([`network_arena_bytes`]). The blob's memory plan gives
+//! each node's output an offset in the activations (validated at parse: in range, aligned,
+//! not overlapping its inputs except in place); this module only adds up the regions.
 //! The schedule table is copied from the blob into the arena because the core samplers borrow
 //! it as `&[f32]`, and blob data need not be aligned.
 
@@ -31,6 +36,8 @@ pub const ARENA_ALIGN: usize = 16;
 pub struct ArenaLayout {
     /// Activations of the network (the blob's memory plan).
     pub activations: Range<usize>,
+    /// Scratch of the network's kernels ([`Blob::scratch_bytes`]; empty when that is 0).
+    pub kernel_scratch: Range<usize>,
     /// The sample being denoised (f32).
     pub x: Range<usize>,
     /// The network output (f32).
@@ -60,6 +67,7 @@ impl ArenaLayout {
         let sample = blob.sample_len().checked_mul(4);
         Ok(ArenaLayout {
             activations: region(Some(blob.arena_bytes()))?,
+            kernel_scratch: region(Some(blob.scratch_bytes()))?,
             x: region(sample)?,
             output: region(sample)?,
             scratch: region(sample)?,
@@ -94,11 +102,27 @@ pub fn required_arena_bytes_for_steps(blob: &Blob<'_>, steps: usize) -> Result<u
         .ok_or(OVERFLOW)
 }
 
-/// Arena bytes a [`Network`](crate::Network) alone needs for `blob` (with slack).
+/// Arena bytes a [`Network`](crate::Network) alone needs for `blob` (with slack): the
+/// activations and the kernel scratch, laid out as at the start of an [`ArenaLayout`].
 pub fn network_arena_bytes(blob: &Blob<'_>) -> Result<usize> {
-    blob.arena_bytes()
+    network_layout(blob)?
+        .end
         .checked_add(ARENA_ALIGN - 1)
         .ok_or(OVERFLOW)
+}
+
+/// The kernel scratch of a [`Network`](crate::Network)'s (aligned) arena; its end is the
+/// bytes the network needs. The activations are `0..blob.arena_bytes()`; the scratch follows
+/// them, 16-byte aligned, or is the empty range at their end when the blob needs none.
+pub(crate) fn network_layout(blob: &Blob<'_>) -> Result<Range<usize>> {
+    let activations = blob.arena_bytes();
+    match blob.scratch_bytes() {
+        0 => Ok(activations..activations),
+        bytes => {
+            let start = align_up(activations, ARENA_ALIGN).ok_or(OVERFLOW)?;
+            Ok(start..start.checked_add(bytes).ok_or(OVERFLOW)?)
+        }
+    }
 }
 
 /// The arena from its first [`ARENA_ALIGN`]-aligned byte, checked to hold `needed` bytes.

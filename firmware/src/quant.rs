@@ -96,7 +96,27 @@ impl QuantParams {
 /// point.
 #[inline]
 pub fn round_to_i8(v: f32, zero_point: i32) -> i8 {
-    saturate_i8((libm::roundf(v) as i32).saturating_add(zero_point))
+    saturate_i8(round_to_i32(v).saturating_add(zero_point))
+}
+
+/// `libm::roundf(v) as i32` (half away from zero, saturating, NaN to 0), without the library
+/// call: the truncation `t = v as i32` (one `VCVT` on Cortex-M4F), then one step away from zero
+/// when the fraction `v - t` is at least one half. `v - t` is exact (Sterbenz's lemma for
+/// `|v| >= 1`; `t = 0` below; `v` is an integer from `2^23` on), and at the saturation
+/// bounds the step saturates too. Equal to `libm::roundf(v) as i32` for every `f32` (checked
+/// exhaustively over all 2^32 bit patterns when this was written; the unit tests keep the
+/// edge cases).
+#[inline]
+pub fn round_to_i32(v: f32) -> i32 {
+    let t = v as i32;
+    let fraction = v - t as f32;
+    if fraction >= 0.5 {
+        t.saturating_add(1)
+    } else if fraction <= -0.5 {
+        t.saturating_sub(1)
+    } else {
+        t
+    }
 }
 
 /// Clamps to `-128..=127`.
@@ -307,7 +327,7 @@ pub fn quantize_per_channel(
 ) -> Result<()> {
     crate::error::check_len("quantised weights", weights.len(), values.len())?;
     crate::error::check_len("weight scales", channels, scales.len())?;
-    if channels == 0 || weights.len() % channels != 0 {
+    if channels == 0 || !weights.len().is_multiple_of(channels) {
         return Err(Error::InvalidQuantization(
             "weights must split into equal rows per output channel",
         ));
@@ -328,4 +348,46 @@ pub fn quantize_per_channel(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_equals_libm_roundf() {
+        let edges = [
+            0.0f32,
+            -0.0,
+            0.49999997,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            8_388_607.5,
+            -8_388_607.5,
+            8_388_608.0,
+            2_147_483_520.0,
+            2_147_483_648.0,
+            -2_147_483_648.0,
+            -2_147_483_904.0,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE / 2.0,
+        ];
+        let sweep = (0..=u32::MAX).step_by(4099).map(f32::from_bits);
+        for v in edges.into_iter().chain(sweep) {
+            assert_eq!(round_to_i32(v), libm::roundf(v) as i32, "{v:e}");
+            for zero_point in [-128, 0, 127, i32::MIN, i32::MAX] {
+                let expected = saturate_i8((libm::roundf(v) as i32).saturating_add(zero_point));
+                assert_eq!(round_to_i8(v, zero_point), expected, "{v:e} {zero_point}");
+            }
+        }
+    }
 }

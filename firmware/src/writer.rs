@@ -645,7 +645,7 @@ fn put_u32(out: &mut Vec<u8>, value: u32) {
 }
 
 fn pad_to(out: &mut Vec<u8>, align: usize) {
-    while out.len() % align != 0 {
+    while !out.len().is_multiple_of(align) {
         out.push(0);
     }
 }

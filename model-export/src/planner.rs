@@ -245,7 +245,7 @@ pub fn verify(spec: &ModelSpec, plan: &MemoryPlan) -> Result<()> {
     }
     for (b, buffer) in buffers.iter().enumerate() {
         let offset = plan.offsets[buffer.nodes[0]];
-        if offset % ALIGN != 0 || offset + buffer.bytes > plan.arena_bytes {
+        if !offset.is_multiple_of(ALIGN) || offset + buffer.bytes > plan.arena_bytes {
             return fail(format!("buffer {b} is misaligned or outside the arena"));
         }
         for (i, &owner) in lifetimes.buffer_of.iter().enumerate() {

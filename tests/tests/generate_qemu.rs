@@ -61,6 +61,26 @@ fn optdigits_int8_on_cortex_m4_matches_host_bit_for_bit() {
 }
 
 #[test]
+fn unet_int8_on_cortex_m4_matches_host_bit_for_bit() {
+    // The UNet exercises the convolution kernels' DSP (SMLAD) paths, which only run on the
+    // device: the host runs their portable twins, which must give the same integers.
+    let options = CheckOptions {
+        steps: Some(2),
+        seed: 7,
+        num: 1,
+        timeout: Duration::from_secs(300),
+        ..CheckOptions::new(BOARD, fixture("unet-8x8-int8.ddm"))
+    };
+    let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
+        Outcome::Passed(report) => report,
+        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
+    };
+    assert_eq!(report.device.steps.len(), 2);
+    assert_eq!(report.device.images.len(), 1);
+    assert!(report.device.images[0].iter().all(|v| v.is_finite()));
+}
+
+#[test]
 fn systick_ticks_convert_to_instructions() {
     // `clock-check` times loops of 2 instructions per iteration. Under `-icount shift=0` one
     // SysTick tick at 25 MHz is 40 instructions, so ticks * 40 is 2 * iterations plus the

@@ -3,12 +3,14 @@
 //! `rhs` has `lhs`'s length, or `C` elements with `lhs.len() = C x spatial`. With
 //! `lhs = None` the sum is computed in place in `dst`, which holds the left operand.
 
+use super::FastRequant;
 use crate::error::{check_len, Error, Result};
-use crate::quant::{AddParams, AddZeroPoints};
+use crate::format::ADD_LEFT_SHIFT;
+use crate::quant::{saturate_i8, AddParams, AddZeroPoints};
 
 /// Number of positions each `rhs` element covers.
 fn broadcast(len: usize, rhs: usize) -> Result<usize> {
-    if rhs == 0 || len % rhs != 0 {
+    if rhs == 0 || !len.is_multiple_of(rhs) {
         return Err(Error::LengthMismatch {
             what: "add right operand",
             expected: len,
@@ -52,6 +54,10 @@ fn add_generic<T: Copy>(
 }
 
 /// int8 add (TFLite's / CMSIS-NN's `elementwise_add_s8`, see [`AddParams`]).
+///
+/// Exactly [`AddParams::apply`] on every element; the requantisations take the
+/// `FastRequant` form when all three have it, and a broadcast `rhs` term is computed once per
+/// channel.
 pub fn add_s8(
     params: &AddParams,
     zero_points: AddZeroPoints,
@@ -59,7 +65,75 @@ pub fn add_s8(
     rhs: &[i8],
     dst: &mut [i8],
 ) -> Result<()> {
-    add_generic(lhs, rhs, dst, |a, b| params.apply(a, b, zero_points))
+    let fast = (
+        FastRequant::new(params.lhs),
+        FastRequant::new(params.rhs),
+        FastRequant::new(params.output),
+    );
+    match fast {
+        (Some(l), Some(r), Some(o)) => add_s8_with(
+            |a| l.apply(a),
+            |b| r.apply(b),
+            |s| o.apply(s),
+            zero_points,
+            lhs,
+            rhs,
+            dst,
+        ),
+        _ => add_s8_with(
+            |a| params.lhs.apply(a),
+            |b| params.rhs.apply(b),
+            |s| params.output.apply(s),
+            zero_points,
+            lhs,
+            rhs,
+            dst,
+        ),
+    }
+}
+
+/// [`add_s8`] with the three requantisations given as functions.
+#[inline(always)]
+fn add_s8_with(
+    lhs_scale: impl Fn(i32) -> i32,
+    rhs_scale: impl Fn(i32) -> i32,
+    output_scale: impl Fn(i32) -> i32,
+    zero_points: AddZeroPoints,
+    lhs: Option<&[i8]>,
+    rhs: &[i8],
+    dst: &mut [i8],
+) -> Result<()> {
+    if let Some(lhs) = lhs {
+        check_len("add left operand", dst.len(), lhs.len())?;
+    }
+    let spatial = broadcast(dst.len(), rhs.len())?;
+    let lhs_term = |a: i8| lhs_scale((i32::from(a) - zero_points.lhs) << ADD_LEFT_SHIFT);
+    let rhs_term = |b: i8| rhs_scale((i32::from(b) - zero_points.rhs) << ADD_LEFT_SHIFT);
+    let sum = |a: i8, b: i32| {
+        let s = output_scale(lhs_term(a).wrapping_add(b));
+        saturate_i8(s.saturating_add(zero_points.output))
+    };
+    if spatial == 1 {
+        match lhs {
+            Some(lhs) => {
+                for ((d, &a), &b) in dst.iter_mut().zip(lhs).zip(rhs) {
+                    *d = sum(a, rhs_term(b));
+                }
+            }
+            None => {
+                for (d, &b) in dst.iter_mut().zip(rhs) {
+                    *d = sum(*d, rhs_term(b));
+                }
+            }
+        }
+    } else {
+        for (c, (d, &b)) in dst.chunks_exact_mut(spatial).zip(rhs).enumerate() {
+            let b = rhs_term(b);
+            let l = lhs.map(|l| &l[c * spatial..(c + 1) * spatial]);
+            super::map_into(l, d, |a| sum(a, b));
+        }
+    }
+    Ok(())
 }
 
 /// Float add.

@@ -1,23 +1,29 @@
 //! 2-D convolution: square kernel, stride 1 or 2, zero padding, no dilation or groups.
 //!
-//! Loop order (both variants): output channel, output row, then a chunk of up to
+//! **int8** ([`conv2d_s8`]): im2col and a matrix product, CMSIS-NN style. Four output
+//! positions at a time, the input values each one reads are gathered (padded taps read the
+//! input zero point `zx`; the folded bias subtracts `zx sum(w)` for all taps, so padding is
+//! zero in real terms) and widened to int16 in a scratch buffer from the arena
+//! ([`s8_scratch_words`]); every output channel's weight row is then multiplied with the four
+//! columns at once, two multiply-accumulates per instruction on Cortex-M4 (`SMLAD`, see
+//! `kernels::dsp`). The sums are exact integers, so the result is the plain definition's on
+//! every target.
+//!
+//! **Float** ([`conv2d_f32`]): loop order output channel, output row, then a chunk of up to
 //! [`CHUNK`] output columns whose accumulators live in a stack array; for each input channel,
 //! kernel row and kernel column, one weight is broadcast over the chunk's columns:
 //! `acc[j] += x[ic, iy, (ox0 + j) s + kx - p] w`. For stride 1 the inner loop runs over
-//! contiguous input and accumulators, so LLVM vectorises it on the host; on Cortex-M4 it is a
-//! load-multiply-accumulate-store loop with the weight in a register. Only the columns whose
-//! input lies inside the image are in that loop; padded taps are handled outside it. 3x3
-//! stride-1 kernels (the common case) fuse the three kernel columns of a row into one pass over
-//! the accumulators.
-//!
-//! Padding is zero in real terms: the int8 variant adds `zx w` for a padded tap (the folded
-//! bias subtracts `zx sum(w)` for all taps, so the two cancel exactly); the float variant skips
-//! padded taps. Float accumulation order is input channel, kernel row, kernel column, then the
+//! contiguous input and accumulators, so LLVM vectorises it on the host. Only the columns whose
+//! input lies inside the image are in that loop; padded taps are skipped. 3x3 stride-1 kernels
+//! (the common case) fuse the three kernel columns of a row into one pass over the
+//! accumulators. The accumulation order is input channel, kernel row, kernel column, then the
 //! bias is added.
 
-use super::{float_at, i32_at, requant_at, WeightFormat};
+use super::dsp::{dot_1x4, pack_taps};
+use super::{float_at, requantize, WeightFormat};
+use crate::cast;
 use crate::error::{check_len, Error, Result};
-use crate::quant::saturate_i8;
+use crate::quant::Requant;
 
 /// Output columns accumulated at once (the stack array holds this many `i32` or `f32`).
 pub const CHUNK: usize = 64;
@@ -126,9 +132,8 @@ fn input_row(g: &ConvGeometry, oy: usize, ky: usize) -> Option<usize> {
 
 /// Adds kernel row `w_row` (one input channel, one kernel row) applied to input row `x_row`
 /// to the accumulators of output columns `ox0..ox0 + acc.len()`, one kernel column at a time,
-/// only for the accumulators in `cols`. Padded taps add `pad(w)` (the int8 `zx w`, or nothing).
+/// only for the accumulators in `cols` and the taps inside the image.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn row_pass<X: Copy, A: Copy>(
     g: &ConvGeometry,
     x_row: &[X],
@@ -137,7 +142,6 @@ fn row_pass<X: Copy, A: Copy>(
     acc: &mut [A],
     cols: core::ops::Range<usize>,
     mac: impl Fn(A, X, A) -> A,
-    pad: impl Fn(A, A) -> Option<A>,
 ) {
     let n = acc.len();
     for (kx, wv) in weights.enumerate() {
@@ -146,17 +150,10 @@ fn row_pass<X: Copy, A: Copy>(
             lo.clamp(cols.start, cols.end),
             hi.clamp(cols.start, cols.end),
         );
-        let hi = hi.max(lo);
-        let (head, rest) = acc[cols.start..cols.end].split_at_mut(lo - cols.start);
-        let (inner, tail) = rest.split_at_mut(hi - lo);
-        for a in head.iter_mut().chain(tail.iter_mut()) {
-            if let Some(v) = pad(*a, wv) {
-                *a = v;
-            }
-        }
-        if inner.is_empty() {
+        if hi <= lo {
             continue;
         }
+        let inner = &mut acc[lo..hi];
         let ix0 = (ox0 + lo) * g.stride + kx - g.padding;
         if g.stride == 1 {
             let len = inner.len();
@@ -185,11 +182,272 @@ fn fused_columns(g: &ConvGeometry, ox0: usize, n: usize) -> Option<(usize, usize
     (lo < hi).then_some((lo, hi))
 }
 
+/// Output positions the int8 kernel computes per pass: the im2col columns it packs.
+pub const S8_POSITIONS: usize = 4;
+
+/// `u32` words of scratch [`conv2d_s8`] needs for a fan-in of `fan_in` (`in_channels k k`),
+/// `None` on overflow: [`S8_POSITIONS`] im2col columns of int16, `2 n` words for `n = fan_in`
+/// rounded up to a multiple of 4 (8 bytes per element of the fan-in).
+pub fn s8_scratch_words(fan_in: usize) -> Option<usize> {
+    fan_in.checked_next_multiple_of(4)?.checked_mul(2)
+}
+
+/// Largest kernel, and padding, of the row-segment im2col path ([`stage_segment`]).
+const SEGMENT_MAX_KERNEL: usize = 7;
+const SEGMENT_MAX_PADDING: usize = 3;
+
+/// `v` in all four bytes.
+#[inline(always)]
+fn splat(v: i8) -> u32 {
+    u32::from(v as u8) * 0x0101_0101
+}
+
+/// The little-endian word of `bytes[at..at + 4]` (0 past the end, which callers rule out): one
+/// possibly unaligned `LDR` on Cortex-M.
+#[inline(always)]
+fn word_at(bytes: &[i8], at: usize) -> u32 {
+    let word = at
+        .checked_add(4)
+        .and_then(|end| bytes.get(at..end))
+        .and_then(|b| <[i8; 4]>::try_from(b).ok())
+        .unwrap_or_default();
+    u32::from_le_bytes(word.map(|b| b as u8))
+}
+
+/// The little-endian `i32` of `bytes[..4]` (0 if shorter).
+#[inline(always)]
+fn le_i32(bytes: &[u8]) -> i32 {
+    bytes
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, i32::from_le_bytes)
+}
+
+/// Where the four values of one kernel column come from in an input row, for four
+/// consecutive output positions of one row (stride 1): the word of the row at `offset`,
+/// shifted right then left by the given bits, or-ed with `fill` (the padding's `zx` bytes).
+#[derive(Clone, Copy, Default)]
+struct SegmentTap {
+    offset: usize,
+    shr: u32,
+    shl: u32,
+    fill: u32,
+}
+
+impl SegmentTap {
+    /// The tap whose position 0 reads input column `first` (`first + j` for position `j`) of
+    /// rows `width >= 4` wide, `first` in `-3..width + 3` (padding at most 3).
+    #[inline(always)]
+    fn new(first: isize, width: usize, zx4: u32) -> Self {
+        let w = width as isize;
+        if first < 0 {
+            // The first -first positions read padding: the row's first word, moved up.
+            let bits = (-8 * first) as u32;
+            SegmentTap {
+                offset: 0,
+                shr: 0,
+                shl: bits,
+                fill: zx4 & ((1 << bits) - 1),
+            }
+        } else if first + 4 > w {
+            // The last first + 4 - width read padding: the row's last word, moved down.
+            let bits = (8 * (first + 4 - w)) as u32;
+            SegmentTap {
+                offset: width - 4,
+                shr: bits,
+                shl: 0,
+                fill: zx4 & !(u32::MAX >> bits),
+            }
+        } else {
+            SegmentTap {
+                offset: first as usize,
+                ..SegmentTap::default()
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn read(&self, row: &[i8]) -> u32 {
+        ((word_at(row, self.offset) >> self.shr) << self.shl) | self.fill
+    }
+}
+
+/// Stages four consecutive output positions of row `oy`, from column `ox` (stride 1, all in
+/// the row, input rows at least 4 wide, kernel and padding within the segment limits): word
+/// `k` of `taps` gets the four positions' values at reduction index `k`, one word load per
+/// kernel tap. `k` is the kernel size, a literal at the call sites for the common kernels.
+#[inline(always)]
+fn stage_segment(
+    k: usize,
+    g: &ConvGeometry,
+    x: &[i8],
+    zx: i8,
+    oy: usize,
+    ox: usize,
+    taps: &mut [u8],
+) {
+    let (w, hw, p) = (g.in_width, g.in_height * g.in_width, g.padding);
+    let zx4 = splat(zx);
+    let mut columns = [SegmentTap::default(); SEGMENT_MAX_KERNEL];
+    for (kx, tap) in columns.iter_mut().enumerate().take(k) {
+        *tap = SegmentTap::new((ox + kx) as isize - p as isize, w, zx4);
+    }
+    let mut rows = [None; SEGMENT_MAX_KERNEL];
+    for (ky, row) in rows.iter_mut().enumerate().take(k) {
+        *row = input_row(g, oy, ky).map(|iy| iy * w);
+    }
+    for (plane, taps) in x.chunks_exact(hw).zip(taps.chunks_exact_mut(4 * k * k)) {
+        for (row, taps) in rows.iter().zip(taps.chunks_exact_mut(4 * k)) {
+            match row {
+                Some(start) => {
+                    let row = &plane[*start..];
+                    for (tap, t) in columns.iter().zip(taps.chunks_exact_mut(4)) {
+                        t.copy_from_slice(&tap.read(row).to_le_bytes());
+                    }
+                }
+                None => {
+                    for t in taps.chunks_exact_mut(4) {
+                        t.copy_from_slice(&zx4.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`stage_segment`] for the common 3x3 kernel with padding 1 (stride 1): the middle tap's
+/// word serves the edge taps too. Positions `ox..ox + 4` read input columns `ox - 1 + kx + j`;
+/// at the left edge (`LEFT`: `ox = 0`) kernel column 0 is the middle word moved up a byte
+/// with `zx` below, at the right edge (`RIGHT`: `ox + 4 = width`) kernel column 2 is it moved
+/// down with `zx` above; elsewhere each kernel column is one word load.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn stage_3x3<const LEFT: bool, const RIGHT: bool>(
+    g: &ConvGeometry,
+    x: &[i8],
+    zx: i8,
+    oy: usize,
+    ox: usize,
+    taps: &mut [u8],
+) {
+    let (w, hw) = (g.in_width, g.in_height * g.in_width);
+    let zx4 = splat(zx);
+    let rows = [0, 1, 2].map(|ky| input_row(g, oy, ky).map(|iy| iy * w + ox));
+    for (plane, taps) in x.chunks_exact(hw).zip(taps.chunks_exact_mut(36)) {
+        for (row, taps) in rows.iter().zip(taps.chunks_exact_mut(12)) {
+            let words = match *row {
+                Some(at) => {
+                    let mid = word_at(plane, at);
+                    let left = if LEFT {
+                        (mid << 8) | (zx4 & 0xFF)
+                    } else {
+                        word_at(plane, at.wrapping_sub(1))
+                    };
+                    let right = if RIGHT {
+                        (mid >> 8) | (zx4 & 0xFF00_0000)
+                    } else {
+                        word_at(plane, at + 1)
+                    };
+                    [left, mid, right]
+                }
+                None => [zx4; 3],
+            };
+            for (t, v) in taps.chunks_exact_mut(4).zip(words) {
+                t.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Stages one output position `(oy, ox)`, any geometry: byte `4k` of `lane` gets its value at
+/// reduction index `k` (`zx` for padding).
+fn stage_position(g: &ConvGeometry, x: &[i8], zx: i8, oy: usize, ox: usize, lane: &mut [u8]) {
+    let (k, w, hw, s, p) = (
+        g.kernel,
+        g.in_width,
+        g.in_height * g.in_width,
+        g.stride,
+        g.padding,
+    );
+    // Kernel columns lo..hi read input columns ox s + kx - p inside the image.
+    let lo = p.saturating_sub(ox * s).min(k);
+    let hi = (w + p).saturating_sub(ox * s).clamp(lo, k);
+    let mut out = lane.chunks_mut(4).map(|c| &mut c[0]);
+    for plane in x.chunks_exact(hw) {
+        for ky in 0..k {
+            let row = input_row(g, oy, ky).map(|iy| &plane[iy * w..(iy + 1) * w]);
+            for kx in 0..k {
+                let v = match row {
+                    Some(row) if (lo..hi).contains(&kx) => row[ox * s + kx - p],
+                    _ => zx,
+                };
+                if let Some(d) = out.next() {
+                    *d = v as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Stages output positions `p0..p0 + n` (`n <= 4`) into `taps` (`4 fan_in` bytes): byte
+/// `4k + j` gets position `p0 + j`'s input value at reduction index `k` (`zx` for padding, 0
+/// for `j >= n`). Four positions in one output row take one word load per tap (1x1 kernels
+/// without padding read four consecutive positions of each channel at once); anything else
+/// (stride 2, a run across rows, narrow images, the last run) is staged position by position.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn stage(g: &ConvGeometry, x: &[i8], zx: i8, out_w: usize, p0: usize, n: usize, taps: &mut [u8]) {
+    let (oy, ox) = (p0 / out_w, p0 % out_w);
+    let (w, hw) = (g.in_width, g.in_height * g.in_width);
+    if n == 4 && g.stride == 1 {
+        if g.kernel == 1 && g.padding == 0 {
+            // Output positions are input positions: four consecutive bytes of each channel.
+            for (t, plane) in taps.chunks_exact_mut(4).zip(x.chunks_exact(hw)) {
+                t.copy_from_slice(&word_at(plane, p0).to_le_bytes());
+            }
+            return;
+        }
+        if ox + 4 <= out_w
+            && w >= 4
+            && g.kernel <= SEGMENT_MAX_KERNEL
+            && g.padding <= SEGMENT_MAX_PADDING
+        {
+            match (g.kernel, g.padding, ox == 0, ox + 4 == w) {
+                (3, 1, false, false) => stage_3x3::<false, false>(g, x, zx, oy, ox, taps),
+                (3, 1, true, false) => stage_3x3::<true, false>(g, x, zx, oy, ox, taps),
+                (3, 1, false, true) => stage_3x3::<false, true>(g, x, zx, oy, ox, taps),
+                (3, 1, true, true) => stage_3x3::<true, true>(g, x, zx, oy, ox, taps),
+                (k, ..) => stage_segment(k, g, x, zx, oy, ox, taps),
+            }
+            return;
+        }
+    }
+    if n < 4 {
+        taps.fill(0);
+    }
+    for j in 0..n {
+        let (oy, ox) = ((p0 + j) / out_w, (p0 + j) % out_w);
+        stage_position(g, x, zx, oy, ox, &mut taps[j..]);
+    }
+}
+
 /// int8 convolution: `y = sat(zy + requant_c(bias_c + sum x w))` with `x` padded by its zero
-/// point `zx`. `bias` and `requant` as for [`linear_s8`](super::linear::linear_s8).
+/// point `zx` (in `-128..=127`, [`Error::InvalidQuantization`] otherwise). `bias` and
+/// `requant` as for [`linear_s8`](super::linear::linear_s8); `scratch` holds at least
+/// [`s8_scratch_words`] of the fan-in ([`Error::ArenaTooSmall`] otherwise).
 ///
-/// 3x3 stride-1 kernels take a fused path for the columns whose three taps are inside the
-/// image: each accumulator is loaded once per kernel row (`acc += x0 w0 + x1 w1 + x2 w2`).
+/// im2col, CMSIS-NN style: for each run of [`S8_POSITIONS`] output positions (in row-major
+/// order), the input values each reads (one column of `in_channels k k` values, padded taps
+/// `zx`) are gathered, four positions per word, into the upper half of the scratch
+/// (`stage`) and widened to int16 in place into the packed column layout
+/// (`kernels::dsp::pack_taps`); then every output channel's weight row is multiplied with the
+/// four columns at once (`kernels::dsp::dot_1x4`: on Cortex-M4 `SXTB16` + `SMLAD`, two MACs
+/// per instruction, each weight word loaded once per four positions). A fan-in that is not a
+/// multiple of 4 ends with one zero-padded group. The last run of a feature map whose size is
+/// not a multiple of 4 computes its missing positions on zero columns and drops them.
+///
+/// The accumulation is exact integer arithmetic (wrapping, never overflowing for a valid
+/// blob), so the result equals the plain `bias + sum x w` in any order.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_s8(
     g: &ConvGeometry,
@@ -200,6 +458,7 @@ pub fn conv2d_s8(
     requant: &[u8],
     output_zero_point: i32,
     y: &mut [i8],
+    scratch: &mut [u32],
 ) -> Result<()> {
     let (out_h, out_w) = g.check(x.len(), weights.len(), y.len())?;
     check_len(
@@ -212,57 +471,68 @@ pub fn conv2d_s8(
         g.out_channels.saturating_mul(8),
         requant.len(),
     )?;
-    let (h, w, k) = (g.in_height, g.in_width, g.kernel);
-    let zx = input_zero_point;
-    let mac = |a: i32, x: i8, w: i32| a.wrapping_add(i32::from(x) * w);
-    let pad = |a: i32, w: i32| (zx != 0).then(|| a.wrapping_add(zx * w));
-    let mut acc = [0i32; CHUNK];
-    for (oc, (w_oc, y_oc)) in weights
-        .chunks_exact(g.in_channels * k * k)
-        .zip(y.chunks_exact_mut(out_h * out_w))
-        .enumerate()
-    {
-        let bias = i32_at(bias, oc);
-        let requant = requant_at(requant, oc);
-        for (oy, y_row) in y_oc.chunks_exact_mut(out_w).enumerate() {
-            for (chunk, y_chunk) in y_row.chunks_mut(CHUNK).enumerate() {
-                let (ox0, n) = (chunk * CHUNK, y_chunk.len());
-                let acc = &mut acc[..n];
-                acc.fill(bias);
-                let fused = fused_columns(g, ox0, n);
-                for (x_plane, w_ic) in x.chunks_exact(h * w).zip(w_oc.chunks_exact(k * k)) {
-                    for (ky, w_row) in w_ic.chunks_exact(k).enumerate() {
-                        let weights = w_row.iter().map(|&w| i32::from(w));
-                        let Some(iy) = input_row(g, oy, ky) else {
-                            // A padded row: every tap reads zx.
-                            let add = zx * weights.sum::<i32>();
-                            acc.iter_mut().for_each(|a| *a = a.wrapping_add(add));
-                            continue;
-                        };
-                        let x_row = &x_plane[iy * w..(iy + 1) * w];
-                        match (fused, w_row) {
-                            (Some((lo, hi)), &[w0, w1, w2]) => {
-                                let (w0, w1, w2) = (i32::from(w0), i32::from(w1), i32::from(w2));
-                                let ix0 = ox0 + lo - g.padding;
-                                let xs = &x_row[ix0..ix0 + (hi - lo) + 2];
-                                for (a, t) in acc[lo..hi].iter_mut().zip(xs.windows(3)) {
-                                    let sum = i32::from(t[0]) * w0
-                                        + i32::from(t[1]) * w1
-                                        + i32::from(t[2]) * w2;
-                                    *a = a.wrapping_add(sum);
-                                }
-                                row_pass(g, x_row, weights.clone(), ox0, acc, 0..lo, mac, pad);
-                                row_pass(g, x_row, weights, ox0, acc, hi..n, mac, pad);
-                            }
-                            _ => row_pass(g, x_row, weights, ox0, acc, 0..n, mac, pad),
-                        }
+    // `check` verified `out_channels fan_in` elements of weights, so none of this overflows.
+    let fan_in = weights.len() / g.out_channels;
+    let padded = fan_in.next_multiple_of(4);
+    let words = 2 * padded;
+    if scratch.len() < words {
+        return Err(Error::ArenaTooSmall {
+            required: words.saturating_mul(4),
+            available: scratch.len().saturating_mul(4),
+        });
+    }
+    let cols = &mut scratch[..words];
+    // The padding value is staged as an int8 like the input (a parsed blob's zero points are).
+    let zx = i8::try_from(input_zero_point).map_err(|_| {
+        Error::InvalidQuantization("the input zero point of a convolution must be an int8")
+    })?;
+    let (full, tail) = (fan_in / 4, fan_in % 4);
+    let positions = out_h * out_w;
+    let mut p0 = 0;
+    while p0 < positions {
+        let n = (positions - p0).min(S8_POSITIONS);
+        {
+            let taps = cast::u32s_as_bytes_mut(&mut cols[padded..]);
+            let (taps, pad) = taps.split_at_mut(4 * fan_in);
+            pad.fill(0);
+            stage(g, x, zx, out_w, p0, n, taps);
+        }
+        pack_taps(cols);
+        let cols = &*cols;
+        let channels = weights
+            .chunks_exact(fan_in)
+            .zip(bias.chunks_exact(4))
+            .zip(requant.chunks_exact(8))
+            .zip(y.chunks_exact_mut(positions));
+        for (((w_row, bias), requant), y_oc) in channels {
+            let bias = le_i32(bias);
+            let mut acc = dot_1x4(w_row, cols, [bias; S8_POSITIONS]);
+            if tail != 0 {
+                // The last weights, zero-padded to a group.
+                let last = match w_row[4 * full..] {
+                    [a] => [a, 0, 0, 0],
+                    [a, b] => [a, b, 0, 0],
+                    [a, b, c] => [a, b, c, 0],
+                    _ => [0; 4],
+                };
+                acc = dot_1x4(&last, &cols[8 * full..], acc);
+            }
+            let requant = Requant {
+                multiplier: le_i32(requant),
+                shift: le_i32(&requant[4..]),
+            };
+            let out = requantize(acc, requant, output_zero_point);
+            match y_oc.get_mut(p0..p0 + S8_POSITIONS) {
+                // One (unaligned) word store.
+                Some(y) if n == S8_POSITIONS => y.copy_from_slice(&out),
+                _ => {
+                    for (y, q) in y_oc[p0..p0 + n].iter_mut().zip(out) {
+                        *y = q;
                     }
-                }
-                for (y, &a) in y_chunk.iter_mut().zip(acc.iter()) {
-                    *y = saturate_i8(requant.apply(a).saturating_add(output_zero_point));
                 }
             }
         }
+        p0 += n;
     }
     Ok(())
 }
@@ -295,7 +565,6 @@ pub fn conv2d_f32<W: WeightFormat>(
     }
     let (h, w, k) = (g.in_height, g.in_width, g.kernel);
     let mac = |a: f32, x: f32, w: f32| a + x * w;
-    let pad = |_: f32, _: f32| None;
     let mut acc = [0.0f32; CHUNK];
     for (oc, (w_oc, y_oc)) in weights
         .chunks_exact(g.in_channels * k * k * W::SIZE)
@@ -330,10 +599,10 @@ pub fn conv2d_f32<W: WeightFormat>(
                                 for (a, t) in acc[lo..hi].iter_mut().zip(xs.windows(3)) {
                                     *a = ((*a + t[0] * w0) + t[1] * w1) + t[2] * w2;
                                 }
-                                row_pass(g, x_row, weights.clone(), ox0, acc, 0..lo, mac, pad);
-                                row_pass(g, x_row, weights, ox0, acc, hi..n, mac, pad);
+                                row_pass(g, x_row, weights.clone(), ox0, acc, 0..lo, mac);
+                                row_pass(g, x_row, weights, ox0, acc, hi..n, mac);
                             }
-                            None => row_pass(g, x_row, weights, ox0, acc, 0..n, mac, pad),
+                            None => row_pass(g, x_row, weights, ox0, acc, 0..n, mac),
                         }
                     }
                 }

@@ -37,7 +37,7 @@ pub struct GroupNormGeometry {
 
 impl GroupNormGeometry {
     fn check(&self, len: usize, gamma: &[u8], beta: &[u8]) -> Result<(usize, usize)> {
-        if self.groups == 0 || self.channels % self.groups != 0 || self.spatial == 0 {
+        if self.groups == 0 || !self.channels.is_multiple_of(self.groups) || self.spatial == 0 {
             return Err(Error::InvalidModel("groups must divide the channels"));
         }
         check_len(

@@ -1,8 +1,8 @@
 //! `y = W x + b` on vectors: `W` is `[out, in]` row-major.
 
-use super::{float_at, i32_at, requant_at, WeightFormat};
+use super::dsp::{dot_2x1, dot_3x1};
+use super::{float_at, i32_at, requant_at, requantize, WeightFormat};
 use crate::error::{check_len, Result};
-use crate::quant::saturate_i8;
 
 /// `sum a_i b_i` in `i32` (vectorises to widening multiply-adds; never overflows for
 /// `len <= MAX_FAN_IN`).
@@ -18,6 +18,11 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 /// `bias` holds `out` little-endian `i32` with the input zero point folded in
 /// ([`fold_input_zero_point`](crate::quant::fold_input_zero_point)), `requant` `out`
 /// `(multiplier, shift)` pairs.
+///
+/// Three rows at a time share each load of the input (`kernels::dsp::dot_3x1`: on Cortex-M4
+/// `SXTB16` + `SMLAD` on four inputs per word), the last one or two rows take
+/// `kernels::dsp::dot_2x1`; inputs past the last multiple of 4 are added one by one. Exact
+/// integer sums, so the result is that of any order.
 pub fn linear_s8(
     x: &[i8],
     weights: &[i8],
@@ -37,13 +42,43 @@ pub fn linear_s8(
     if n_in == 0 {
         return Ok(());
     }
-    for (o, (row, y)) in weights.chunks_exact(n_in).zip(y.iter_mut()).enumerate() {
-        let acc = dot_s8(x, row).wrapping_add(i32_at(bias, o));
-        *y = saturate_i8(
-            requant_at(requant, o)
-                .apply(acc)
-                .saturating_add(output_zero_point),
-        );
+    let full = n_in - n_in % 4;
+    let (x_head, x_tail) = x.split_at(full);
+    let output = |o: usize, acc: i32| {
+        let acc = acc.wrapping_add(i32_at(bias, o));
+        let [q] = requantize([acc], requant_at(requant, o), output_zero_point);
+        q
+    };
+    let tail = |acc: i32, w: &[i8]| acc.wrapping_add(dot_s8(x_tail, &w[full..]));
+    let mut rows = weights.chunks_exact(3 * n_in);
+    let mut outputs = y.chunks_exact_mut(3);
+    for (o, (rows, y)) in (&mut rows).zip(&mut outputs).enumerate() {
+        let (w0, rest) = rows.split_at(n_in);
+        let (w1, w2) = rest.split_at(n_in);
+        let acc = dot_3x1(x_head, w0, w1, w2, [0; 3]);
+        for (r, (w, (y, acc))) in [w0, w1, w2]
+            .into_iter()
+            .zip(y.iter_mut().zip(acc))
+            .enumerate()
+        {
+            *y = output(3 * o + r, tail(acc, w));
+        }
+    }
+    // The last one or two rows (a single one computed twice).
+    let done = n_out - outputs.into_remainder().len();
+    let rest = rows.remainder();
+    match &mut y[done..] {
+        [y0, y1] => {
+            let (w0, w1) = rest.split_at(n_in);
+            let [a0, a1] = dot_2x1(x_head, w0, w1, [0, 0]);
+            *y0 = output(done, tail(a0, w0));
+            *y1 = output(done + 1, tail(a1, w1));
+        }
+        [y0] => {
+            let [a0, _] = dot_2x1(x_head, rest, rest, [0, 0]);
+            *y0 = output(done, tail(a0, rest));
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -17,13 +17,16 @@
 pub mod add;
 pub mod concat;
 pub mod conv2d;
+#[allow(unsafe_code)]
+mod dsp;
 pub mod group_norm;
 pub mod linear;
 pub mod silu;
 pub mod time_embedding;
 pub mod upsample;
 
-use crate::quant::Requant;
+use crate::format::MIN_SHIFT;
+use crate::quant::{rounding_divide_by_pot, saturate_i8, Requant};
 
 /// How float weights are stored: decodes one element from its little-endian bytes.
 pub trait WeightFormat: Copy {
@@ -85,6 +88,53 @@ pub(crate) fn requant_at(bytes: &[u8], i: usize) -> Requant {
     }
 }
 
+/// A [`Requant`] of the common form, a multiplier below 1 (`shift <= 0`, so no left shift)
+/// that is not `i32::MIN`, applied without the two steps that cannot change its result: the
+/// saturating multiplication by `2^0` and the `i32::MIN x i32::MIN` overflow test of the
+/// doubling high multiply. [`FastRequant::apply`] equals [`Requant::apply`] for every input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastRequant {
+    multiplier: i32,
+    right: i32,
+}
+
+impl FastRequant {
+    /// The fast form of `requant`, if it has the common form.
+    #[inline(always)]
+    pub(crate) fn new(requant: Requant) -> Option<Self> {
+        (requant.shift <= 0 && requant.multiplier != i32::MIN).then(|| FastRequant {
+            multiplier: requant.multiplier,
+            // As in `multiply_by_quantized_multiplier`.
+            right: requant.shift.max(MIN_SHIFT).wrapping_neg(),
+        })
+    }
+
+    /// [`Requant::apply`]: `rounding_divide_by_pot(srdhm(x, M), -shift)`, with the doubling
+    /// high multiply in CMSIS-NN's form `(x M + 2^30) >> 31`, exact unless `x = M = i32::MIN`
+    /// (excluded by `new`).
+    #[inline(always)]
+    pub(crate) fn apply(self, x: i32) -> i32 {
+        let high = ((i64::from(x) * i64::from(self.multiplier) + (1i64 << 30)) >> 31) as i32;
+        rounding_divide_by_pot(high, self.right)
+    }
+}
+
+/// `sat(zy + requant(acc))` for each of `acc`: the int8 output of a linear or convolution
+/// layer, exactly [`Requant::apply`] (through [`FastRequant`] in the common case), then the
+/// zero point and the clamp.
+#[inline(always)]
+pub(crate) fn requantize<const N: usize>(
+    acc: [i32; N],
+    requant: Requant,
+    output_zero_point: i32,
+) -> [i8; N] {
+    let out = |v: i32| saturate_i8(v.saturating_add(output_zero_point));
+    match FastRequant::new(requant) {
+        Some(fast) => acc.map(|a| out(fast.apply(a))),
+        None => acc.map(|a| out(requant.apply(a))),
+    }
+}
+
 /// Optional float value `i` of a bias in format `W` (0 without bias).
 #[inline]
 pub(crate) fn float_at<W: WeightFormat>(bytes: Option<&[u8]>, i: usize) -> f32 {
@@ -118,5 +168,56 @@ pub(crate) fn map_into<T: Copy>(src: Option<&[T]>, dst: &mut [T], f: impl Fn(T) 
                 *d = f(*d);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::MAX_SHIFT;
+
+    #[test]
+    fn the_fast_requantisation_equals_the_general_one() {
+        let xs = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30) - 1,
+            -123_456_789,
+            -65_537,
+            -3,
+            -1,
+            0,
+            1,
+            2,
+            77,
+            1 << 20,
+            987_654_321,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        let multipliers = [
+            0,
+            1,
+            1 << 30,
+            1_518_500_250,
+            i32::MAX - 1,
+            i32::MAX,
+            i32::MIN,
+        ];
+        let mut fast_cases = 0;
+        for shift in -40..=MAX_SHIFT + 2 {
+            for &multiplier in &multipliers {
+                let requant = Requant { multiplier, shift };
+                let Some(fast) = FastRequant::new(requant) else {
+                    assert!(shift > 0 || multiplier == i32::MIN);
+                    continue;
+                };
+                fast_cases += 1;
+                for &x in &xs {
+                    assert_eq!(fast.apply(x), requant.apply(x), "{x} {requant:?}");
+                }
+            }
+        }
+        assert!(fast_cases > 200);
     }
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::quant::QuantParams;
 
 fn halves<T>(out: &mut [T]) -> Result<(&mut [T], &mut [T])> {
-    if out.is_empty() || out.len() % 2 != 0 {
+    if out.is_empty() || !out.len().is_multiple_of(2) {
         return Err(Error::InvalidModel(
             "time embedding needs an even, non-zero length",
         ));

@@ -11,7 +11,7 @@
 use ddm_core::Rng;
 use ddm_firmware::kernels::add::{add_f32, add_s8};
 use ddm_firmware::kernels::concat::{concat_part_s8, concat_requant};
-use ddm_firmware::kernels::conv2d::{conv2d_f32, conv2d_s8, ConvGeometry};
+use ddm_firmware::kernels::conv2d::{conv2d_f32, conv2d_s8, s8_scratch_words, ConvGeometry};
 use ddm_firmware::kernels::group_norm::{group_norm_s8, GroupNormGeometry};
 use ddm_firmware::kernels::linear::linear_s8;
 use ddm_firmware::kernels::silu::silu_s8;
@@ -250,6 +250,7 @@ fn int8_conv2d_matches_the_real_computation() {
                 &l.requant(input, output),
                 output.zero_point,
                 &mut y,
+                &mut vec![0u32; s8_scratch_words(fan_in).unwrap()],
             )
             .unwrap();
             let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, output)).collect();
@@ -334,7 +335,7 @@ fn float_conv2d_accumulates_in_the_documented_order() {
 fn kernels_refuse_inconsistent_lengths() {
     let g = geometries()[1];
     let mut y = vec![0i8; 3];
-    let err = conv2d_s8(&g, &[0; 5], 0, &[0; 4], &[], &[], 0, &mut y).unwrap_err();
+    let err = conv2d_s8(&g, &[0; 5], 0, &[0; 4], &[], &[], 0, &mut y, &mut []).unwrap_err();
     assert!(matches!(err, ddm_firmware::Error::LengthMismatch { .. }));
     assert!(linear_s8(&[0; 4], &[0; 7], &[0; 8], &[0; 16], 0, &mut [0; 2]).is_err());
     assert!(silu_s8(&[0; 255], None, &mut [0; 4]).is_err());
@@ -552,4 +553,244 @@ fn upsample_repeats_each_value_twice_in_both_directions() {
     let mut yf = vec![0.0f32; 4 * xf.len()];
     upsample2x(c, h, w, &xf, &mut yf).unwrap();
     assert!(yf.iter().zip(&y).all(|(&f, &q)| f == f32::from(q) * 0.5));
+}
+
+/// The int8 convolution as the plain definition: `bias + sum x w` over every tap (padded taps
+/// read `zx`) in `i32`, then the same requantisation. Any kernel must equal it exactly.
+#[allow(clippy::too_many_arguments)]
+fn conv_s8_reference(
+    g: &ConvGeometry,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    bias: &[i32],
+    requant: &[Requant],
+    zy: i32,
+) -> Vec<i8> {
+    let (oh, ow) = g.output_size().unwrap();
+    let (c, h, wd, k) = (g.in_channels, g.in_height, g.in_width, g.kernel);
+    let mut out = vec![0i8; g.out_channels * oh * ow];
+    for oc in 0..g.out_channels {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias[oc];
+                for ic in 0..c {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * g.stride + ky) as isize - g.padding as isize;
+                            let ix = (ox * g.stride + kx) as isize - g.padding as isize;
+                            let inside =
+                                iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd;
+                            let v = if inside {
+                                i32::from(x[(ic * h + iy as usize) * wd + ix as usize])
+                            } else {
+                                zx
+                            };
+                            acc += v * i32::from(w[((oc * c + ic) * k + ky) * k + kx]);
+                        }
+                    }
+                }
+                let q = requant[oc].apply(acc).saturating_add(zy).clamp(-128, 127);
+                out[(oc * oh + oy) * ow + ox] = q as i8;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn int8_conv2d_equals_the_exact_integer_definition() {
+    let mut rng = Rng::new(12);
+    let g = |c, h, w, o, k, s, p| ConvGeometry {
+        in_channels: c,
+        in_height: h,
+        in_width: w,
+        out_channels: o,
+        kernel: k,
+        stride: s,
+        padding: p,
+    };
+    // Fan-ins 1..=4 mod 4, feature maps of 1..=4 positions mod 4, kernels 1 to 5, strides 1
+    // and 2, padding 0 to 2 (wider than the kernel's reach included), rows and columns
+    // narrower than the kernel.
+    let mut cases = geometries();
+    cases.extend([
+        g(1, 8, 8, 32, 3, 1, 1),
+        g(32, 8, 8, 5, 3, 1, 1),
+        g(32, 8, 8, 3, 3, 2, 1),
+        g(64, 4, 4, 7, 1, 1, 0),
+        g(5, 7, 9, 3, 1, 1, 0),
+        g(3, 9, 5, 2, 1, 2, 1),
+        g(2, 5, 5, 3, 2, 1, 0),
+        g(3, 6, 7, 2, 4, 2, 1),
+        g(2, 7, 3, 2, 5, 1, 2),
+        g(7, 3, 11, 2, 3, 1, 1),
+        g(6, 1, 9, 2, 3, 1, 1),
+        g(6, 9, 1, 2, 3, 2, 1),
+        g(1, 1, 1, 3, 3, 1, 1),
+        g(3, 4, 4, 3, 3, 1, 1),
+        g(3, 6, 4, 2, 3, 1, 1),
+        g(2, 5, 12, 3, 3, 1, 1),
+        g(2, 3, 8, 2, 3, 1, 1),
+    ]);
+    for g in cases {
+        let fan_in = g.in_channels * g.kernel * g.kernel;
+        let (oh, ow) = g.output_size().unwrap();
+        for trial in 0..4 {
+            let x = random_i8(&mut rng, g.in_channels * g.in_height * g.in_width);
+            // Full-range weights, -128 included.
+            let w = random_i8(&mut rng, g.out_channels * fan_in);
+            let bias: Vec<i32> = (0..g.out_channels)
+                .map(|_| rng.below(2_000_001) as i32 - 1_000_000)
+                .collect();
+            let requant: Vec<Requant> = (0..g.out_channels)
+                .map(|_| Requant::from_real(1e-4 + 0.02 * f64::from(rng.uniform())).unwrap())
+                .collect();
+            let (zx, zy) = match trial {
+                0 => (-128, 127),
+                1 => (127, -128),
+                _ => (rng.below(256) as i32 - 128, rng.below(256) as i32 - 128),
+            };
+            let expected = conv_s8_reference(&g, &x, zx, &w, &bias, &requant, zy);
+            // Scratch of exactly the documented size, dirty from a previous use.
+            let mut scratch = vec![0xA5A5_A5A5u32; s8_scratch_words(fan_in).unwrap()];
+            let mut y = vec![0i8; g.out_channels * oh * ow];
+            conv2d_s8(
+                &g,
+                &x,
+                zx,
+                &w,
+                &le_i32(&bias),
+                &le_requant(&requant),
+                zy,
+                &mut y,
+                &mut scratch,
+            )
+            .unwrap();
+            assert_eq!(y, expected, "{g:?}, zx {zx}, zy {zy}");
+        }
+    }
+}
+
+#[test]
+fn int8_conv2d_needs_its_scratch() {
+    let g = geometries()[1];
+    let (oh, ow) = g.output_size().unwrap();
+    let fan_in = g.in_channels * 9;
+    let words = s8_scratch_words(fan_in).unwrap();
+    assert_eq!(words, 2 * fan_in.next_multiple_of(4));
+    let x = vec![0i8; g.in_channels * g.in_height * g.in_width];
+    let w = vec![0i8; g.out_channels * fan_in];
+    let (bias, requant) = (vec![0u8; 4 * g.out_channels], vec![0u8; 8 * g.out_channels]);
+    let mut y = vec![0i8; g.out_channels * oh * ow];
+    let mut scratch = vec![0u32; words];
+    let mut run =
+        |scratch: &mut [u32]| conv2d_s8(&g, &x, 0, &w, &bias, &requant, 0, &mut y, scratch);
+    assert!(run(&mut scratch).is_ok());
+    let mut y2 = vec![0i8; g.out_channels * oh * ow];
+    assert!(matches!(
+        conv2d_s8(
+            &g,
+            &x,
+            128,
+            &w,
+            &bias,
+            &requant,
+            0,
+            &mut y2,
+            &mut scratch.clone()
+        ),
+        Err(ddm_firmware::Error::InvalidQuantization(_))
+    ));
+    assert_eq!(
+        run(&mut scratch[..words - 1]),
+        Err(ddm_firmware::Error::ArenaTooSmall {
+            required: 4 * words,
+            available: 4 * (words - 1)
+        })
+    );
+}
+
+#[test]
+fn int8_linear_equals_the_exact_integer_definition() {
+    let mut rng = Rng::new(13);
+    for &(n_in, n_out) in &[
+        (1, 1),
+        (3, 2),
+        (4, 1),
+        (5, 3),
+        (7, 5),
+        (8, 2),
+        (64, 33),
+        (255, 4),
+        (256, 256),
+        (1025, 3),
+    ] {
+        let x = random_i8(&mut rng, n_in);
+        let w = random_i8(&mut rng, n_in * n_out);
+        let bias: Vec<i32> = (0..n_out)
+            .map(|_| rng.below(2_000_001) as i32 - 1_000_000)
+            .collect();
+        let requant: Vec<Requant> = (0..n_out)
+            .map(|_| Requant::from_real(1e-4 + 0.02 * f64::from(rng.uniform())).unwrap())
+            .collect();
+        let zy = rng.below(256) as i32 - 128;
+        let expected: Vec<i8> = (0..n_out)
+            .map(|o| {
+                let dot: i32 = (0..n_in)
+                    .map(|i| i32::from(x[i]) * i32::from(w[o * n_in + i]))
+                    .sum();
+                let q = requant[o].apply(dot + bias[o]).saturating_add(zy);
+                q.clamp(-128, 127) as i8
+            })
+            .collect();
+        let mut y = vec![0i8; n_out];
+        linear_s8(&x, &w, &le_i32(&bias), &le_requant(&requant), zy, &mut y).unwrap();
+        assert_eq!(y, expected, "{n_in} -> {n_out}");
+    }
+}
+
+#[test]
+fn int8_add_equals_the_reference_element_by_element() {
+    let mut rng = Rng::new(16);
+    let requant = |rng: &mut Rng| Requant {
+        multiplier: rng.next_u32() as i32 & i32::MAX,
+        shift: rng.below(25) as i32 - 20,
+    };
+    for trial in 0..40 {
+        let (channels, spatial) = [(16, 1), (4, 25), (3, 64), (1, 7)][trial % 4];
+        let broadcast = trial % 3 == 0;
+        let mut params = AddParams {
+            lhs: requant(&mut rng),
+            rhs: requant(&mut rng),
+            output: requant(&mut rng),
+        };
+        // Outside the fast form: a left shift, and the multiplier i32::MIN.
+        if trial % 5 == 1 {
+            params.output.shift = 3;
+        }
+        if trial % 5 == 2 {
+            params.lhs.multiplier = i32::MIN;
+        }
+        let zps = AddZeroPoints {
+            lhs: rng.below(256) as i32 - 128,
+            rhs: rng.below(256) as i32 - 128,
+            output: rng.below(256) as i32 - 128,
+        };
+        let n = channels * spatial;
+        let lhs = random_i8(&mut rng, n);
+        let rhs = random_i8(&mut rng, if broadcast { channels } else { n });
+        let expected: Vec<i8> = (0..n)
+            .map(|i| {
+                let b = if broadcast { rhs[i / spatial] } else { rhs[i] };
+                params.apply(lhs[i], b, zps)
+            })
+            .collect();
+        let mut y = vec![0i8; n];
+        add_s8(&params, zps, Some(&lhs), &rhs, &mut y).unwrap();
+        assert_eq!(y, expected, "trial {trial}");
+        let mut in_place = lhs.clone();
+        add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
+        assert_eq!(in_place, expected, "trial {trial} in place");
+    }
 }

@@ -175,7 +175,13 @@ fn plans_that_overwrite_live_tensors_are_refused() {
 fn arena_and_buffer_sizes_are_checked_before_running() {
     let bytes = write_blob(&int8_unet(1000)).unwrap();
     let blob = Blob::parse(&bytes).unwrap();
-    let needed = blob.arena_bytes();
+    // The activations, then the convolutions' scratch at the next multiple of 16.
+    let needed = network_arena_bytes(&blob).unwrap() - 15;
+    assert!(blob.scratch_bytes() > 0);
+    assert_eq!(
+        needed,
+        blob.arena_bytes().next_multiple_of(16) + blob.scratch_bytes()
+    );
     let mut arena = vec![0u8; needed + 16];
     // Find a 16-aligned start so that exactly `needed` bytes suffice.
     let skip = (16 - arena.as_ptr() as usize % 16) % 16;

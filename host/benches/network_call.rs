@@ -9,10 +9,12 @@
 //! cargo bench -p ddm --bench network_call -- --seconds 5        # longer timing per row
 //! ```
 //!
-//! Built-in models (initial weights; speed does not depend on the values): the demo's MLP
-//! on 8x8 digits, and a small UNet (16 channels, levels x1 x2, one block per level) on 8x8
-//! and 28x28 images. Everything runs on one thread. Each row is timed for `--seconds`
-//! (default 2) after 3 untimed calls; the median call is reported (robust to other load).
+//! Built-in models: the demo's MLP on 8x8 digits, and a small UNet (16 channels, levels x1 x2,
+//! one block per level) on 8x8 and 28x28 images, with random weights and none of them zero:
+//! the trainer zero-initialises the last layer of every residual branch, and tract's
+//! optimiser removes such layers, which would flatter it (a trained run, `--checkpoint`, has
+//! no zero layers). Everything runs on one thread. Each row is timed for `--seconds` (default
+//! 2) after 3 untimed calls; the median call is reported (robust to other load).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use ddm::schedule_args::ScheduleSpec;
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm::train::{DataConfig, Objective, RunConfig, TrainConfig};
 use ddm_core::Rng;
-use ddm_export::graph::{Graph, Weights};
+use ddm_export::graph::{Graph, Init, Tensor as GraphTensor, Weights};
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::{CalibrationConfig, ExportOptions, RangeMethod};
 use ddm_firmware::{network_arena_bytes, Blob, Network, Precision};
@@ -92,12 +94,44 @@ fn built_in(name: &str, model: ModelConfig, shape: &[usize]) -> anyhow::Result<M
         Objective::default(),
         TrainConfig::default(),
     )?;
-    let weights = Params::init(&config.graph, 0, &Device::Cpu)?.to_weights()?;
+    let weights = random_weights(&config.graph, 0);
     Ok(Model {
         name: name.into(),
         config,
         weights,
     })
+}
+
+/// Random values for every parameter, none zero: uniform in `+-1/sqrt(fan_in)` for matrices
+/// and kernels, `1 +- 0.2` for GroupNorm scales, `+-0.1` for biases and shifts.
+fn random_weights(graph: &Graph, seed: u64) -> Weights {
+    graph
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut rng = Rng::with_stream(seed, i as u64);
+            let len: usize = spec.shape.iter().product();
+            let fan_in: usize = spec.shape[1..].iter().product();
+            let data = (0..len)
+                .map(|_| {
+                    let u = 2.0 * rng.uniform() - 1.0;
+                    if spec.shape.len() > 1 {
+                        u / (fan_in as f32).sqrt()
+                    } else if spec.init == Init::Ones {
+                        1.0 + 0.2 * u
+                    } else {
+                        0.1 * u
+                    }
+                })
+                .collect();
+            let tensor = GraphTensor {
+                shape: spec.shape.clone(),
+                data,
+            };
+            (spec.name.clone(), tensor)
+        })
+        .collect()
 }
 
 fn models(options: &Options) -> anyhow::Result<Vec<Model>> {

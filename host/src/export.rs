@@ -9,7 +9,7 @@
 //!   as its default, with the spacing actually used
 //!   ([`SamplingOptions::effective_spacing`]); [`schedule_spec`] stores the run's exact
 //!   `alphas_cumprod` table, so blob and checkpoint sample on the same numbers.
-//! - [`read_blob`] and [`generate_on_runtime`] run [`ddm_firmware::generate`], the device's
+//! - [`read_blob`] and [`generate_on_runtime`] run [`ddm_firmware::generate()`], the device's
 //!   code, on the host for `ddm sample --model`: sample `i` of seed `S` is generation
 //!   `sample_index = i`, the device's and [`crate::sampling::generate`]'s rule, so the host run
 //!   produces the bytes a device would, and sampling a checkpoint and its f32 blob with the
@@ -337,7 +337,7 @@ impl SamplerOverrides {
 }
 
 /// Generates samples `0..num` of `seed` with the device runtime on the host: sample `i` is
-/// [`ddm_firmware::generate`] with `sample_index = i`, with `sampler` (`None`: the blob's
+/// [`ddm_firmware::generate()`] with `sample_index = i`, with `sampler` (`None`: the blob's
 /// defaults). Samples run in parallel on rayon's global pool, each in its own arena; each is
 /// independent of the others, so the result does not depend on the number of threads.
 /// Returns `[num, sample_len]` row-major.

@@ -44,7 +44,7 @@ pub fn grid(
     }
     let (channels, height, width) = (shape[0], shape[1], shape[2]);
     let len = channels * height * width;
-    if samples.is_empty() || samples.len() % len != 0 || scale == 0 {
+    if samples.is_empty() || !samples.len().is_multiple_of(len) || scale == 0 {
         return Err(Error::Invalid(format!(
             "{} values are not a whole number of {shape:?} samples (or scale 0)",
             samples.len()

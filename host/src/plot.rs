@@ -121,7 +121,7 @@ pub fn write_loss_curve(path: &Path, losses: &[f32], title: &str) -> Result<()> 
 /// [`Error::Invalid`] when `points` is not a whole number of pairs; [`Error::Io`] when the
 /// file cannot be written.
 pub fn write_scatter(path: &Path, points: &[f32], range: f32, title: &str) -> Result<()> {
-    if points.len() % 2 != 0 {
+    if !points.len().is_multiple_of(2) {
         return Err(Error::Invalid(
             "a scatter plot needs 2-D points ([n, 2])".into(),
         ));

@@ -25,7 +25,11 @@ pub fn configure(threads: usize) {
     let value = threads.to_string();
     // Setting the environment is sound here: `main` calls this before starting any thread.
     std::env::set_var("RAYON_NUM_THREADS", &value);
-    std::env::set_var("CANDLE_NUM_THREADS", &value);
+    // candle's element-wise pool waits for its workers at a spinning barrier: when another
+    // process holds a core, every operation waits out a scheduler time slice. The heavy
+    // element-wise work runs in ddm's kernels on rayon's pool instead (which lets the calling
+    // thread take back work no other thread has started), so candle's pool stays at one.
+    std::env::set_var("CANDLE_NUM_THREADS", "1");
     // Fails only if the global pool already exists, which then keeps its size.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use ddm::calibrate::{calibrate, CalibrationRun};
+use ddm::calibrate::{calibrate, CalibrationRun, TimestepWeighting};
 use ddm::data::{self, DatasetSpec, LoadOptions};
 use ddm::export::{default_export_sampling, sampler_config, schedule_spec};
 use ddm::model::{forward, MlpConfig, ModelConfig, Params, UnetConfig};
@@ -57,7 +57,7 @@ fn grouped(value: usize) -> String {
     let digits = value.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -346,7 +346,7 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
         clip_sample: Some(1.0),
         ..default_export_sampling()
     };
-    let cal = |batch: usize| {
+    let cal = |batch: usize, weighting: TimestepWeighting| {
         let run = CalibrationRun {
             samples: 10,
             batch,
@@ -355,6 +355,7 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
                 max_inputs: 1000,
                 ..CalibrationConfig::default()
             },
+            weighting,
         };
         calibrate(
             graph,
@@ -367,7 +368,7 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
         )
         .unwrap()
     };
-    let batched = cal(4);
+    let batched = cal(4, TimestepWeighting::Uniform);
     assert_eq!(batched.timesteps.len(), 10);
     assert_eq!(
         batched.timesteps[0], 999,
@@ -398,7 +399,10 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
         11,
     )
     .unwrap();
-    let single = cal(1);
+    let single = cal(1, TimestepWeighting::Uniform);
+    // Weighting late steps offers a subset of the early steps' values, but keeps the
+    // extremes (and so min/max ranges) exact.
+    let weighted = cal(4, TimestepWeighting::Quadratic);
     for (index, node) in graph.nodes.iter().enumerate() {
         let id = ddm_export::graph::NodeId(index);
         let ours = batched.calibration.stats(id).unwrap();
@@ -419,6 +423,16 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
                 other.max
             );
         }
+        let subset = weighted.calibration.stats(id).unwrap();
+        assert_eq!(
+            (subset.min, subset.max),
+            (ours.min, ours.max),
+            "{}",
+            node.name
+        );
+        // The last step offers everything, the first 1%: about 38.5% of all values.
+        let share = subset.count as f64 / ours.count as f64;
+        assert!((0.3..0.5).contains(&share), "{}: {share}", node.name);
     }
 }
 

@@ -11,8 +11,9 @@
 use candle_core::{DType, Device, Tensor, Var};
 use ddm::model::kernels::{with_kernels, Kernels};
 use ddm::model::ops;
-use ddm::model::{forward, Params, UnetConfig};
+use ddm::model::{forward, MlpConfig, Params, UnetConfig};
 use ddm_core::Rng;
+use ddm_export::graph::{Graph, NodeId};
 
 fn random(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
     let n: usize = shape.iter().product();
@@ -138,7 +139,9 @@ fn check(name: &str, op: Op<'_>, shapes: &[Vec<usize>], seed: u64) {
 }
 
 /// `(B, C_in, H, W, C_out, k, stride, padding)`.
-const CONVOLUTIONS: [(usize, usize, usize, usize, usize, usize, usize, usize); 9] = [
+type Convolution = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CONVOLUTIONS: [Convolution; 9] = [
     // 3x3 stride 1 (every UNet convolution but two), odd channel counts, batch 1.
     (1, 3, 7, 5, 5, 3, 1, 1),
     (3, 5, 6, 6, 7, 3, 1, 1),
@@ -223,6 +226,31 @@ fn group_norm_matches_candle_and_finite_differences() {
 }
 
 #[test]
+fn linear_matches_candle_and_finite_differences() {
+    // The MLP's layers (batch > 1, widths not multiples of a SIMD register) and a batch of 1.
+    for (i, (batch, inputs, outputs)) in [(5, 7, 3), (1, 33, 17), (4, 64, 70)]
+        .into_iter()
+        .enumerate()
+    {
+        let shapes = [vec![batch, inputs], vec![outputs, inputs], vec![outputs]];
+        let with_bias = |t: &[Tensor]| ops::linear(&t[0], &t[1], Some(&t[2])).unwrap();
+        check(
+            &format!("linear {batch}x{inputs} -> {outputs}"),
+            &with_bias,
+            &shapes,
+            500 + i as u64,
+        );
+        let without_bias = |t: &[Tensor]| ops::linear(&t[0], &t[1], None).unwrap();
+        check(
+            &format!("linear {batch}x{inputs} -> {outputs} without bias"),
+            &without_bias,
+            &shapes[..2],
+            600 + i as u64,
+        );
+    }
+}
+
+#[test]
 fn elementwise_ops_match_candle_and_finite_differences() {
     let silu = |t: &[Tensor]| ops::silu(&t[0]).unwrap();
     check("silu [3, 70]", &silu, &[vec![3, 70]], 1);
@@ -235,6 +263,19 @@ fn elementwise_ops_match_candle_and_finite_differences() {
 }
 
 #[test]
+fn mlp_matches_candle_forward_and_gradients() {
+    let graph = MlpConfig {
+        hidden: 24,
+        blocks: 2,
+        time_dim: 8,
+        norm_groups: 4,
+    }
+    .build(&[1, 4, 4])
+    .unwrap();
+    compare_model(&graph, &[3, 1, 4, 4], 6);
+}
+
+#[test]
 fn unet_matches_candle_forward_and_gradients() {
     let graph = UnetConfig {
         channels: 8,
@@ -244,7 +285,13 @@ fn unet_matches_candle_forward_and_gradients() {
     }
     .build(&[1, 8, 8])
     .unwrap();
-    let mut rng = Rng::new(5);
+    compare_model(&graph, &[3, 1, 8, 8], 5);
+}
+
+/// The fused and the reference executions of `graph` agree on the output and on every
+/// parameter's gradient (`f64`), and the `f32` output is close to the `f64` one.
+fn compare_model(graph: &Graph, input: &[usize], seed: u64) {
+    let mut rng = Rng::new(seed);
     let params: Vec<(String, Tensor)> = graph
         .params
         .iter()
@@ -256,9 +303,9 @@ fn unet_matches_candle_forward_and_gradients() {
             )
         })
         .collect();
-    let x = random(&mut rng, &[3, 1, 8, 8], DType::F64);
+    let x = random(&mut rng, input, DType::F64);
     let t = Tensor::new(&[3.0f64, 500.0, 999.0], &Device::Cpu).unwrap();
-    let probe = random(&mut rng, &[3, 1, 8, 8], DType::F64);
+    let probe = random(&mut rng, input, DType::F64);
 
     let run = |kernels: Kernels, dtype: DType| {
         with_kernels(kernels, || {
@@ -273,7 +320,7 @@ fn unet_matches_candle_forward_and_gradients() {
                 .collect();
             let p =
                 Params::from_tensors(vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())));
-            let out = forward(&graph, &p, &x.to_dtype(dtype).unwrap(), &t, None).unwrap();
+            let out = forward(graph, &p, &x.to_dtype(dtype).unwrap(), &t, None).unwrap();
             let loss = (&out * probe.to_dtype(dtype).unwrap())
                 .unwrap()
                 .sum_all()
@@ -300,10 +347,15 @@ fn unet_matches_candle_forward_and_gradients() {
     }
     let (single, _) = run(Kernels::Fused, DType::F32);
     let error = relative_error(&single, &reference);
-    assert!(
-        error < 1e-4,
-        "f32 UNet output differs from f64 by {error:e}"
-    );
+    assert!(error < 1e-4, "f32 output differs from f64 by {error:e}");
+
+    // An observer sees every node (so GroupNorm and SiLU run apart): same output.
+    let p = Params::from_tensors(params.iter().cloned());
+    let mut seen = 0;
+    let mut count = |_: NodeId, _: &Tensor| seen += 1;
+    let observed = forward(graph, &p, &x, &t, Some(&mut count)).unwrap();
+    assert_eq!(seen, graph.nodes.len());
+    assert!(relative_error(&observed, &fused) < 1e-12);
 }
 
 /// The fused backward of a convolution and a GroupNorm + SiLU at `threads` threads.
@@ -320,11 +372,16 @@ fn gradients_at(threads: usize) -> Vec<Vec<f32>> {
         let gamma = Var::from_tensor(&random(&mut rng, &[32], DType::F32)).unwrap();
         let beta = Var::from_tensor(&random(&mut rng, &[32], DType::F32)).unwrap();
         let w2 = Var::from_tensor(&random(&mut rng, &[24, 32, 3, 3], DType::F32)).unwrap();
+        let w3 = Var::from_tensor(&random(&mut rng, &[64, 24 * 7 * 7], DType::F32)).unwrap();
+        let b3 = Var::from_tensor(&random(&mut rng, &[64], DType::F32)).unwrap();
         let y = ops::conv2d(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), 1, 1).unwrap();
         let y = ops::group_norm_silu(&y, 8, 1e-5, gamma.as_tensor(), beta.as_tensor()).unwrap();
         let y = ops::conv2d(&y, w2.as_tensor(), None, 2, 1).unwrap();
+        // Large enough for the linear layer's product to be split over the threads.
+        let y = ops::reshape(&y, &[24 * 7 * 7]).unwrap();
+        let y = ops::silu(&ops::linear(&y, w3.as_tensor(), Some(b3.as_tensor())).unwrap()).unwrap();
         let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        [&x, &w, &b, &gamma, &beta, &w2]
+        [&x, &w, &b, &gamma, &beta, &w2, &w3, &b3]
             .iter()
             .map(|v| {
                 grads
@@ -345,4 +402,49 @@ fn gradients_are_bit_identical_across_runs_and_thread_counts() {
     assert_eq!(one, gradients_at(1), "two runs on one thread");
     assert_eq!(one, gradients_at(2), "one thread and two");
     assert_eq!(one, gradients_at(3), "one thread and three");
+}
+
+/// `ddm train` of a small UNet at `threads` threads; returns the trained weights file.
+fn train_unet(dir: &std::path::Path, threads: usize) -> Vec<u8> {
+    let out = dir.join(format!("threads-{threads}"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ddm"))
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "train",
+            "--dataset",
+            "optdigits",
+            "--model",
+            "unet",
+            "--width",
+            "8",
+            "--groups",
+            "4",
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--preview-every",
+            "0",
+            "--checkpoint-every",
+            "3",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("the ddm binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(out.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn training_is_bit_identical_at_one_and_two_threads() {
+    // The kernels' sums do not depend on the thread count, and candle's own element-wise
+    // operations run on one thread (see ddm::threads).
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(train_unet(dir.path(), 1), train_unet(dir.path(), 2));
 }

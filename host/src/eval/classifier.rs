@@ -321,7 +321,7 @@ impl Classifier {
     /// [`Error::Invalid`] when `images` is not whole images.
     pub fn embed(&self, images: &[f32]) -> Result<Embedding> {
         let len = self.architecture.input_len();
-        if images.len() % len != 0 {
+        if !images.len().is_multiple_of(len) {
             return Err(Error::Invalid(format!(
                 "{} values are not whole {}x{} images",
                 images.len(),

@@ -100,7 +100,7 @@ fn symmetrize(matrix: &mut DMatrix<f64>) {
 
 /// Number of rows of a row-major `[n, dim]` buffer, checking `n >= min_rows`.
 pub(crate) fn rows(values: &[f32], dim: usize, min_rows: usize, what: &str) -> Result<usize> {
-    if dim == 0 || values.len() % dim != 0 {
+    if dim == 0 || !values.len().is_multiple_of(dim) {
         return Err(Error::Invalid(format!(
             "{what}: {} values do not form rows of {dim}",
             values.len()

@@ -46,7 +46,7 @@ impl Denoiser for NetworkDenoiser {
 
     fn predict(&mut self, x: &[f32], t: u32, out: &mut [f32]) -> Result<()> {
         let sample_len: usize = self.graph.input_shape().iter().product();
-        if sample_len == 0 || x.len() % sample_len != 0 || out.len() != x.len() {
+        if sample_len == 0 || !x.len().is_multiple_of(sample_len) || out.len() != x.len() {
             return Err(Error::Invalid(format!(
                 "a batch of {} values (output {}) is not whole samples of {sample_len}",
                 x.len(),

@@ -50,7 +50,7 @@ impl MlpConfig {
     /// `norm_groups` does not divide `hidden`.
     pub fn build(&self, sample_shape: &[usize]) -> Result<Graph> {
         let dim: usize = sample_shape.iter().product();
-        if dim == 0 || self.hidden == 0 || self.time_dim == 0 || self.time_dim % 2 != 0 {
+        if dim == 0 || self.hidden == 0 || self.time_dim == 0 || !self.time_dim.is_multiple_of(2) {
             return Err(Error::Invalid(format!(
                 "MLP: the sample size ({dim}), hidden width ({}) must be > 0 and the time \
                  embedding size ({}) even and > 0",

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// The frequencies are computed in `f64` and rounded to `t`'s type; the products `t f_i` and
 /// the sines are evaluated in that type on the tensor's device.
 pub fn time_embedding(t: &Tensor, dim: usize, max_period: f32) -> Result<Tensor> {
-    if dim == 0 || dim % 2 != 0 {
+    if dim == 0 || !dim.is_multiple_of(2) {
         return Err(Error::Invalid(format!(
             "the time embedding needs an even dimension, got {dim}"
         )));
@@ -84,7 +84,7 @@ pub fn group_norm(
         return kernels::group_norm(x, groups, eps, weight, bias, false);
     }
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
         return Err(Error::Invalid(format!(
             "group norm: {groups} groups do not divide the channels of shape {dims:?}"
         )));

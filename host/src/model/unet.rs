@@ -78,7 +78,7 @@ impl UnetConfig {
             || self
                 .channel_mults
                 .iter()
-                .any(|m| (m * self.channels) % self.groups != 0)
+                .any(|m| !(m * self.channels).is_multiple_of(self.groups))
         {
             return Err(Error::Invalid(format!(
                 "{} GroupNorm groups do not divide every level's width ({} x {:?})",

@@ -180,8 +180,7 @@ impl AdamW {
         let t = self.step as i32;
         let correction1 = 1.0 - self.beta1.powi(t);
         let correction2 = 1.0 - self.beta2.powi(t);
-        for ((moments, (param_name, var)), grad) in self.moments.iter_mut().zip(params).zip(grads)
-        {
+        for ((moments, (param_name, var)), grad) in self.moments.iter_mut().zip(params).zip(grads) {
             debug_assert_eq!(&moments.name, param_name);
             let decay = if var.rank() >= 2 && self.weight_decay > 0.0 {
                 1.0 - lr * self.weight_decay
@@ -245,7 +244,10 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: Option<f64>) -> Result<f32
             for grad in &grads[1..] {
                 total = (total + grad.sqr()?.sum_all()?)?;
             }
-            total.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?.sqrt()
+            total
+                .to_dtype(candle_core::DType::F32)?
+                .to_scalar::<f32>()?
+                .sqrt()
         }
     };
     if let Some(max_norm) = max_norm {
@@ -262,6 +264,7 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: Option<f64>) -> Result<f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     fn var(values: &[f32], shape: &[usize]) -> Var {
         Var::from_tensor(&Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()).unwrap()
@@ -303,6 +306,72 @@ mod tests {
         assert!((state.v["b"].data[0] - 0.016).abs() < 1e-6);
         let resumed = AdamW::from_state(&config, &params, &state, &Device::Cpu).unwrap();
         assert_eq!(resumed.state().unwrap(), state);
+    }
+
+    #[test]
+    fn the_fused_update_matches_the_tensor_one() {
+        // f32 parameters on the CPU take the fused path, f64 ones the candle operations.
+        let config = TrainConfig {
+            weight_decay: 0.1,
+            ..TrainConfig::default()
+        };
+        let values: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin()).collect();
+        let make = |dtype: DType| {
+            let tensor = Tensor::from_vec(values.clone(), (3, 4), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let bias = Tensor::new(&[0.5f32, -0.25, 1.0], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            vec![
+                ("w".to_string(), Var::from_tensor(&tensor).unwrap()),
+                ("b".to_string(), Var::from_tensor(&bias).unwrap()),
+            ]
+        };
+        let (single, double) = (make(DType::F32), make(DType::F64));
+        let mut fused = AdamW::new(&config, &single).unwrap();
+        let mut reference = AdamW::new(&config, &double).unwrap();
+        assert!(matches!(fused.moments[0].values, MomentValues::Host { .. }));
+        assert!(matches!(
+            reference.moments[0].values,
+            MomentValues::Tensors { .. }
+        ));
+        for step in 0..3 {
+            let grads = |params: &[(String, Var)]| -> Vec<Tensor> {
+                params
+                    .iter()
+                    .map(|(_, v)| {
+                        ((v.as_tensor().cos().unwrap() * 0.3).unwrap() + step as f64).unwrap()
+                    })
+                    .collect()
+            };
+            fused.step(&single, &grads(&single), 0.01).unwrap();
+            reference.step(&double, &grads(&double), 0.01).unwrap();
+        }
+        for ((_, a), (_, b)) in single.iter().zip(&double) {
+            let (a, b) = (values64(a.as_tensor()), values64(b.as_tensor()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-6, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(
+            fused.state().unwrap().m.keys().collect::<Vec<_>>(),
+            reference.state().unwrap().m.keys().collect::<Vec<_>>()
+        );
+        let resumed =
+            AdamW::from_state(&config, &single, &fused.state().unwrap(), &Device::Cpu).unwrap();
+        assert_eq!(resumed.state().unwrap(), fused.state().unwrap());
+    }
+
+    fn values64(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use ddm::calibrate::{CalibrationRun, DEFAULT_CALIBRATION_SEED};
+use ddm::calibrate::{CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SEED};
 use ddm::export::{default_export_sampling, describe_sampler, export_checkpoint, ExportSettings};
 use ddm::fsutil::write_atomic;
 use ddm::model;
@@ -38,6 +38,17 @@ pub enum RangeName {
     Percentile,
     /// The range minimising the expected quantisation plus clipping error.
     Mse,
+}
+
+/// Timestep weightings by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightingName {
+    /// Every visited timestep counts the same.
+    Uniform,
+    /// Step i of n counts i + 1.
+    Linear,
+    /// Step i of n counts (i + 1)^2.
+    Quadratic,
 }
 
 /// ONNX parameter precisions by name.
@@ -86,6 +97,10 @@ pub struct Args {
     /// Percentile of --range percentile, in (50, 100].
     #[arg(long, default_value_t = 99.99)]
     percentile: f32,
+    /// How much each visited timestep's activations count in the percentile and MSE ranges
+    /// (linear and quadratic favour the last steps, whose predictions land in the sample).
+    #[arg(long, value_enum, default_value_t = WeightingName::Uniform)]
+    timestep_weighting: WeightingName,
     /// Export the trained weights instead of their EMA.
     #[arg(long)]
     no_ema: bool,
@@ -146,6 +161,11 @@ impl Args {
                 config: CalibrationConfig {
                     max_inputs: self.sqnr_inputs,
                     ..CalibrationConfig::default()
+                },
+                weighting: match self.timestep_weighting {
+                    WeightingName::Uniform => TimestepWeighting::Uniform,
+                    WeightingName::Linear => TimestepWeighting::Linear,
+                    WeightingName::Quadratic => TimestepWeighting::Quadratic,
                 },
             },
             weights: if self.no_ema {

@@ -19,7 +19,7 @@ use gemm::Parallelism;
 use super::matmul::{matmul, Operand};
 
 use super::simd::{self, vectorize, Kernel};
-use super::{dispatch_float, for_sample_runs, reduce_over_batch, slice, threads, Float};
+use super::{dispatch_float, for_sample_runs, reduce_over_batch, slice, threads, zeros, Float};
 use crate::error::{Error, Result};
 
 /// `x: [B, C_in, H, W]` convolved with `weight: [C_out, C_in, k, k]` (stride `stride`, zero
@@ -120,6 +120,13 @@ impl Geometry {
         self.c_out * self.out_pixels()
     }
 
+    /// Whether the output has the input's size at stride 1 (`2 padding = k - 1`): then row
+    /// `(c, ky, kx)` of `col` is input plane `c` shifted by `(ky - p) W + (kx - p)` elements,
+    /// with zeros where a window column leaves the image.
+    fn same_size(&self) -> bool {
+        self.stride == 1 && self.out_height == self.height && self.out_width == self.width
+    }
+
     /// Whether `col` is the input itself (1x1, stride 1, no padding).
     fn pointwise(&self) -> bool {
         self.kernel == 1 && self.stride == 1 && self.padding == 0
@@ -158,6 +165,31 @@ fn valid_range(offset: usize, g: &Geometry, len: usize, out_len: usize) -> (usiz
     (low.min(high), high)
 }
 
+/// For a [`Geometry::same_size`] convolution, the positions `low..high` of a `col` row of
+/// kernel offset `(ky, kx)` whose shifted input position (`position + shift`) is inside the
+/// plane, and the shift.
+#[inline(always)]
+fn shifted_range(g: &Geometry, ky: usize, kx: usize) -> (usize, usize, isize) {
+    let len = (g.height * g.width) as isize;
+    let shift =
+        (ky as isize - g.padding as isize) * g.width as isize + kx as isize - g.padding as isize;
+    let low = (-shift).clamp(0, len) as usize;
+    let high = (len - shift).clamp(0, len) as usize;
+    (low.min(high), high, shift)
+}
+
+/// Zeroes the entries of a [`Geometry::same_size`] `col` row of kernel column `kx` whose
+/// window column lies in the padding (strided stores, one column at a time).
+#[inline(always)]
+fn zero_outside_columns<T: Float>(g: &Geometry, kx: usize, row: &mut [T]) {
+    let (low, high) = valid_range(kx, g, g.width, g.out_width);
+    for column in (0..low).chain(high..g.out_width) {
+        for value in row.iter_mut().skip(column).step_by(g.out_width) {
+            *value = T::ZERO;
+        }
+    }
+}
+
 /// Writes `col` (`[C_in k k, H' W']`) for one sample `x` (`[C_in, H, W]`).
 struct Im2col<'a, T> {
     g: &'a Geometry,
@@ -174,6 +206,21 @@ impl<T: Float> Kernel for Im2col<'_, T> {
         let (k, s, p) = (g.kernel, g.stride, g.padding);
         let (w, ow, n) = (g.width, g.out_width, g.out_pixels());
         let plane_len = g.height * g.width;
+        if g.same_size() {
+            for (row_index, row) in col.chunks_exact_mut(n).enumerate() {
+                let (c, ky, kx) = (row_index / (k * k), row_index / k % k, row_index % k);
+                let plane = &x[c * plane_len..][..plane_len];
+                let (low, high, shift) = shifted_range(g, ky, kx);
+                row[..low].fill(T::ZERO);
+                row[high..].fill(T::ZERO);
+                if low < high {
+                    let from = low.wrapping_add_signed(shift);
+                    row[low..high].copy_from_slice(&plane[from..from + high - low]);
+                }
+                zero_outside_columns(g, kx, row);
+            }
+            return;
+        }
         for c in 0..g.c_in {
             let plane = &x[c * plane_len..][..plane_len];
             for ky in 0..k {
@@ -206,9 +253,11 @@ impl<T: Float> Kernel for Im2col<'_, T> {
 
 /// Adds every entry of `col` (`[C_in k k, H' W']`) to the input pixel it was copied from in
 /// `dx` (`[C_in, H, W]`): the adjoint of [`Im2col`].
+///
+/// `col` is scratch: the entries that stand for padding may be overwritten.
 struct Col2im<'a, T> {
     g: &'a Geometry,
-    col: &'a [T],
+    col: &'a mut [T],
     dx: &'a mut [T],
 }
 
@@ -221,6 +270,23 @@ impl<T: Float> Kernel for Col2im<'_, T> {
         let (k, s, p) = (g.kernel, g.stride, g.padding);
         let (w, ow, n) = (g.width, g.out_width, g.out_pixels());
         let plane_len = g.height * g.width;
+        if g.same_size() {
+            for (row_index, row) in col.chunks_exact_mut(n).enumerate() {
+                let (c, ky, kx) = (row_index / (k * k), row_index / k % k, row_index % k);
+                let plane = &mut dx[c * plane_len..][..plane_len];
+                let (low, high, shift) = shifted_range(g, ky, kx);
+                // Padding columns would otherwise land on the neighbouring row's pixels.
+                zero_outside_columns(g, kx, row);
+                if low < high {
+                    let from = low.wrapping_add_signed(shift);
+                    let dst = &mut plane[from..from + high - low];
+                    for (d, &v) in dst.iter_mut().zip(&row[low..high]) {
+                        *d += v;
+                    }
+                }
+            }
+            return;
+        }
         for c in 0..g.c_in {
             let plane = &mut dx[c * plane_len..][..plane_len];
             for ky in 0..k {
@@ -266,7 +332,7 @@ impl Conv2d {
         let w = slice::<T>(w.0, w.1, "conv2d")?;
         let bias = bias.map(|(s, l)| slice::<T>(s, l, "conv2d")).transpose()?;
         let (rows, n) = (g.col_rows(), g.out_pixels());
-        let mut y = vec![T::ZERO; g.batch * g.out_len()];
+        let mut y = zeros(g.batch * g.out_len());
         let parallelism = g.gemm_parallelism();
         for_sample_runs(&mut y, g.out_len(), g.parallel_batch(), |samples, y| {
             let mut col = if g.pointwise() {
@@ -422,7 +488,7 @@ struct Conv2dInputGrad {
 impl Conv2dInputGrad {
     fn run<T: Float>(g: Geometry, dy: &[T], w: &[T]) -> candle_core::Result<(CpuStorage, Shape)> {
         let (rows, n) = (g.col_rows(), g.out_pixels());
-        let mut dx = vec![T::ZERO; g.batch * g.in_len()];
+        let mut dx = zeros(g.batch * g.in_len());
         let parallelism = g.gemm_parallelism();
         for_sample_runs(&mut dx, g.in_len(), g.parallel_batch(), |samples, dx| {
             let mut col = if g.pointwise() {
@@ -450,7 +516,7 @@ impl Conv2dInputGrad {
                 if !g.pointwise() {
                     vectorize(Col2im {
                         g: &g,
-                        col: &col,
+                        col: &mut col,
                         dx,
                     });
                 }
@@ -606,28 +672,39 @@ mod tests {
 
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
-        // <im2col(x), c> = <x, col2im(c)> for all x, c.
-        let g = Geometry::new(&[1, 2, 5, 4], &[3, 2, 3, 3], 2, 1).unwrap();
-        let x: Vec<f64> = (0..g.in_len()).map(|i| (i as f64 * 0.37).sin()).collect();
-        let c: Vec<f64> = (0..g.col_rows() * g.out_pixels())
-            .map(|i| (i as f64 * 0.11).cos())
-            .collect();
-        let mut col = vec![0.0; c.len()];
-        Im2col {
-            g: &g,
-            x: &x,
-            col: &mut col,
+        // <im2col(x), c> = <x, col2im(c)> for all x, c: strided, "same" 3x3 and 5x5, valid.
+        let cases: [(&[usize], &[usize], usize, usize); 4] = [
+            (&[1, 2, 5, 4], &[3, 2, 3, 3], 2, 1),
+            (&[1, 2, 5, 4], &[3, 2, 3, 3], 1, 1),
+            (&[1, 3, 6, 7], &[2, 3, 5, 5], 1, 2),
+            (&[1, 2, 6, 5], &[2, 2, 3, 3], 1, 0),
+        ];
+        for (x_shape, w_shape, stride, padding) in cases {
+            let g = Geometry::new(x_shape, w_shape, stride, padding).unwrap();
+            let x: Vec<f64> = (0..g.in_len()).map(|i| (i as f64 * 0.37).sin()).collect();
+            let c: Vec<f64> = (0..g.col_rows() * g.out_pixels())
+                .map(|i| (i as f64 * 0.11).cos())
+                .collect();
+            let mut col = vec![f64::NAN; c.len()];
+            Im2col {
+                g: &g,
+                x: &x,
+                col: &mut col,
+            }
+            .run();
+            let mut back = vec![0.0; x.len()];
+            Col2im {
+                g: &g,
+                col: &mut c.clone(),
+                dx: &mut back,
+            }
+            .run();
+            let lhs: f64 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-12,
+                "{x_shape:?} {w_shape:?}: {lhs} {rhs}"
+            );
         }
-        .run();
-        let mut back = vec![0.0; x.len()];
-        Col2im {
-            g: &g,
-            col: &c,
-            dx: &mut back,
-        }
-        .run();
-        let lhs: f64 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
-        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
-        assert!((lhs - rhs).abs() < 1e-12, "{lhs} {rhs}");
     }
 }

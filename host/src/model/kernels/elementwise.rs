@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{self, vectorize, Kernel};
-use super::{dispatch_float, for_sample_runs, slice, threads, Float, PARALLEL_MIN_ELEMENTS};
+use super::{dispatch_float, for_sample_runs, slice, threads, zeros, Float, PARALLEL_MIN_ELEMENTS};
 use crate::error::{Error, Result};
 
 /// `x sigmoid(x)`, element-wise, differentiable.
@@ -68,7 +68,7 @@ impl CustomOp1 for Silu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         fn run<T: Float>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
             let x = slice::<T>(s, l, "silu")?;
-            let mut y = vec![T::ZERO; x.len()];
+            let mut y = zeros(x.len());
             for_pieces(&mut y, |start, y| {
                 vectorize(SiluKernel {
                     x: &x[start..][..y.len()],
@@ -108,7 +108,7 @@ impl CustomOp2 for SiluGrad {
         ) -> candle_core::Result<(CpuStorage, Shape)> {
             let x = slice::<T>(s1, l1, "silu gradient")?;
             let dy = slice::<T>(s2, l2, "silu gradient")?;
-            let mut dx = vec![T::ZERO; x.len()];
+            let mut dx = zeros(x.len());
             for_pieces(&mut dx, |start, dx| {
                 let len = dx.len();
                 vectorize(SiluGradKernel {
@@ -147,7 +147,7 @@ impl CustomOp2 for AddChannels {
             let x = slice::<T>(s1, l1, "add per channel")?;
             let e = slice::<T>(s2, l2, "add per channel")?;
             let positions = x.len().checked_div(e.len()).unwrap_or(0).max(1);
-            let mut y = vec![T::ZERO; x.len()];
+            let mut y = zeros(x.len());
             let parallel = x.len() >= 2 * PARALLEL_MIN_ELEMENTS;
             for_sample_runs(&mut y, positions, parallel, |rows, y| {
                 let x = &x[rows.start * positions..][..y.len()];
@@ -213,7 +213,7 @@ impl CustomOp1 for Upsample2x {
         fn run<T: Float>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
             let (b, c, h, w) = l.shape().dims4()?;
             let x = slice::<T>(s, l, "upsample2x")?;
-            let mut y = vec![T::ZERO; 4 * x.len()];
+            let mut y = zeros(4 * x.len());
             let plane = 4 * h * w;
             let parallel = y.len() >= PARALLEL_MIN_ELEMENTS;
             for_sample_runs(&mut y, plane, parallel, |planes, y| {
@@ -249,7 +249,7 @@ impl CustomOp1 for Downsum2x {
             let (b, c, h2, w2) = l.shape().dims4()?;
             let (h, w) = (h2 / 2, w2 / 2);
             let dy = slice::<T>(s, l, "upsample2x gradient")?;
-            let mut dx = vec![T::ZERO; b * c * h * w];
+            let mut dx = zeros(b * c * h * w);
             let parallel = dy.len() >= PARALLEL_MIN_ELEMENTS;
             for_sample_runs(&mut dx, h * w, parallel, |planes, dx| {
                 let dy = &dy[planes.start * h2 * w2..][..4 * dx.len()];

@@ -58,7 +58,7 @@ impl Sizes {
     /// All threads for products big enough to share (`gemm` itself keeps small ones on one).
     fn parallelism(&self) -> Parallelism {
         let workers = threads();
-        if workers > 1 && self.batch * self.inputs * self.outputs >= 1 << 16 {
+        if workers > 1 && self.batch * self.inputs * self.outputs >= 1 << 24 {
             Parallelism::Rayon(workers)
         } else {
             Parallelism::None

@@ -175,6 +175,23 @@ pub(crate) fn threads() -> usize {
 /// Elements below which a kernel stays on the calling thread.
 pub(crate) const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
+/// `len` zeros: written by rayon's threads when the vector is large (a serial `memset` of a
+/// whole activation would otherwise be a sequential part of a parallel kernel).
+pub(crate) fn zeros<T: Float>(len: usize) -> Vec<T> {
+    if threads() > 1 && len >= 4 * PARALLEL_MIN_ELEMENTS {
+        let mut values = Vec::with_capacity(len);
+        values.par_extend(rayon::iter::repeat_n(T::ZERO, len));
+        values
+    } else {
+        vec![T::ZERO; len]
+    }
+}
+
+/// Runs per thread that [`for_sample_runs`] cuts a batch into: more than one, so that a thread
+/// that finishes early (or one that another process delays) is balanced by rayon's work
+/// stealing.
+const RUNS_PER_THREAD: usize = 4;
+
 /// Runs `f(samples, out)` for consecutive runs of samples, `out` being the part of `output`
 /// (`sample_len` elements per sample) that belongs to them; on rayon's threads when `parallel`
 /// and there is more than one, else in one call on this thread.
@@ -190,7 +207,7 @@ pub(crate) fn for_sample_runs<T: Send>(
         f(0..batch, output);
         return;
     }
-    let per_run = batch.div_ceil(workers);
+    let per_run = batch.div_ceil(RUNS_PER_THREAD * workers);
     output
         .par_chunks_mut(per_run * sample_len)
         .enumerate()
@@ -217,7 +234,7 @@ pub(crate) fn for_sample_runs2<T: Send, U: Send>(
         f(0..batch, first, second);
         return;
     }
-    let per_run = batch.div_ceil(workers);
+    let per_run = batch.div_ceil(RUNS_PER_THREAD * workers);
     first
         .par_chunks_mut(per_run * first_len)
         .zip(second.par_chunks_mut(per_run * second_len))

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::simd::{self, vectorize, Kernel};
-use super::{dispatch_float, for_sample_runs2, slice, Float, PARALLEL_MIN_ELEMENTS};
+use super::{dispatch_float, for_sample_runs2, slice, zeros, Float, PARALLEL_MIN_ELEMENTS};
 use crate::error::{Error, Result};
 
 /// Group normalisation of `x: [B, C, ...]` with `groups` groups, scale `weight: [C]` and shift
@@ -37,7 +37,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     let dims = x.dims();
-    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
         return Err(Error::Invalid(format!(
             "group norm: {groups} groups do not divide the channels of shape {dims:?}"
         )));
@@ -106,7 +106,7 @@ struct GroupNorm {
 impl GroupNorm {
     fn forward<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let z = self.sizes;
-        let mut y = vec![T::ZERO; x.len()];
+        let mut y = zeros(x.len());
         let mut stats = vec![0.0f64; 2 * z.batch * z.groups];
         for_sample_runs2(
             &mut y,
@@ -279,7 +279,7 @@ impl GroupNormGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let z = self.sizes;
         let channels = z.channels;
-        let mut dx = vec![T::ZERO; x.len() + 2 * channels];
+        let mut dx = zeros(x.len() + 2 * channels);
         let (dx_part, scales_out) = dx.split_at_mut(x.len());
         // Per sample: dγ_c then dβ_c.
         let mut per_sample = vec![0.0f64; z.batch * 2 * channels];

@@ -22,9 +22,11 @@ apt_install() {
     fi
 }
 
-say "toolchain targets and system packages"
-rustup target add thumbv7em-none-eabihf
-apt_install qemu-system-arm dataset-fashion-mnist
+say "toolchain targets, system packages and flip-link"
+rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-linux-gnu
+apt_install qemu-system-arm qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+    dataset-fashion-mnist
+command -v flip-link >/dev/null || cargo install flip-link --locked
 
 say "formatting"
 cargo fmt --all -- --check
@@ -38,8 +40,12 @@ for board in boards/*/; do
     (cd "$board" && cargo clippy --all-targets -- -D warnings)
 done
 
-say "no_std core for thumbv7em-none-eabihf"
-cargo build -p ddm-core --target thumbv7em-none-eabihf
+say "no_std core and device runtime for thumbv7em-none-eabihf"
+cargo build -p ddm-core -p ddm-firmware --target thumbv7em-none-eabihf
+cargo build -p ddm-firmware --features defmt --target thumbv7em-none-eabihf
+
+say "board images (nRF52840-DK, STM32F746G-DISCO, Pico 2, Jetson with tract)"
+./scripts/build-boards.sh
 
 say "tests (host and QEMU)"
 cargo test --workspace

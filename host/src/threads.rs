@@ -1,21 +1,28 @@
-//! How many CPU threads candle uses.
+//! How many CPU threads ddm's kernels and candle use.
 //!
-//! candle's CPU kernels size their thread pools from environment variables read when the pools
-//! are first used: `RAYON_NUM_THREADS` (matrix products through `gemm`, rayon's global pool,
-//! candle's private pool) and `CANDLE_NUM_THREADS` (element-wise kernels). [`configure`] sets
-//! both and builds rayon's global pool, so it must run before the first tensor operation.
+//! The thread pools are sized from environment variables read when the pools are first used:
+//! `RAYON_NUM_THREADS` (rayon's global pool, on which ddm's fused kernels of
+//! [`crate::model::kernels`] and `gemm`'s matrix products run) and `CANDLE_NUM_THREADS`
+//! (candle's own element-wise operations). [`configure`] sets both and builds rayon's global
+//! pool, so it must run before the first tensor operation.
 //!
-//! The default, [`DEFAULT_THREADS`], is 1. On the 2-core machine of BENCHMARKS.md the demo's
-//! MLP trains at 97 steps/s on one thread and 84 on two (its kernels are too small to pay for
-//! the hand-off), and two threads collapse whenever another process uses the second core.
-//! Convolutional models gain from more threads (the preset UNet about 1.6x on two cores):
-//! pass `--threads N` (or 0 for one per core) for them.
+//! The default, [`DEFAULT_THREADS`], is 0: one thread per core. On the 2-core machine of
+//! BENCHMARKS.md ("Training speed against PyTorch") the 28x28 UNet preset trains 1.7x faster
+//! on two threads than on one (3.0 against 1.8 steps/s), and the demo's MLP equally fast
+//! (its products are kept on one thread: too small to share). With another process busy on
+//! the second core, two threads cost the UNet about 15% against one, instead of collapsing as
+//! candle's element-wise pool did (its spinning barrier now stays at one thread, see
+//! [`configure`]). The results do not depend on the thread count: every sum the kernels split
+//! over threads is added in a fixed order.
 
-/// Threads used unless `--threads` says otherwise.
-pub const DEFAULT_THREADS: usize = 1;
+/// Threads used unless `--threads` says otherwise (0: one per available core).
+pub const DEFAULT_THREADS: usize = 0;
 
-/// Makes candle (and rayon) use `threads` threads (0: one per available core). Call it once,
-/// at the start of `main`, before any other thread exists.
+/// Makes ddm's kernels, `gemm` and rayon use `threads` threads (0: one per available core)
+/// and candle's element-wise operations one thread. Call it once, at the start of `main`,
+/// before any other thread exists. On Linux with glibc it also makes the allocator keep freed
+/// memory for reuse, so that the large tensors of a training step are not faulted in afresh
+/// every step.
 pub fn configure(threads: usize) {
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -175,7 +175,9 @@ pub fn train(
 ) -> Result<Trained> {
     let len = architecture.input_len();
     let available = data.train_images.len() / len;
-    if available == 0 || available != data.train_labels.len() || !data.train_images.len().is_multiple_of(len)
+    if available == 0
+        || available != data.train_labels.len()
+        || !data.train_images.len().is_multiple_of(len)
     {
         return Err(Error::Invalid(format!(
             "classifier training needs whole {side}x{side} images with one label each \

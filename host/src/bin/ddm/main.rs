@@ -19,8 +19,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ddm", version, about)]
 struct Cli {
-    /// CPU threads for tensor computations (0: one per core). The default, 1, is fastest for
-    /// the small models of ddm on few cores (see BENCHMARKS.md).
+    /// CPU threads for tensor computations (0, the default: one per core; results are
+    /// bit-identical at any count; see BENCHMARKS.md).
     #[arg(long, global = true, default_value_t = ddm::threads::DEFAULT_THREADS)]
     threads: usize,
     #[command(subcommand)]

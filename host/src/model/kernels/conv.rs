@@ -17,7 +17,6 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 
 use super::matmul::{matmul, Operand};
-
 use super::simd::{self, vectorize, Kernel};
 use super::{dispatch_float, for_sample_runs, reduce_over_batch, slice, threads, zeros, Float};
 use crate::error::{Error, Result};

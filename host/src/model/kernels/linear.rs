@@ -55,7 +55,9 @@ struct Sizes {
 }
 
 impl Sizes {
-    /// All threads for products big enough to share (`gemm` itself keeps small ones on one).
+    /// All threads for products of at least 16 Mi multiply-adds, one below: the MLP preset's
+    /// layers (64 x 256 x 256, 4 Mi) took as long on two threads as on one, and then lost
+    /// the most when another process held a core.
     fn parallelism(&self) -> Parallelism {
         let workers = threads();
         if workers > 1 && self.batch * self.inputs * self.outputs >= 1 << 24 {

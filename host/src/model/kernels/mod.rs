@@ -27,11 +27,14 @@
 //! # Threads and determinism
 //!
 //! The kernels use rayon's global pool (sized by [`crate::threads::configure`]). They split
-//! work over the samples of the batch; a sum over the batch (a weight, bias or normalisation
-//! scale gradient) is accumulated in a fixed number of consecutive chunks of samples that do
-//! not depend on the thread count, and the chunks are added in order. The results are
-//! therefore bit-identical from run to run **and** for any number of threads. Small tensors
-//! are processed on the calling thread: handing them to another costs more than it saves.
+//! work over the samples of the batch, a few runs of consecutive samples per thread (so that
+//! work stealing evens out a thread that another process slows down); a sum over the batch (a
+//! weight, bias or normalisation scale gradient) is accumulated in a fixed number of
+//! consecutive chunks of samples that do not depend on the thread count, and the chunks are
+//! added in order. The results are therefore bit-identical from run to run **and** for any
+//! number of threads. Small tensors (under 32-64 Ki elements) and small matrix products (a linear
+//! layer under 16 Mi multiply-adds, e.g. all of the MLP preset's) stay on the calling thread:
+//! handing them to another costs more than it saves.
 //!
 //! # Choosing the implementation
 //!

@@ -52,20 +52,33 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
-    /// Residual MLP on flattened samples ([`MlpConfig`]).
+    /// Residual MLP on flattened samples (see `MlpConfig`).
     Mlp,
-    /// Convolutional UNet on images ([`UnetConfig`]).
+    /// Convolutional UNet on images (see `UnetConfig`).
     Unet,
 }
 
 /// A model configuration, saved with its weights (`{"kind": "mlp", ...}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", try_from = "serde_json::Value")]
 pub enum ModelConfig {
     /// A residual MLP.
     Mlp(MlpConfig),
     /// A UNet.
     Unet(UnetConfig),
+}
+
+impl TryFrom<serde_json::Value> for ModelConfig {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> std::result::Result<Self, String> {
+        let (kind, rest) = crate::tagged::split_kind(value)?;
+        match kind.as_str() {
+            "mlp" => Ok(ModelConfig::Mlp(crate::tagged::fields(&kind, rest)?)),
+            "unet" => Ok(ModelConfig::Unet(crate::tagged::fields(&kind, rest)?)),
+            other => Err(format!("unknown model kind {other:?} (mlp, unet)")),
+        }
+    }
 }
 
 impl ModelConfig {

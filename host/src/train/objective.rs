@@ -43,7 +43,11 @@ pub enum LossWeightName {
 
 /// A loss weighting with its parameter, as stored in run configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    try_from = "serde_json::Value"
+)]
 pub enum LossWeightSpec {
     /// `w = 1`.
     #[default]
@@ -55,6 +59,31 @@ pub enum LossWeightSpec {
         /// The clamp (typically 5).
         gamma: f32,
     },
+}
+
+impl TryFrom<serde_json::Value> for LossWeightSpec {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> std::result::Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Gamma {
+            gamma: f32,
+        }
+        let (kind, rest) = crate::tagged::split_kind(value)?;
+        match kind.as_str() {
+            "simple" => crate::tagged::fields::<Empty>(&kind, rest).map(|_| LossWeightSpec::Simple),
+            "elbo" => crate::tagged::fields::<Empty>(&kind, rest).map(|_| LossWeightSpec::Elbo),
+            "min-snr" => crate::tagged::fields::<Gamma>(&kind, rest)
+                .map(|g| LossWeightSpec::MinSnr { gamma: g.gamma }),
+            other => Err(format!(
+                "unknown loss weight {other:?} (simple, elbo, min-snr)"
+            )),
+        }
+    }
 }
 
 impl LossWeightSpec {
@@ -113,6 +142,11 @@ mod tests {
             r#"{"prediction":"v","loss_weight":{"kind":"min-snr","gamma":5.0}}"#
         );
         assert_eq!(serde_json::from_str::<Objective>(&text).unwrap(), objective);
+        for simple in [r#"{"kind":"simple"}"#, r#"{"kind":"elbo"}"#] {
+            assert!(serde_json::from_str::<LossWeightSpec>(simple).is_ok());
+        }
+        assert!(serde_json::from_str::<LossWeightSpec>(r#"{"kind":"elbo","gamma":1}"#).is_err());
+        assert!(serde_json::from_str::<LossWeightSpec>(r#"{"kind":"min-snr"}"#).is_err());
         assert!(LossWeightSpec::new(LossWeightName::MinSnr, 0.0).is_err());
         assert_eq!(
             LossWeightSpec::new(LossWeightName::Elbo, 0.0)

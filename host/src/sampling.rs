@@ -100,7 +100,8 @@ pub struct SamplingOptions {
     pub eta: f32,
     /// DDPM's reverse variance.
     pub variance: ReverseVariance,
-    /// Clamp x0 estimates to `[-r, r]`.
+    /// Clamp x0 estimates to `[-r, r]` (for Langevin: the output of the final denoising
+    /// step, when it has one).
     pub clip_sample: Option<f32>,
     /// Seed of the per-sample random streams.
     pub seed: u64,
@@ -318,6 +319,11 @@ fn run_langevin(
         {
             sampler.step(row, g, rng)?;
         }
+    }
+    if let (Some(radius), true) = (options.clip_sample, options.langevin.final_denoise) {
+        // The final denoising step's output is an x0 estimate: clamp it like the other
+        // samplers clamp theirs.
+        x.iter_mut().for_each(|v| *v = v.clamp(-radius, radius));
     }
     Ok(())
 }

@@ -91,6 +91,55 @@ fn oracle_sampling_writes_the_mixture() {
 }
 
 #[test]
+fn langevin_draws_the_mixture_and_clips_its_final_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_path();
+    let sample = |clip: Option<&str>| {
+        let out = dir.path().join(format!("langevin-{clip:?}.npy"));
+        let mut args = vec![
+            "sample",
+            "--oracle-gmm",
+            spec.to_str().unwrap(),
+            "--sampler",
+            "langevin",
+            "--levels",
+            "10",
+            "--steps",
+            "201",
+            "--langevin-step-size",
+            "1e-4",
+            "--num",
+            "500",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(radius) = clip {
+            args.extend(["--clip-sample", radius]);
+        }
+        let output = ddm(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        npy::read_f32(&out).unwrap().values
+    };
+    let free = sample(None);
+    let near = free
+        .chunks(2)
+        .filter(|v| ((v[0] * v[0] + v[1] * v[1]).sqrt() - 2.0).abs() < 1.0)
+        .count();
+    assert!(near > 480, "{near} of 500 near the circle");
+    assert!(free.iter().any(|v| v.abs() > 1.5));
+    let clipped = sample(Some("1.5"));
+    assert!(clipped.iter().all(|v| v.abs() <= 1.5));
+    // The clamp acts on the final estimate only: inside the radius nothing changes.
+    for (c, f) in clipped.iter().zip(&free) {
+        assert_eq!(*c, f.clamp(-1.5, 1.5));
+    }
+}
+
+#[test]
 fn given_initial_noise_makes_ddim_reproducible_and_ddpm_seeded() {
     let dir = tempfile::tempdir().unwrap();
     let init = dir.path().join("init.npy");

@@ -96,7 +96,8 @@ pub struct Args {
     /// DDPM's reverse variance [default: posterior; --model: the blob's].
     #[arg(long, value_enum)]
     variance: Option<VarianceName>,
-    /// Clamp every x0 estimate to [-R, R] [default: no clamp; --model: the blob's].
+    /// Clamp every x0 estimate (Langevin: its final denoised output) to [-R, R] [default: no
+    /// clamp; --model: the blob's].
     #[arg(long, value_name = "R")]
     clip_sample: Option<f32>,
     /// Seed of the random streams (sample i uses stream i).

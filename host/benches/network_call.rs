@@ -23,12 +23,13 @@ use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use ddm::calibrate::{calibrate, CalibrationRun};
 use ddm::export::{default_export_sampling, sampler_config, schedule_spec};
+use ddm::model::params::dense_random_weights;
 use ddm::model::{forward, MlpConfig, ModelConfig, Params, UnetConfig};
 use ddm::schedule_args::ScheduleSpec;
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm::train::{DataConfig, Objective, RunConfig, TrainConfig};
 use ddm_core::Rng;
-use ddm_export::graph::{Graph, Init, Tensor as GraphTensor, Weights};
+use ddm_export::graph::{Graph, Weights};
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::{CalibrationConfig, ExportOptions, RangeMethod};
 use ddm_firmware::{network_arena_bytes, Blob, Network, Precision};
@@ -94,44 +95,12 @@ fn built_in(name: &str, model: ModelConfig, shape: &[usize]) -> anyhow::Result<M
         Objective::default(),
         TrainConfig::default(),
     )?;
-    let weights = random_weights(&config.graph, 0);
+    let weights = dense_random_weights(&config.graph, 0);
     Ok(Model {
         name: name.into(),
         config,
         weights,
     })
-}
-
-/// Random values for every parameter, none zero: uniform in `+-1/sqrt(fan_in)` for matrices
-/// and kernels, `1 +- 0.2` for GroupNorm scales, `+-0.1` for biases and shifts.
-fn random_weights(graph: &Graph, seed: u64) -> Weights {
-    graph
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let mut rng = Rng::with_stream(seed, i as u64);
-            let len: usize = spec.shape.iter().product();
-            let fan_in: usize = spec.shape[1..].iter().product();
-            let data = (0..len)
-                .map(|_| {
-                    let u = 2.0 * rng.uniform() - 1.0;
-                    if spec.shape.len() > 1 {
-                        u / (fan_in as f32).sqrt()
-                    } else if spec.init == Init::Ones {
-                        1.0 + 0.2 * u
-                    } else {
-                        0.1 * u
-                    }
-                })
-                .collect();
-            let tensor = GraphTensor {
-                shape: spec.shape.clone(),
-                data,
-            };
-            (spec.name.clone(), tensor)
-        })
-        .collect()
 }
 
 fn models(options: &Options) -> anyhow::Result<Vec<Model>> {

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use ddm::calibrate::{calibrate, CalibrationRun, TimestepWeighting};
 use ddm::data::{self, DatasetSpec, LoadOptions};
 use ddm::export::{default_export_sampling, sampler_config, schedule_spec};
+use ddm::model::params::dense_random_weights;
 use ddm::model::{forward, MlpConfig, ModelConfig, Params, UnetConfig};
 use ddm::npy;
 use ddm::sampling::SamplingOptions;
@@ -20,7 +21,7 @@ use ddm::train::{
     DataConfig, LossWeightSpec, Objective, PredictionType, RunConfig, TrainConfig, Trainer,
 };
 use ddm_core::Rng;
-use ddm_export::graph::{Graph, GraphBuilder, Init, Tensor as GraphTensor, Weights};
+use ddm_export::graph::{Graph, GraphBuilder};
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::reference::calibrate_with_sampler;
 use ddm_export::{Calibration, CalibrationConfig};
@@ -436,39 +437,6 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
     }
 }
 
-/// Random values for every parameter, none zero-initialised (so that every layer matters):
-/// uniform in `+-1/sqrt(fan_in)` for matrices and kernels, `1 +- 0.2` for GroupNorm scales,
-/// `+-0.1` for biases and shifts.
-fn random_weights(graph: &Graph, seed: u64) -> Weights {
-    graph
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let mut rng = Rng::with_stream(seed, i as u64);
-            let len: usize = spec.shape.iter().product();
-            let fan_in: usize = spec.shape[1..].iter().product();
-            let data = (0..len)
-                .map(|_| {
-                    let u = 2.0 * rng.uniform() - 1.0;
-                    if spec.shape.len() > 1 {
-                        u / (fan_in as f32).sqrt()
-                    } else if spec.init == Init::Ones {
-                        1.0 + 0.2 * u
-                    } else {
-                        0.1 * u
-                    }
-                })
-                .collect();
-            let tensor = GraphTensor {
-                shape: spec.shape.clone(),
-                data,
-            };
-            (spec.name.clone(), tensor)
-        })
-        .collect()
-}
-
 /// Runs an ONNX file in tract on a batch (the file's batch dimension is symbolic).
 fn run_tract(bytes: &[u8], x: &[f32], dims: &[usize], t: &[f32]) -> Vec<f32> {
     use tract_onnx::prelude::*;
@@ -494,7 +462,7 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn check_onnx_against_candle(graph: &Graph, seed: u64) {
-    let weights = random_weights(graph, seed);
+    let weights = dense_random_weights(graph, seed);
     let params = Params::from_weights(graph, &weights, &Device::Cpu).unwrap();
     let shape = graph.input_shape().to_vec();
     let len: usize = shape.iter().product();

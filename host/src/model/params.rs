@@ -115,6 +115,42 @@ pub fn to_graph_tensor(tensor: &Tensor) -> Result<GraphTensor> {
     })
 }
 
+/// Random values for every parameter of `graph`, none of them zero: uniform in
+/// `+-1/sqrt(fan_in)` for weights, `1 +- 0.2` for norm scales and `+-0.1` for biases, parameter
+/// `i` from stream `i` of `seed`.
+///
+/// For tests and benchmarks that must exercise every layer: the trainer's initialisation
+/// zeroes the last layer of each residual branch, which optimisers (tract's) then remove.
+pub fn dense_random_weights(graph: &Graph, seed: u64) -> Weights {
+    graph
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut rng = Rng::with_stream(seed, i as u64);
+            let len: usize = spec.shape.iter().product();
+            let fan_in: usize = spec.shape[1..].iter().product();
+            let data = (0..len)
+                .map(|_| {
+                    let u = 2.0 * rng.uniform() - 1.0;
+                    if spec.shape.len() > 1 {
+                        u / (fan_in as f32).sqrt()
+                    } else if spec.init == Init::Ones {
+                        1.0 + 0.2 * u
+                    } else {
+                        0.1 * u
+                    }
+                })
+                .collect();
+            let tensor = GraphTensor {
+                shape: spec.shape.clone(),
+                data,
+            };
+            (spec.name.clone(), tensor)
+        })
+        .collect()
+}
+
 /// The initial values of one parameter from stream `stream` of `seed`.
 fn initial_values(spec: &ParamSpec, seed: u64, stream: u64) -> GraphTensor {
     let len: usize = spec.shape.iter().product();

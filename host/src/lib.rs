@@ -24,7 +24,7 @@ pub mod plot;
 pub mod sampling;
 pub mod schedule_args;
 pub mod seeding;
-pub mod tagged;
+mod tagged;
 pub mod threads;
 pub mod train;
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 ///
 /// # Errors
 /// A message when `value` is not an object or has no string `"kind"`.
-pub fn split_kind(value: Value) -> Result<(String, Value), String> {
+pub(crate) fn split_kind(value: Value) -> Result<(String, Value), String> {
     let Value::Object(mut fields) = value else {
         return Err(format!("expected an object with a \"kind\", got {value}"));
     };
@@ -27,7 +27,7 @@ pub fn split_kind(value: Value) -> Result<(String, Value), String> {
 ///
 /// # Errors
 /// serde's message, prefixed with the tag, when the fields do not form a `T`.
-pub fn fields<T: DeserializeOwned>(kind: &str, rest: Value) -> Result<T, String> {
+pub(crate) fn fields<T: DeserializeOwned>(kind: &str, rest: Value) -> Result<T, String> {
     serde_json::from_value(rest).map_err(|e| format!("{kind}: {e}"))
 }
 

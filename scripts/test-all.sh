@@ -22,6 +22,9 @@ apt_install() {
     fi
 }
 
+say "disk space (a clean build needs about 15 GB)"
+df -h . || true
+
 say "toolchain targets, system packages and flip-link"
 rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-linux-gnu
 apt_install qemu-system-arm qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
@@ -49,3 +52,7 @@ say "board images (nRF52840-DK, STM32F746G-DISCO, Pico 2, Jetson with tract)"
 
 say "tests (host and QEMU)"
 cargo test --workspace
+
+say "disk space after the build"
+df -h . || true
+du -sh target 2>/dev/null || true

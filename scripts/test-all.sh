@@ -22,7 +22,7 @@ apt_install() {
     fi
 }
 
-say "disk space (a clean build needs about 15 GB)"
+say "disk space (a clean run needs about 8 GB)"
 df -h . || true
 
 say "toolchain targets, system packages and flip-link"

@@ -13,12 +13,13 @@
 //! is rebuilt in the backward pass rather than kept from the forward one: it is `k²` times
 //! the input's size, and rebuilding it is a copy next to a product `C_out` times longer.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{Layout, Shape, Tensor};
 use gemm::Parallelism;
 
 use super::matmul::{matmul, Operand};
 use super::simd::{self, vectorize, Kernel};
-use super::{dispatch_float, for_sample_runs, reduce_over_batch, slice, threads, zeros, Float};
+use super::weighted::{self, weighted_custom_ops, WeightedLayer};
+use super::{for_sample_runs, gradient_free_op, reduce_over_batch, threads, zeros, Float, Fused};
 use crate::error::{Error, Result};
 
 /// `x: [B, C_in, H, W]` convolved with `weight: [C_out, C_in, k, k]` (stride `stride`, zero
@@ -45,12 +46,7 @@ pub fn conv2d(
             )));
         }
     }
-    let op = Conv2d { geometry };
-    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
-    Ok(match bias {
-        Some(bias) => x.apply_op3(&weight, &bias.contiguous()?, op)?,
-        None => x.apply_op2(&weight, op)?,
-    })
+    Ok(weighted::apply(Conv2d { geometry }, x, weight, bias)?)
 }
 
 /// Sizes of one convolution.
@@ -319,17 +315,13 @@ struct Conv2d {
     geometry: Geometry,
 }
 
-impl Conv2d {
-    fn forward<T: Float>(
-        &self,
-        x: (&CpuStorage, &Layout),
-        w: (&CpuStorage, &Layout),
-        bias: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+impl WeightedLayer for Conv2d {
+    const NAME: &'static str = "ddm-conv2d";
+    type InputGrad = Conv2dInputGrad;
+    type WeightGrad = Conv2dWeightGrad;
+
+    fn forward<T: Float>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> (Vec<T>, Shape) {
         let g = self.geometry;
-        let x = slice::<T>(x.0, x.1, "conv2d")?;
-        let w = slice::<T>(w.0, w.1, "conv2d")?;
-        let bias = bias.map(|(s, l)| slice::<T>(s, l, "conv2d")).transpose()?;
         let (rows, n) = (g.col_rows(), g.out_pixels());
         let mut y = zeros(g.batch * g.out_len());
         let parallelism = g.gemm_parallelism();
@@ -372,120 +364,44 @@ impl Conv2d {
                 };
             }
         });
-        Ok((T::storage(y), g.out_shape()))
+        (y, g.out_shape())
     }
 
-    /// The gradients of `x` (unless it needs none), `weight` and `bias`.
-    fn backward(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        grad: &Tensor,
-        with_bias: bool,
-    ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
-        let g = self.geometry;
-        let grad = grad.contiguous()?;
-        let dx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(weight, &Conv2dInputGrad { geometry: g })?)
-        } else {
-            None
-        };
-        let flat = x.apply_op2_no_bwd(
-            &grad,
-            &Conv2dWeightGrad {
-                geometry: g,
-                with_bias,
-            },
-        )?;
-        let weight_len = g.c_out * g.col_rows();
-        let dw = flat.narrow(0, 0, weight_len)?.reshape(weight.shape())?;
-        let db = if with_bias {
-            Some(flat.narrow(0, weight_len, g.c_out)?)
-        } else {
-            None
-        };
-        Ok((dx, dw, db))
-    }
-}
-
-impl CustomOp2 for Conv2d {
-    fn name(&self) -> &'static str {
-        "ddm-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.forward::<f32>((s1, l1), (s2, l2), None),
-            CpuStorage::F64(_) => self.forward::<f64>((s1, l1), (s2, l2), None),
-            other => candle_core::bail!(
-                "conv2d: unsupported type {:?}",
-                candle_core::backend::BackendStorage::dtype(other)
-            ),
+    fn input_grad(&self) -> Conv2dInputGrad {
+        Conv2dInputGrad {
+            geometry: self.geometry,
         }
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.backward(x, weight, grad, false)?;
-        Ok((dx, Some(dw)))
-    }
-}
-
-impl CustomOp3 for Conv2d {
-    fn name(&self) -> &'static str {
-        "ddm-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.forward::<f32>((s1, l1), (s2, l2), Some((s3, l3))),
-            CpuStorage::F64(_) => self.forward::<f64>((s1, l1), (s2, l2), Some((s3, l3))),
-            other => candle_core::bail!(
-                "conv2d: unsupported type {:?}",
-                candle_core::backend::BackendStorage::dtype(other)
-            ),
+    fn weight_grad(&self, with_bias: bool) -> Conv2dWeightGrad {
+        Conv2dWeightGrad {
+            geometry: self.geometry,
+            with_bias,
         }
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.backward(x, weight, grad, true)?;
-        Ok((dx, Some(dw), db))
+    fn weight_len(&self) -> usize {
+        self.geometry.c_out * self.geometry.col_rows()
+    }
+
+    fn bias_len(&self) -> usize {
+        self.geometry.c_out
     }
 }
+
+weighted_custom_ops!(Conv2d);
 
 /// `dX` from `(dY, W)`.
 struct Conv2dInputGrad {
     geometry: Geometry,
 }
 
-impl Conv2dInputGrad {
-    fn run<T: Float>(g: Geometry, dy: &[T], w: &[T]) -> candle_core::Result<(CpuStorage, Shape)> {
+impl Fused<2> for Conv2dInputGrad {
+    fn compute<T: Float>(
+        &self,
+        [(dy, _), (w, _)]: [(&[T], &Layout); 2],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let g = self.geometry;
         let (rows, n) = (g.col_rows(), g.out_pixels());
         let mut dx = zeros(g.batch * g.in_len());
         let parallelism = g.gemm_parallelism();
@@ -521,36 +437,11 @@ impl Conv2dInputGrad {
                 }
             }
         });
-        Ok((T::storage(dx), (g.batch, g.c_in, g.height, g.width).into()))
+        Ok((dx, (g.batch, g.c_in, g.height, g.width).into()))
     }
 }
 
-impl CustomOp2 for Conv2dInputGrad {
-    fn name(&self) -> &'static str {
-        "ddm-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            g: Geometry,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let dy = slice::<T>(s1, l1, "conv2d input gradient")?;
-            let w = slice::<T>(s2, l2, "conv2d input gradient")?;
-            Conv2dInputGrad::run(g, dy, w)
-        }
-        dispatch_float!(self.name(), s1, run(self.geometry, s1, l1, s2, l2))
-    }
-}
+gradient_free_op!(CustomOp2 for Conv2dInputGrad, "ddm-conv2d-input-grad");
 
 /// `[dW (flattened), db]` from `(X, dY)`.
 struct Conv2dWeightGrad {
@@ -558,8 +449,11 @@ struct Conv2dWeightGrad {
     with_bias: bool,
 }
 
-impl Conv2dWeightGrad {
-    fn run<T: Float>(&self, x: &[T], dy: &[T]) -> candle_core::Result<(CpuStorage, Shape)> {
+impl Fused<2> for Conv2dWeightGrad {
+    fn compute<T: Float>(
+        &self,
+        [(x, _), (dy, _)]: [(&[T], &Layout); 2],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
         let g = self.geometry;
         let (rows, n) = (g.col_rows(), g.out_pixels());
         let weight_len = g.c_out * rows;
@@ -605,36 +499,11 @@ impl Conv2dWeightGrad {
                 }
             }
         });
-        Ok((T::storage(total), len.into()))
+        Ok((total, len.into()))
     }
 }
 
-impl CustomOp2 for Conv2dWeightGrad {
-    fn name(&self) -> &'static str {
-        "ddm-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            op: &Conv2dWeightGrad,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let x = slice::<T>(s1, l1, "conv2d weight gradient")?;
-            let dy = slice::<T>(s2, l2, "conv2d weight gradient")?;
-            op.run(x, dy)
-        }
-        dispatch_float!(self.name(), s1, run(self, s1, l1, s2, l2))
-    }
-}
+gradient_free_op!(CustomOp2 for Conv2dWeightGrad, "ddm-conv2d-weight-grad");
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{self, vectorize, Kernel};
-use super::{dispatch_float, for_sample_runs, slice, threads, zeros, Float, PARALLEL_MIN_ELEMENTS};
+use super::{
+    cpu_forward, for_sample_runs, gradient_free_op, threads, zeros, Float, Fused,
+    PARALLEL_MIN_ELEMENTS,
+};
 use crate::error::{Error, Result};
 
 /// `x sigmoid(x)`, element-wise, differentiable.
@@ -60,24 +63,29 @@ fn for_pieces<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
 /// SiLU forward.
 struct Silu;
 
+impl Fused<1> for Silu {
+    fn compute<T: Float>(
+        &self,
+        [(x, layout)]: [(&[T], &Layout); 1],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let mut y = zeros(x.len());
+        for_pieces(&mut y, |start, y| {
+            vectorize(SiluKernel {
+                x: &x[start..][..y.len()],
+                y,
+            })
+        });
+        Ok((y, layout.shape().clone()))
+    }
+}
+
 impl CustomOp1 for Silu {
     fn name(&self) -> &'static str {
         "ddm-silu"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            let x = slice::<T>(s, l, "silu")?;
-            let mut y = zeros(x.len());
-            for_pieces(&mut y, |start, y| {
-                vectorize(SiluKernel {
-                    x: &x[start..][..y.len()],
-                    y,
-                })
-            });
-            Ok((T::storage(y), l.shape().clone()))
-        }
-        dispatch_float!(self.name(), s, run(s, l))
+        cpu_forward(self, self.name(), [(s, l)])
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -88,43 +96,44 @@ impl CustomOp1 for Silu {
 /// `dy silu'(x)` from `(x, dy)`.
 struct SiluGrad;
 
-impl CustomOp2 for SiluGrad {
-    fn name(&self) -> &'static str {
-        "ddm-silu-grad"
-    }
-
-    fn cpu_fwd(
+impl Fused<2> for SiluGrad {
+    fn compute<T: Float>(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let x = slice::<T>(s1, l1, "silu gradient")?;
-            let dy = slice::<T>(s2, l2, "silu gradient")?;
-            let mut dx = zeros(x.len());
-            for_pieces(&mut dx, |start, dx| {
-                let len = dx.len();
-                vectorize(SiluGradKernel {
-                    x: &x[start..][..len],
-                    dy: &dy[start..][..len],
-                    dx,
-                })
-            });
-            Ok((T::storage(dx), l1.shape().clone()))
-        }
-        dispatch_float!(self.name(), s1, run(s1, l1, s2, l2))
+        [(x, layout), (dy, _)]: [(&[T], &Layout); 2],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let mut dx = zeros(x.len());
+        for_pieces(&mut dx, |start, dx| {
+            let len = dx.len();
+            vectorize(SiluGradKernel {
+                x: &x[start..][..len],
+                dy: &dy[start..][..len],
+                dx,
+            })
+        });
+        Ok((dx, layout.shape().clone()))
     }
 }
 
+gradient_free_op!(CustomOp2 for SiluGrad, "ddm-silu-grad");
+
 /// `[B, C, ...] + [B, C]`.
 struct AddChannels;
+
+impl Fused<2> for AddChannels {
+    fn compute<T: Float>(
+        &self,
+        [(x, layout), (e, _)]: [(&[T], &Layout); 2],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let positions = x.len().checked_div(e.len()).unwrap_or(0).max(1);
+        let mut y = zeros(x.len());
+        let parallel = x.len() >= 2 * PARALLEL_MIN_ELEMENTS;
+        for_sample_runs(&mut y, positions, parallel, |rows, y| {
+            let x = &x[rows.start * positions..][..y.len()];
+            vectorize(AddRows { x, e: &e[rows], y })
+        });
+        Ok((y, layout.shape().clone()))
+    }
+}
 
 impl CustomOp2 for AddChannels {
     fn name(&self) -> &'static str {
@@ -138,24 +147,7 @@ impl CustomOp2 for AddChannels {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let x = slice::<T>(s1, l1, "add per channel")?;
-            let e = slice::<T>(s2, l2, "add per channel")?;
-            let positions = x.len().checked_div(e.len()).unwrap_or(0).max(1);
-            let mut y = zeros(x.len());
-            let parallel = x.len() >= 2 * PARALLEL_MIN_ELEMENTS;
-            for_sample_runs(&mut y, positions, parallel, |rows, y| {
-                let x = &x[rows.start * positions..][..y.len()];
-                vectorize(AddRows { x, e: &e[rows], y })
-            });
-            Ok((T::storage(y), l1.shape().clone()))
-        }
-        dispatch_float!(self.name(), s1, run(s1, l1, s2, l2))
+        cpu_forward(self, self.name(), [(s1, l1), (s2, l2)])
     }
 
     fn bwd(
@@ -178,31 +170,41 @@ struct ChannelSums {
     channels: usize,
 }
 
-impl CustomOp1 for ChannelSums {
-    fn name(&self) -> &'static str {
-        "ddm-channel-sums"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            channels: usize,
-            s: &CpuStorage,
-            l: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let x = slice::<T>(s, l, "channel sums")?;
-            let positions = x.len().checked_div(channels).unwrap_or(0);
-            let sums = vectorize(RowSums {
-                x,
-                len: positions.max(1),
-            });
-            Ok((T::storage(sums), channels.into()))
-        }
-        dispatch_float!(self.name(), s, run(self.channels, s, l))
+impl Fused<1> for ChannelSums {
+    fn compute<T: Float>(
+        &self,
+        [(x, _)]: [(&[T], &Layout); 1],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let positions = x.len().checked_div(self.channels).unwrap_or(0);
+        let sums = vectorize(RowSums {
+            x,
+            len: positions.max(1),
+        });
+        Ok((sums, self.channels.into()))
     }
 }
 
+gradient_free_op!(CustomOp1 for ChannelSums, "ddm-channel-sums");
+
 /// Nearest 2x upsampling.
 struct Upsample2x;
+
+impl Fused<1> for Upsample2x {
+    fn compute<T: Float>(
+        &self,
+        [(x, layout)]: [(&[T], &Layout); 1],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let mut y = zeros(4 * x.len());
+        let plane = 4 * h * w;
+        let parallel = y.len() >= PARALLEL_MIN_ELEMENTS;
+        for_sample_runs(&mut y, plane, parallel, |planes, y| {
+            let x = &x[planes.start * h * w..][..y.len() / 4];
+            vectorize(Upsample { x, w, y })
+        });
+        Ok((y, (b, c, 2 * h, 2 * w).into()))
+    }
+}
 
 impl CustomOp1 for Upsample2x {
     fn name(&self) -> &'static str {
@@ -210,19 +212,7 @@ impl CustomOp1 for Upsample2x {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            let (b, c, h, w) = l.shape().dims4()?;
-            let x = slice::<T>(s, l, "upsample2x")?;
-            let mut y = zeros(4 * x.len());
-            let plane = 4 * h * w;
-            let parallel = y.len() >= PARALLEL_MIN_ELEMENTS;
-            for_sample_runs(&mut y, plane, parallel, |planes, y| {
-                let x = &x[planes.start * h * w..][..y.len() / 4];
-                vectorize(Upsample { x, w, y })
-            });
-            Ok((T::storage(y), (b, c, 2 * h, 2 * w).into()))
-        }
-        dispatch_float!(self.name(), s, run(s, l))
+        cpu_forward(self, self.name(), [(s, l)])
     }
 
     fn bwd(
@@ -239,27 +229,24 @@ impl CustomOp1 for Upsample2x {
 /// [`Upsample2x`]).
 struct Downsum2x;
 
-impl CustomOp1 for Downsum2x {
-    fn name(&self) -> &'static str {
-        "ddm-downsum2x"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            let (b, c, h2, w2) = l.shape().dims4()?;
-            let (h, w) = (h2 / 2, w2 / 2);
-            let dy = slice::<T>(s, l, "upsample2x gradient")?;
-            let mut dx = zeros(b * c * h * w);
-            let parallel = dy.len() >= PARALLEL_MIN_ELEMENTS;
-            for_sample_runs(&mut dx, h * w, parallel, |planes, dx| {
-                let dy = &dy[planes.start * h2 * w2..][..4 * dx.len()];
-                vectorize(Downsum { dy, w, dx })
-            });
-            Ok((T::storage(dx), (b, c, h, w).into()))
-        }
-        dispatch_float!(self.name(), s, run(s, l))
+impl Fused<1> for Downsum2x {
+    fn compute<T: Float>(
+        &self,
+        [(dy, layout)]: [(&[T], &Layout); 1],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (b, c, h2, w2) = layout.shape().dims4()?;
+        let (h, w) = (h2 / 2, w2 / 2);
+        let mut dx = zeros(b * c * h * w);
+        let parallel = dy.len() >= PARALLEL_MIN_ELEMENTS;
+        for_sample_runs(&mut dx, h * w, parallel, |planes, dx| {
+            let dy = &dy[planes.start * h2 * w2..][..4 * dx.len()];
+            vectorize(Downsum { dy, w, dx })
+        });
+        Ok((dx, (b, c, h, w).into()))
     }
 }
+
+gradient_free_op!(CustomOp1 for Downsum2x, "ddm-downsum2x");
 
 /// SiLU of `x` into `y`.
 struct SiluKernel<'a, T> {

@@ -5,11 +5,12 @@
 //! reduces the bias gradient with its generic strided reduction and hands the optimiser a
 //! transposed (non-contiguous) weight gradient.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{Layout, Shape, Tensor};
 use gemm::Parallelism;
 
 use super::matmul::{matmul, Operand};
-use super::{dispatch_float, slice, threads, Float};
+use super::weighted::{self, weighted_custom_ops, WeightedLayer};
+use super::{gradient_free_op, threads, Float, Fused};
 use crate::error::{Error, Result};
 
 /// `x Wᵀ + b` for `x: [B, in]`, `weight: [out, in]`, `bias: [out]`; differentiable.
@@ -33,18 +34,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             x.dims()
         )));
     }
-    let op = Linear {
-        sizes: Sizes {
-            batch,
-            inputs,
-            outputs,
-        },
+    let sizes = Sizes {
+        batch,
+        inputs,
+        outputs,
     };
-    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
-    Ok(match bias {
-        Some(bias) => x.apply_op3(&weight, &bias.contiguous()?, op)?,
-        None => x.apply_op2(&weight, op)?,
-    })
+    Ok(weighted::apply(Linear { sizes }, x, weight, bias)?)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,13 +68,12 @@ struct Linear {
     sizes: Sizes,
 }
 
-impl Linear {
-    fn forward<T: Float>(
-        &self,
-        x: &[T],
-        w: &[T],
-        bias: Option<&[T]>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+impl WeightedLayer for Linear {
+    const NAME: &'static str = "ddm-linear";
+    type InputGrad = LinearInputGrad;
+    type WeightGrad = LinearWeightGrad;
+
+    fn forward<T: Float>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> (Vec<T>, Shape) {
         let Sizes {
             batch,
             inputs,
@@ -103,173 +97,66 @@ impl Linear {
                 self.sizes.parallelism(),
             )
         };
-        Ok((T::storage(y), (batch, outputs).into()))
+        (y, (batch, outputs).into())
     }
 
-    fn backward(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        grad: &Tensor,
-        with_bias: bool,
-    ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(weight, &LinearInputGrad { sizes: self.sizes })?)
-        } else {
-            None
-        };
-        let flat = x.apply_op2_no_bwd(
-            &grad,
-            &LinearWeightGrad {
-                sizes: self.sizes,
-                with_bias,
-            },
-        )?;
-        let weight_len = self.sizes.outputs * self.sizes.inputs;
-        let dw = flat.narrow(0, 0, weight_len)?.reshape(weight.shape())?;
-        let db = if with_bias {
-            Some(flat.narrow(0, weight_len, self.sizes.outputs)?)
-        } else {
-            None
-        };
-        Ok((dx, dw, db))
-    }
-}
-
-impl CustomOp2 for Linear {
-    fn name(&self) -> &'static str {
-        "ddm-linear"
+    fn input_grad(&self) -> LinearInputGrad {
+        LinearInputGrad { sizes: self.sizes }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            op: &Linear,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            op.forward::<T>(slice(s1, l1, "linear")?, slice(s2, l2, "linear")?, None)
+    fn weight_grad(&self, with_bias: bool) -> LinearWeightGrad {
+        LinearWeightGrad {
+            sizes: self.sizes,
+            with_bias,
         }
-        dispatch_float!("linear", s1, run(self, s1, l1, s2, l2))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.backward(x, weight, grad, false)?;
-        Ok((dx, Some(dw)))
+    fn weight_len(&self) -> usize {
+        self.sizes.outputs * self.sizes.inputs
+    }
+
+    fn bias_len(&self) -> usize {
+        self.sizes.outputs
     }
 }
 
-impl CustomOp3 for Linear {
-    fn name(&self) -> &'static str {
-        "ddm-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        #[allow(clippy::too_many_arguments)]
-        fn run<T: Float>(
-            op: &Linear,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            op.forward::<T>(
-                slice(s1, l1, "linear")?,
-                slice(s2, l2, "linear")?,
-                Some(slice(s3, l3, "linear")?),
-            )
-        }
-        dispatch_float!("linear", s1, run(self, s1, l1, s2, l2, s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.backward(x, weight, grad, true)?;
-        Ok((dx, Some(dw), db))
-    }
-}
+weighted_custom_ops!(Linear);
 
 /// `dx = dy W` from `(dy, W)`.
 struct LinearInputGrad {
     sizes: Sizes,
 }
 
-impl CustomOp2 for LinearInputGrad {
-    fn name(&self) -> &'static str {
-        "ddm-linear-input-grad"
-    }
-
-    fn cpu_fwd(
+impl Fused<2> for LinearInputGrad {
+    fn compute<T: Float>(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            sizes: Sizes,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let dy = slice::<T>(s1, l1, "linear input gradient")?;
-            let w = slice::<T>(s2, l2, "linear input gradient")?;
-            let Sizes {
+        [(dy, _), (w, _)]: [(&[T], &Layout); 2],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let Sizes {
+            batch,
+            inputs,
+            outputs,
+        } = self.sizes;
+        let mut dx = vec![T::ZERO; batch * inputs];
+        // SAFETY: `dy` is `[batch, outputs]`, `w` `[outputs, inputs]`, both row-major and
+        // separate from `dx` (`[batch, inputs]`).
+        unsafe {
+            matmul(
                 batch,
                 inputs,
                 outputs,
-            } = sizes;
-            let mut dx = vec![T::ZERO; batch * inputs];
-            // SAFETY: `dy` is `[batch, outputs]`, `w` `[outputs, inputs]`, both row-major and
-            // separate from `dx` (`[batch, inputs]`).
-            unsafe {
-                matmul(
-                    batch,
-                    inputs,
-                    outputs,
-                    &mut dx,
-                    false,
-                    Operand::rows(dy, outputs),
-                    Operand::rows(w, inputs),
-                    sizes.parallelism(),
-                )
-            };
-            Ok((T::storage(dx), (batch, inputs).into()))
-        }
-        dispatch_float!(self.name(), s1, run(self.sizes, s1, l1, s2, l2))
+                &mut dx,
+                false,
+                Operand::rows(dy, outputs),
+                Operand::rows(w, inputs),
+                self.sizes.parallelism(),
+            )
+        };
+        Ok((dx, (batch, inputs).into()))
     }
 }
+
+gradient_free_op!(CustomOp2 for LinearInputGrad, "ddm-linear-input-grad");
 
 /// `[dW (flattened), db]` from `(x, dy)`: `dW = dyᵀ x`, `db` the column sums of `dy`.
 struct LinearWeightGrad {
@@ -277,57 +164,41 @@ struct LinearWeightGrad {
     with_bias: bool,
 }
 
-impl CustomOp2 for LinearWeightGrad {
-    fn name(&self) -> &'static str {
-        "ddm-linear-weight-grad"
-    }
-
-    fn cpu_fwd(
+impl Fused<2> for LinearWeightGrad {
+    fn compute<T: Float>(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Float>(
-            op: &LinearWeightGrad,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let x = slice::<T>(s1, l1, "linear weight gradient")?;
-            let dy = slice::<T>(s2, l2, "linear weight gradient")?;
-            let Sizes {
-                batch,
-                inputs,
+        [(x, _), (dy, _)]: [(&[T], &Layout); 2],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let Sizes {
+            batch,
+            inputs,
+            outputs,
+        } = self.sizes;
+        let weight_len = outputs * inputs;
+        let len = weight_len + if self.with_bias { outputs } else { 0 };
+        let mut out = vec![T::ZERO; len];
+        let (dw, db) = out.split_at_mut(weight_len);
+        // SAFETY: `dyᵀ` is `[outputs, batch]` (the transpose of the row-major `dy`), `x`
+        // is `[batch, inputs]`; `dw` (`[outputs, inputs]`) overlaps neither.
+        unsafe {
+            matmul(
                 outputs,
-            } = op.sizes;
-            let weight_len = outputs * inputs;
-            let len = weight_len + if op.with_bias { outputs } else { 0 };
-            let mut out = vec![T::ZERO; len];
-            let (dw, db) = out.split_at_mut(weight_len);
-            // SAFETY: `dyᵀ` is `[outputs, batch]` (the transpose of the row-major `dy`), `x`
-            // is `[batch, inputs]`; `dw` (`[outputs, inputs]`) overlaps neither.
-            unsafe {
-                matmul(
-                    outputs,
-                    inputs,
-                    batch,
-                    dw,
-                    false,
-                    Operand::transposed(dy, outputs),
-                    Operand::rows(x, inputs),
-                    op.sizes.parallelism(),
-                )
-            };
-            for row in dy.chunks_exact(outputs) {
-                for (d, &g) in db.iter_mut().zip(row) {
-                    *d += g;
-                }
+                inputs,
+                batch,
+                dw,
+                false,
+                Operand::transposed(dy, outputs),
+                Operand::rows(x, inputs),
+                self.sizes.parallelism(),
+            )
+        };
+        for row in dy.chunks_exact(outputs) {
+            for (d, &g) in db.iter_mut().zip(row) {
+                *d += g;
             }
-            Ok((T::storage(out), len.into()))
         }
-        dispatch_float!(self.name(), s1, run(self, s1, l1, s2, l2))
+        Ok((out, len.into()))
     }
 }
+
+gradient_free_op!(CustomOp2 for LinearWeightGrad, "ddm-linear-weight-grad");

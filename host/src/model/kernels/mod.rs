@@ -7,6 +7,9 @@
 //! here replace those with one pass (or one matrix product) each, and keep candle's autograd:
 //! every kernel is a [`CustomOp1`](candle_core::CustomOp1)/`2`/`3` whose `bwd` calls further
 //! (gradient-free) custom operations, so the model code uses them like any tensor operation.
+//! Each operation's computation is written once for both element types as a `Fused`
+//! implementation, which `cpu_forward` runs as candle's `cpu_fwd`; the linear layer and the
+//! convolution share their bias handling and backward pass through `weighted`.
 //!
 //! | operation | forward | backward |
 //! | --- | --- | --- |
@@ -49,11 +52,13 @@ mod matmul;
 mod norm;
 mod optim;
 mod simd;
+mod weighted;
 
 use std::cell::Cell;
 use std::ops::Range;
 
-use candle_core::{CpuStorage, DType, Layout, Tensor, WithDType};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 pub use conv::conv2d;
@@ -158,17 +163,103 @@ pub(crate) fn slice<'a, T: Float>(
     }
 }
 
-/// Calls `$run::<f32>` or `$run::<f64>` by the type of `$storage`.
-macro_rules! dispatch_float {
-    ($op:expr, $storage:expr, $run:ident ( $($arg:expr),* $(,)? )) => {
-        match $storage {
-            candle_core::CpuStorage::F32(_) => $run::<f32>($($arg),*),
-            candle_core::CpuStorage::F64(_) => $run::<f64>($($arg),*),
-            other => candle_core::bail!("{}: unsupported type {:?}", $op, candle_core::backend::BackendStorage::dtype(other)),
+/// A fused operation's computation, written once for `f32` and `f64`: the body of the
+/// `cpu_fwd` of its candle `CustomOp{N}` (through [`cpu_forward`]).
+pub(crate) trait Fused<const N: usize> {
+    /// The output's elements and shape from the `N` inputs' elements and layouts, in the order
+    /// candle passes them (all contiguous, all of type `T`).
+    fn compute<T: Float>(
+        &self,
+        inputs: [(&[T], &Layout); N],
+    ) -> candle_core::Result<(Vec<T>, Shape)>;
+}
+
+/// Runs `op`'s [`Fused::compute`] in the element type of `inputs` (the storages and layouts
+/// candle hands `cpu_fwd`); errors name the operation `name`.
+///
+/// # Errors
+/// When the inputs are not all `f32` or all `f64`, not contiguous, or `compute` fails.
+pub(crate) fn cpu_forward<const N: usize, O: Fused<N>>(
+    op: &O,
+    name: &str,
+    inputs: [(&CpuStorage, &Layout); N],
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn typed<T: Float, const N: usize, O: Fused<N>>(
+        op: &O,
+        name: &str,
+        inputs: [(&CpuStorage, &Layout); N],
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let mut slices: [(&[T], &Layout); N] = inputs.map(|(_, layout)| (&[][..], layout));
+        for ((values, _), (storage, layout)) in slices.iter_mut().zip(inputs) {
+            *values = slice(storage, layout, name)?;
+        }
+        let (values, shape) = op.compute(slices)?;
+        Ok((T::storage(values), shape))
+    }
+    match inputs.first().map(|&(storage, _)| storage) {
+        Some(CpuStorage::F32(_)) => typed::<f32, N, O>(op, name, inputs),
+        Some(CpuStorage::F64(_)) => typed::<f64, N, O>(op, name, inputs),
+        Some(other) => candle_core::bail!("{name}: unsupported type {:?}", other.dtype()),
+        None => candle_core::bail!("{name}: no inputs"),
+    }
+}
+
+/// Implements candle's `CustomOp1`/`2`/`3` for a [`Fused`] operation that is never
+/// differentiated (a gradient's computation), named `$name`.
+macro_rules! gradient_free_op {
+    (CustomOp1 for $op:ty, $name:literal) => {
+        impl candle_core::CustomOp1 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s: &candle_core::CpuStorage,
+                l: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::model::kernels::cpu_forward(self, $name, [(s, l)])
+            }
+        }
+    };
+    (CustomOp2 for $op:ty, $name:literal) => {
+        impl candle_core::CustomOp2 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::model::kernels::cpu_forward(self, $name, [(s1, l1), (s2, l2)])
+            }
+        }
+    };
+    (CustomOp3 for $op:ty, $name:literal) => {
+        impl candle_core::CustomOp3 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+                s3: &candle_core::CpuStorage,
+                l3: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::model::kernels::cpu_forward(self, $name, [(s1, l1), (s2, l2), (s3, l3)])
+            }
         }
     };
 }
-pub(crate) use dispatch_float;
+pub(crate) use gradient_free_op;
 
 /// Threads the kernels may use (rayon's current pool).
 pub(crate) fn threads() -> usize {

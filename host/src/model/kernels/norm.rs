@@ -18,7 +18,10 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::simd::{self, vectorize, Kernel};
-use super::{dispatch_float, for_sample_runs2, slice, zeros, Float, PARALLEL_MIN_ELEMENTS};
+use super::{
+    cpu_forward, for_sample_runs2, gradient_free_op, slice, zeros, Float, Fused,
+    PARALLEL_MIN_ELEMENTS,
+};
 use crate::error::{Error, Result};
 
 /// Group normalisation of `x: [B, C, ...]` with `groups` groups, scale `weight: [C]` and shift
@@ -103,8 +106,11 @@ struct GroupNorm {
     stats: OnceLock<Arc<Vec<f64>>>,
 }
 
-impl GroupNorm {
-    fn forward<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+impl Fused<3> for GroupNorm {
+    fn compute<T: Float>(
+        &self,
+        [(x, layout), (gamma, _), (beta, _)]: [(&[T], &Layout); 3],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
         let z = self.sizes;
         let mut y = zeros(x.len());
         let mut stats = vec![0.0f64; 2 * z.batch * z.groups];
@@ -130,7 +136,7 @@ impl GroupNorm {
         );
         // The forward pass of one op runs once; a second run would compute the same values.
         let _ = self.stats.set(Arc::new(stats));
-        y
+        Ok((y, layout.shape().clone()))
     }
 }
 
@@ -213,25 +219,7 @@ impl CustomOp3 for GroupNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        #[allow(clippy::too_many_arguments)]
-        fn run<T: Float>(
-            op: &GroupNorm,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let name = op.name();
-            let y = op.forward(
-                slice::<T>(s1, l1, name)?,
-                slice(s2, l2, name)?,
-                slice(s3, l3, name)?,
-            );
-            Ok((T::storage(y), l1.shape().clone()))
-        }
-        dispatch_float!(self.name(), s1, run(self, s1, l1, s2, l2, s3, l3))
+        cpu_forward(self, self.name(), [(s1, l1), (s2, l2), (s3, l3)])
     }
 
     fn bwd(
@@ -269,14 +257,17 @@ struct GroupNormGrad {
     beta: Tensor,
 }
 
-impl GroupNormGrad {
-    fn run<T: Float>(
+impl Fused<3> for GroupNormGrad {
+    fn compute<T: Float>(
         &self,
-        x: &[T],
-        dy: &[T],
-        gamma: &[T],
-        beta: &[T],
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        [(x, _), (dy, _), (gamma, _)]: [(&[T], &Layout); 3],
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let name = CustomOp3::name(self);
+        let (beta, beta_layout) = self.beta.storage_and_layout();
+        let candle_core::Storage::Cpu(beta) = &*beta else {
+            candle_core::bail!("{name}: the shift is not on the CPU")
+        };
+        let beta = slice::<T>(beta, beta_layout, name)?;
         let z = self.sizes;
         let channels = z.channels;
         let mut dx = zeros(x.len() + 2 * channels);
@@ -316,49 +307,11 @@ impl GroupNormGrad {
             dbeta_out[c] = T::from_f64(dbeta);
         }
         let len = dx.len();
-        Ok((T::storage(dx), len.into()))
+        Ok((dx, len.into()))
     }
 }
 
-impl candle_core::CustomOp3 for GroupNormGrad {
-    fn name(&self) -> &'static str {
-        "ddm-group-norm-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        #[allow(clippy::too_many_arguments)]
-        fn run<T: Float>(
-            op: &GroupNormGrad,
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let name = op.name();
-            let (beta, beta_layout) = op.beta.storage_and_layout();
-            let candle_core::Storage::Cpu(beta) = &*beta else {
-                candle_core::bail!("{name}: the shift is not on the CPU")
-            };
-            op.run(
-                slice::<T>(s1, l1, name)?,
-                slice(s2, l2, name)?,
-                slice(s3, l3, name)?,
-                slice(beta, beta_layout, name)?,
-            )
-        }
-        dispatch_float!(self.name(), s1, run(self, s1, l1, s2, l2, s3, l3))
-    }
-}
+gradient_free_op!(CustomOp3 for GroupNormGrad, "ddm-group-norm-grad");
 
 /// The backward pass over a run of consecutive samples.
 struct BackwardRun<'a, T> {

@@ -264,42 +264,94 @@ pub const MIN_ALPHA_BAR: f64 = 1.0 / 16_777_216.0;
 ///
 /// Timestep indices are `0..T`; querying `t >= T` returns the last step's value
 /// (use [`Schedule::train_steps`] to stay in range). `alpha_bar` of "before step 0" is 1.
+///
+/// The table is borrowed either as `f32` values ([`Schedule::new`]) or, without copying, as
+/// the little-endian bytes a model blob stores at any alignment ([`Schedule::from_le_bytes`]);
+/// both give the same values bit for bit.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule<'a> {
-    alphas_cumprod: &'a [f32],
+    table: Table<'a>,
+}
+
+/// Where a [`Schedule`]'s `alpha_bar` values live.
+#[derive(Debug, Clone, Copy)]
+enum Table<'a> {
+    /// `f32` values.
+    F32(&'a [f32]),
+    /// Little-endian `f32` bit patterns, 4 bytes per value, at any alignment.
+    LeBytes(&'a [u8]),
 }
 
 impl<'a> Schedule<'a> {
     /// Wraps a table of `alpha_bar` values, which must be non-empty, lie in `[0, 1]` and be
     /// non-increasing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the table is empty, out of range or increasing.
     pub fn new(alphas_cumprod: &'a [f32]) -> Result<Self> {
-        let in_range = alphas_cumprod.iter().all(|a| (0.0..=1.0).contains(a));
-        let monotone = alphas_cumprod.windows(2).all(|w| w[1] <= w[0]);
-        if alphas_cumprod.is_empty() || !in_range || !monotone {
+        Schedule {
+            table: Table::F32(alphas_cumprod),
+        }
+        .validated()
+    }
+
+    /// Wraps a table of `alpha_bar` values stored as little-endian `f32`s (4 bytes each, any
+    /// alignment), read in place: a model blob's table in flash needs no copy in RAM. Same
+    /// conditions as [`Schedule::new`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the length is not a multiple of 4, or the values are
+    /// empty, out of range or increasing.
+    pub fn from_le_bytes(alphas_cumprod: &'a [u8]) -> Result<Self> {
+        if !alphas_cumprod.len().is_multiple_of(4) {
+            return Err(Error::InvalidParameter(
+                "alphas_cumprod bytes must be a multiple of 4 long",
+            ));
+        }
+        Schedule {
+            table: Table::LeBytes(alphas_cumprod),
+        }
+        .validated()
+    }
+
+    fn validated(self) -> Result<Self> {
+        let steps = self.train_steps();
+        let in_range = (0..steps).all(|t| (0.0..=1.0).contains(&self.value(t)));
+        let monotone = (1..steps).all(|t| self.value(t) <= self.value(t - 1));
+        if steps == 0 || !in_range || !monotone {
             return Err(Error::InvalidParameter(
                 "alphas_cumprod must be non-empty, in [0, 1] and non-increasing",
             ));
         }
-        Ok(Schedule { alphas_cumprod })
+        Ok(self)
     }
 
-    /// The table this schedule borrows.
-    pub fn alphas_cumprod(&self) -> &'a [f32] {
-        self.alphas_cumprod
+    /// The stored `alpha_bar_t` for `t < T`.
+    fn value(&self, t: usize) -> f32 {
+        match self.table {
+            Table::F32(values) => values[t],
+            Table::LeBytes(bytes) => {
+                let at = 4 * t;
+                f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+            }
+        }
     }
 
     /// Number of training steps `T`.
     pub fn train_steps(&self) -> usize {
-        self.alphas_cumprod.len()
+        match self.table {
+            Table::F32(values) => values.len(),
+            Table::LeBytes(bytes) => bytes.len() / 4,
+        }
     }
 
     fn index(&self, t: usize) -> usize {
-        t.min(self.alphas_cumprod.len() - 1)
+        t.min(self.train_steps() - 1)
     }
 
     /// `alpha_bar_t`.
     pub fn alpha_bar(&self, t: usize) -> f64 {
-        f64::from(self.alphas_cumprod[self.index(t)])
+        f64::from(self.value(self.index(t)))
     }
 
     /// `alpha_bar` at an optional timestep: `None` means "no noise at all" (alpha-bar = 1),
@@ -453,6 +505,40 @@ mod tests {
         assert!(ScheduleConfig::ddpm()
             .fill_alphas_cumprod(&mut short)
             .is_err());
+    }
+
+    #[test]
+    fn a_table_read_in_place_from_bytes_is_the_same_schedule() {
+        let alphas = table(ScheduleConfig {
+            betas: BetaSchedule::cosine(),
+            ..ScheduleConfig::ddpm()
+        });
+        // One byte of offset: the bytes are misaligned for f32, as a blob's may be.
+        let mut bytes = [0u8; 1 + 4 * 1000];
+        for (chunk, value) in bytes[1..].chunks_exact_mut(4).zip(&alphas) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        let from_bytes = Schedule::from_le_bytes(&bytes[1..]).unwrap();
+        let from_values = Schedule::new(&alphas).unwrap();
+        assert_eq!(from_bytes.train_steps(), 1000);
+        for t in 0..1001 {
+            assert_eq!(
+                from_bytes.alpha_bar(t).to_bits(),
+                from_values.alpha_bar(t).to_bits()
+            );
+            assert_eq!(from_bytes.beta(t).to_bits(), from_values.beta(t).to_bits());
+        }
+
+        assert!(
+            Schedule::from_le_bytes(&bytes[1..4000]).is_err(),
+            "not whole f32s"
+        );
+        assert!(Schedule::from_le_bytes(&[]).is_err(), "empty");
+        let increasing = [0.5f32.to_le_bytes(), 0.9f32.to_le_bytes()].concat();
+        assert!(Schedule::from_le_bytes(&increasing).is_err());
+        let out_of_range = [1.5f32.to_le_bytes(), 0.9f32.to_le_bytes()].concat();
+        assert!(Schedule::from_le_bytes(&out_of_range).is_err());
+        assert!(Schedule::from_le_bytes(&f32::NAN.to_le_bytes()).is_err());
     }
 
     #[test]

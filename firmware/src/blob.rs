@@ -660,6 +660,12 @@ impl<'a> Blob<'a> {
         read_u32(self.alphas, t.checked_mul(4)?).map(f32::from_bits)
     }
 
+    /// The training schedule over the stored `alphas_cumprod` table, read in place (no copy;
+    /// the blob need not be aligned). The table was validated at parse.
+    pub fn alpha_bar_schedule(&self) -> Result<ddm_core::Schedule<'a>> {
+        Ok(ddm_core::Schedule::from_le_bytes(self.alphas)?)
+    }
+
     /// Copies `alphas_cumprod` into `out` (which must have `T` elements).
     pub fn copy_alphas_cumprod(&self, out: &mut [f32]) -> Result<()> {
         crate::error::check_len("alphas_cumprod", self.train_steps(), out.len())?;

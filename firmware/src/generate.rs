@@ -7,7 +7,7 @@
 
 use ddm_core::sampler::Sampler;
 use ddm_core::timesteps::fill_timesteps;
-use ddm_core::{Rng, Schedule};
+use ddm_core::Rng;
 
 use crate::blob::Blob;
 use crate::cast;
@@ -156,18 +156,14 @@ pub fn generate_observed(
         .ok_or(Error::Malformed("layout"))?;
     let (x, rest) = rest.split_at_mut(layout.output.start - layout.x.start);
     let (output, rest) = rest.split_at_mut(layout.scratch.start - layout.output.start);
-    let (scratch, rest) = rest.split_at_mut(layout.alphas_cumprod.start - layout.scratch.start);
-    let (alphas, timesteps) =
-        rest.split_at_mut(layout.timesteps.start - layout.alphas_cumprod.start);
+    let (scratch, timesteps) = rest.split_at_mut(layout.timesteps.start - layout.scratch.start);
     let len = |r: &core::ops::Range<usize>| r.end - r.start;
     let x = cast::f32s_mut(&mut x[..len(&layout.x)])?;
     let output = cast::f32s_mut(&mut output[..len(&layout.output)])?;
     let scratch = cast::f32s_mut(&mut scratch[..len(&layout.scratch)])?;
-    let alphas = cast::f32s_mut(&mut alphas[..len(&layout.alphas_cumprod)])?;
     let timesteps = cast::u32s_mut(&mut timesteps[..len(&layout.timesteps)])?;
 
-    blob.copy_alphas_cumprod(alphas)?;
-    let schedule = Schedule::new(alphas)?;
+    let schedule = blob.alpha_bar_schedule()?;
     fill_timesteps(
         &schedule,
         config.spacing,

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! | activations (the blob's plan: arena_bytes) | kernel scratch | x | network output |
-//! | DPM-Solver++ scratch | alphas_cumprod (T f32) | timesteps (steps u32) |
+//! | DPM-Solver++ scratch | timesteps (steps u32) |
 //! ```
 //!
 //! each region rounded up to 16 bytes; `x`, the output and the DPM-Solver++ scratch are
@@ -18,8 +18,8 @@
 //! activations and the kernel scratch ([`network_arena_bytes`]). The blob's memory plan gives
 //! each node's output an offset in the activations (validated at parse: in range, aligned,
 //! not overlapping its inputs except in place); this module only adds up the regions.
-//! The schedule table is copied from the blob into the arena because the core samplers borrow
-//! it as `&[f32]`, and blob data need not be aligned.
+//! The schedule's `alphas_cumprod` table takes no arena bytes: the samplers read it in place
+//! from the blob ([`Blob::alpha_bar_schedule`]).
 
 use core::ops::Range;
 
@@ -44,8 +44,6 @@ pub struct ArenaLayout {
     pub output: Range<usize>,
     /// DPM-Solver++ 2M's previous x0 estimate (f32).
     pub scratch: Range<usize>,
-    /// The schedule table (T f32).
-    pub alphas_cumprod: Range<usize>,
     /// The inference timesteps (u32).
     pub timesteps: Range<usize>,
 }
@@ -71,7 +69,6 @@ impl ArenaLayout {
             x: region(sample)?,
             output: region(sample)?,
             scratch: region(sample)?,
-            alphas_cumprod: region(blob.train_steps().checked_mul(4))?,
             timesteps: region(steps.checked_mul(4))?,
         })
     }

@@ -6,7 +6,7 @@
 //! - parameters and MACs per network call (from the graph);
 //! - flash bytes (the blob's length) and arena bytes (what
 //!   [`ddm_firmware::required_arena_bytes`] asks a device to provide for a whole generation
-//!   with the blob's default sampler: activations, sample buffers, schedule table, slack);
+//!   with the blob's default sampler: activations, sample buffers, timesteps, slack; the schedule table is read from the blob);
 //! - for int8 and fp16 blobs, each node's signal-to-quantisation-noise ratio against the f32
 //!   model on the calibration inputs ([`Calibration::inputs`]): both run on the device
 //!   runtime itself with no-reuse plans ([`Evaluator`]), and for node `i`

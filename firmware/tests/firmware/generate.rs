@@ -224,3 +224,30 @@ fn invalid_settings_and_small_arenas_are_typed_errors() {
         Err(Error::LengthMismatch { .. })
     ));
 }
+
+#[test]
+fn the_schedule_table_is_read_from_the_blob_not_copied_into_the_arena() {
+    let short = write_blob(&int8_mlp(100)).unwrap();
+    let long = write_blob(&int8_mlp(1000)).unwrap();
+    let (short, long) = (Blob::parse(&short).unwrap(), Blob::parse(&long).unwrap());
+    assert_eq!((short.train_steps(), long.train_steps()), (100, 1000));
+    let needed = required_arena_bytes_for_steps(&long, 4).unwrap();
+    // T = 1000 needs no more arena than T = 100: the 4,000-byte table stays in the blob.
+    assert_eq!(needed, required_arena_bytes_for_steps(&short, 4).unwrap());
+
+    // A blob at an odd address (its table misaligned for f32) generates the same bytes.
+    let bytes = write_blob(&int8_mlp(1000)).unwrap();
+    let mut shifted = vec![0u8; bytes.len() + 1];
+    shifted[1..].copy_from_slice(&bytes);
+    let shifted = Blob::parse(&shifted[1..]).unwrap();
+    let settings = GenerateSettings {
+        steps: Some(4),
+        ..GenerateSettings::new(3, 1)
+    };
+    let mut arena = vec![0u8; needed];
+    let mut out = vec![0.0f32; long.sample_len()];
+    generate(&shifted, &mut arena, &settings, &mut out).unwrap();
+    assert_eq!(bits(&out), bits(&sample(&long, &settings)));
+    let config = settings.resolve(&long);
+    assert_eq!(bits(&out), bits(&host_style(&long, config, 3, 1)));
+}

@@ -85,8 +85,16 @@ pub fn linear_s8(
 
 /// `sum x_i w_i` in four interleaved `f32` lanes (see [`sum4`](super::sum4)), `w` decoded from
 /// format `W`.
+///
+/// Formats that [decode in blocks](WeightFormat::DECODE_IN_BLOCKS) (f16) are decoded
+/// [`DOT_BLOCK`] weights at a time into a stack buffer (a loop the compiler vectorises) and
+/// then multiplied; the blocks are a multiple of four long, so every product lands in the same
+/// lane, in the same order, either way.
 #[inline]
 pub fn dot_f32<W: WeightFormat>(x: &[f32], w: &[u8]) -> f32 {
+    if W::DECODE_IN_BLOCKS {
+        return dot_f32_in_blocks::<W>(x, w);
+    }
     let mut lanes = [0.0f32; 4];
     let mut xs = x.chunks_exact(4);
     let mut ws = w.chunks_exact(4 * W::SIZE);
@@ -104,6 +112,33 @@ pub fn dot_f32<W: WeightFormat>(x: &[f32], w: &[u8]) -> f32 {
     }
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
+
+/// [`dot_f32`] with the weights decoded [`DOT_BLOCK`] at a time into a stack buffer first.
+fn dot_f32_in_blocks<W: WeightFormat>(x: &[f32], w: &[u8]) -> f32 {
+    let mut lanes = [0.0f32; 4];
+    let mut decoded = [0.0f32; DOT_BLOCK];
+    for (xs, ws) in x.chunks(DOT_BLOCK).zip(w.chunks(DOT_BLOCK * W::SIZE)) {
+        let decoded = &mut decoded[..xs.len()];
+        for (d, bytes) in decoded.iter_mut().zip(ws.chunks_exact(W::SIZE)) {
+            *d = W::decode(bytes);
+        }
+        let mut xs4 = xs.chunks_exact(4);
+        let mut ws4 = decoded.chunks_exact(4);
+        for (xs, ws) in (&mut xs4).zip(&mut ws4) {
+            for ((lane, &x), &w) in lanes.iter_mut().zip(xs).zip(ws) {
+                *lane += x * w;
+            }
+        }
+        // Only the last block has a remainder.
+        for ((lane, &x), &w) in lanes.iter_mut().zip(xs4.remainder()).zip(ws4.remainder()) {
+            *lane += x * w;
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+/// Weights [`dot_f32`] decodes at a time (a multiple of 4).
+pub const DOT_BLOCK: usize = 64;
 
 /// Float linear layer: `y_o = dot(x, w_o) + b_o` ([`dot_f32`]), weights and optional bias in
 /// format `W`.

@@ -32,6 +32,9 @@ use crate::quant::{rounding_divide_by_pot, saturate_i8, Requant};
 pub trait WeightFormat: Copy {
     /// Bytes per element.
     const SIZE: usize;
+    /// Whether [`dot_f32`](linear::dot_f32) decodes weights into a buffer first (worth it
+    /// when decoding costs more than a load: the buffered loop vectorises).
+    const DECODE_IN_BLOCKS: bool;
     /// Decodes one element (`bytes` has `SIZE` bytes; anything else decodes to 0).
     fn decode(bytes: &[u8]) -> f32;
 }
@@ -46,6 +49,7 @@ pub struct F16Weights;
 
 impl WeightFormat for F32Weights {
     const SIZE: usize = 4;
+    const DECODE_IN_BLOCKS: bool = false;
     #[inline(always)]
     fn decode(bytes: &[u8]) -> f32 {
         match <[u8; 4]>::try_from(bytes) {
@@ -57,13 +61,42 @@ impl WeightFormat for F32Weights {
 
 impl WeightFormat for F16Weights {
     const SIZE: usize = 2;
+    const DECODE_IN_BLOCKS: bool = true;
     #[inline(always)]
     fn decode(bytes: &[u8]) -> f32 {
         match <[u8; 2]>::try_from(bytes) {
-            Ok(b) => half::f16::from_bits(u16::from_le_bytes(b)).to_f32(),
+            Ok(b) => f16_to_f32(u16::from_le_bytes(b)),
             Err(_) => 0.0,
         }
     }
+}
+
+/// The `f32` equal to the IEEE binary16 value with bits `h` (exact: every f16 is an f32;
+/// a NaN becomes the quiet NaN with the payload shifted up, as `half` and F16C give).
+///
+/// Computed without branches and without ever forming an `f32` subnormal (so flush-to-zero
+/// modes cannot change it): all three cases are built and one is selected, which lets the
+/// compiler vectorise a loop of conversions. An f16 subnormal `m 2^-24` is converted as the
+/// integer `m` times `2^-24`, both exact.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let exponent = (h >> 10) & 0x1f;
+    let mantissa = h & 0x3ff;
+    let normal = ((exponent + 112) << 23) | (mantissa << 13);
+    let subnormal = (mantissa as f32 * TWO_POW_MINUS_24).to_bits();
+    let quiet = if mantissa != 0 { 0x0040_0000 } else { 0 };
+    let infinite_or_nan = 0x7f80_0000 | quiet | (mantissa << 13);
+    let magnitude = if exponent == 0 {
+        subnormal
+    } else if exponent == 0x1f {
+        infinite_or_nan
+    } else {
+        normal
+    };
+    f32::from_bits(sign | magnitude)
 }
 
 /// Element `i` of a little-endian `i32` array (0 when out of range, which validated lengths

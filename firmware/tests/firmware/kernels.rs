@@ -17,7 +17,7 @@ use ddm_firmware::kernels::linear::linear_s8;
 use ddm_firmware::kernels::silu::silu_s8;
 use ddm_firmware::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use ddm_firmware::kernels::upsample::upsample2x;
-use ddm_firmware::kernels::F32Weights;
+use ddm_firmware::kernels::{f16_to_f32, F16Weights, F32Weights, WeightFormat};
 use ddm_firmware::quant::{fold_input_zero_point, AddZeroPoints};
 use ddm_firmware::{silu_lut, AddParams, QuantParams, Requant};
 
@@ -792,5 +792,52 @@ fn int8_add_equals_the_reference_element_by_element() {
         let mut in_place = lhs.clone();
         add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
         assert_eq!(in_place, expected, "trial {trial} in place");
+    }
+}
+
+#[test]
+fn f16_weights_widen_exactly_for_every_bit_pattern() {
+    for bits in 0..=u16::MAX {
+        let expected = half::f16::from_bits(bits).to_f32();
+        let got = f16_to_f32(bits);
+        assert_eq!(got.to_bits(), expected.to_bits(), "f16 bits {bits:#06x}");
+        assert_eq!(
+            F16Weights::decode(&bits.to_le_bytes()).to_bits(),
+            expected.to_bits()
+        );
+    }
+    // The cases by name: zero signs, the smallest subnormal, the largest finite, infinities.
+    assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+    assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    assert_eq!(f16_to_f32(0x7bff), 65504.0);
+    assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+    assert!(f16_to_f32(0x7c01).is_nan());
+}
+
+#[test]
+fn float_dot_products_add_in_the_fixed_lane_order_across_blocks() {
+    use ddm_firmware::kernels::linear::{dot_f32, DOT_BLOCK};
+    use ddm_firmware::kernels::sum4;
+    let mut rng = Rng::new(11);
+    for n in (0..=3 * DOT_BLOCK + 5).chain([1000, 1027]) {
+        let x = crate::common::uniform(&mut rng, n, 2.0);
+        let w = crate::common::uniform(&mut rng, n, 1.0);
+        let expected = sum4(x.iter().zip(&w).map(|(x, w)| x * w));
+        assert_eq!(
+            dot_f32::<F32Weights>(&x, &le_f32(&w)).to_bits(),
+            expected.to_bits()
+        );
+
+        let halves: Vec<u16> = w
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let expected = sum4(x.iter().zip(&halves).map(|(x, &h)| x * f16_to_f32(h)));
+        assert_eq!(
+            dot_f32::<F16Weights>(&x, &bytes).to_bits(),
+            expected.to_bits(),
+            "n = {n}"
+        );
     }
 }

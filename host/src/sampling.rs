@@ -182,7 +182,8 @@ impl SamplingOptions {
             self.steps / options.levels,
             options.step_size,
             options.final_denoise,
-        )?)
+        )?
+        .with_clip_sample(self.clip_sample)?)
     }
 }
 
@@ -319,11 +320,6 @@ fn run_langevin(
         {
             sampler.step(row, g, rng)?;
         }
-    }
-    if let (Some(radius), true) = (options.clip_sample, options.langevin.final_denoise) {
-        // The final denoising step's output is an x0 estimate: clamp it like the other
-        // samplers clamp theirs.
-        x.iter_mut().for_each(|v| *v = v.clamp(-radius, radius));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Annealed Langevin dynamics for a score model (Song & Ermon 2019, NCSN).
 
+use super::validate_clip;
 use crate::error::{check_len, Error, Result};
 use crate::rng::Rng;
 
@@ -9,7 +10,9 @@ use crate::rng::Rng;
 ///
 /// The score is that of the variance-exploding marginal `x = x0 + sigma n`. With
 /// `final_denoise`, one last evaluation at `sigma_min` applies Tweedie's formula
-/// `x <- x + sigma_min^2 score` and removes the remaining noise (as in NCSNv2).
+/// `x <- x + sigma_min^2 score` and removes the remaining noise (as in NCSNv2); that output is
+/// an x0 estimate, clamped like the other samplers' when [`with_clip_sample`](Self::with_clip_sample)
+/// sets a radius.
 ///
 /// For a variance-preserving eps network, evaluate at the timestep `t` with the nearest
 /// `Schedule::ve_sigma(t)` (see [`Schedule::timestep_for_ve_sigma`](crate::Schedule::timestep_for_ve_sigma)),
@@ -22,6 +25,7 @@ pub struct AnnealedLangevin {
     steps_per_level: usize,
     step_size: f64,
     final_denoise: bool,
+    clip_sample: Option<f32>,
     taken: usize,
 }
 
@@ -55,8 +59,20 @@ impl AnnealedLangevin {
             steps_per_level,
             step_size,
             final_denoise,
+            clip_sample: None,
             taken: 0,
         })
+    }
+
+    /// Clamps the final denoising step's output to `[-r, r]` (`None`: no clamp; without
+    /// `final_denoise` there is no x0 estimate to clamp).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when `r` is not positive and finite.
+    pub fn with_clip_sample(mut self, clip_sample: Option<f32>) -> Result<Self> {
+        validate_clip(clip_sample)?;
+        self.clip_sample = clip_sample;
+        Ok(self)
     }
 
     /// Noise level `i` of `0..L`.
@@ -95,6 +111,9 @@ impl AnnealedLangevin {
             let scale = (sigma * sigma) as f32;
             for (value, &g) in x.iter_mut().zip(score) {
                 *value += scale * g;
+                if let Some(radius) = self.clip_sample {
+                    *value = value.clamp(-radius, radius);
+                }
             }
         } else {
             let ratio = sigma / self.sigma_min;
@@ -106,5 +125,34 @@ impl AnnealedLangevin {
         }
         self.taken += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_denoised_estimate_is_clipped_and_bad_radii_are_refused() {
+        let sampler = AnnealedLangevin::new(1.0, 0.5, 1, 1, 1e-3, true).unwrap();
+        let mut clipped = sampler.clone().with_clip_sample(Some(1.0)).unwrap();
+        let mut free = sampler.clone();
+        let mut rng = Rng::new(0);
+        let (mut a, mut b) = ([0.0f32; 3], [0.0f32; 3]);
+        let score = [0.1f32, 0.2, -0.3];
+        clipped.step(&mut a, &score, &mut rng.clone()).unwrap();
+        free.step(&mut b, &score, &mut rng).unwrap();
+        assert_eq!(a, b, "the Langevin step itself is not clipped");
+        // The final step: x + sigma_min^2 score = x + 0.25 score.
+        let big = [100.0f32, -100.0, 0.4];
+        clipped.step(&mut a, &big, &mut Rng::new(1)).unwrap();
+        free.step(&mut b, &big, &mut Rng::new(1)).unwrap();
+        assert_eq!(a[0], 1.0);
+        assert_eq!(a[1], -1.0);
+        assert_eq!(a[2], b[2]);
+        assert!(b[0] > 20.0 && b[1] < -20.0);
+        for radius in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert!(sampler.clone().with_clip_sample(Some(radius)).is_err());
+        }
     }
 }

@@ -661,7 +661,10 @@ impl<'a> Blob<'a> {
     }
 
     /// The training schedule over the stored `alphas_cumprod` table, read in place (no copy;
-    /// the blob need not be aligned). The table was validated at parse.
+    /// the blob need not be aligned).
+    ///
+    /// # Errors
+    /// None for a parsed blob: [`Blob::parse`] made the same check on the table.
     pub fn alpha_bar_schedule(&self) -> Result<ddm_core::Schedule<'a>> {
         Ok(ddm_core::Schedule::from_le_bytes(self.alphas)?)
     }
@@ -1343,13 +1346,8 @@ fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerConfig, &[u8]
     let alphas = section
         .get(SCHEDULE_HEADER_LEN..)
         .ok_or(fail("section too short"))?;
-    let mut previous = 1.0f32;
-    for bytes in alphas.chunks_exact(4) {
-        let value = f32::from_le_bytes(bytes.try_into().map_err(|_| fail("alphas"))?);
-        if !(0.0..=previous).contains(&value) {
-            return Err(fail("alphas_cumprod must lie in [0, 1] and not increase"));
-        }
-        previous = value;
-    }
+    // The same check the samplers' schedule makes (`Blob::alpha_bar_schedule`).
+    ddm_core::Schedule::from_le_bytes(alphas)
+        .map_err(|_| fail("alphas_cumprod must lie in [0, 1] and not increase"))?;
     Ok((schedule, sampler, alphas))
 }

@@ -13,13 +13,8 @@
 # 8x8 images.
 #
 # Setup, on the first run only: a virtual environment in target/bench-venv with PyTorch from
-# PyPI (network needed once; later runs reuse it). PyPI has no CPU-only torch for Linux
-# x86-64: its wheel is built with CUDA and its requirements add about 4 GB of NVIDIA libraries
-# and triton. The CPU kernels use none of them, but `import torch` loads the CUDA libraries
-# that libtorch is linked against. So the script installs torch without dependencies, then
-# its pure-Python requirements and only the NVIDIA libraries libtorch links (not triton,
-# cuSOLVER, NVTX or cuda-bindings): about 4.1 GB on disk instead of 5.4 GB. It then checks
-# that `import torch` and a convolution work. TORCH_VERSION (default 2.15.0) picks the version.
+# PyPI (scripts/torch-venv.sh says how; network needed once, later runs reuse it).
+# TORCH_VERSION (default 2.15.0) picks the version.
 #
 # The machine should be otherwise idle: the script prints the load average before and after
 # each run. CPU time per step (all threads) is printed too; on a busy machine it is a better
@@ -44,45 +39,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-venv=target/bench-venv
-python="$venv/bin/python"
-torch_version="${TORCH_VERSION:-2.15.0}"
-
-torch_works() {
-    "$python" -c 'import torch; torch.nn.functional.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3))' \
-        >/dev/null 2>&1
-}
-
-if [[ ! -x "$python" ]] || ! torch_works; then
-    echo "== setting up PyTorch $torch_version (CPU use) in $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --upgrade pip
-    "$venv/bin/pip" install --quiet --no-deps "torch==$torch_version"
-    # torch's requirements without triton and cuda-bindings, and only the CUDA toolkit parts
-    # that libtorch is linked against (read from the installed wheel's metadata).
-    "$python" - >"$venv/torch-requirements.txt" <<'EOF'
-import re
-from importlib.metadata import requires
-
-for requirement in requires("torch"):
-    if "extra ==" in requirement:
-        continue
-    name = re.split(r"[\s\[<>=~!;]", requirement, maxsplit=1)[0].lower()
-    if name in ("triton", "cuda-bindings"):
-        continue
-    requirement = requirement.split(";")[0].strip()
-    if name == "cuda-toolkit":
-        parts = "cublas,cudart,cufft,cufile,cupti,cusparse,nvjitlink,nvrtc"
-        requirement = re.sub(r"\[[^\]]*\]", f"[{parts}]", requirement)
-    print(requirement)
-print("numpy")
-EOF
-    "$venv/bin/pip" install --quiet -r "$venv/torch-requirements.txt"
-    if ! torch_works; then
-        echo "error: torch does not import in $venv (see $venv/torch-requirements.txt)" >&2
-        exit 1
-    fi
-fi
+source scripts/torch-venv.sh
+ensure_torch_venv
 "$python" -c 'import torch; print("PyTorch", torch.__version__, "| CPU capability:", torch.backends.cpu.get_cpu_capability())'
 
 echo "== building ddm (release)"

@@ -13,7 +13,8 @@
 //! - [`prediction`]: eps / x0 / v parameterisations and conversions between them.
 //! - [`loss_weight`]: training loss weights (simple, ELBO, min-SNR-gamma).
 //! - [`sampler`]: DDPM, DDIM (and its inversion), DPM-Solver++ 2M and annealed Langevin
-//!   dynamics, as step-by-step state machines that ask the caller for the network output.
+//!   dynamics, as step-by-step state machines that ask the caller for the network output, and
+//!   what each sampler name means ([`SamplerConfig`]: its defaults and its validation).
 //! - [`rng`]: a portable seeded generator with a Gaussian sampler.
 //! - [`gmm`]: the exact denoiser of an isotropic Gaussian mixture, an oracle for samplers.
 //! - [`conformance`]: digests that prove two targets compute the same bits.
@@ -36,6 +37,6 @@ pub use gmm::GaussianMixture;
 pub use loss_weight::LossWeighting;
 pub use prediction::Prediction;
 pub use rng::Rng;
-pub use sampler::{Sampler, SamplerKind};
+pub use sampler::{Sampler, SamplerConfig, SamplerKind, SamplerOptions};
 pub use schedule::{BetaSchedule, Schedule, ScheduleConfig};
 pub use timesteps::Spacing;

@@ -21,7 +21,8 @@ impl Prediction {
     /// Splits a model output at `x_t` into the implied `(x0, eps)`.
     ///
     /// `a` must be > 0 for [`Prediction::Eps`] and `s` > 0 for [`Prediction::X0`]; samplers
-    /// keep `a >= sqrt(MIN_ALPHA_BAR)` and never evaluate at `s = 0`.
+    /// never evaluate at `a = 0` (they use [`MIN_ALPHA_BAR`](crate::schedule::MIN_ALPHA_BAR)
+    /// there) or at `s = 0`.
     #[inline]
     pub fn to_x0_eps(self, x_t: f32, output: f32, a: f32, s: f32) -> (f32, f32) {
         match self {

@@ -255,10 +255,19 @@ fn betas_from_alphas_cumprod(table: &mut [f32]) {
     }
 }
 
-/// The smallest `alpha_bar` the samplers divide by. A zero-terminal-SNR schedule has
-/// `alpha_bar_T = 0` exactly; samplers use `max(alpha_bar, MIN_ALPHA_BAR)` in its place
-/// (the value diffusers uses, `2^-24`).
+/// What the samplers use in place of `alpha_bar = 0`, the last step of a zero-terminal-SNR
+/// schedule (they divide by `sqrt(alpha_bar)`): `2^-24`, the value diffusers substitutes
+/// there. Any positive `alpha_bar`, however small, is used as it is.
 pub const MIN_ALPHA_BAR: f64 = 1.0 / 16_777_216.0;
+
+/// `alpha_bar`, or [`MIN_ALPHA_BAR`] in place of 0: the level a sampler divides by.
+pub fn nonzero_alpha_bar(alpha_bar: f64) -> f64 {
+    if alpha_bar > 0.0 {
+        alpha_bar
+    } else {
+        MIN_ALPHA_BAR
+    }
+}
 
 /// A borrowed schedule: `alpha_bar_t` for `t = 0..T` and everything derived from it.
 ///
@@ -414,7 +423,7 @@ impl<'a> Schedule<'a> {
     /// The variance-exploding noise level of step `t`: `sigma_t = s_t / a_t`, so that
     /// `x_t / a_t = x_0 + sigma_t e`.
     pub fn ve_sigma(&self, t: usize) -> f64 {
-        let alpha_bar = self.alpha_bar(t).max(MIN_ALPHA_BAR);
+        let alpha_bar = nonzero_alpha_bar(self.alpha_bar(t));
         libm::sqrt((1.0 - alpha_bar) / alpha_bar)
     }
 

@@ -1,10 +1,13 @@
 //! Choosing `N` inference timesteps out of `T` training steps.
 //!
-//! The three spacings are the ones diffusers users know (`timestep_spacing`). Timesteps are
-//! written first to last (descending). The step after timestep `i` goes to `timesteps[i + 1]`,
-//! and the last step goes to "no noise" (alpha-bar = 1), which [`previous`] returns as `None`.
-//! Unlike diffusers' DDIM (`prev_t = t - T / N`), this is right for every spacing: no step is
-//! skipped or taken twice and the last DDIM step always lands on clean data.
+//! Leading, linspace and trailing are the spacings diffusers users know (`timestep_spacing`,
+//! as `DDIMScheduler` defines them). Timesteps are written first to last (descending). The step
+//! after timestep `i` goes to `timesteps[i + 1]`, and the last step goes to "no noise"
+//! (alpha-bar = 1), which [`previous`] returns as `None`, as diffusers' `DDPMScheduler` and
+//! `DPMSolverMultistepScheduler` do. diffusers' `DDIMScheduler` steps to `t - T / N` instead,
+//! which is the same timestep for leading and trailing spacing when `N` divides `T` and differs
+//! otherwise (and for linspace); ddm's rule is right for every spacing: no step is skipped or
+//! taken twice and the last DDIM step always lands on clean data.
 
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, MIN_ALPHA_BAR};

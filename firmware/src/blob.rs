@@ -26,9 +26,11 @@
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::quant::{AddParams, QuantParams, Requant};
+use ddm_core::SamplerConfig;
+
 use crate::settings::{
     betas_from_code, prediction_from_code, sampler_from_code, spacing_from_code,
-    variance_from_code, ModelSchedule, SamplerConfig,
+    variance_from_code, ModelSchedule,
 };
 
 /// Largest dimension (channels, height or width) of a tensor shape.
@@ -1333,21 +1335,24 @@ fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerConfig, &[u8]
         eta: f32::from_bits(word(48)?),
         variance: variance_from_code(word(52)?)?,
         clip_sample: clip.then_some(radius),
+        first_order_penultimate: flag(64)?,
     };
     if !clip && word(60)? != 0 {
         return Err(fail("the clip radius must be 0 without clipping"));
     }
-    sampler.validate()?;
-    if sampler.steps > train_steps || sampler.steps_offset >= train_steps {
-        return Err(fail(
-            "default steps and offset must be below the train steps",
-        ));
+    if [68, 72, 76].into_iter().any(|at| word(at) != Ok(0)) {
+        return Err(fail("reserved words must be 0"));
     }
     let alphas = section
         .get(SCHEDULE_HEADER_LEN..)
         .ok_or(fail("section too short"))?;
     // The same check the samplers' schedule makes (`Blob::alpha_bar_schedule`).
-    ddm_core::Schedule::from_le_bytes(alphas)
+    let table = ddm_core::Schedule::from_le_bytes(alphas)
         .map_err(|_| fail("alphas_cumprod must lie in [0, 1] and not increase"))?;
+    // The check every sampler configuration gets, wherever it comes from.
+    sampler.validate(&table).map_err(|error| match error {
+        ddm_core::Error::InvalidParameter(what) => fail(what),
+        _ => fail("the default steps and offset do not fit the train steps"),
+    })?;
     Ok((schedule, sampler, alphas))
 }

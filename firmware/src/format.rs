@@ -1,4 +1,4 @@
-//! The model blob layout, byte by byte. Format version [`FORMAT_VERSION`] = 1.
+//! The model blob layout, byte by byte. Format version [`FORMAT_VERSION`] = 2.
 //!
 //! Every multi-byte value is little-endian. `u32`/`i32`/`f32` are 4 bytes, `f64` 8 bytes;
 //! floats are IEEE-754 bit patterns. Offsets are in bytes from the start of the blob unless a
@@ -119,7 +119,14 @@
 //! | 52 | `u32` | default DDPM variance: 0 beta, 1 posterior |
 //! | 56 | `u32` | clip x0: 0 no, 1 yes |
 //! | 60 | `f32` | clip radius (finite > 0 when clipping, else 0) |
-//! | 64 | `f32` x T | `alphas_cumprod`: in `[0, 1]`, non-increasing |
+//! | 64 | `u32` | DPM-Solver++ takes its second to last step at first order: 0 or 1 |
+//! | 68 | `u32` x 3 | reserved, 0 |
+//! | 80 | `f32` x T | `alphas_cumprod`: in `[0, 1]`, non-increasing |
+//!
+//! The sampler settings (offsets 32 to 68) are a [`ddm_core::SamplerConfig`], validated by
+//! its own check against the table. Version 1 blobs differ here (no word 64, table at 64, and
+//! their DPM-Solver++ always took the second to last step at first order); they are refused
+//! with [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion).
 //!
 //! The table is authoritative: the device samples with exactly the host's `alpha_bar` values
 //! (the writer fills it with [`ddm_core::ScheduleConfig::fill_alphas_cumprod`]; custom betas
@@ -130,7 +137,7 @@ use crate::error::{Error, Result};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"DDMB";
 /// The format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the fixed header, before the section table.
 pub const HEADER_LEN: usize = 32;
 /// Offset of the CRC field; the CRC covers the bytes from [`CRC_START`] to `total_len`.
@@ -170,7 +177,7 @@ pub const QUANT_RECORD_LEN: usize = 32;
 /// Bytes before the node offsets in the plan section.
 pub const PLAN_HEADER_LEN: usize = 16;
 /// Bytes before `alphas_cumprod` in the schedule section.
-pub const SCHEDULE_HEADER_LEN: usize = 64;
+pub const SCHEDULE_HEADER_LEN: usize = 80;
 /// Alignment the writer gives every tensor's data.
 pub const TENSOR_ALIGN: usize = 16;
 

@@ -6,7 +6,6 @@
 //! a run; with the same blob the device therefore reproduces the host's bytes.
 
 use ddm_core::sampler::Sampler;
-use ddm_core::timesteps::fill_timesteps;
 use ddm_core::Rng;
 
 use crate::blob::Blob;
@@ -14,16 +13,15 @@ use crate::cast;
 use crate::error::{check_len, Error, Result};
 use crate::network::Network;
 use crate::plan::{aligned, ArenaLayout};
-use crate::settings::SamplerConfig;
+use ddm_core::sampler::{SamplerConfig, SamplerOptions};
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct GenerateSettings {
-    /// The sampler; `None` uses the blob's defaults ([`Blob::sampler_defaults`]).
-    pub sampler: Option<SamplerConfig>,
-    /// Overrides the number of steps of whichever sampler is used.
-    pub steps: Option<u32>,
+    /// The sampler settings that replace the blob's defaults ([`Blob::sampler_defaults`]);
+    /// everything left `None` is the blob's.
+    pub sampler: SamplerOptions,
     /// Seed of the random streams.
     pub seed: u64,
     /// Which sample of the seed's run: selects the random stream.
@@ -34,20 +32,21 @@ impl GenerateSettings {
     /// The blob's default sampler for sample `sample_index` of `seed`.
     pub const fn new(seed: u64, sample_index: u64) -> Self {
         GenerateSettings {
-            sampler: None,
-            steps: None,
+            sampler: SamplerOptions::none(),
             seed,
             sample_index,
         }
     }
 
-    /// The sampler settings actually used with `blob`.
-    pub fn resolve(&self, blob: &Blob<'_>) -> SamplerConfig {
-        let mut config = self.sampler.unwrap_or(blob.sampler_defaults());
-        if let Some(steps) = self.steps {
-            config.steps = steps;
-        }
-        config
+    /// The sampler settings actually used with `blob`: [`SamplerOptions::resolve`] over the
+    /// blob's defaults, the rule the host follows too.
+    ///
+    /// # Errors
+    /// [`Error::Core`] when the settings are invalid for the blob's schedule.
+    pub fn resolve(&self, blob: &Blob<'_>) -> Result<SamplerConfig> {
+        Ok(self
+            .sampler
+            .resolve(Some(blob.sampler_defaults()), &blob.alpha_bar_schedule()?)?)
     }
 }
 
@@ -127,15 +126,8 @@ pub fn generate_observed(
     observer: &mut impl StepObserver,
 ) -> Result<()> {
     // Everything that can be refused is checked before the arena is touched.
-    let config = settings.resolve(blob);
-    config.validate()?;
+    let config = settings.resolve(blob)?;
     let steps = config.steps as usize;
-    if steps > blob.train_steps() {
-        return Err(Error::Core(ddm_core::Error::InvalidStepCount {
-            steps,
-            train_steps: blob.train_steps(),
-        }));
-    }
     check_len("generated sample", blob.sample_len(), out.len())?;
     let layout = ArenaLayout::new(blob, steps)?;
     let arena = aligned(arena, layout.len())?;
@@ -164,17 +156,10 @@ pub fn generate_observed(
     let timesteps = cast::u32s_mut(&mut timesteps[..len(&layout.timesteps)])?;
 
     let schedule = blob.alpha_bar_schedule()?;
-    fill_timesteps(
-        &schedule,
-        config.spacing,
-        config.steps_offset as usize,
-        timesteps,
-    )?;
+    config.timesteps(&schedule, timesteps)?;
     let mut rng = Rng::with_stream(settings.seed, settings.sample_index);
     rng.fill_normal(x);
-    let mut sampler = config
-        .settings(blob.schedule().prediction)
-        .build(schedule, timesteps, scratch)?;
+    let mut sampler = config.build(blob.schedule().prediction, schedule, timesteps, scratch)?;
     let mut network = Network::new(*blob, activations)?;
     let total = sampler.num_steps() as u32;
     while let Some(timestep) = sampler.timestep() {

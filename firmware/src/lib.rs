@@ -49,6 +49,7 @@ pub mod settings;
 pub mod writer;
 
 pub use blob::{Blob, Node, Op, Shape, Tensor};
+pub use ddm_core::sampler::{SamplerConfig, SamplerOptions};
 pub use error::{Error, Result};
 pub use format::{DType, OpCode, Precision, FORMAT_VERSION};
 pub use generate::{
@@ -59,4 +60,4 @@ pub use plan::{
     network_arena_bytes, required_arena_bytes, required_arena_bytes_for_steps, ArenaLayout,
 };
 pub use quant::{silu_lut, AddParams, QuantParams, Requant};
-pub use settings::{ModelSchedule, SamplerConfig};
+pub use settings::ModelSchedule;

@@ -1,8 +1,9 @@
-//! The model's schedule and default sampler settings, as stored in the schedule section, and
-//! their codes.
+//! The model's schedule as stored in the schedule section, and the codes of the schedule's and
+//! the default sampler's settings (the sampler itself is a [`ddm_core::SamplerConfig`]: what
+//! each sampler name means is decided in the core crate alone).
 
 use ddm_core::loss_weight::ReverseVariance;
-use ddm_core::sampler::{SamplerKind, SamplerSettings};
+use ddm_core::sampler::SamplerKind;
 use ddm_core::timesteps::Spacing;
 use ddm_core::{BetaSchedule, Prediction, ScheduleConfig};
 
@@ -32,89 +33,6 @@ impl ModelSchedule {
             train_steps: self.train_steps as usize,
             zero_terminal_snr: self.zero_terminal_snr,
         })
-    }
-}
-
-/// How to sample: a timestep sampler and its settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SamplerConfig {
-    /// Which sampler.
-    pub kind: SamplerKind,
-    /// Number of network evaluations.
-    pub steps: u32,
-    /// How the timesteps are spread over `0..T`.
-    pub spacing: Spacing,
-    /// Offset added to leading timesteps.
-    pub steps_offset: u32,
-    /// DDIM's eta (0: deterministic).
-    pub eta: f32,
-    /// DDPM's reverse variance.
-    pub variance: ReverseVariance,
-    /// Clamp x0 estimates to `[-r, r]`.
-    pub clip_sample: Option<f32>,
-}
-
-impl SamplerConfig {
-    /// Deterministic DDIM in `steps` steps, leading spacing.
-    pub const fn ddim(steps: u32) -> Self {
-        SamplerConfig {
-            kind: SamplerKind::Ddim,
-            steps,
-            spacing: Spacing::Leading,
-            steps_offset: 0,
-            eta: 0.0,
-            variance: ReverseVariance::Beta,
-            clip_sample: None,
-        }
-    }
-
-    /// DPM-Solver++ 2M in `steps` steps, log-SNR spacing.
-    pub const fn dpm_solver(steps: u32) -> Self {
-        SamplerConfig {
-            kind: SamplerKind::DpmSolverPp2m,
-            spacing: Spacing::LogSnr,
-            ..SamplerConfig::ddim(steps)
-        }
-    }
-
-    /// DDPM ancestral sampling in `steps` steps, leading spacing, posterior variance.
-    pub const fn ddpm(steps: u32) -> Self {
-        SamplerConfig {
-            kind: SamplerKind::Ddpm,
-            variance: ReverseVariance::Posterior,
-            ..SamplerConfig::ddim(steps)
-        }
-    }
-
-    /// The core sampler settings for a network predicting `prediction`.
-    pub fn settings(&self, prediction: Prediction) -> SamplerSettings {
-        SamplerSettings {
-            kind: self.kind,
-            prediction,
-            eta: self.eta,
-            variance: self.variance,
-            clip_sample: self.clip_sample,
-        }
-    }
-
-    /// Checks the fields that do not depend on the schedule: `steps >= 1`, `eta` finite and
-    /// `>= 0`, the clip radius finite and `> 0`.
-    pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::InvalidSchedule("sampler steps must be >= 1"));
-        }
-        if !(self.eta.is_finite() && self.eta >= 0.0) {
-            return Err(Error::InvalidSchedule("eta must be finite and >= 0"));
-        }
-        if let Some(radius) = self.clip_sample {
-            if !(radius.is_finite() && radius > 0.0) {
-                return Err(Error::InvalidSchedule(
-                    "the clip radius must be finite and > 0",
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

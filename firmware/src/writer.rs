@@ -23,9 +23,10 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::kernels::concat::concat_requant;
 use crate::quant::{fold_input_zero_point, silu_lut, AddParams, QuantParams, Requant};
+use ddm_core::SamplerConfig;
+
 use crate::settings::{
     betas_code, prediction_code, sampler_code, spacing_code, variance_code, ModelSchedule,
-    SamplerConfig,
 };
 
 /// Linear or convolution weights (`[out, in]` or `[out, in, k, k]`, row-major).
@@ -903,6 +904,11 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
         &mut schedule_section,
         sampler.clip_sample.map_or(0, f32::to_bits),
     );
+    put_u32(
+        &mut schedule_section,
+        u32::from(sampler.first_order_penultimate),
+    );
+    schedule_section.extend_from_slice(&[0; 12]);
     for value in &table {
         schedule_section.extend_from_slice(&value.to_le_bytes());
     }

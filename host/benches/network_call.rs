@@ -154,6 +154,7 @@ fn time(seconds: f64, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::R
 fn blob(model: &Model, precision: Precision) -> anyhow::Result<Vec<u8>> {
     let graph = &model.config.graph;
     let sampling = default_export_sampling();
+    let table = model.config.schedule.alphas_cumprod()?;
     let calibration = if precision == Precision::Int8 {
         let params = Params::from_weights(graph, &model.weights, &Device::Cpu)?;
         let run = CalibrationRun {
@@ -169,7 +170,7 @@ fn blob(model: &Model, precision: Precision) -> anyhow::Result<Vec<u8>> {
             graph,
             &params,
             model.config.objective.prediction.into(),
-            &model.config.schedule.alphas_cumprod()?,
+            &table,
             &sampling,
             &run,
             &Device::Cpu,
@@ -181,7 +182,7 @@ fn blob(model: &Model, precision: Precision) -> anyhow::Result<Vec<u8>> {
     let options = ExportOptions {
         precision,
         range: RangeMethod::Mse,
-        sampler: sampler_config(&sampling)?,
+        sampler: sampler_config(&sampling, &ddm_core::Schedule::new(&table)?)?,
         schedule: schedule_spec(&model.config)?,
     };
     Ok(ddm_export::export(graph, &model.weights, &calibration, &options)?.blob)

@@ -16,6 +16,13 @@
 //! - each sample's `(x_t, t)` is offered to [`Calibration::record_input`], which keeps a
 //!   uniform sample of them for the export's per-layer SQNR report.
 //!
+//! Then, unless [`CalibrationRun::tail_sigma`] is 0, the same sampler runs from the
+//! [`tail_probes`]: initial noises with one value at `±tail_sigma` standard deviations, as
+//! extreme as a device meets only over very many samples. Their activations go to
+//! [`Calibration::observe_bounds`]: every int8 range covers them, without their shaping the
+//! statistics the range method chooses from. Without them, a rare initial noise saturates the
+//! network at the first, noisiest steps and its sample runs away (see [`tail_probes`]).
+//!
 //! Calibration sample `s` starts from the noise of `Rng::with_stream(seed, s)`, the device's
 //! and the host sampler's rule, so with the same seed it follows exactly the float
 //! trajectories `ddm sample --checkpoint --seed SEED` draws, batched on candle instead of one
@@ -38,8 +45,16 @@ use crate::sampling::{generate, Denoiser, SamplerChoice, SamplingOptions};
 /// evaluation runs use.
 pub const DEFAULT_CALIBRATION_SEED: u64 = 0x6361_6c69_6272_6174;
 
+/// The default height of the tail probes' extreme values, chosen by measurement
+/// (BENCHMARKS.md, "int8 with the export defaults"): `P(|z| > 4.5) = 7e-6` per value, about
+/// the largest value of 1,000 samples of 8x8 noise. Values a little beyond the covered range
+/// saturate mildly (10,000 seeds of the 8x8 MLP and UNet: no sample ran away), while higher
+/// probes cost resolution (the 8x8 UNet's int8 output SQNR falls from 15.8 dB at 4.5 to
+/// 10.5 dB at 6, its Frechet distance from -2% to +7% of float's).
+pub const DEFAULT_TAIL_SIGMA: f32 = 4.5;
+
 /// How much calibration to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalibrationRun {
     /// Number of sampler trajectories (initial noises).
     pub samples: usize,
@@ -53,6 +68,9 @@ pub struct CalibrationRun {
     /// How much each visited timestep's activations count in the percentile and MSE ranges
     /// (min/max ranges are exact either way).
     pub weighting: TimestepWeighting,
+    /// Height, in standard deviations, of the tail probes' extreme noise values (0: no tail
+    /// probes). See [`tail_probes`].
+    pub tail_sigma: f32,
 }
 
 /// How the activations of the visited timesteps are weighted in the calibration statistics
@@ -107,6 +125,7 @@ impl Default for CalibrationRun {
             seed: DEFAULT_CALIBRATION_SEED,
             config: CalibrationConfig::default(),
             weighting: TimestepWeighting::default(),
+            tail_sigma: DEFAULT_TAIL_SIGMA,
         }
     }
 }
@@ -124,6 +143,8 @@ struct Recorder<'a> {
     rng: Rng,
     /// Network calls so far (one per visited timestep and batch).
     calls: usize,
+    /// Tail probes: every value only widens the bounds (no statistics, no inputs recorded).
+    bounds_only: bool,
 }
 
 impl Denoiser for Recorder<'_> {
@@ -139,9 +160,12 @@ impl Denoiser for Recorder<'_> {
         let shape = self.graph.input_shape();
         let sample_len: usize = shape.iter().product();
         let batch = x.len() / sample_len.max(1);
-        for row in x.chunks_exact(sample_len) {
-            self.calibration.record_input(row, t)?;
+        if !self.bounds_only {
+            for row in x.chunks_exact(sample_len) {
+                self.calibration.record_input(row, t)?;
+            }
         }
+        let bounds_only = self.bounds_only;
         let mut dims = vec![batch];
         dims.extend_from_slice(shape);
         let input = Tensor::from_vec(x.to_vec(), dims, self.device)?;
@@ -165,6 +189,9 @@ impl Denoiser for Recorder<'_> {
                 .and_then(|v| v.to_dtype(DType::F32))
                 .and_then(|v| v.to_vec1::<f32>());
             let result = match values {
+                Ok(values) if bounds_only => calibration
+                    .observe_bounds(node, &values)
+                    .map_err(Error::from),
                 Ok(values) => offer(calibration, node, &values, fraction, rng, &mut subset),
                 Err(e) => Err(Error::from(e)),
             };
@@ -244,6 +271,30 @@ fn offer(
     Ok(calibration.observe(node, subset)?)
 }
 
+/// Initial noises of the tail probes, `[count, sample_len]` row-major.
+///
+/// Calibration trajectories start from `n` draws of `N(0, I)`, whose largest values are about
+/// `sqrt(2 ln(n d))` standard deviations (4.1 for 64 samples of 64 values); a device drawing
+/// many more samples meets larger ones. At the first, noisiest steps an eps-predicting network
+/// must pass them through (`eps ~ x_t` there), and a value beyond an int8 range saturates:
+/// the eps error is amplified by the sampler (`x0 = (x_t - s eps) / a` with `a_T` near 0),
+/// pushes `x` further out at the next step, and the sample runs away (pixel values of 60 were
+/// seen). The probes show the exporter what such values do inside the network: probe `k`
+/// is an ordinary draw (stream `first_stream + k`) with one position, spread evenly over the
+/// sample, set to `+sigma` (even `k`) or `-sigma` (odd `k`); two probes per position for
+/// samples of up to 64 values, 128 probes over 64 positions for larger ones.
+pub fn tail_probes(sample_len: usize, sigma: f32, seed: u64, first_stream: u64) -> Vec<f32> {
+    let positions = sample_len.min(64);
+    let count = 2 * positions;
+    let mut probes = vec![0.0f32; count * sample_len];
+    for (k, probe) in probes.chunks_exact_mut(sample_len).enumerate() {
+        Rng::with_stream(seed, first_stream + k as u64).fill_normal(probe);
+        let position = (k / 2) * sample_len / positions;
+        probe[position] = if k % 2 == 0 { sigma } else { -sigma };
+    }
+    probes
+}
+
 /// What [`calibrate`] gathered.
 #[derive(Debug, Clone)]
 pub struct Calibrated {
@@ -289,7 +340,11 @@ pub fn calibrate(
         seed: run.seed,
         ..*sampling
     };
-    let timesteps = options.timesteps(&schedule)?;
+    let config = options.sampler_config(&schedule)?.ok_or_else(|| {
+        Error::Invalid("calibration follows a timestep sampler, not Langevin".into())
+    })?;
+    let mut timesteps = vec![0u32; config.steps as usize];
+    config.timesteps(&schedule, &mut timesteps)?;
     let fractions = timesteps
         .iter()
         .enumerate()
@@ -304,6 +359,7 @@ pub fn calibrate(
         fractions,
         rng: Rng::with_stream(run.seed, u64::MAX),
         calls: 0,
+        bounds_only: false,
     };
     generate(
         &mut recorder,
@@ -313,6 +369,20 @@ pub fn calibrate(
         run.batch,
         None,
     )?;
+    if run.tail_sigma > 0.0 {
+        let sample_len = graph.input_shape().iter().product();
+        let probes = tail_probes(sample_len, run.tail_sigma, run.seed, run.samples as u64);
+        let count = probes.len() / sample_len;
+        recorder.bounds_only = true;
+        generate(
+            &mut recorder,
+            schedule,
+            &options,
+            count,
+            run.batch,
+            Some(&probes),
+        )?;
+    }
     Ok(Calibrated {
         calibration: recorder.calibration,
         timesteps,
@@ -333,6 +403,34 @@ mod tests {
         for weighting in [TimestepWeighting::Linear, TimestepWeighting::Quadratic] {
             assert_eq!(weighting.fraction(9, 10), 1.0);
         }
+    }
+
+    #[test]
+    fn tail_probes_put_each_extreme_at_its_own_position() {
+        // Up to 64 values: every position gets +sigma and -sigma, the rest ordinary noise.
+        let probes = tail_probes(10, 6.0, 3, 64);
+        assert_eq!(probes.len(), 2 * 10 * 10);
+        for (k, probe) in probes.chunks_exact(10).enumerate() {
+            let sign = if k % 2 == 0 { 6.0 } else { -6.0 };
+            assert_eq!(probe[k / 2], sign);
+            let mut noise = vec![0.0f32; 10];
+            Rng::with_stream(3, 64 + k as u64).fill_normal(&mut noise);
+            for (i, (&p, &n)) in probe.iter().zip(&noise).enumerate() {
+                if i != k / 2 {
+                    assert_eq!(p, n);
+                }
+            }
+        }
+        // Larger samples: 128 probes, positions spread evenly.
+        let probes = tail_probes(784, 6.0, 0, 0);
+        assert_eq!(probes.len(), 128 * 784);
+        let positions: Vec<usize> = probes
+            .chunks_exact(784)
+            .step_by(2)
+            .map(|p| p.iter().position(|&v| v == 6.0).unwrap())
+            .collect();
+        assert_eq!(&positions[..3], &[0, 12, 24]);
+        assert_eq!(*positions.last().unwrap(), 63 * 784 / 64);
     }
 
     #[test]

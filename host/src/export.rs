@@ -6,8 +6,8 @@
 //!   weights and calibration to [`ddm_export::export()`], which quantises, plans the arena,
 //!   writes the blob and measures the per-layer SQNR against f32 on calibration inputs.
 //! - [`sampler_config`] turns the host's [`SamplingOptions`] into the sampler the blob stores
-//!   as its default, with the spacing actually used
-//!   ([`SamplingOptions::effective_spacing`]); [`schedule_spec`] stores the run's exact
+//!   as its default, by the core's rule (the device resolves its overrides by the same rule);
+//!   [`schedule_spec`] stores the run's exact
 //!   `alphas_cumprod` table, so blob and checkpoint sample on the same numbers.
 //! - [`read_blob`] and [`generate_on_runtime`] run [`ddm_firmware::generate()`], the device's
 //!   code, on the host for `ddm sample --model`: sample `i` of seed `S` is generation
@@ -19,8 +19,9 @@ use std::path::Path;
 
 use candle_core::Device;
 use ddm_core::loss_weight::ReverseVariance;
-use ddm_core::sampler::SamplerKind;
+use ddm_core::sampler::{SamplerKind, SamplerOptions};
 use ddm_core::timesteps::Spacing;
+use ddm_core::Schedule;
 use ddm_export::graph::Weights;
 use ddm_export::{Export, ExportOptions, RangeMethod};
 use ddm_firmware::settings::ModelSchedule;
@@ -33,52 +34,29 @@ use rayon::prelude::*;
 use crate::calibrate::{calibrate, Calibrated, CalibrationRun};
 use crate::error::{Error, Result};
 use crate::model::Params;
-use crate::sampling::{SamplerChoice, SamplingOptions};
+#[cfg(test)]
+use crate::sampling::SamplerChoice;
+use crate::sampling::SamplingOptions;
 use crate::train::checkpoint::{self, WeightSet};
 use crate::train::RunConfig;
 
-/// The blob's default sampler unless `ddm export` is told otherwise: deterministic DDIM in
-/// 10 steps with trailing spacing, no clipping.
+/// The blob's default sampler unless `ddm export` is told otherwise: DDIM in 10 steps with
+/// the core's defaults for everything else ([`ddm_core::sampler::SamplerConfig::new`]).
 pub fn default_export_sampling() -> SamplingOptions {
-    SamplingOptions {
-        spacing: Some(Spacing::Trailing),
-        ..SamplingOptions::ddim(10)
-    }
+    SamplingOptions::ddim(10)
 }
 
-/// The device sampler for the host's sampling options (the seed and Langevin settings play no
-/// part: the device draws per sample, and has no Langevin sampler).
+/// The device sampler for the host's sampling options on `schedule`: the core's rule
+/// ([`SamplingOptions::sampler_config`]; the seed and Langevin settings play no part: the
+/// device draws per sample, and has no Langevin sampler).
 ///
 /// # Errors
-/// [`Error::Invalid`] for Langevin or a step count that does not fit a `u32`.
-pub fn sampler_config(options: &SamplingOptions) -> Result<SamplerConfig> {
-    let kind = sampler_kind(options.sampler)?;
-    let number = |value: usize, what: &str| {
-        u32::try_from(value).map_err(|_| Error::Invalid(format!("{what} {value} is too large")))
-    };
-    let config = SamplerConfig {
-        kind,
-        steps: number(options.steps, "--steps")?,
-        spacing: options.effective_spacing(),
-        steps_offset: number(options.steps_offset, "--steps-offset")?,
-        eta: options.eta,
-        variance: options.variance,
-        clip_sample: options.clip_sample,
-    };
-    config.validate()?;
-    Ok(config)
-}
-
-fn sampler_kind(choice: SamplerChoice) -> Result<SamplerKind> {
-    Ok(match choice {
-        SamplerChoice::Ddpm => SamplerKind::Ddpm,
-        SamplerChoice::Ddim => SamplerKind::Ddim,
-        SamplerChoice::DpmppTwoM => SamplerKind::DpmSolverPp2m,
-        SamplerChoice::Langevin => {
-            return Err(Error::Invalid(
-                "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
-            ))
-        }
+/// [`Error::Invalid`] for Langevin; the core's validation errors.
+pub fn sampler_config(options: &SamplingOptions, schedule: &Schedule<'_>) -> Result<SamplerConfig> {
+    options.sampler_config(schedule)?.ok_or_else(|| {
+        Error::Invalid(
+            "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
+        )
     })
 }
 
@@ -125,6 +103,9 @@ pub fn describe_sampler(config: &SamplerConfig) -> String {
             ReverseVariance::Beta => ", variance beta",
             ReverseVariance::Posterior => ", posterior variance",
         }),
+        SamplerKind::DpmSolverPp2m if config.first_order_penultimate => {
+            text.push_str(", first-order penultimate step")
+        }
         SamplerKind::DpmSolverPp2m => {}
     }
     if let Some(radius) = config.clip_sample {
@@ -189,20 +170,14 @@ pub fn export_run(
     settings: &ExportSettings,
     device: &Device,
 ) -> Result<ExportedRun> {
-    let sampler = sampler_config(&settings.sampling)?;
-    if sampler.steps as usize > config.schedule.train_steps {
-        return Err(Error::Invalid(format!(
-            "--steps {} exceeds the {} training steps of the schedule",
-            sampler.steps, config.schedule.train_steps
-        )));
-    }
     let schedule = schedule_spec(config)?;
+    let table = schedule.table()?;
+    let sampler = sampler_config(&settings.sampling, &Schedule::new(&table)?)?;
     let graph = &config.graph;
     let calibrated = if settings.precision == Precision::F32 {
         None
     } else {
         let params = Params::from_weights(graph, weights, device)?;
-        let table = config.schedule.alphas_cumprod()?;
         Some(calibrate(
             graph,
             &params,
@@ -271,74 +246,9 @@ pub fn read_blob(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Sampler settings given on the command line for a blob, each replacing the blob's default
-/// ([`SamplerOverrides::apply`]).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct SamplerOverrides {
-    /// The sampler.
-    pub sampler: Option<SamplerChoice>,
-    /// Number of steps.
-    pub steps: Option<usize>,
-    /// Timestep spacing.
-    pub spacing: Option<Spacing>,
-    /// Offset of leading timesteps.
-    pub steps_offset: Option<usize>,
-    /// DDIM's eta.
-    pub eta: Option<f32>,
-    /// DDPM's reverse variance.
-    pub variance: Option<ReverseVariance>,
-    /// Clamp x0 estimates to `[-r, r]`.
-    pub clip_sample: Option<f32>,
-}
-
-impl SamplerOverrides {
-    /// The blob's defaults with every given field replaced. A `sampler` other than the
-    /// blob's, given without `spacing`, takes that sampler's usual spacing (log-SNR for
-    /// DPM-Solver++, trailing otherwise), as when sampling a checkpoint.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for Langevin, numbers too large or settings the runtime refuses.
-    pub fn apply(&self, defaults: SamplerConfig) -> Result<SamplerConfig> {
-        let mut config = defaults;
-        if let Some(choice) = self.sampler {
-            let kind = sampler_kind(choice)?;
-            if kind != defaults.kind {
-                config.spacing = match kind {
-                    SamplerKind::DpmSolverPp2m => Spacing::LogSnr,
-                    _ => Spacing::Trailing,
-                };
-            }
-            config.kind = kind;
-        }
-        let number = |value: usize, what: &str| {
-            u32::try_from(value).map_err(|_| Error::Invalid(format!("{what} {value} is too large")))
-        };
-        if let Some(steps) = self.steps {
-            config.steps = number(steps, "--steps")?;
-        }
-        if let Some(spacing) = self.spacing {
-            config.spacing = spacing;
-        }
-        if let Some(offset) = self.steps_offset {
-            config.steps_offset = number(offset, "--steps-offset")?;
-        }
-        if let Some(eta) = self.eta {
-            config.eta = eta;
-        }
-        if let Some(variance) = self.variance {
-            config.variance = variance;
-        }
-        if let Some(radius) = self.clip_sample {
-            config.clip_sample = Some(radius);
-        }
-        config.validate()?;
-        Ok(config)
-    }
-}
-
 /// Generates samples `0..num` of `seed` with the device runtime on the host: sample `i` is
-/// [`ddm_firmware::generate()`] with `sample_index = i`, with `sampler` (`None`: the blob's
-/// defaults). Samples run in parallel on rayon's global pool, each in its own arena; each is
+/// [`ddm_firmware::generate()`] with `sample_index = i`, with `sampler` over the blob's
+/// defaults (the device's rule, [`GenerateSettings::resolve`]). Samples run in parallel on rayon's global pool, each in its own arena; each is
 /// independent of the others, so the result does not depend on the number of threads.
 /// Returns `[num, sample_len]` row-major.
 ///
@@ -348,7 +258,7 @@ impl SamplerOverrides {
 /// produces NaN or infinite values; [`Error::Invalid`] for `num == 0`.
 pub fn generate_on_runtime(
     blob: &[u8],
-    sampler: Option<SamplerConfig>,
+    sampler: SamplerOptions,
     seed: u64,
     num: usize,
 ) -> Result<Vec<f32>> {
@@ -358,12 +268,10 @@ pub fn generate_on_runtime(
     let parsed = Blob::parse(blob)?;
     let settings = |sample_index: usize| GenerateSettings {
         sampler,
-        steps: None,
         seed,
         sample_index: sample_index as u64,
     };
-    let config = settings(0).resolve(&parsed);
-    config.validate()?;
+    let config = settings(0).resolve(&parsed)?;
     let arena_bytes = required_arena_bytes_for_steps(&parsed, config.steps as usize)?;
     let sample_len = parsed.sample_len();
     let mut samples = vec![0.0f32; num * sample_len];
@@ -380,76 +288,42 @@ pub fn generate_on_runtime(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ddm_core::ScheduleConfig;
 
     #[test]
     fn host_options_become_the_device_sampler() {
-        let config = sampler_config(&default_export_sampling()).unwrap();
-        assert_eq!(
-            config,
-            SamplerConfig {
-                spacing: Spacing::Trailing,
-                variance: ReverseVariance::Posterior,
-                ..SamplerConfig::ddim(10)
-            }
-        );
+        let mut table = vec![0.0f32; 1000];
+        ScheduleConfig::ddpm()
+            .fill_alphas_cumprod(&mut table)
+            .unwrap();
+        let schedule = Schedule::new(&table).unwrap();
+        let config = sampler_config(&default_export_sampling(), &schedule).unwrap();
+        assert_eq!(config, SamplerConfig::new(SamplerKind::Ddim, 10, &schedule));
         assert_eq!(
             describe_sampler(&config),
-            "DDIM, 10 steps, trailing spacing, eta 0"
+            "DDIM, 10 steps, leading spacing, eta 0"
         );
         let dpm = SamplingOptions {
             sampler: SamplerChoice::DpmppTwoM,
-            clip_sample: Some(1.0),
+            settings: SamplerOptions {
+                clip_sample: Some(Some(1.0)),
+                spacing: Some(Spacing::LogSnr),
+                first_order_penultimate: Some(true),
+                ..SamplerOptions::none()
+            },
             ..SamplingOptions::ddim(20)
         };
-        let config = sampler_config(&dpm).unwrap();
-        assert_eq!(config.spacing, Spacing::LogSnr, "the effective spacing");
+        let config = sampler_config(&dpm, &schedule).unwrap();
         assert_eq!(
             describe_sampler(&config),
-            "DPM-Solver++ 2M, 20 steps, log-SNR spacing, clip 1"
+            "DPM-Solver++ 2M, 20 steps, log-SNR spacing, first-order penultimate step, clip 1"
         );
-        let langevin = SamplingOptions {
-            sampler: SamplerChoice::Langevin,
-            ..SamplingOptions::ddim(20)
-        };
-        assert!(matches!(sampler_config(&langevin), Err(Error::Invalid(_))));
-        assert!(sampler_config(&SamplingOptions::ddim(0)).is_err());
-    }
-
-    #[test]
-    fn overrides_replace_only_what_is_given() {
-        let blob = SamplerConfig {
-            spacing: Spacing::Trailing,
-            clip_sample: Some(1.0),
-            ..SamplerConfig::ddim(10)
-        };
-        assert_eq!(SamplerOverrides::default().apply(blob).unwrap(), blob);
-        let steps = SamplerOverrides {
-            steps: Some(20),
-            ..Default::default()
-        };
-        assert_eq!(
-            steps.apply(blob).unwrap(),
-            SamplerConfig { steps: 20, ..blob }
-        );
-        let dpm = SamplerOverrides {
-            sampler: Some(SamplerChoice::DpmppTwoM),
-            ..Default::default()
-        }
-        .apply(blob)
-        .unwrap();
-        assert_eq!(
-            (dpm.kind, dpm.spacing, dpm.clip_sample),
-            (SamplerKind::DpmSolverPp2m, Spacing::LogSnr, Some(1.0))
-        );
-        let same_kind = SamplerOverrides {
-            sampler: Some(SamplerChoice::Ddim),
-            ..Default::default()
-        };
-        assert_eq!(same_kind.apply(blob).unwrap(), blob, "keeps the spacing");
-        let bad = SamplerOverrides {
-            eta: Some(-1.0),
-            ..Default::default()
-        };
-        assert!(bad.apply(blob).is_err());
+        let langevin = SamplingOptions::new(SamplerChoice::Langevin, 20);
+        assert!(matches!(
+            sampler_config(&langevin, &schedule),
+            Err(Error::Invalid(_))
+        ));
+        assert!(sampler_config(&SamplingOptions::ddim(0), &schedule).is_err());
+        assert!(sampler_config(&SamplingOptions::ddim(1001), &schedule).is_err());
     }
 }

@@ -21,6 +21,7 @@ pub mod model;
 pub mod npy;
 pub mod oracle;
 pub mod plot;
+pub mod sampler_args;
 pub mod sampling;
 pub mod schedule_args;
 pub mod seeding;

@@ -4,9 +4,7 @@
 //! its initial noise and every noise draw of its sampler, so results do not depend on the batch
 //! size and match the device runtime, which generates one sample at a time.
 
-use ddm_core::loss_weight::ReverseVariance;
-use ddm_core::sampler::{AnnealedLangevin, SamplerKind, SamplerSettings};
-use ddm_core::timesteps::{fill_timesteps, Spacing};
+use ddm_core::sampler::{AnnealedLangevin, SamplerConfig, SamplerKind, SamplerOptions};
 use ddm_core::{Prediction, Rng, Sampler, Schedule};
 
 use crate::error::{Error, Result};
@@ -91,75 +89,71 @@ pub struct SamplingOptions {
     /// Number of network evaluations (for Langevin: levels x steps per level, plus the final
     /// denoising step).
     pub steps: usize,
-    /// Timestep spacing; `None` picks log-SNR for DPM-Solver++ and trailing otherwise (the
-    /// first step then starts at `T - 1`, where the schedule meets pure noise).
-    pub spacing: Option<Spacing>,
-    /// Offset added to leading timesteps.
-    pub steps_offset: usize,
-    /// DDIM's eta.
-    pub eta: f32,
-    /// DDPM's reverse variance.
-    pub variance: ReverseVariance,
-    /// Clamp x0 estimates to `[-r, r]` (for Langevin: the output of the final denoising
-    /// step, when it has one).
-    pub clip_sample: Option<f32>,
+    /// The timestep samplers' settings as given: their kind and step count come from
+    /// `sampler` and `steps`, and every field left `None` follows the core's rule
+    /// ([`SamplerOptions::resolve`]). Its clip radius also clamps the output of Langevin's final
+    /// denoising step, when it has one.
+    pub settings: SamplerOptions,
     /// Seed of the per-sample random streams.
     pub seed: u64,
     /// Langevin settings.
     pub langevin: LangevinOptions,
 }
 
+impl SamplerChoice {
+    /// The timestep sampler of this name (`None` for Langevin).
+    pub fn kind(self) -> Option<SamplerKind> {
+        match self {
+            SamplerChoice::Ddpm => Some(SamplerKind::Ddpm),
+            SamplerChoice::Ddim => Some(SamplerKind::Ddim),
+            SamplerChoice::DpmppTwoM => Some(SamplerKind::DpmSolverPp2m),
+            SamplerChoice::Langevin => None,
+        }
+    }
+}
+
 impl SamplingOptions {
-    /// DDIM in `steps` steps, deterministic.
-    pub fn ddim(steps: usize) -> Self {
+    /// `sampler` in `steps` steps with every setting at its default.
+    pub fn new(sampler: SamplerChoice, steps: usize) -> Self {
         SamplingOptions {
-            sampler: SamplerChoice::Ddim,
+            sampler,
             steps,
-            spacing: None,
-            steps_offset: 0,
-            eta: 0.0,
-            variance: ReverseVariance::Posterior,
-            clip_sample: None,
+            settings: SamplerOptions::none(),
             seed: 0,
             langevin: LangevinOptions::default(),
         }
     }
 
-    /// The spacing actually used.
-    pub fn effective_spacing(&self) -> Spacing {
-        self.spacing.unwrap_or(match self.sampler {
-            SamplerChoice::DpmppTwoM => Spacing::LogSnr,
-            _ => Spacing::Trailing,
+    /// DDIM in `steps` steps with its defaults (deterministic).
+    pub fn ddim(steps: usize) -> Self {
+        SamplingOptions::new(SamplerChoice::Ddim, steps)
+    }
+
+    /// The core's sampler options: [`SamplingOptions::settings`] with the kind and step count
+    /// (no kind for Langevin).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `steps` does not fit a `u32`.
+    pub fn sampler_options(&self) -> Result<SamplerOptions> {
+        let steps = u32::try_from(self.steps)
+            .map_err(|_| Error::Invalid(format!("--steps {} is too large", self.steps)))?;
+        Ok(SamplerOptions {
+            kind: self.sampler.kind(),
+            steps: Some(steps),
+            ..self.settings
         })
     }
 
-    /// The inference timesteps for `schedule`.
-    pub fn timesteps(&self, schedule: &Schedule<'_>) -> Result<Vec<u32>> {
-        let mut timesteps = vec![0u32; self.steps];
-        fill_timesteps(
-            schedule,
-            self.effective_spacing(),
-            self.steps_offset,
-            &mut timesteps,
-        )?;
-        Ok(timesteps)
-    }
-
-    /// The core sampler settings for a timestep sampler (`None` for Langevin).
-    pub fn sampler_settings(&self, prediction: Prediction) -> Option<SamplerSettings> {
-        let kind = match self.sampler {
-            SamplerChoice::Ddpm => SamplerKind::Ddpm,
-            SamplerChoice::Ddim => SamplerKind::Ddim,
-            SamplerChoice::DpmppTwoM => SamplerKind::DpmSolverPp2m,
-            SamplerChoice::Langevin => return None,
-        };
-        Some(SamplerSettings {
-            kind,
-            prediction,
-            eta: self.eta,
-            variance: self.variance,
-            clip_sample: self.clip_sample,
-        })
+    /// The timestep sampler's configuration on `schedule` (`None` for Langevin): the core's
+    /// rule, [`SamplerOptions::resolve`] without a base.
+    ///
+    /// # Errors
+    /// The core's validation errors.
+    pub fn sampler_config(&self, schedule: &Schedule<'_>) -> Result<Option<SamplerConfig>> {
+        if self.sampler == SamplerChoice::Langevin {
+            return Ok(None);
+        }
+        Ok(Some(self.sampler_options()?.resolve(None, schedule)?))
     }
 
     /// The Langevin sampler for `schedule` (its noise range is the default sigma range).
@@ -183,7 +177,7 @@ impl SamplingOptions {
             options.step_size,
             options.final_denoise,
         )?
-        .with_clip_sample(self.clip_sample)?)
+        .with_clip_sample(self.settings.clip_sample.flatten())?)
     }
 }
 
@@ -213,11 +207,16 @@ pub fn generate(
             "the number of samples, the batch size and --steps must be > 0".into(),
         ));
     }
-    let settings = options.sampler_settings(denoiser.prediction());
-    let timesteps = match settings {
-        Some(_) => options.timesteps(&schedule)?,
+    let config = options.sampler_config(&schedule)?;
+    let timesteps = match &config {
+        Some(config) => {
+            let mut timesteps = vec![0u32; config.steps as usize];
+            config.timesteps(&schedule, &mut timesteps)?;
+            timesteps
+        }
         None => Vec::new(),
     };
+    let prediction = denoiser.prediction();
     let mut samples = vec![0.0f32; num * sample_len];
     for start in (0..num).step_by(batch) {
         let count = batch.min(num - start);
@@ -235,9 +234,15 @@ pub fn generate(
                 }
             }
         }
-        match &settings {
-            Some(settings) => run_timestep_sampler(
-                denoiser, schedule, settings, &timesteps, x, sample_len, &mut rngs,
+        match &config {
+            Some(config) => run_timestep_sampler(
+                denoiser,
+                (schedule, prediction),
+                config,
+                &timesteps,
+                x,
+                sample_len,
+                &mut rngs,
             )?,
             None => run_langevin(denoiser, schedule, options, x, sample_len, &mut rngs)?,
         }
@@ -247,8 +252,8 @@ pub fn generate(
 
 fn run_timestep_sampler(
     denoiser: &mut dyn Denoiser,
-    schedule: Schedule<'_>,
-    settings: &SamplerSettings,
+    (schedule, prediction): (Schedule<'_>, Prediction),
+    config: &SamplerConfig,
     timesteps: &[u32],
     x: &mut [f32],
     sample_len: usize,
@@ -257,7 +262,7 @@ fn run_timestep_sampler(
     let mut scratch = vec![0.0f32; x.len()];
     let mut samplers = scratch
         .chunks_exact_mut(sample_len)
-        .map(|scratch| settings.build(schedule, timesteps, scratch))
+        .map(|scratch| config.build(prediction, schedule, timesteps, scratch))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut output = vec![0.0f32; x.len()];
     while let Some(t) = samplers[0].timestep() {

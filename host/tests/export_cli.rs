@@ -20,7 +20,7 @@ use ddm::train::checkpoint::{self, WeightSet};
 use ddm::train::{
     DataConfig, LossWeightSpec, Objective, PredictionType, RunConfig, TrainConfig, Trainer,
 };
-use ddm_core::Rng;
+use ddm_core::{Rng, SamplerOptions};
 use ddm_export::graph::{Graph, GraphBuilder};
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::reference::calibrate_with_sampler;
@@ -344,7 +344,10 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
     let params = Params::from_weights(graph, &weights, &Device::Cpu).unwrap();
     let table = config.schedule.alphas_cumprod().unwrap();
     let sampling = SamplingOptions {
-        clip_sample: Some(1.0),
+        settings: SamplerOptions {
+            clip_sample: Some(Some(1.0)),
+            ..SamplerOptions::none()
+        },
         ..default_export_sampling()
     };
     let cal = |batch: usize, weighting: TimestepWeighting| {
@@ -357,6 +360,8 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
                 ..CalibrationConfig::default()
             },
             weighting,
+            // The runtime's calibration has no tail probes.
+            tail_sigma: 0.0,
         };
         calibrate(
             graph,
@@ -372,8 +377,8 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
     let batched = cal(4, TimestepWeighting::Uniform);
     assert_eq!(batched.timesteps.len(), 10);
     assert_eq!(
-        batched.timesteps[0], 999,
-        "trailing spacing starts at T - 1"
+        batched.timesteps[0], 900,
+        "leading spacing (the default) starts at T - T / N"
     );
     assert_eq!(
         batched.network_calls,
@@ -395,7 +400,7 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
         &weights,
         &mut reference,
         &schedule_spec(&config).unwrap(),
-        &sampler_config(&sampling).unwrap(),
+        &sampler_config(&sampling, &ddm_core::Schedule::new(&table).unwrap()).unwrap(),
         10,
         11,
     )
@@ -552,7 +557,10 @@ fn bad_inputs_are_one_line_errors() {
     assert_one_line_failure(&run_args(langevin), "no Langevin sampler");
     let mut too_many = export_args(mlp_run());
     too_many.extend(["--steps", "5000"].map(String::from));
-    assert_one_line_failure(&run_args(too_many), "exceeds the 1000 training steps");
+    assert_one_line_failure(
+        &run_args(too_many),
+        "cannot choose 5000 inference steps out of 1000 training steps",
+    );
     let mut no_calibration = export_args(mlp_run());
     no_calibration.extend(["--calib", "0"].map(String::from));
     assert_one_line_failure(&run_args(no_calibration), "at least one sample");
@@ -585,7 +593,10 @@ fn bad_inputs_are_one_line_errors() {
     std::fs::write(&corrupt, b"hello").unwrap();
     assert_one_line_failure(&sample_model(&corrupt, &[]), "not a valid ddm model blob");
     assert_one_line_failure(&sample_model(&p("absent.ddm"), &[]), "absent.ddm");
-    assert_one_line_failure(&sample_model(&out, &["--steps", "5000"]), "device runtime");
+    assert_one_line_failure(
+        &sample_model(&out, &["--steps", "5000"]),
+        "cannot choose 5000 inference steps",
+    );
     assert_one_line_failure(
         &sample_model(&out, &["--sampler", "langevin"]),
         "no Langevin sampler",

@@ -28,7 +28,9 @@
 //!
 //! # What is kept
 //!
-//! Per node: exact `min` and `max`, the number of values, and a uniform random sample of at
+//! Per node: exact `min` and `max`, the number of values, the bounds of the tail probes'
+//! values ([`Calibration::observe_bounds`]: values every range must cover, whatever the range
+//! method makes of the ordinary ones), and a uniform random sample of at
 //! most [`CalibrationConfig::reservoir`] values (reservoir sampling, Li's "Algorithm L",
 //! seeded with [`ddm_core::Rng`]: the same observations give the same sample on every
 //! machine). Calibration inputs are kept the same way (at most
@@ -54,9 +56,9 @@
 //!   heavy-tailed distributions it clips the rare outliers and keeps resolution for the
 //!   bulk; on bounded, uniform-like ones it stays at (or next to) min/max.
 //!
-//! Every range is widened to include 0 when it becomes quantisation parameters.
+//! Every range is then widened to cover the node's tail-probe bounds, if any, and to include 0
+//! when it becomes quantisation parameters.
 
-use ddm_core::timesteps::fill_timesteps;
 use ddm_core::{Rng, Schedule};
 use ddm_firmware::writer::ScheduleSpec;
 use ddm_firmware::{QuantParams, SamplerConfig};
@@ -117,6 +119,9 @@ pub struct NodeStats {
     pub max: f32,
     /// Number of values observed.
     pub count: u64,
+    /// Smallest and largest value of the tail probes ([`Calibration::observe_bounds`]), or
+    /// `None` before any: every range covers them.
+    pub bounds: Option<(f32, f32)>,
     reservoir: Reservoir,
 }
 
@@ -229,6 +234,7 @@ impl Calibration {
                 min: f32::INFINITY,
                 max: f32::NEG_INFINITY,
                 count: 0,
+                bounds: None,
                 reservoir: Reservoir::new(
                     config.reservoir.max(1),
                     Rng::with_stream(config.seed, i as u64),
@@ -275,6 +281,35 @@ impl Calibration {
         }
         stats.count += values.len() as u64;
         stats.reservoir.offer(values);
+        Ok(())
+    }
+
+    /// Adds values of node `node` that every range must cover without shaping it: the
+    /// activations of tail probes (trajectories from initial noise with values as extreme as
+    /// a device meets only over very many samples; see the module docs). They widen the
+    /// range [`Calibration::range`] returns, and take no part in the statistics the range
+    /// method chooses from.
+    ///
+    /// Errors as [`Calibration::observe`].
+    pub fn observe_bounds(&mut self, node: NodeId, values: &[f32]) -> Result<()> {
+        let count = self.nodes.len();
+        let stats = self.nodes.get_mut(node.0).ok_or_else(|| {
+            Error::Calibration(format!("node {} does not exist ({count} nodes)", node.0))
+        })?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Calibration(format!(
+                "node {} produced NaN or infinite values",
+                node.0
+            )));
+        }
+        let (mut low, mut high) = stats.bounds.unwrap_or((f32::INFINITY, f32::NEG_INFINITY));
+        for &v in values {
+            low = low.min(v);
+            high = high.max(v);
+        }
+        if low <= high {
+            stats.bounds = Some((low, high));
+        }
         Ok(())
     }
 
@@ -325,6 +360,14 @@ impl Calibration {
                 node.0
             )));
         }
+        let (low, high) = self.method_range(stats, method)?;
+        Ok(match stats.bounds {
+            Some((bound_low, bound_high)) => (low.min(bound_low), high.max(bound_high)),
+            None => (low, high),
+        })
+    }
+
+    fn method_range(&self, stats: &NodeStats, method: RangeMethod) -> Result<(f32, f32)> {
         match method {
             RangeMethod::MinMax => Ok((stats.min, stats.max)),
             RangeMethod::Percentile(p) => {
@@ -434,16 +477,11 @@ pub fn quantization_mse(values: &[f32], low: f32, high: f32) -> Result<f64> {
 /// The training timesteps `sampler` visits with `schedule`, first to last: the timesteps at
 /// which calibration inputs should be gathered.
 pub fn calibration_timesteps(schedule: &ScheduleSpec, sampler: &SamplerConfig) -> Result<Vec<u32>> {
-    sampler.validate()?;
     let table = schedule.table()?;
     let schedule = Schedule::new(&table)?;
+    sampler.validate_fields()?;
     let mut timesteps = vec![0u32; sampler.steps as usize];
-    fill_timesteps(
-        &schedule,
-        sampler.spacing,
-        sampler.steps_offset as usize,
-        &mut timesteps,
-    )?;
+    sampler.timesteps(&schedule, &mut timesteps)?;
     Ok(timesteps)
 }
 
@@ -451,6 +489,8 @@ pub fn calibration_timesteps(schedule: &ScheduleSpec, sampler: &SamplerConfig) -
 mod tests {
     use super::*;
     use crate::graph::GraphBuilder;
+    use ddm_core::sampler::SamplerKind;
+    use ddm_core::timesteps::Spacing;
 
     fn one_node_graph() -> Graph {
         let b = GraphBuilder::new(&[4]);
@@ -539,6 +579,48 @@ mod tests {
     }
 
     #[test]
+    fn bounds_widen_every_range_without_shaping_it() {
+        let graph = one_node_graph();
+        let mut c = Calibration::new(&graph, config(64));
+        let values: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 8.0).collect();
+        c.observe(NodeId(0), &values).unwrap();
+        let before: Vec<(f32, f32)> = [
+            RangeMethod::MinMax,
+            RangeMethod::Percentile(90.0),
+            RangeMethod::Mse,
+        ]
+        .iter()
+        .map(|&m| c.range(NodeId(0), m).unwrap())
+        .collect();
+        assert!(c.observe_bounds(NodeId(0), &[f32::NAN]).is_err());
+        assert!(c.observe_bounds(NodeId(9), &[1.0]).is_err());
+        // Bounds inside every range change nothing.
+        c.observe_bounds(NodeId(0), &[0.0, 0.1]).unwrap();
+        for (&m, &range) in [
+            RangeMethod::MinMax,
+            RangeMethod::Percentile(90.0),
+            RangeMethod::Mse,
+        ]
+        .iter()
+        .zip(&before)
+        {
+            assert_eq!(c.range(NodeId(0), m).unwrap(), range);
+        }
+        // Beyond them, every method's range reaches them; the statistics are untouched.
+        c.observe_bounds(NodeId(0), &[-9.0, 7.5]).unwrap();
+        for m in [
+            RangeMethod::MinMax,
+            RangeMethod::Percentile(90.0),
+            RangeMethod::Mse,
+        ] {
+            assert_eq!(c.range(NodeId(0), m).unwrap(), (-9.0, 7.5));
+        }
+        let stats = c.stats(NodeId(0)).unwrap();
+        assert_eq!((stats.min, stats.max, stats.count), (-4.0, 3.875, 64));
+        assert_eq!(stats.bounds, Some((-9.0, 7.5)));
+    }
+
+    #[test]
     fn quantiles_interpolate() {
         let v = [0.0, 1.0, 2.0, 3.0, 4.0];
         assert_eq!(quantile(&v, 0.0), 0.0);
@@ -573,8 +655,9 @@ mod tests {
     fn timesteps_follow_the_sampler() {
         let schedule =
             ScheduleSpec::from_config(ddm_core::ScheduleConfig::ddpm(), ddm_core::Prediction::Eps);
-        let t = calibration_timesteps(&schedule, &SamplerConfig::ddim(10)).unwrap();
+        let ddim = |steps| SamplerConfig::with_spacing(SamplerKind::Ddim, steps, Spacing::Leading);
+        let t = calibration_timesteps(&schedule, &ddim(10)).unwrap();
         assert_eq!(t, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
-        assert!(calibration_timesteps(&schedule, &SamplerConfig::ddim(0)).is_err());
+        assert!(calibration_timesteps(&schedule, &ddim(0)).is_err());
     }
 }

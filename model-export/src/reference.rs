@@ -6,7 +6,8 @@
 //! is still in the arena ([`ddm_firmware::Network::node_output`]). It runs exactly the code
 //! the device runs (same kernels, same bits), only with more memory.
 
-use ddm_core::sampler::Sampler;
+use ddm_core::sampler::{Sampler, SamplerKind};
+use ddm_core::timesteps::Spacing;
 use ddm_core::{Prediction, Rng, Schedule};
 use ddm_firmware::settings::ModelSchedule;
 use ddm_firmware::writer::{write_blob, ModelSpec, ScheduleSpec};
@@ -32,7 +33,7 @@ fn evaluation_options(precision: Precision) -> ExportOptions {
     ExportOptions {
         precision,
         range: Default::default(),
-        sampler: SamplerConfig::ddim(1),
+        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 1, Spacing::Leading),
         schedule: ScheduleSpec {
             schedule: ModelSchedule {
                 betas: None,
@@ -138,14 +139,15 @@ pub fn calibrate_with_sampler(
     let mut evaluator = Evaluator::float(graph, weights, Precision::F32)?;
     let table = schedule.table()?;
     let timesteps = calibration_timesteps(schedule, sampler)?;
-    let settings = sampler.settings(schedule.schedule.prediction);
+    let prediction = schedule.schedule.prediction;
     let len = evaluator.sample_len();
     let (mut x, mut out, mut scratch) = (vec![0.0f32; len], vec![0.0f32; len], vec![0.0; len]);
     let mut values = Vec::new();
     for s in 0..samples {
         let mut rng = Rng::with_stream(seed, s as u64);
         rng.fill_normal(&mut x);
-        let mut state = settings.build(Schedule::new(&table)?, &timesteps, &mut scratch)?;
+        let mut state =
+            sampler.build(prediction, Schedule::new(&table)?, &timesteps, &mut scratch)?;
         while let Some(t) = state.timestep() {
             calibration.record_input(&x, t)?;
             evaluator.run(&x, t, &mut out, |node, output| match output {

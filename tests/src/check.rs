@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
-use ddm_board_support::{sampler_config, sampler_name, RunConfig, SamplerKind};
-use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings};
+use ddm_board_support::{sampler_name, RunConfig, SamplerKind};
+use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
 use crate::compare::compare;
 use crate::elf;
@@ -357,14 +357,20 @@ pub fn check(options: &CheckOptions) -> Result<Outcome> {
 /// The run configuration the board's build resolves for `options` (ddm-board-build's rule).
 pub fn run_config(blob: &Blob<'_>, options: &CheckOptions) -> RunConfig {
     let settings = GenerateSettings {
-        sampler: options.sampler.map(|kind| sampler_config(kind, 1)),
-        steps: options.steps,
+        sampler: SamplerOptions {
+            kind: options.sampler,
+            steps: options.steps,
+            ..SamplerOptions::none()
+        },
         seed: options.seed,
         sample_index: 0,
     };
     RunConfig {
         sampler: options.sampler,
-        steps: settings.resolve(blob).steps,
+        // Settings the runtime refuses keep the blob's steps: the run reports the refusal.
+        steps: settings
+            .resolve(blob)
+            .map_or(blob.sampler_defaults().steps, |config| config.steps),
         seed: options.seed,
         num: options.num,
     }

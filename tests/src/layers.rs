@@ -2,6 +2,8 @@
 //! --layers`): the network call of such a blob is that one layer plus the quantisation of its
 //! input and the dequantisation of its output.
 
+use ddm_core::sampler::SamplerKind;
+use ddm_core::timesteps::Spacing;
 use ddm_core::{BetaSchedule, Prediction, ScheduleConfig};
 use ddm_firmware::quant::quantize_per_channel;
 use ddm_firmware::writer::{write_blob, Bias, ModelSpec, NodeSpec, OpSpec, ScheduleSpec, Weights};
@@ -47,7 +49,7 @@ fn model(input: &[usize], op: OpSpec) -> Vec<u8> {
             },
             Prediction::Eps,
         ),
-        sampler: SamplerConfig::ddim(2),
+        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Leading),
         plan: None,
     };
     write_blob(&spec).expect("the layer models are valid")

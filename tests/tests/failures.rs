@@ -4,6 +4,8 @@
 //! that fails while generating (the device's error line and exit status). A panicking,
 //! faulting or hanging device is covered by `harness_selftest.rs`.
 
+use ddm_core::sampler::SamplerKind;
+use ddm_core::timesteps::Spacing;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,7 +49,7 @@ fn wide_blob(dir: &Path, len: usize) -> PathBuf {
         ],
         output: 1,
         schedule: schedule(),
-        sampler: SamplerConfig::ddim(2),
+        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Leading),
         plan: None,
     };
     let path = dir.join(format!("wide-{len}.ddm"));
@@ -164,7 +166,7 @@ fn a_device_that_fails_while_generating_reports_why() {
         ],
         output: 1,
         schedule: schedule(),
-        sampler: SamplerConfig::ddim(2),
+        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Leading),
         plan: None,
     };
     let model = scratch("overflow").join("overflow.ddm");

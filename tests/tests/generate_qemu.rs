@@ -120,3 +120,64 @@ fn systick_ticks_convert_to_instructions() {
     }
     assert!(overhead < 400, "clock reads cost {overhead} instructions");
 }
+
+/// The fixture with its stored default sampler replaced by DPM-Solver++ 2M in 4 trailing steps,
+/// with or without the first-order penultimate step (the schedule section's word 64), sealed
+/// with a fresh CRC: what `ddm export --sampler dpmpp-2m [--first-order-penultimate]` stores.
+fn dpm_solver_blob(first_order_penultimate: bool) -> Vec<u8> {
+    use ddm_firmware::format::{CRC32, CRC_START, HEADER_LEN, SECTION_ENTRY_LEN, SECTION_SCHEDULE};
+    let mut bytes = std::fs::read(fixture("optdigits-mlp-int8.ddm")).unwrap();
+    let word = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let schedule = (0..word(&bytes, 20) as usize)
+        .map(|i| HEADER_LEN + i * SECTION_ENTRY_LEN)
+        .find(|&at| word(&bytes, at) == SECTION_SCHEDULE)
+        .map(|at| word(&bytes, at + 4) as usize)
+        .unwrap();
+    for (offset, value) in [
+        (32, 2), // DPM-Solver++ 2M
+        (36, 4), // steps
+        (40, 2), // trailing
+        (56, 0), // no clipping
+        (60, 0), // no clip radius
+        (64, u32::from(first_order_penultimate)),
+    ] {
+        let at = schedule + offset;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    let total = word(&bytes, 12) as usize;
+    let crc = CRC32.checksum(&bytes[CRC_START..total]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn dpm_solver_blob_settings_on_cortex_m4_match_host_bit_for_bit() {
+    // Both orders of DPM-Solver++'s second to last step, as the blob stores them: the device
+    // resolves the blob's sampler exactly as the host does.
+    let dir = tempfile::tempdir().unwrap();
+    let mut images = Vec::new();
+    for first_order_penultimate in [false, true] {
+        let path = dir
+            .path()
+            .join(format!("dpm-{first_order_penultimate}.ddm"));
+        std::fs::write(&path, dpm_solver_blob(first_order_penultimate)).unwrap();
+        let blob = std::fs::read(&path).unwrap();
+        let defaults = ddm_firmware::Blob::parse(&blob).unwrap().sampler_defaults();
+        assert_eq!(defaults.first_order_penultimate, first_order_penultimate);
+        let options = CheckOptions {
+            seed: 3,
+            num: 1,
+            timeout: Duration::from_secs(300),
+            ..CheckOptions::new(BOARD, path)
+        };
+        let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
+            Outcome::Passed(report) => report,
+            Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
+        };
+        assert_eq!(report.device.run.sampler, "dpmpp-2m");
+        assert_eq!(report.device.steps.len(), 4);
+        images.push(report.device.images[0].clone());
+    }
+    // Only the second to last step differs, and it changes the sample.
+    assert_ne!(images[0], images[1]);
+}

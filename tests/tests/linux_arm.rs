@@ -4,6 +4,7 @@
 //! Needs `qemu-aarch64` (Debian: qemu-user), the `aarch64-unknown-linux-gnu` target and the
 //! cross linker (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross).
 
+use ddm_core::sampler::SamplerKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -122,7 +123,7 @@ fn onnx_exports_run_in_tract_on_aarch64_and_match_the_f32_runtime() {
         range: RangeMethod::Mse,
         sampler: SamplerConfig {
             spacing: Spacing::Trailing,
-            ..SamplerConfig::ddim(4)
+            ..SamplerConfig::with_spacing(SamplerKind::Ddim, 4, Spacing::Leading)
         },
         schedule: ScheduleSpec::from_config(
             ScheduleConfig {

@@ -30,9 +30,9 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ddm_board_support::{sampler_config, sampler_from_name};
+use ddm_board_support::sampler_from_name;
 use ddm_core::sampler::SamplerKind;
-use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings};
+use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
 /// The environment variable that names the model blob.
 pub const MODEL_ENV: &str = "DDM_MODEL_BLOB";
@@ -303,24 +303,28 @@ pub fn check(
     };
     let blob = Blob::parse(bytes).map_err(invalid)?;
     let generate = GenerateSettings {
-        sampler: settings.sampler.map(|kind| sampler_config(kind, 1)),
-        steps: settings.steps,
+        sampler: SamplerOptions {
+            kind: settings.sampler,
+            steps: settings.steps,
+            ..SamplerOptions::none()
+        },
         seed: settings.seed,
         sample_index: 0,
     };
-    let config = generate.resolve(&blob);
-    let steps_error = |reason: String| BuildError::InvalidSetting {
-        variable: "DDM_STEPS",
-        value: config.steps.to_string(),
-        reason,
-    };
-    config.validate().map_err(|e| steps_error(e.to_string()))?;
-    if config.steps as usize > blob.train_steps() {
-        return Err(steps_error(format!(
-            "the model was trained with {} timesteps; a sampler cannot take more steps",
-            blob.train_steps()
-        )));
-    }
+    // The runtime's own rule: what the device will resolve, refused here if it would refuse.
+    let config = generate
+        .resolve(&blob)
+        .map_err(|error| BuildError::InvalidSetting {
+            variable: "DDM_STEPS",
+            value: settings
+                .steps
+                .unwrap_or(blob.sampler_defaults().steps)
+                .to_string(),
+            reason: format!(
+                "{error} (the model was trained with {} timesteps)",
+                blob.train_steps()
+            ),
+        })?;
     let arena_bytes =
         required_arena_bytes_for_steps(&blob, config.steps as usize).map_err(invalid)?;
     if let Some(ram_bytes) = ram_bytes.filter(|&ram| arena_bytes > ram) {

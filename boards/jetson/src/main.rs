@@ -106,7 +106,7 @@ fn generate_all(blob: &Blob<'_>) -> Result<(), String> {
         blob.bytes().len(),
         arena_bytes
     );
-    let resolved = RUN.settings(0).resolve(blob);
+    let resolved = RUN.settings(0).resolve(blob).map_err(|e| e.to_string())?;
     println!(
         "run sampler={} steps={} seed={} num={}",
         sampler_name(resolved.kind),

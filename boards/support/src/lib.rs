@@ -44,7 +44,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use ddm_firmware::{GenerateSettings, SamplerConfig};
+use ddm_firmware::{GenerateSettings, SamplerOptions};
 
 pub mod trace;
 
@@ -83,8 +83,8 @@ pub const IMAGE_CHUNK_BYTES: usize = 64;
 /// What a board generates: fixed when its image is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunConfig {
-    /// The sampler, with its default settings for that kind (`SamplerConfig::ddim` and its
-    /// siblings); `None` uses the blob's default sampler.
+    /// The sampler, whose settings are otherwise the blob's (the core's rule,
+    /// `SamplerOptions::resolve`); `None` uses the blob's default sampler.
     pub sampler: Option<SamplerKind>,
     /// Number of network evaluations per sample.
     pub steps: u32,
@@ -99,20 +99,14 @@ impl RunConfig {
     /// both use exactly these.
     pub fn settings(&self, sample_index: u64) -> GenerateSettings {
         GenerateSettings {
-            sampler: self.sampler.map(|kind| sampler_config(kind, self.steps)),
-            steps: Some(self.steps),
+            sampler: SamplerOptions {
+                kind: self.sampler,
+                steps: Some(self.steps),
+                ..SamplerOptions::none()
+            },
             seed: self.seed,
             sample_index,
         }
-    }
-}
-
-/// The default settings of sampler `kind` in `steps` steps.
-pub const fn sampler_config(kind: SamplerKind, steps: u32) -> SamplerConfig {
-    match kind {
-        SamplerKind::Ddpm => SamplerConfig::ddpm(steps),
-        SamplerKind::Ddim => SamplerConfig::ddim(steps),
-        SamplerKind::DpmSolverPp2m => SamplerConfig::dpm_solver(steps),
     }
 }
 
@@ -233,13 +227,21 @@ mod tests {
             num: 2,
         };
         let settings = config.settings(1);
-        assert_eq!(settings.steps, Some(7));
-        assert_eq!(settings.sampler, Some(SamplerConfig::dpm_solver(7)));
+        assert_eq!(
+            settings.sampler,
+            SamplerOptions::sampler(SamplerKind::DpmSolverPp2m, 7)
+        );
         assert_eq!((settings.seed, settings.sample_index), (3, 1));
         let blob_default = RunConfig {
             sampler: None,
             ..config
         };
-        assert_eq!(blob_default.settings(0).sampler, None);
+        assert_eq!(
+            blob_default.settings(0).sampler,
+            SamplerOptions {
+                steps: Some(7),
+                ..SamplerOptions::none()
+            }
+        );
     }
 }

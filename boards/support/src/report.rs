@@ -128,7 +128,10 @@ fn generate_all<C: Clock, L: OutputPin>(
         blob.bytes().len(),
         arena_bytes
     );
-    let resolved = config.settings(0).resolve(&blob);
+    let resolved = config
+        .settings(0)
+        .resolve(&blob)
+        .map_err(RunError::Runtime)?;
     defmt::info!(
         "run sampler={=str} steps={=u32} seed={=u64} num={=u64}",
         sampler_name(resolved.kind),

@@ -25,7 +25,9 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    use ddm_core::{BetaSchedule, Prediction, ScheduleConfig};
+    use ddm_core::sampler::SamplerKind;
+    use ddm_core::timesteps::Spacing;
+    use ddm_core::{BetaSchedule, Prediction, SamplerOptions, ScheduleConfig};
     use ddm_firmware::quant::quantize_per_channel;
     use ddm_firmware::writer::{
         write_blob, Bias, ModelSpec, NodeSpec, OpSpec, ScheduleSpec, Weights,
@@ -89,7 +91,7 @@ mod tests {
                 },
                 Prediction::Eps,
             ),
-            sampler: SamplerConfig::ddim(5),
+            sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 5, Spacing::Leading),
             plan: None,
         };
         write_blob(&spec).expect("the test model is valid")
@@ -119,19 +121,18 @@ mod tests {
         let bytes = int8_mlp();
         let blob = Blob::parse(&bytes).unwrap();
         for sampler in [
-            None,
-            Some(SamplerConfig::ddim(4)),
-            Some(SamplerConfig::dpm_solver(6)),
-            Some(SamplerConfig::ddpm(3)),
+            SamplerOptions::none(),
+            SamplerOptions::sampler(SamplerKind::Ddim, 4),
+            SamplerOptions::sampler(SamplerKind::DpmSolverPp2m, 6),
+            SamplerOptions::sampler(SamplerKind::Ddpm, 3),
         ] {
             for sample_index in 0..3 {
                 let settings = GenerateSettings {
                     sampler,
-                    steps: None,
                     seed: 42,
                     sample_index,
                 };
-                let steps = settings.resolve(&blob).steps as usize;
+                let steps = settings.resolve(&blob).unwrap().steps as usize;
                 // One spare byte, so that misaligned starts are exercised too.
                 let needed = required_arena_bytes_for_steps(&blob, steps).unwrap();
                 let mut arena = vec![0u8; needed + 1];
@@ -170,7 +171,13 @@ mod tests {
             (needed, 8, Some(0)),
             (needed, 8, Some(101)),
         ] {
-            let settings = GenerateSettings { steps, ..settings };
+            let settings = GenerateSettings {
+                sampler: SamplerOptions {
+                    steps,
+                    ..SamplerOptions::none()
+                },
+                ..settings
+            };
             let mut arena = vec![0u8; arena_len];
             let mut out = vec![0.0f32; out_len];
             let expected = generate(&blob, &mut arena.clone(), &settings, &mut out.clone());

@@ -4,7 +4,7 @@ use super::{check_step, denoise, validate_clip, validate_timesteps, Sampler, Ste
 use crate::error::{Error, Result};
 use crate::prediction::Prediction;
 use crate::rng::Rng;
-use crate::schedule::{Schedule, MIN_ALPHA_BAR};
+use crate::schedule::{nonzero_alpha_bar, Schedule};
 
 /// DDIM sampler:
 /// `x_prev = a_prev x0 + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z`, with
@@ -114,7 +114,7 @@ impl<'a> DdimInversion<'a> {
     }
 
     fn level(&self, t: usize) -> (f32, f32) {
-        let alpha_bar = self.schedule.alpha_bar(t).max(MIN_ALPHA_BAR);
+        let alpha_bar = nonzero_alpha_bar(self.schedule.alpha_bar(t));
         (
             libm::sqrt(alpha_bar) as f32,
             libm::sqrt(1.0 - alpha_bar) as f32,

@@ -10,10 +10,14 @@ use crate::schedule::Schedule;
 /// `x_prev = (s_prev / s) x - a_prev (e^{-h} - 1) D` with `h = lambda_prev - lambda` and
 /// `D = (1 + 1/(2r)) x0 - 1/(2r) x0_last`, `r = h_last / h`.
 ///
-/// Lower order at the ends: the first step is first order (`D = x0`, no history yet), and so are
-/// the last two: the step into the smallest timestep, where time-uniform spacings make `h`
-/// jump (`r << 1`, as diffusers' `lower_order_final` guards against), and the final step onto
-/// clean data (`h` is infinite there and the update is `x = x0`).
+/// Lower order at the ends, as diffusers' `DPMSolverMultistepScheduler` with its defaults
+/// (`solver_order=2`, `solver_type="midpoint"`, `lower_order_final=True`,
+/// `final_sigmas_type="zero"`): the first step is first order (`D = x0`, no history yet), and
+/// so is the final step onto clean data (`h` is infinite there and the update is `x = x0`);
+/// every step between them is second order.
+///
+/// [`DpmSolverPp2m::with_first_order_penultimate`] also takes the step into the smallest
+/// timestep at first order (ddm's behaviour before it matched diffusers).
 #[derive(Debug)]
 pub struct DpmSolverPp2m<'a> {
     schedule: Schedule<'a>,
@@ -22,6 +26,7 @@ pub struct DpmSolverPp2m<'a> {
     clip_sample: Option<f32>,
     previous_x0: &'a mut [f32],
     previous_h: Option<f64>,
+    first_order_penultimate: bool,
     index: usize,
 }
 
@@ -44,8 +49,15 @@ impl<'a> DpmSolverPp2m<'a> {
             clip_sample,
             previous_x0,
             previous_h: None,
+            first_order_penultimate: false,
             index: 0,
         })
+    }
+
+    /// Takes the step into the smallest timestep (the second to last) at first order too.
+    pub fn with_first_order_penultimate(mut self, first_order: bool) -> Self {
+        self.first_order_penultimate = first_order;
+        self
     }
 }
 
@@ -73,9 +85,8 @@ impl Sampler for DpmSolverPp2m<'_> {
             let x_coefficient = (levels.s_prev / levels.s) as f32;
             let d_coefficient = (-levels.a_prev * libm::expm1(-h)) as f32;
             // Weights of x0 and x0_last in D (first order without history).
-            // The step into the smallest timestep is first order too: on time-uniform spacings
-            // lambda jumps most there (r = h_last / h << 1) and the extrapolation overshoots.
-            let first_order = self.index + 2 == self.timesteps.len();
+            let first_order =
+                self.first_order_penultimate && self.index + 2 == self.timesteps.len();
             let (w_now, w_last) = match self.previous_h {
                 Some(h_last) if !first_order => {
                     let half_inv_r = h / (2.0 * h_last);

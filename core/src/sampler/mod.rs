@@ -10,21 +10,22 @@
 //! `f32`; Gaussian noise is drawn from [`Rng`] element by element in order, only when the step
 //! adds noise. The same inputs and seed therefore give the same bits on every target.
 
+mod config;
 mod ddim;
 mod ddpm;
 mod dpm_solver;
 mod langevin;
 
+pub use config::{default_spacing, SamplerConfig, SamplerOptions};
 pub use ddim::{Ddim, DdimInversion};
 pub use ddpm::Ddpm;
 pub use dpm_solver::DpmSolverPp2m;
 pub use langevin::AnnealedLangevin;
 
 use crate::error::{Error, Result};
-use crate::loss_weight::ReverseVariance;
 use crate::prediction::Prediction;
 use crate::rng::Rng;
-use crate::schedule::{Schedule, MIN_ALPHA_BAR};
+use crate::schedule::{nonzero_alpha_bar, Schedule};
 use crate::timesteps::previous;
 
 /// A reverse-process sampler over the timesteps of a variance-preserving schedule.
@@ -57,68 +58,6 @@ pub enum SamplerKind {
     Ddim,
     /// DPM-Solver++ 2M.
     DpmSolverPp2m,
-}
-
-/// Everything that configures a timestep sampler besides the schedule and the timesteps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SamplerSettings {
-    /// Which sampler.
-    pub kind: SamplerKind,
-    /// What the network predicts.
-    pub prediction: Prediction,
-    /// DDIM's eta (0 = deterministic, 1 = DDPM-like noise); ignored by the others.
-    pub eta: f32,
-    /// DDPM's reverse variance; ignored by the others.
-    pub variance: ReverseVariance,
-    /// Clamp the x0 estimate to `[-r, r]` before each update (`None`: no clipping).
-    pub clip_sample: Option<f32>,
-}
-
-impl SamplerSettings {
-    /// Deterministic DDIM for an eps-predicting network, no clipping.
-    pub const fn ddim() -> Self {
-        SamplerSettings {
-            kind: SamplerKind::Ddim,
-            prediction: Prediction::Eps,
-            eta: 0.0,
-            variance: ReverseVariance::Beta,
-            clip_sample: None,
-        }
-    }
-
-    /// Builds the sampler. `scratch` must hold `sample_len` elements for
-    /// [`SamplerKind::DpmSolverPp2m`] (its previous x0 estimate) and may be empty otherwise.
-    pub fn build<'a>(
-        &self,
-        schedule: Schedule<'a>,
-        timesteps: &'a [u32],
-        scratch: &'a mut [f32],
-    ) -> Result<AnySampler<'a>> {
-        Ok(match self.kind {
-            SamplerKind::Ddpm => AnySampler::Ddpm(Ddpm::new(
-                schedule,
-                timesteps,
-                self.prediction,
-                self.variance,
-                self.clip_sample,
-            )?),
-            SamplerKind::Ddim => AnySampler::Ddim(Ddim::new(
-                schedule,
-                timesteps,
-                self.prediction,
-                self.eta,
-                self.clip_sample,
-            )?),
-            SamplerKind::DpmSolverPp2m => AnySampler::DpmSolverPp2m(DpmSolverPp2m::new(
-                schedule,
-                timesteps,
-                self.prediction,
-                self.clip_sample,
-                scratch,
-            )?),
-        })
-    }
 }
 
 /// One of the timestep samplers, chosen at run time.
@@ -213,7 +152,8 @@ pub(crate) fn validate_clip(clip_sample: Option<f32>) -> Result<()> {
 }
 
 /// Signal and noise levels of one step: from timestep `timesteps[index]` to the next entry
-/// (or to clean data after the last one). `alpha_bar` is kept at or above [`MIN_ALPHA_BAR`].
+/// (or to clean data after the last one). An `alpha_bar` of 0 becomes
+/// [`MIN_ALPHA_BAR`](crate::schedule::MIN_ALPHA_BAR).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepLevels {
     pub alpha_bar: f64,
@@ -227,11 +167,9 @@ pub(crate) struct StepLevels {
 
 impl StepLevels {
     pub fn new(schedule: &Schedule<'_>, timesteps: &[u32], index: usize) -> Self {
-        let alpha_bar = schedule
-            .alpha_bar(timesteps[index] as usize)
-            .max(MIN_ALPHA_BAR);
+        let alpha_bar = nonzero_alpha_bar(schedule.alpha_bar(timesteps[index] as usize));
         let prev = previous(timesteps, index);
-        let alpha_bar_prev = schedule.alpha_bar_at(prev).max(MIN_ALPHA_BAR);
+        let alpha_bar_prev = nonzero_alpha_bar(schedule.alpha_bar_at(prev));
         StepLevels {
             alpha_bar,
             alpha_bar_prev,

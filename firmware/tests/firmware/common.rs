@@ -1,6 +1,8 @@
 //! Shared test models: float graphs built with the writer's types, an independent `f64`
 //! reference interpreter, calibration and int8 conversion (a miniature exporter).
 
+use ddm_core::sampler::SamplerKind;
+use ddm_core::timesteps::Spacing;
 use ddm_core::{Prediction, Rng, ScheduleConfig};
 use ddm_firmware::quant::quantize_per_channel;
 use ddm_firmware::writer::{Bias, ModelSpec, NodeSpec, OpSpec, ScheduleSpec, Weights};
@@ -175,7 +177,11 @@ pub fn mlp(train_steps: usize) -> ModelSpec {
     let h = b.silu(h);
     let h = b.concat(&[h, 0]);
     let out = b.linear(h, 2);
-    b.finish(out, train_steps, SamplerConfig::ddim(10))
+    b.finish(
+        out,
+        train_steps,
+        SamplerConfig::with_spacing(SamplerKind::Ddim, 10, Spacing::Leading),
+    )
 }
 
 /// A tiny UNet on `[2, 6, 6]` with every op of the IR (strided and 1x1 convolutions,
@@ -207,7 +213,11 @@ pub fn tiny_unet(train_steps: usize) -> ModelSpec {
     let w = b.conv(w, 4, 3, 1, 2);
     let out = b.conv(w, 2, 3, 1, 0);
     assert_eq!(b.shape(out), &[2, 6, 6]);
-    b.finish(out, train_steps, SamplerConfig::dpm_solver(8))
+    b.finish(
+        out,
+        train_steps,
+        SamplerConfig::with_spacing(SamplerKind::DpmSolverPp2m, 8, Spacing::LogSnr),
+    )
 }
 
 /// The same model with fp16 weights.

@@ -3,6 +3,8 @@
 //! must give a typed error or a blob that runs; a panic fails the test, and every loop in the
 //! runtime is bounded by validated sizes, so none can hang.
 
+use ddm_core::sampler::{SamplerKind, SamplerOptions};
+use ddm_core::timesteps::Spacing;
 use std::time::Instant;
 
 use ddm_firmware::format::*;
@@ -27,7 +29,11 @@ fn micro(precision: Precision) -> ModelSpec {
     let r = b.add(m, 0);
     let flat = b.reshape(r, &[16]);
     let out = b.reshape(flat, &[1, 4, 4]);
-    let float = b.finish(out, 32, SamplerConfig::ddim(3));
+    let float = b.finish(
+        out,
+        32,
+        SamplerConfig::with_spacing(SamplerKind::Ddim, 3, Spacing::Leading),
+    );
     match precision {
         Precision::Int8 => {
             let samples = inputs(&float, 8, 4);
@@ -71,7 +77,10 @@ fn exercise(bytes: &[u8], sample: bool, outcomes: &mut Outcomes) {
     }
     if sample {
         let settings = GenerateSettings {
-            steps: Some(2),
+            sampler: SamplerOptions {
+                steps: Some(2),
+                ..SamplerOptions::none()
+            },
             ..GenerateSettings::new(1, 0)
         };
         let _ = generate(&blob, &mut arena, &settings, &mut out);
@@ -204,6 +213,16 @@ fn targeted_corruptions_give_the_right_errors() {
         Error::UnsupportedVersion {
             found: FORMAT_VERSION + 1,
             supported: FORMAT_VERSION
+        }
+    );
+    // Version 1 stored no DPM-Solver++ order and its table at another offset: refused, never
+    // misread.
+    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(
+        parse(&patched(&bytes, 4, 1)),
+        Error::UnsupportedVersion {
+            found: 1,
+            supported: 2
         }
     );
     assert!(matches!(
@@ -377,9 +396,12 @@ fn targeted_corruptions_give_the_right_errors() {
         (52, 2),
         (56, 2),
         (60, 1),
-        (64, 2.0f32.to_bits()),
-        (64 + 4 * 50, 0.999f32.to_bits()),
-        (64, f32::NAN.to_bits()),
+        (64, 2),
+        (68, 1),
+        (76, 1),
+        (80, 2.0f32.to_bits()),
+        (80 + 4 * 50, 0.999f32.to_bits()),
+        (80, f32::NAN.to_bits()),
     ] {
         assert!(
             matches!(

@@ -1,7 +1,7 @@
 //! Generation: determinism, independent streams, the host's sampling contract, arena checks.
 
-use ddm_core::sampler::{Sampler, SamplerKind};
-use ddm_core::timesteps::{fill_timesteps, Spacing};
+use ddm_core::sampler::{Sampler, SamplerKind, SamplerOptions};
+use ddm_core::timesteps::Spacing;
 use ddm_core::{Rng, Schedule};
 use ddm_firmware::writer::write_blob;
 use ddm_firmware::{
@@ -17,7 +17,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
 }
 
 fn sample(blob: &Blob<'_>, settings: &GenerateSettings) -> Vec<f32> {
-    let steps = settings.resolve(blob).steps as usize;
+    let steps = settings.resolve(blob).unwrap().steps as usize;
     let mut arena = vec![0u8; required_arena_bytes_for_steps(blob, steps).unwrap()];
     let mut out = vec![0.0f32; blob.sample_len()];
     generate(blob, &mut arena, settings, &mut out).unwrap();
@@ -31,20 +31,18 @@ fn host_style(blob: &Blob<'_>, config: SamplerConfig, seed: u64, index: u64) -> 
     blob.copy_alphas_cumprod(&mut table).unwrap();
     let schedule = Schedule::new(&table).unwrap();
     let mut timesteps = vec![0u32; config.steps as usize];
-    fill_timesteps(
-        &schedule,
-        config.spacing,
-        config.steps_offset as usize,
-        &mut timesteps,
-    )
-    .unwrap();
+    config.timesteps(&schedule, &mut timesteps).unwrap();
     let mut rng = Rng::with_stream(seed, index);
     let mut x = vec![0.0f32; blob.sample_len()];
     rng.fill_normal(&mut x);
     let mut scratch = vec![0.0f32; x.len()];
     let mut sampler = config
-        .settings(blob.schedule().prediction)
-        .build(schedule, &timesteps, &mut scratch)
+        .build(
+            blob.schedule().prediction,
+            schedule,
+            &timesteps,
+            &mut scratch,
+        )
         .unwrap();
     let mut arena = vec![0u8; network_arena_bytes(blob).unwrap()];
     let mut network = Network::new(*blob, &mut arena).unwrap();
@@ -58,17 +56,17 @@ fn host_style(blob: &Blob<'_>, config: SamplerConfig, seed: u64, index: u64) -> 
 
 fn configs() -> Vec<SamplerConfig> {
     vec![
-        SamplerConfig::ddim(6),
+        SamplerConfig::with_spacing(SamplerKind::Ddim, 6, Spacing::Leading),
         SamplerConfig {
             eta: 0.7,
             spacing: Spacing::Trailing,
-            ..SamplerConfig::ddim(5)
+            ..SamplerConfig::with_spacing(SamplerKind::Ddim, 5, Spacing::Leading)
         },
-        SamplerConfig::dpm_solver(6),
+        SamplerConfig::with_spacing(SamplerKind::DpmSolverPp2m, 6, Spacing::LogSnr),
         SamplerConfig {
             clip_sample: Some(1.5),
             spacing: Spacing::Linspace,
-            ..SamplerConfig::ddpm(8)
+            ..SamplerConfig::with_spacing(SamplerKind::Ddpm, 8, Spacing::Leading)
         },
     ]
 }
@@ -80,7 +78,7 @@ fn generation_is_deterministic_and_matches_the_host_loop() {
         let blob = Blob::parse(&bytes).unwrap();
         for config in configs() {
             let settings = GenerateSettings {
-                sampler: Some(config),
+                sampler: config.into(),
                 ..GenerateSettings::new(42, 3)
             };
             let a = sample(&blob, &settings);
@@ -100,11 +98,11 @@ fn generation_is_deterministic_and_matches_the_host_loop() {
 fn sample_index_and_seed_select_independent_streams() {
     let bytes = write_blob(&int8_mlp(100)).unwrap();
     let blob = Blob::parse(&bytes).unwrap();
-    let stochastic = SamplerConfig::ddpm(10);
+    let stochastic = SamplerConfig::with_spacing(SamplerKind::Ddpm, 10, Spacing::Leading);
     let mut seen = Vec::new();
     for (seed, index) in [(1u64, 0u64), (1, 1), (1, 2), (2, 0), (2, 1)] {
         let settings = GenerateSettings {
-            sampler: Some(stochastic),
+            sampler: stochastic.into(),
             ..GenerateSettings::new(seed, index)
         };
         let out = bits(&sample(&blob, &settings));
@@ -116,7 +114,7 @@ fn sample_index_and_seed_select_independent_streams() {
     }
     // Stream i of a seed does not depend on which other samples are generated.
     let settings = GenerateSettings {
-        sampler: Some(stochastic),
+        sampler: stochastic.into(),
         ..GenerateSettings::new(1, 1)
     };
     assert_eq!(bits(&sample(&blob, &settings)), seen[1]);
@@ -129,7 +127,7 @@ fn defaults_overrides_and_the_step_callback() {
     let blob = Blob::parse(&bytes).unwrap();
     let defaults = blob.sampler_defaults();
     assert_eq!(defaults.kind, SamplerKind::DpmSolverPp2m);
-    assert_eq!(GenerateSettings::new(0, 0).resolve(&blob), defaults);
+    assert_eq!(GenerateSettings::new(0, 0).resolve(&blob), Ok(defaults));
 
     let mut arena = vec![0u8; required_arena_bytes(&blob).unwrap()];
     let mut out = vec![0.0f32; blob.sample_len()];
@@ -152,7 +150,10 @@ fn defaults_overrides_and_the_step_callback() {
 
     // More steps than the default need a bigger arena: refused before any work.
     let more = GenerateSettings {
-        steps: Some(defaults.steps + 4),
+        sampler: SamplerOptions {
+            steps: Some(defaults.steps + 4),
+            ..SamplerOptions::none()
+        },
         ..GenerateSettings::new(5, 0)
     };
     let mut called = false;
@@ -193,28 +194,26 @@ fn invalid_settings_and_small_arenas_are_typed_errors() {
     }
     let mut bad = |config: SamplerConfig| {
         let settings = GenerateSettings {
-            sampler: Some(config),
+            sampler: config.into(),
             ..GenerateSettings::new(0, 0)
         };
         let mut big = vec![0u8; 1 << 16];
         generate(&blob, &mut big, &settings, &mut out).unwrap_err()
     };
-    assert!(matches!(
-        bad(SamplerConfig::ddim(0)),
-        Error::InvalidSchedule(_)
-    ));
-    assert!(matches!(bad(SamplerConfig::ddim(101)), Error::Core(_)));
+    let ddim = |steps| SamplerConfig::with_spacing(SamplerKind::Ddim, steps, Spacing::Leading);
+    assert!(matches!(bad(ddim(0)), Error::Core(_)));
+    assert!(matches!(bad(ddim(101)), Error::Core(_)));
     assert!(matches!(
         bad(SamplerConfig {
             eta: f32::NAN,
-            ..SamplerConfig::ddim(4)
+            ..ddim(4)
         }),
-        Error::InvalidSchedule(_)
+        Error::Core(_)
     ));
     assert!(matches!(
         bad(SamplerConfig {
             steps_offset: 95,
-            ..SamplerConfig::ddim(10)
+            ..ddim(10)
         }),
         Error::Core(_)
     ));
@@ -241,13 +240,16 @@ fn the_schedule_table_is_read_from_the_blob_not_copied_into_the_arena() {
     shifted[1..].copy_from_slice(&bytes);
     let shifted = Blob::parse(&shifted[1..]).unwrap();
     let settings = GenerateSettings {
-        steps: Some(4),
+        sampler: SamplerOptions {
+            steps: Some(4),
+            ..SamplerOptions::none()
+        },
         ..GenerateSettings::new(3, 1)
     };
     let mut arena = vec![0u8; needed];
     let mut out = vec![0.0f32; long.sample_len()];
     generate(&shifted, &mut arena, &settings, &mut out).unwrap();
     assert_eq!(bits(&out), bits(&sample(&long, &settings)));
-    let config = settings.resolve(&long);
+    let config = settings.resolve(&long).unwrap();
     assert_eq!(bits(&out), bits(&host_style(&long, config, 3, 1)));
 }

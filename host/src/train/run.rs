@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ddm_core::timesteps::Spacing;
+use ddm_core::SamplerOptions;
 use ddm_core::Schedule;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -136,13 +136,15 @@ fn model_name(trainer: &Trainer) -> &'static str {
     }
 }
 
-/// The sampler of previews and of the demo: deterministic DDIM in `steps` steps with
-/// trailing timesteps (the first at `T - 1`, where the schedule meets pure noise) and x0
-/// estimates clipped to the data range `[-1, 1]`.
+/// The sampler of previews and of the demo: deterministic DDIM in `steps` steps with the
+/// default spacing and x0 estimates clipped to the data range `[-1, 1]` (a preview of a
+/// briefly trained network should show what it learned, not how far its x0 estimates stray).
 pub fn preview_sampling(steps: usize) -> SamplingOptions {
     SamplingOptions {
-        spacing: Some(Spacing::Trailing),
-        clip_sample: Some(1.0),
+        settings: SamplerOptions {
+            clip_sample: Some(Some(1.0)),
+            ..SamplerOptions::none()
+        },
         ..SamplingOptions::ddim(steps)
     }
 }

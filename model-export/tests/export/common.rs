@@ -1,6 +1,8 @@
 //! Shared test models (built with `GraphBuilder`, shaped like the host's MLP and UNet),
 //! random weights, export options and calibration.
 
+use ddm_core::sampler::SamplerKind;
+use ddm_core::timesteps::Spacing;
 use ddm_core::{Prediction, Rng, ScheduleConfig};
 use ddm_export::calibration::calibration_timesteps;
 use ddm_export::graph::{Graph, GraphBuilder, Init, NodeId, Tensor, Weights};
@@ -162,7 +164,7 @@ pub fn options(precision: Precision) -> ExportOptions {
     ExportOptions {
         precision,
         range: RangeMethod::Mse,
-        sampler: SamplerConfig::ddim(10),
+        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 10, Spacing::Leading),
         schedule: ScheduleSpec::from_config(ScheduleConfig::ddpm(), Prediction::Eps),
     }
 }

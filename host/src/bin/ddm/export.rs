@@ -6,14 +6,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args as ClapArgs;
-use ddm::calibrate::{CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SEED};
+use ddm::calibrate::{
+    CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SEED, DEFAULT_TAIL_SIGMA,
+};
 use ddm::export::{default_export_sampling, describe_sampler, export_checkpoint, ExportSettings};
 use ddm::fsutil::write_atomic;
 use ddm::model;
+use ddm::sampler_args::SamplerArgs;
 use ddm::sampling::{SamplerChoice, SamplingOptions};
-use ddm::schedule_args::SpacingName;
 use ddm::train::checkpoint::WeightSet;
-use ddm_core::loss_weight::ReverseVariance;
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::{CalibrationConfig, RangeMethod};
 use ddm_firmware::Precision;
@@ -101,6 +102,11 @@ pub struct Args {
     /// (linear and quadratic favour the last steps, whose predictions land in the sample).
     #[arg(long, value_enum, default_value_t = WeightingName::Uniform)]
     timestep_weighting: WeightingName,
+    /// Height, in standard deviations, of the tail probes' extreme noise values: every int8
+    /// range covers what trajectories starting from such values produce, so that rare
+    /// initial noises never saturate the network at the noisiest steps (0: no probes).
+    #[arg(long, value_name = "SIGMA", default_value_t = DEFAULT_TAIL_SIGMA)]
+    calib_tail_sigma: f32,
     /// Export the trained weights instead of their EMA.
     #[arg(long)]
     no_ema: bool,
@@ -110,21 +116,8 @@ pub struct Args {
     /// The blob's default number of steps.
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// Timestep spacing [default: logsnr for dpmpp-2m, trailing otherwise].
-    #[arg(long, value_enum)]
-    spacing: Option<SpacingName>,
-    /// Offset added to leading timesteps.
-    #[arg(long, default_value_t = 0)]
-    steps_offset: usize,
-    /// DDIM's eta.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f32,
-    /// DDPM's reverse variance.
-    #[arg(long, value_enum, default_value_t = crate::sample::VarianceName::Posterior)]
-    variance: crate::sample::VarianceName,
-    /// Clamp every x0 estimate to [-R, R] [default: no clamp].
-    #[arg(long, value_name = "R")]
-    clip_sample: Option<f32>,
+    #[command(flatten)]
+    settings: SamplerArgs,
     /// Compute calibration on the CPU even when built with CUDA.
     #[arg(long)]
     cpu: bool,
@@ -135,11 +128,7 @@ impl Args {
         let sampling = SamplingOptions {
             sampler: self.sampler,
             steps: self.steps,
-            spacing: self.spacing.map(Into::into),
-            steps_offset: self.steps_offset,
-            eta: self.eta,
-            variance: ReverseVariance::from(self.variance),
-            clip_sample: self.clip_sample,
+            settings: self.settings.options(),
             ..default_export_sampling()
         };
         Ok(ExportSettings {
@@ -167,6 +156,7 @@ impl Args {
                     WeightingName::Linear => TimestepWeighting::Linear,
                     WeightingName::Quadratic => TimestepWeighting::Quadratic,
                 },
+                tail_sigma: self.calib_tail_sigma,
             },
             weights: if self.no_ema {
                 WeightSet::Model

@@ -5,35 +5,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{ArgGroup, Args as ClapArgs};
-use ddm::export::{describe_sampler, generate_on_runtime, read_blob, SamplerOverrides};
+use ddm::export::{describe_sampler, generate_on_runtime, read_blob};
 use ddm::image_grid::{is_image_shape, write_grid};
 use ddm::model::{self, NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
+use ddm::sampler_args::SamplerArgs;
 use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
-use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, SpacingName};
+use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::train::checkpoint::{self, WeightSet};
-use ddm_core::loss_weight::ReverseVariance;
-use ddm_core::Schedule;
+use ddm_core::{SamplerOptions, Schedule};
 use ddm_firmware::{Blob, Precision};
-
-/// DDPM's reverse variances by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum VarianceName {
-    /// rho^2 = beta ("fixed large").
-    Beta,
-    /// rho^2 = posterior variance ("fixed small").
-    Posterior,
-}
-
-impl From<VarianceName> for ReverseVariance {
-    fn from(name: VarianceName) -> Self {
-        match name {
-            VarianceName::Beta => ReverseVariance::Beta,
-            VarianceName::Posterior => ReverseVariance::Posterior,
-        }
-    }
-}
 
 /// Default `--sampler` of a checkpoint or the oracle.
 const DEFAULT_SAMPLER: SamplerChoice = SamplerChoice::Ddim;
@@ -56,8 +38,7 @@ pub struct Args {
     checkpoint: Option<PathBuf>,
     /// Sample from this exported model blob (`ddm export`) with the device runtime, run on the
     /// host: the bytes a device would produce. Its schedule and, for every sampler option not
-    /// given here, its default sampler settings (a --sampler other than the blob's, without
-    /// --spacing, takes that sampler's usual spacing).
+    /// given here, its default sampler's settings.
     #[arg(long, value_name = "model.ddm")]
     model: Option<PathBuf>,
     /// Use the trained weights instead of their EMA.
@@ -73,17 +54,8 @@ pub struct Args {
     /// [default: 50; --model: the blob's].
     #[arg(long)]
     steps: Option<usize>,
-    /// DDIM's eta: 0 is deterministic, 1 matches DDPM's noise [default: 0; --model: the
-    /// blob's].
-    #[arg(long)]
-    eta: Option<f32>,
-    /// Timestep spacing [default: logsnr for dpmpp-2m, trailing otherwise; --model: the
-    /// blob's].
-    #[arg(long, value_enum)]
-    spacing: Option<SpacingName>,
-    /// Offset added to leading timesteps [default: 0; --model: the blob's].
-    #[arg(long)]
-    steps_offset: Option<usize>,
+    #[command(flatten)]
+    settings: SamplerArgs,
     /// Beta schedule of the oracle's forward process [default: linear].
     #[arg(long, value_enum)]
     beta_schedule: Option<BetaScheduleName>,
@@ -93,13 +65,6 @@ pub struct Args {
     /// Rescale the oracle's schedule to zero terminal SNR.
     #[arg(long)]
     zero_snr: bool,
-    /// DDPM's reverse variance [default: posterior; --model: the blob's].
-    #[arg(long, value_enum)]
-    variance: Option<VarianceName>,
-    /// Clamp every x0 estimate (Langevin: its final denoised output) to [-R, R] [default: no
-    /// clamp; --model: the blob's].
-    #[arg(long, value_name = "R")]
-    clip_sample: Option<f32>,
     /// Seed of the random streams (sample i uses stream i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -137,13 +102,7 @@ impl Args {
         SamplingOptions {
             sampler: self.sampler.unwrap_or(DEFAULT_SAMPLER),
             steps: self.steps.unwrap_or(DEFAULT_STEPS),
-            spacing: self.spacing.map(Into::into),
-            steps_offset: self.steps_offset.unwrap_or(0),
-            eta: self.eta.unwrap_or(0.0),
-            variance: self
-                .variance
-                .map_or(ReverseVariance::Posterior, ReverseVariance::from),
-            clip_sample: self.clip_sample,
+            settings: self.settings.options(),
             seed: self.seed,
             langevin: LangevinOptions {
                 levels: self.levels,
@@ -155,17 +114,28 @@ impl Args {
         }
     }
 
-    /// The sampler options given on the command line, for a blob.
-    fn overrides(&self) -> SamplerOverrides {
-        SamplerOverrides {
-            sampler: self.sampler,
-            steps: self.steps,
-            spacing: self.spacing.map(Into::into),
-            steps_offset: self.steps_offset,
-            eta: self.eta,
-            variance: self.variance.map(Into::into),
-            clip_sample: self.clip_sample,
-        }
+    /// The sampler options given on the command line, for a blob (everything not given is
+    /// the blob's).
+    fn overrides(&self) -> anyhow::Result<SamplerOptions> {
+        let kind = match self.sampler {
+            None => None,
+            Some(choice) => Some(choice.kind().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m"
+                )
+            })?),
+        };
+        let steps = self
+            .steps
+            .map(|steps| {
+                u32::try_from(steps).map_err(|_| anyhow::anyhow!("--steps {steps} is too large"))
+            })
+            .transpose()?;
+        Ok(SamplerOptions {
+            kind,
+            steps,
+            ..self.settings.options()
+        })
     }
 
     /// Whether an oracle schedule option was given.
@@ -249,7 +219,8 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
     let (dims, rank) = blob.sample_shape().dims();
     let shape = dims[..rank].to_vec();
     check_png_shape(args, output, &shape)?;
-    let sampler = args.overrides().apply(blob.sampler_defaults())?;
+    let overrides = args.overrides()?;
+    let sampler = overrides.resolve(Some(blob.sampler_defaults()), &blob.alpha_bar_schedule()?)?;
     let precision = match blob.precision() {
         Precision::Int8 => "int8",
         Precision::F16 => "fp16",
@@ -260,7 +231,7 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
         path.display(),
         describe_sampler(&sampler)
     );
-    let samples = generate_on_runtime(&bytes, Some(sampler), args.seed, args.num)?;
+    let samples = generate_on_runtime(&bytes, overrides, args.seed, args.num)?;
     write_samples(args, output, &shape, args.num, &samples)
 }
 

@@ -1,0 +1,418 @@
+//! What a sampler name means: the one configuration of every timestep sampler, the rule that
+//! fills in what a user leaves out, and the one validation.
+//!
+//! The host's `ddm sample` and `ddm export`, the device runtime, the boards and the HIL
+//! harness all go through here: [`SamplerOptions`] is what a user gives (a sampler name, a
+//! step count, any setting they choose), [`SamplerOptions::resolve`] completes it with the
+//! defaults of [`SamplerConfig::new`] (or with a model blob's stored sampler) and validates it
+//! against the schedule, and [`SamplerConfig::build`] makes the sampler.
+//!
+//! # The defaults
+//!
+//! Every sampler defaults to what diffusers' scheduler of the same name computes with its
+//! own defaults (DDIM with `eta = 0`; DDPM with the posterior variance, diffusers'
+//! `"fixed_small"`; DPM-Solver++ 2M with diffusers' lower orders at the ends), no clipping,
+//! and the timestep spacing of [`default_spacing`]: **leading** (`t_i = i T / N`, diffusers'
+//! default for DDIM and DDPM), except **trailing** on a schedule with zero terminal SNR, whose
+//! last step is pure noise (Lin et al. 2024). The spacing was chosen by sample quality
+//! (BENCHMARKS.md, "Default timestep spacing"): spacings that start at `T - 1` make an
+//! eps-predicting network's first x0 estimate worthless on the cosine schedule (`a_{T-1}` is
+//! `5e-5`, so eps errors are amplified 20,000 times) and its samples diverge, while leading
+//! spacing is the best or close to it for every sampler and model measured at 20 steps.
+
+use super::{AnySampler, Ddim, Ddpm, DpmSolverPp2m, SamplerKind};
+use crate::error::{Error, Result};
+use crate::loss_weight::ReverseVariance;
+use crate::prediction::Prediction;
+use crate::schedule::Schedule;
+use crate::timesteps::{fill_timesteps, Spacing};
+
+/// The default timestep spacing on `schedule`: trailing when its terminal SNR is zero
+/// (`alpha_bar_{T-1} = 0`: only trailing starts from the pure noise the sampler is given),
+/// leading otherwise (see the module docs).
+pub fn default_spacing(schedule: &Schedule<'_>) -> Spacing {
+    if schedule.alpha_bar(schedule.train_steps() - 1) == 0.0 {
+        Spacing::Trailing
+    } else {
+        Spacing::Leading
+    }
+}
+
+/// Everything that configures a timestep sampler besides the schedule and the prediction type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SamplerConfig {
+    /// Which sampler.
+    pub kind: SamplerKind,
+    /// Number of network evaluations (`1..=T`).
+    pub steps: u32,
+    /// How the timesteps are spread over `0..T`.
+    pub spacing: Spacing,
+    /// Offset added to leading timesteps (diffusers' `steps_offset`).
+    pub steps_offset: u32,
+    /// DDIM's eta (0: deterministic, 1: DDPM-like noise); finite and `>= 0`.
+    pub eta: f32,
+    /// DDPM's reverse variance.
+    pub variance: ReverseVariance,
+    /// Clamp every x0 estimate to `[-r, r]` (`None`: no clipping); `r` finite and `> 0`.
+    pub clip_sample: Option<f32>,
+    /// DPM-Solver++: take the step into the smallest timestep at first order too, not only the
+    /// final one (see [`DpmSolverPp2m::with_first_order_penultimate`]).
+    pub first_order_penultimate: bool,
+}
+
+impl SamplerConfig {
+    /// The defaults of `kind` in `steps` steps on `schedule` (see the module docs).
+    pub fn new(kind: SamplerKind, steps: u32, schedule: &Schedule<'_>) -> Self {
+        SamplerConfig::with_spacing(kind, steps, default_spacing(schedule))
+    }
+
+    /// The defaults of `kind` in `steps` steps, with `spacing` (a schedule without zero
+    /// terminal SNR defaults to [`Spacing::Leading`]).
+    pub const fn with_spacing(kind: SamplerKind, steps: u32, spacing: Spacing) -> Self {
+        SamplerConfig {
+            kind,
+            steps,
+            spacing,
+            steps_offset: 0,
+            eta: 0.0,
+            variance: ReverseVariance::Posterior,
+            clip_sample: None,
+            first_order_penultimate: false,
+        }
+    }
+
+    /// Checks every field against `schedule`: `1 <= steps <= T`, `steps_offset < T`, `eta`
+    /// finite and `>= 0`, the clip radius finite and `> 0`, and that the spacing and offset
+    /// give `steps` distinct timesteps in `0..T` (so that [`SamplerConfig::timesteps`] fails
+    /// only on a buffer of the wrong length).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] or [`Error::InvalidStepCount`], naming what is wrong.
+    pub fn validate(&self, schedule: &Schedule<'_>) -> Result<()> {
+        self.validate_fields()?;
+        let steps = self.steps as usize;
+        let train_steps = schedule.train_steps();
+        if steps == 0 || steps > train_steps || self.steps_offset as usize >= train_steps {
+            return Err(Error::InvalidStepCount { steps, train_steps });
+        }
+        if self.spacing == Spacing::Leading {
+            // The largest leading timestep: (steps - 1) (T / steps) + offset.
+            let largest = (steps - 1) * (train_steps / steps) + self.steps_offset as usize;
+            if largest >= train_steps {
+                return Err(Error::InvalidStepCount { steps, train_steps });
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of [`SamplerConfig::validate`] that need no schedule: `steps >= 1`, `eta`
+    /// and the clip radius.
+    ///
+    /// # Errors
+    /// As [`SamplerConfig::validate`].
+    pub fn validate_fields(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::InvalidParameter("sampler steps must be >= 1"));
+        }
+        if !(self.eta.is_finite() && self.eta >= 0.0) {
+            return Err(Error::InvalidParameter("eta must be finite and >= 0"));
+        }
+        super::validate_clip(self.clip_sample)
+    }
+
+    /// Writes the `steps` inference timesteps (descending) for `schedule` into `out`, which
+    /// must hold exactly `steps` entries.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for a wrong `out`, else as [`SamplerConfig::validate`].
+    pub fn timesteps(&self, schedule: &Schedule<'_>, out: &mut [u32]) -> Result<()> {
+        self.validate(schedule)?;
+        crate::error::check_len("timesteps", self.steps as usize, out.len())?;
+        fill_timesteps(schedule, self.spacing, self.steps_offset as usize, out)
+    }
+
+    /// Elements of scratch [`SamplerConfig::build`] needs for samples of `sample_len` values:
+    /// `sample_len` for DPM-Solver++ (its previous x0 estimate), 0 otherwise.
+    pub fn scratch_len(&self, sample_len: usize) -> usize {
+        match self.kind {
+            SamplerKind::DpmSolverPp2m => sample_len,
+            SamplerKind::Ddpm | SamplerKind::Ddim => 0,
+        }
+    }
+
+    /// Builds the sampler for a network predicting `prediction`, over `timesteps` (from
+    /// [`SamplerConfig::timesteps`]). `scratch` must hold
+    /// [`scratch_len`](SamplerConfig::scratch_len) elements.
+    ///
+    /// # Errors
+    /// The samplers' own checks (timesteps, clip radius, eta).
+    pub fn build<'a>(
+        &self,
+        prediction: Prediction,
+        schedule: Schedule<'a>,
+        timesteps: &'a [u32],
+        scratch: &'a mut [f32],
+    ) -> Result<AnySampler<'a>> {
+        Ok(match self.kind {
+            SamplerKind::Ddpm => AnySampler::Ddpm(Ddpm::new(
+                schedule,
+                timesteps,
+                prediction,
+                self.variance,
+                self.clip_sample,
+            )?),
+            SamplerKind::Ddim => AnySampler::Ddim(Ddim::new(
+                schedule,
+                timesteps,
+                prediction,
+                self.eta,
+                self.clip_sample,
+            )?),
+            SamplerKind::DpmSolverPp2m => AnySampler::DpmSolverPp2m(
+                DpmSolverPp2m::new(schedule, timesteps, prediction, self.clip_sample, scratch)?
+                    .with_first_order_penultimate(self.first_order_penultimate),
+            ),
+        })
+    }
+}
+
+/// Sampler settings as a user gives them (a command line, a board's runner configuration):
+/// every `None` is left to [`SamplerOptions::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SamplerOptions {
+    /// The sampler.
+    pub kind: Option<SamplerKind>,
+    /// Number of network evaluations.
+    pub steps: Option<u32>,
+    /// Timestep spacing.
+    pub spacing: Option<Spacing>,
+    /// Offset of leading timesteps.
+    pub steps_offset: Option<u32>,
+    /// DDIM's eta.
+    pub eta: Option<f32>,
+    /// DDPM's reverse variance.
+    pub variance: Option<ReverseVariance>,
+    /// Clamp x0 estimates to `[-r, r]` (`Some(None)`: no clipping).
+    pub clip_sample: Option<Option<f32>>,
+    /// DPM-Solver++'s first-order penultimate step.
+    pub first_order_penultimate: Option<bool>,
+}
+
+impl From<SamplerConfig> for SamplerOptions {
+    /// Options that give every setting of `config`: they resolve to `config` whatever the base.
+    fn from(config: SamplerConfig) -> Self {
+        SamplerOptions {
+            kind: Some(config.kind),
+            steps: Some(config.steps),
+            spacing: Some(config.spacing),
+            steps_offset: Some(config.steps_offset),
+            eta: Some(config.eta),
+            variance: Some(config.variance),
+            clip_sample: Some(config.clip_sample),
+            first_order_penultimate: Some(config.first_order_penultimate),
+        }
+    }
+}
+
+impl SamplerOptions {
+    /// Options that leave everything to the base or the defaults (`Default` in `const`).
+    pub const fn none() -> Self {
+        SamplerOptions {
+            kind: None,
+            steps: None,
+            spacing: None,
+            steps_offset: None,
+            eta: None,
+            variance: None,
+            clip_sample: None,
+            first_order_penultimate: None,
+        }
+    }
+
+    /// Options that choose `kind` in `steps` steps and leave everything else to the defaults.
+    pub const fn sampler(kind: SamplerKind, steps: u32) -> Self {
+        SamplerOptions {
+            kind: Some(kind),
+            steps: Some(steps),
+            ..SamplerOptions::none()
+        }
+    }
+
+    /// The configuration these options ask for on `schedule`: each given field replaces the
+    /// one of `base` (a model blob's stored sampler, whose settings a device uses unless told
+    /// otherwise) or, without a base, of [`SamplerConfig::new`]'s defaults. A base's settings
+    /// carry over when only the kind changes: every sampler's default spacing is the same
+    /// rule, and eta, variance and the DPM-Solver++ order concern one sampler each.
+    ///
+    /// # Errors
+    /// Without a base, [`Error::InvalidParameter`] when the sampler or the step count is
+    /// missing; then [`SamplerConfig::validate`].
+    pub fn resolve(
+        &self,
+        base: Option<SamplerConfig>,
+        schedule: &Schedule<'_>,
+    ) -> Result<SamplerConfig> {
+        let mut config = match base {
+            Some(base) => base,
+            None => {
+                let (Some(kind), Some(steps)) = (self.kind, self.steps) else {
+                    return Err(Error::InvalidParameter(
+                        "a sampler and a step count are needed when no default is stored",
+                    ));
+                };
+                SamplerConfig::new(kind, steps, schedule)
+            }
+        };
+        let SamplerOptions {
+            kind,
+            steps,
+            spacing,
+            steps_offset,
+            eta,
+            variance,
+            clip_sample,
+            first_order_penultimate,
+        } = *self;
+        config.kind = kind.unwrap_or(config.kind);
+        config.steps = steps.unwrap_or(config.steps);
+        config.spacing = spacing.unwrap_or(config.spacing);
+        config.steps_offset = steps_offset.unwrap_or(config.steps_offset);
+        config.eta = eta.unwrap_or(config.eta);
+        config.variance = variance.unwrap_or(config.variance);
+        config.clip_sample = clip_sample.unwrap_or(config.clip_sample);
+        config.first_order_penultimate =
+            first_order_penultimate.unwrap_or(config.first_order_penultimate);
+        config.validate(schedule)?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleConfig;
+
+    fn table(zero_terminal_snr: bool) -> [f32; 100] {
+        let mut table = [0.0f32; 100];
+        ScheduleConfig {
+            train_steps: 100,
+            zero_terminal_snr,
+            ..ScheduleConfig::ddpm()
+        }
+        .fill_alphas_cumprod(&mut table)
+        .unwrap();
+        table
+    }
+
+    #[test]
+    fn the_default_spacing_is_leading_unless_the_terminal_snr_is_zero() {
+        let (plain, zero) = (table(false), table(true));
+        let plain = Schedule::new(&plain).unwrap();
+        let zero = Schedule::new(&zero).unwrap();
+        assert_eq!(default_spacing(&plain), Spacing::Leading);
+        assert_eq!(default_spacing(&zero), Spacing::Trailing);
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim,
+            SamplerKind::DpmSolverPp2m,
+        ] {
+            let config = SamplerConfig::new(kind, 10, &plain);
+            assert_eq!(
+                config,
+                SamplerConfig::with_spacing(kind, 10, Spacing::Leading)
+            );
+            assert_eq!(
+                (config.eta, config.variance, config.clip_sample),
+                (0.0, ReverseVariance::Posterior, None)
+            );
+            assert!(!config.first_order_penultimate);
+            assert_eq!(
+                SamplerConfig::new(kind, 10, &zero).spacing,
+                Spacing::Trailing
+            );
+        }
+    }
+
+    #[test]
+    fn options_replace_the_base_field_by_field() {
+        let table = table(false);
+        let schedule = Schedule::new(&table).unwrap();
+        let base = SamplerConfig {
+            eta: 0.5,
+            clip_sample: Some(1.0),
+            ..SamplerConfig::with_spacing(SamplerKind::Ddim, 10, Spacing::Trailing)
+        };
+        let none = SamplerOptions::default();
+        assert_eq!(none.resolve(Some(base), &schedule).unwrap(), base);
+        assert!(none.resolve(None, &schedule).is_err());
+        let dpm = SamplerOptions {
+            kind: Some(SamplerKind::DpmSolverPp2m),
+            first_order_penultimate: Some(true),
+            ..SamplerOptions::default()
+        };
+        let resolved = dpm.resolve(Some(base), &schedule).unwrap();
+        assert_eq!(
+            resolved,
+            SamplerConfig {
+                kind: SamplerKind::DpmSolverPp2m,
+                first_order_penultimate: true,
+                ..base
+            }
+        );
+        let fresh = SamplerOptions::sampler(SamplerKind::Ddpm, 20)
+            .resolve(None, &schedule)
+            .unwrap();
+        assert_eq!(fresh, SamplerConfig::new(SamplerKind::Ddpm, 20, &schedule));
+        // A whole configuration resolves to itself over any base; "no clipping" is a setting.
+        let whole = SamplerOptions::from(fresh);
+        assert_eq!(whole.resolve(Some(base), &schedule).unwrap(), fresh);
+        assert_eq!(whole.resolve(None, &schedule).unwrap(), fresh);
+    }
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let table = table(false);
+        let schedule = Schedule::new(&table).unwrap();
+        let good = SamplerConfig::new(SamplerKind::Ddim, 10, &schedule);
+        assert!(good.validate(&schedule).is_ok());
+        let bad = [
+            SamplerConfig { steps: 0, ..good },
+            SamplerConfig { steps: 101, ..good },
+            SamplerConfig { eta: -0.1, ..good },
+            SamplerConfig {
+                eta: f32::NAN,
+                ..good
+            },
+            SamplerConfig {
+                clip_sample: Some(0.0),
+                ..good
+            },
+            SamplerConfig {
+                clip_sample: Some(f32::INFINITY),
+                ..good
+            },
+            // Leading timesteps 0, 10, ..., 90 plus 10 reach T = 100.
+            SamplerConfig {
+                steps_offset: 10,
+                ..good
+            },
+        ];
+        for config in bad {
+            assert!(config.validate(&schedule).is_err(), "{config:?}");
+            let mut out = [0u32; 10];
+            if config.steps == 10 {
+                assert!(config.timesteps(&schedule, &mut out).is_err(), "{config:?}");
+            }
+        }
+        let offset = SamplerConfig {
+            steps_offset: 9,
+            ..good
+        };
+        let mut out = [0u32; 10];
+        offset.timesteps(&schedule, &mut out).unwrap();
+        assert_eq!(out, [99, 89, 79, 69, 59, 49, 39, 29, 19, 9]);
+        assert!(good.timesteps(&schedule, &mut [0u32; 9]).is_err());
+    }
+}

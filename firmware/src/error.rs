@@ -76,7 +76,8 @@ pub enum Error {
         /// Elements given.
         actual: usize,
     },
-    /// The network produced NaN or an infinity while generating (float blobs only).
+    /// The network produced NaN or an infinity (float blobs only: finite parameters that
+    /// overflow).
     NonFiniteOutput {
         /// Training timestep of the evaluation.
         timestep: u32,

@@ -171,9 +171,6 @@ pub fn generate_observed(
         observer.before_network(step);
         network.run(x, timestep, output)?;
         observer.after_network(step);
-        if !output.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFiniteOutput { timestep });
-        }
         sampler.step(x, output, &mut rng)?;
         observer.after_step(step, x);
     }

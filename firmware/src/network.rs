@@ -110,6 +110,9 @@ impl<'b, 'm> Network<'b, 'm> {
 
     /// Evaluates the network on `x_t` at training timestep `t`, writing its output (same
     /// length, [`Blob::sample_len`]) to `out`.
+    ///
+    /// Errors with [`Error::NonFiniteOutput`] when an output is NaN or infinite (a float
+    /// blob's finite weights can still overflow); `out` then holds them.
     pub fn run(&mut self, x_t: &[f32], t: u32, out: &mut [f32]) -> Result<()> {
         let blob = self.blob;
         check_len("network input", blob.sample_len(), x_t.len())?;
@@ -155,6 +158,10 @@ impl<'b, 'm> Network<'b, 'm> {
                 }
             }
             Precision::F16 | Precision::F32 => out.copy_from_slice(cast::f32s(bytes)?),
+        }
+        // Finite parameters (the parser's check) can still overflow in a float blob.
+        if !out.iter().all(|v| v.is_finite()) {
+            return Err(Error::NonFiniteOutput { timestep: t });
         }
         Ok(())
     }

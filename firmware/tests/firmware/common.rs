@@ -5,7 +5,7 @@ use ddm_core::sampler::SamplerKind;
 use ddm_core::timesteps::Spacing;
 use ddm_core::{Prediction, Rng, ScheduleConfig};
 use ddm_firmware::quant::quantize_per_channel;
-use ddm_firmware::writer::{Bias, ModelSpec, NodeSpec, OpSpec, ScheduleSpec, Weights};
+use ddm_firmware::writer::{Bias, MemoryPlan, ModelSpec, NodeSpec, OpSpec, ScheduleSpec, Weights};
 use ddm_firmware::{Precision, QuantParams, SamplerConfig};
 
 /// Uniform values in `[-bound, bound)`.
@@ -489,4 +489,24 @@ pub fn int8_mlp(train_steps: usize) -> ModelSpec {
     let float = mlp(train_steps);
     let samples = inputs(&float, 32, 8);
     quantize_model(&float, &samples)
+}
+
+/// A plan that gives every node its own region (reshapes alias): no reuse at all.
+pub fn naive_plan(spec: &ModelSpec) -> MemoryPlan {
+    let shapes = ddm_firmware::writer::infer_shapes(spec).unwrap();
+    let bytes = spec.precision.activation_bytes();
+    let mut offsets = vec![0usize; spec.nodes.len()];
+    let mut end = 0;
+    for (i, node) in spec.nodes.iter().enumerate() {
+        if let OpSpec::Reshape { input, .. } = node.op {
+            offsets[i] = offsets[input];
+            continue;
+        }
+        offsets[i] = end;
+        end += (shapes[i].elements() * bytes).div_ceil(4) * 4;
+    }
+    MemoryPlan {
+        arena_bytes: end,
+        offsets,
+    }
 }

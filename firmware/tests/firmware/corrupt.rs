@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use ddm_firmware::format::*;
 use ddm_firmware::writer::{seal, write_blob, ModelSpec};
-use ddm_firmware::{generate, Blob, Error, GenerateSettings, Network, Precision, SamplerConfig};
+use ddm_firmware::{
+    generate, Blob, Error, GenerateSettings, Network, Op, Precision, SamplerConfig,
+};
 
 use crate::common::*;
 
@@ -69,9 +71,15 @@ fn exercise(bytes: &[u8], sample: bool, outcomes: &mut Outcomes) {
     let mut out = vec![0.0f32; x.len()];
     let result = Network::new(blob, &mut arena).and_then(|mut n| n.run(&x, 7, &mut out));
     match result {
-        Ok(()) => outcomes.runs += 1,
-        // A parsed blob can only fail to run for lack of arena (its declared size is data);
-        // anything else would be a check missing from the parser.
+        // A blob that runs computes numbers: the parser refuses non-finite parameters, and
+        // finite ones that overflow are reported as such.
+        Ok(()) => {
+            assert!(out.iter().all(|v| v.is_finite()), "{out:?}");
+            outcomes.runs += 1
+        }
+        Err(Error::NonFiniteOutput { .. }) => outcomes.run_errors += 1,
+        // Otherwise a parsed blob can only fail to run for lack of arena (its declared size is
+        // data); anything else would be a check missing from the parser.
         Err(Error::ArenaTooSmall { .. }) => outcomes.run_errors += 1,
         Err(other) => panic!("a parsed blob failed to run: {other:?}"),
     }
@@ -198,6 +206,68 @@ fn patched(bytes: &[u8], at: usize, value: u32) -> Vec<u8> {
     bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
     seal(&mut bad);
     bad
+}
+
+/// Byte offset in `bytes` of tensor `index`'s data and its element size.
+fn tensor_at(bytes: &[u8], index: u32) -> (usize, usize) {
+    let blob = Blob::parse(bytes).unwrap();
+    let tensor = blob.tensor(index).unwrap();
+    let offset = tensor.bytes().as_ptr() as usize - bytes.as_ptr() as usize;
+    (offset, tensor.bytes().len() / tensor.len())
+}
+
+#[test]
+fn non_finite_float_parameters_are_refused_when_parsing() {
+    // GroupNorm's f32 gamma and beta (every precision), f32 and f16 weights and biases: one
+    // NaN or infinity anywhere is a typed error at parse time, never a blob that runs.
+    for precision in [Precision::Int8, Precision::F32, Precision::F16] {
+        let bytes = write_blob(&micro(precision)).unwrap();
+        let blob = Blob::parse(&bytes).unwrap();
+        let mut targets = Vec::new();
+        for index in 0..blob.node_count() {
+            match blob.node(index).unwrap().op {
+                Op::GroupNorm { gamma, beta, .. } => targets.extend([gamma, beta]),
+                Op::Linear { weight, bias, .. } | Op::Conv2d { weight, bias, .. }
+                    if precision != Precision::Int8 =>
+                {
+                    targets.push(weight);
+                    targets.extend(bias);
+                }
+                _ => {}
+            }
+        }
+        assert!(targets.len() >= 2, "{precision:?}: {targets:?}");
+        for tensor in targets {
+            let (offset, size) = tensor_at(&bytes, tensor);
+            let bad_values: &[u32] = if size == 2 {
+                &[0x7c00, 0xfc00, 0x7e00] // f16 +inf, -inf, NaN
+            } else {
+                &[0x7f80_0000, 0xff80_0000, 0x7fc0_0000] // f32 +inf, -inf, NaN
+            };
+            for &value in bad_values {
+                let mut bad = bytes.clone();
+                // The last element of the tensor, so that the earlier ones pass first.
+                let at = offset
+                    + Blob::parse(&bytes)
+                        .unwrap()
+                        .tensor(tensor)
+                        .unwrap()
+                        .bytes()
+                        .len()
+                    - size;
+                bad[at..at + size].copy_from_slice(&value.to_le_bytes()[..size]);
+                seal(&mut bad);
+                let error = Blob::parse(&bad).unwrap_err();
+                assert!(
+                    matches!(
+                        error,
+                        Error::InvalidNode { .. } | Error::InvalidTensor { .. }
+                    ),
+                    "{precision:?} tensor {tensor} = {value:#x}: {error:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

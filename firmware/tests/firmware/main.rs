@@ -4,6 +4,7 @@
 mod common;
 mod corrupt;
 mod generate;
+mod int8_reference;
 mod kernels;
 mod network;
 mod quant;

@@ -2,7 +2,7 @@
 //! and what the blob reports about itself.
 
 use ddm_core::ScheduleConfig;
-use ddm_firmware::writer::{plan_memory, write_blob, MemoryPlan, ModelSpec, OpSpec};
+use ddm_firmware::writer::{plan_memory, write_blob, ModelSpec, OpSpec};
 use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Precision};
 
 use crate::common::*;
@@ -99,26 +99,6 @@ fn repeated_runs_and_unaligned_arenas_give_the_same_bits() {
 
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
-}
-
-/// A plan that gives every node its own region (reshapes alias): no reuse at all.
-fn naive_plan(spec: &ModelSpec) -> MemoryPlan {
-    let shapes = ddm_firmware::writer::infer_shapes(spec).unwrap();
-    let bytes = spec.precision.activation_bytes();
-    let mut offsets = vec![0usize; spec.nodes.len()];
-    let mut end = 0;
-    for (i, node) in spec.nodes.iter().enumerate() {
-        if let OpSpec::Reshape { input, .. } = node.op {
-            offsets[i] = offsets[input];
-            continue;
-        }
-        offsets[i] = end;
-        end += (shapes[i].elements() * bytes).div_ceil(4) * 4;
-    }
-    MemoryPlan {
-        arena_bytes: end,
-        offsets,
-    }
 }
 
 #[test]

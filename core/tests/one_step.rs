@@ -1,0 +1,305 @@
+//! Every sampler's single step, every prediction type and every loss weight against formulas
+//! written out here by hand on scalars, in f64: not the code under test called twice.
+//!
+//! The schedule is a four-step table `alpha_bar = [0.9, 0.5, 0.2, 0.05]` chosen so that every
+//! coefficient is far from 0 and 1; noise draws are read from a clone of the sampler's
+//! generator before the step, so the expected value uses the very draw the step uses.
+
+use ddm_core::loss_weight::{LossWeighting, ReverseVariance};
+use ddm_core::sampler::{AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m, Sampler};
+use ddm_core::{Prediction, Rng, Schedule};
+
+const TABLE: [f32; 4] = [0.9, 0.5, 0.2, 0.05];
+
+fn ab(t: usize) -> f64 {
+    f64::from(TABLE[t])
+}
+
+fn schedule() -> Schedule<'static> {
+    Schedule::new(&TABLE).unwrap()
+}
+
+/// `|ours - expected| <= 2e-6 max(1, |expected|)`: f32 arithmetic on values of order 1.
+fn close(ours: f32, expected: f64, what: &str) {
+    let tolerance = 2e-6 * expected.abs().max(1.0);
+    assert!(
+        (f64::from(ours) - expected).abs() <= tolerance,
+        "{what}: got {ours}, expected {expected}"
+    );
+}
+
+/// The first normal draw of `rng` (without advancing it).
+fn next_draw(rng: &Rng) -> f64 {
+    f64::from(rng.clone().normal())
+}
+
+#[test]
+fn ddim_deterministic_step() {
+    // x_prev = a_prev x0 + sqrt(1 - ab_prev) eps, x0 = (x - s eps) / a; from t = 2 to t = 1.
+    let timesteps = [2u32, 1];
+    let mut ddim = Ddim::new(schedule(), &timesteps, Prediction::Eps, 0.0, None).unwrap();
+    let (x, eps) = (0.7f64, 0.3f64);
+    let x0 = (x - (1.0 - ab(2)).sqrt() * eps) / ab(2).sqrt();
+    let expected = ab(1).sqrt() * x0 + (1.0 - ab(1)).sqrt() * eps;
+    let mut v = [x as f32];
+    ddim.step(&mut v, &[eps as f32], &mut Rng::new(0)).unwrap();
+    close(v[0], expected, "DDIM eta 0");
+    // The last step lands on clean data: x = x0 of the network at t = 1.
+    let out = -0.4f64;
+    let x0 = (f64::from(v[0]) - (1.0 - ab(1)).sqrt() * out) / ab(1).sqrt();
+    ddim.step(&mut v, &[out as f32], &mut Rng::new(0)).unwrap();
+    close(v[0], x0, "DDIM onto clean data");
+    assert!(ddim.step(&mut v, &[0.0], &mut Rng::new(0)).is_err());
+}
+
+#[test]
+fn ddim_stochastic_step_uses_the_given_draw() {
+    // sigma = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev);
+    // x_prev = a_prev x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z.
+    let timesteps = [3u32, 1];
+    let eta = 0.8f64;
+    let mut ddim = Ddim::new(schedule(), &timesteps, Prediction::Eps, eta as f32, None).unwrap();
+    let (x, eps) = (-1.1f64, 0.6f64);
+    let sigma = eta * ((1.0 - ab(1)) / (1.0 - ab(3))).sqrt() * (1.0 - ab(3) / ab(1)).sqrt();
+    let x0 = (x - (1.0 - ab(3)).sqrt() * eps) / ab(3).sqrt();
+    let mut rng = Rng::new(5);
+    let z = next_draw(&rng);
+    let expected = ab(1).sqrt() * x0 + (1.0 - ab(1) - sigma * sigma).sqrt() * eps + sigma * z;
+    let mut v = [x as f32];
+    ddim.step(&mut v, &[eps as f32], &mut rng).unwrap();
+    close(v[0], expected, "DDIM eta 0.8");
+    // eta = 1 is DDPM's posterior variance.
+    let posterior = (1.0 - ab(1)) / (1.0 - ab(3)) * (1.0 - ab(3) / ab(1));
+    assert!(((sigma / eta).powi(2) - posterior).abs() < 1e-12);
+}
+
+#[test]
+fn ddpm_step_with_both_variances() {
+    // Over timesteps 3 -> 1 the effective beta is 1 - ab_3 / ab_1 and alpha = ab_3 / ab_1:
+    // x_prev = (x - beta / s eps) / sqrt(alpha) + rho z, rho^2 = beta or the posterior variance
+    // beta (1 - ab_prev) / (1 - ab); the last step adds no noise.
+    let timesteps = [3u32, 1];
+    let (x, eps) = (0.9f64, -0.2f64);
+    let alpha = ab(3) / ab(1);
+    let beta = 1.0 - alpha;
+    let mean = (x - beta / (1.0 - ab(3)).sqrt() * eps) / alpha.sqrt();
+    for (variance, rho_sq) in [
+        (ReverseVariance::Beta, beta),
+        (
+            ReverseVariance::Posterior,
+            beta * (1.0 - ab(1)) / (1.0 - ab(3)),
+        ),
+    ] {
+        let mut ddpm = Ddpm::new(schedule(), &timesteps, Prediction::Eps, variance, None).unwrap();
+        let mut rng = Rng::new(9);
+        let z = next_draw(&rng);
+        let mut v = [x as f32];
+        ddpm.step(&mut v, &[eps as f32], &mut rng).unwrap();
+        close(
+            v[0],
+            mean + rho_sq.sqrt() * z,
+            &format!("DDPM {variance:?}"),
+        );
+        // Last step, t = 1 -> clean: alpha = ab_1, no noise, and no draw taken.
+        let before = rng.clone();
+        let out = 0.35f64;
+        let alpha = ab(1);
+        let expected =
+            (f64::from(v[0]) - (1.0 - alpha) / (1.0 - ab(1)).sqrt() * out) / alpha.sqrt();
+        ddpm.step(&mut v, &[out as f32], &mut rng).unwrap();
+        close(v[0], expected, &format!("DDPM {variance:?} last step"));
+        assert_eq!(rng, before, "the last step draws nothing");
+    }
+}
+
+#[test]
+fn dpm_solver_first_second_order_and_final_steps() {
+    // lambda = ln(a / s); h = lambda_next - lambda;
+    // x_next = (s_next / s) x - a_next (e^{-h} - 1) D, D = x0 (first order) or
+    // (1 + 1 / (2 r)) x0 - 1 / (2 r) x0_last with r = h_last / h; onto clean data x = x0.
+    let timesteps = [3u32, 2, 1, 0];
+    let lambda = |t: usize| (ab(t).sqrt() / (1.0 - ab(t)).sqrt()).ln();
+    let x0_of = |x: f64, out: f64, t: usize| (x - (1.0 - ab(t)).sqrt() * out) / ab(t).sqrt();
+    let outputs = [0.5f64, -0.3, 0.8, 0.1];
+    for first_order_penultimate in [false, true] {
+        let mut scratch = [0.0f32];
+        let mut dpm =
+            DpmSolverPp2m::new(schedule(), &timesteps, Prediction::Eps, None, &mut scratch)
+                .unwrap()
+                .with_first_order_penultimate(first_order_penultimate);
+        let mut x = 1.3f64;
+        let mut v = [x as f32];
+        let mut last: Option<(f64, f64)> = None; // (x0, h) of the previous step
+        for (k, &out) in outputs.iter().enumerate() {
+            let t = timesteps[k] as usize;
+            let x0 = x0_of(f64::from(v[0]), out, t);
+            x = f64::from(v[0]);
+            let expected = if k + 1 == timesteps.len() {
+                x0
+            } else {
+                let next = timesteps[k + 1] as usize;
+                let h = lambda(next) - lambda(t);
+                let second =
+                    last.is_some() && !(first_order_penultimate && k + 2 == timesteps.len());
+                let d = match last {
+                    Some((x0_last, h_last)) if second => {
+                        let r = h_last / h;
+                        (1.0 + 1.0 / (2.0 * r)) * x0 - 1.0 / (2.0 * r) * x0_last
+                    }
+                    _ => x0,
+                };
+                last = Some((x0, h));
+                ((1.0 - ab(next)) / (1.0 - ab(t))).sqrt() * x
+                    - ab(next).sqrt() * ((-h).exp() - 1.0) * d
+            };
+            dpm.step(&mut v, &[out as f32], &mut Rng::new(0)).unwrap();
+            close(
+                v[0],
+                expected,
+                &format!(
+                    "DPM-Solver++ step {k}, first-order penultimate {first_order_penultimate}"
+                ),
+            );
+        }
+        assert_eq!(dpm.timestep(), None);
+    }
+}
+
+#[test]
+fn predictions_convert_and_clip_as_written() {
+    // x0 and v outputs through DDIM (eta 0, t = 2 -> 1): x0-pred gives x0 directly and
+    // eps = (x - a x0) / s; v-pred gives x0 = a x - s v and eps = s x + a v.
+    let timesteps = [2u32, 1];
+    let (a, s) = (ab(2).sqrt(), (1.0 - ab(2)).sqrt());
+    let (a1, s1) = (ab(1).sqrt(), (1.0 - ab(1)).sqrt());
+    let x = 0.4f64;
+    let ddim_step = |prediction: Prediction, out: f64, clip: Option<f32>| {
+        let mut ddim = Ddim::new(schedule(), &timesteps, prediction, 0.0, clip).unwrap();
+        let mut v = [x as f32];
+        ddim.step(&mut v, &[out as f32], &mut Rng::new(0)).unwrap();
+        v[0]
+    };
+    let out = 0.25f64;
+    close(
+        ddim_step(Prediction::X0, out, None),
+        a1 * out + s1 * (x - a * out) / s,
+        "x0 prediction",
+    );
+    close(
+        ddim_step(Prediction::V, out, None),
+        a1 * (a * x - s * out) + s1 * (s * x + a * out),
+        "v prediction",
+    );
+    // Clipping: eps-pred output 1.5 puts x0 = (0.4 - s 1.5) / a below -1; clipped to -1 and
+    // eps recomputed from it, (x - a (-1)) / s.
+    let out = 1.5f64;
+    assert!((x - s * out) / a < -1.0);
+    close(
+        ddim_step(Prediction::Eps, out, Some(1.0)),
+        a1 * -1.0 + s1 * (x + a) / s,
+        "clipped eps prediction",
+    );
+    // Inside the radius clipping changes nothing.
+    let out = 0.1f64;
+    assert_eq!(
+        ddim_step(Prediction::Eps, out, Some(5.0)),
+        ddim_step(Prediction::Eps, out, None)
+    );
+    // v prediction clipped: x0 = a x - s v clamped to 0.5.
+    let out = -2.0f64;
+    assert!(a * x - s * out > 0.5);
+    close(
+        ddim_step(Prediction::V, out, Some(0.5)),
+        a1 * 0.5 + s1 * (x - a * 0.5) / s,
+        "clipped v prediction",
+    );
+}
+
+#[test]
+fn annealed_langevin_step_noise_scale_and_final_denoising() {
+    // sigma_i = sigma_max (sigma_min / sigma_max)^(i / (L - 1)), alpha_i = eps sigma_i^2 /
+    // sigma_min^2, x <- x + alpha_i / 2 g + sqrt(alpha_i) z; the final step x <- x + sigma_min^2 g.
+    let (sigma_max, sigma_min, levels, per_level, step) =
+        (4.0f64, 0.25f64, 3usize, 2usize, 1e-3f64);
+    let mut langevin =
+        AnnealedLangevin::new(sigma_max, sigma_min, levels, per_level, step, true).unwrap();
+    assert_eq!(langevin.num_steps(), levels * per_level + 1);
+    let mut v = [0.2f32];
+    let mut rng = Rng::new(17);
+    let scores = [1.5f64, -0.5, 2.0, 0.3, -1.0, 0.7, 4.0];
+    for (k, &g) in scores.iter().enumerate() {
+        let x = f64::from(v[0]);
+        let level = (k / per_level).min(levels - 1);
+        let sigma = sigma_max * (sigma_min / sigma_max).powf(level as f64 / (levels - 1) as f64);
+        assert!(
+            (langevin.sigma().unwrap() - sigma).abs() < 1e-12,
+            "step {k} level"
+        );
+        let expected = if k < levels * per_level {
+            let alpha = step * (sigma / sigma_min).powi(2);
+            x + alpha / 2.0 * g + alpha.sqrt() * next_draw(&rng)
+        } else {
+            x + sigma_min * sigma_min * g
+        };
+        langevin.step(&mut v, &[g as f32], &mut rng).unwrap();
+        close(v[0], expected, &format!("Langevin step {k}"));
+    }
+    assert_eq!(langevin.sigma(), None);
+}
+
+#[test]
+fn loss_weights_follow_their_definitions_on_every_prediction() {
+    let schedule = schedule();
+    // Over the table the per-step beta_t = 1 - ab_t / ab_{t-1} (ab_{-1} = 1).
+    let beta = |t: usize| 1.0 - ab(t) / if t == 0 { 1.0 } else { ab(t - 1) };
+    let snr = |t: usize| ab(t) / (1.0 - ab(t));
+    for t in 0..4 {
+        let posterior = if t == 0 {
+            beta(0)
+        } else {
+            beta(t) * (1.0 - ab(t - 1)) / (1.0 - ab(t))
+        };
+        for (variance, rho_sq) in [
+            (ReverseVariance::Beta, beta(t)),
+            (ReverseVariance::Posterior, posterior),
+        ] {
+            // beta^2 / (2 rho^2 (1 - beta)(1 - ab)) on the eps loss. At a fixed x_t an eps
+            // error d gives an x0 error -(s / a) d and a v error d / a, so the same objective
+            // weighs the x0 loss by SNR and the v loss by ab times the eps weight.
+            let eps_weight = beta(t).powi(2) / (2.0 * rho_sq * (1.0 - beta(t)) * (1.0 - ab(t)));
+            for (prediction, factor) in [
+                (Prediction::Eps, 1.0),
+                (Prediction::X0, snr(t)),
+                (Prediction::V, ab(t)),
+            ] {
+                let ours = LossWeighting::Elbo(variance).weight(&schedule, t, prediction);
+                let expected = eps_weight * factor;
+                assert!(
+                    (f64::from(ours) - expected).abs() <= 1e-6 * expected.max(1.0),
+                    "ELBO {variance:?} {prediction:?} t={t}: {ours} vs {expected}"
+                );
+            }
+        }
+        // min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) on x0, / SNR on eps,
+        // / (SNR + 1) on v.
+        let gamma = 2.0f64;
+        let clamped = snr(t).min(gamma);
+        for (prediction, expected) in [
+            (Prediction::Eps, clamped / snr(t)),
+            (Prediction::X0, clamped),
+            (Prediction::V, clamped / (snr(t) + 1.0)),
+        ] {
+            let ours = LossWeighting::MinSnr {
+                gamma: gamma as f32,
+            }
+            .weight(&schedule, t, prediction);
+            assert!(
+                (f64::from(ours) - expected).abs() <= 1e-6 * expected.max(1.0),
+                "min-SNR {prediction:?} t={t}: {ours} vs {expected}"
+            );
+        }
+        for prediction in [Prediction::Eps, Prediction::X0, Prediction::V] {
+            assert_eq!(LossWeighting::Simple.weight(&schedule, t, prediction), 1.0);
+        }
+    }
+}

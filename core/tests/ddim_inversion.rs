@@ -1,6 +1,6 @@
 //! DDIM with eta = 0 is deterministic and, in the limit of many steps, invertible.
 
-use ddm_core::sampler::{self, Ddim, DdimInversion};
+use ddm_core::sampler::{self, Ddim, DdimInversion, Sampler};
 use ddm_core::schedule::{Schedule, ScheduleConfig};
 use ddm_core::timesteps::{fill_timesteps, Spacing};
 use ddm_core::{GaussianMixture, Prediction, Rng};
@@ -33,7 +33,12 @@ fn round_trip_error(steps: usize) -> f64 {
     let mut x = x0.clone();
     let mut output = vec![0.0f32; N * 2];
     let mut inversion = DdimInversion::new(schedule, &ts, Prediction::Eps).unwrap();
+    assert_eq!((inversion.num_steps(), inversion.steps_taken()), (steps, 0));
     sampler::run(&mut inversion, &mut x, &mut output, &mut rng, network).unwrap();
+    assert_eq!(
+        (inversion.num_steps(), inversion.steps_taken()),
+        (steps, steps)
+    );
     let latent = x.clone();
 
     let mut ddim = Ddim::new(schedule, &ts, Prediction::Eps, 0.0, None).unwrap();

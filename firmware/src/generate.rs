@@ -44,9 +44,11 @@ impl GenerateSettings {
     /// # Errors
     /// [`Error::Core`] when the settings are invalid for the blob's schedule.
     pub fn resolve(&self, blob: &Blob<'_>) -> Result<SamplerConfig> {
-        Ok(self
-            .sampler
-            .resolve(Some(blob.sampler_defaults()), &blob.alpha_bar_schedule()?)?)
+        Ok(self.sampler.resolve(
+            Some(blob.sampler_defaults()),
+            &blob.alpha_bar_schedule()?,
+            blob.schedule().prediction,
+        )?)
     }
 }
 

@@ -182,7 +182,11 @@ fn blob(model: &Model, precision: Precision) -> anyhow::Result<Vec<u8>> {
     let options = ExportOptions {
         precision,
         range: RangeMethod::Mse,
-        sampler: sampler_config(&sampling, &ddm_core::Schedule::new(&table)?)?,
+        sampler: sampler_config(
+            &sampling,
+            &ddm_core::Schedule::new(&table)?,
+            model.config.objective.prediction.into(),
+        )?,
         schedule: schedule_spec(&model.config)?,
     };
     Ok(ddm_export::export(graph, &model.weights, &calibration, &options)?.blob)

@@ -21,7 +21,7 @@ use candle_core::Device;
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::sampler::{SamplerKind, SamplerOptions};
 use ddm_core::timesteps::Spacing;
-use ddm_core::Schedule;
+use ddm_core::{Prediction, Schedule};
 use ddm_export::graph::Weights;
 use ddm_export::{Export, ExportOptions, RangeMethod};
 use ddm_firmware::settings::ModelSchedule;
@@ -46,18 +46,25 @@ pub fn default_export_sampling() -> SamplingOptions {
     SamplingOptions::ddim(10)
 }
 
-/// The device sampler for the host's sampling options on `schedule`: the core's rule
-/// ([`SamplingOptions::sampler_config`]; the seed and Langevin settings play no part: the
-/// device draws per sample, and has no Langevin sampler).
+/// The device sampler for the host's sampling options, for a network predicting
+/// `prediction` on `schedule`: the core's rule ([`SamplingOptions::sampler_config`]; the seed
+/// and Langevin settings play no part: the device draws per sample, and has no Langevin
+/// sampler).
 ///
 /// # Errors
 /// [`Error::Invalid`] for Langevin; the core's validation errors.
-pub fn sampler_config(options: &SamplingOptions, schedule: &Schedule<'_>) -> Result<SamplerConfig> {
-    options.sampler_config(schedule)?.ok_or_else(|| {
-        Error::Invalid(
-            "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
-        )
-    })
+pub fn sampler_config(
+    options: &SamplingOptions,
+    schedule: &Schedule<'_>,
+    prediction: Prediction,
+) -> Result<SamplerConfig> {
+    options
+        .sampler_config(schedule, prediction)?
+        .ok_or_else(|| {
+            Error::Invalid(
+                "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
+            )
+        })
 }
 
 /// The run's schedule as the blob stores it: its settings, prediction type and the exact
@@ -172,7 +179,8 @@ pub fn export_run(
 ) -> Result<ExportedRun> {
     let schedule = schedule_spec(config)?;
     let table = schedule.table()?;
-    let sampler = sampler_config(&settings.sampling, &Schedule::new(&table)?)?;
+    let prediction = config.objective.prediction.into();
+    let sampler = sampler_config(&settings.sampling, &Schedule::new(&table)?, prediction)?;
     let graph = &config.graph;
     let calibrated = if settings.precision == Precision::F32 {
         None
@@ -181,7 +189,7 @@ pub fn export_run(
         Some(calibrate(
             graph,
             &params,
-            config.objective.prediction.into(),
+            prediction,
             &table,
             &settings.sampling,
             &settings.calibration,
@@ -297,8 +305,12 @@ mod tests {
             .fill_alphas_cumprod(&mut table)
             .unwrap();
         let schedule = Schedule::new(&table).unwrap();
-        let config = sampler_config(&default_export_sampling(), &schedule).unwrap();
-        assert_eq!(config, SamplerConfig::new(SamplerKind::Ddim, 10, &schedule));
+        let eps = Prediction::Eps;
+        let config = sampler_config(&default_export_sampling(), &schedule, eps).unwrap();
+        assert_eq!(
+            config,
+            SamplerConfig::new(SamplerKind::Ddim, 10, &schedule, eps)
+        );
         assert_eq!(
             describe_sampler(&config),
             "DDIM, 10 steps, leading spacing, eta 0"
@@ -313,17 +325,17 @@ mod tests {
             },
             ..SamplingOptions::ddim(20)
         };
-        let config = sampler_config(&dpm, &schedule).unwrap();
+        let config = sampler_config(&dpm, &schedule, eps).unwrap();
         assert_eq!(
             describe_sampler(&config),
             "DPM-Solver++ 2M, 20 steps, log-SNR spacing, first-order penultimate step, clip 1"
         );
         let langevin = SamplingOptions::new(SamplerChoice::Langevin, 20);
         assert!(matches!(
-            sampler_config(&langevin, &schedule),
+            sampler_config(&langevin, &schedule, eps),
             Err(Error::Invalid(_))
         ));
-        assert!(sampler_config(&SamplingOptions::ddim(0), &schedule).is_err());
-        assert!(sampler_config(&SamplingOptions::ddim(1001), &schedule).is_err());
+        assert!(sampler_config(&SamplingOptions::ddim(0), &schedule, eps).is_err());
+        assert!(sampler_config(&SamplingOptions::ddim(1001), &schedule, eps).is_err());
     }
 }

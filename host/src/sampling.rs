@@ -144,16 +144,24 @@ impl SamplingOptions {
         })
     }
 
-    /// The timestep sampler's configuration on `schedule` (`None` for Langevin): the core's
-    /// rule, [`SamplerOptions::resolve`] without a base.
+    /// The timestep sampler's configuration for a network predicting `prediction` on
+    /// `schedule` (`None` for Langevin): the core's rule, [`SamplerOptions::resolve`] without
+    /// a base.
     ///
     /// # Errors
     /// The core's validation errors.
-    pub fn sampler_config(&self, schedule: &Schedule<'_>) -> Result<Option<SamplerConfig>> {
+    pub fn sampler_config(
+        &self,
+        schedule: &Schedule<'_>,
+        prediction: Prediction,
+    ) -> Result<Option<SamplerConfig>> {
         if self.sampler == SamplerChoice::Langevin {
             return Ok(None);
         }
-        Ok(Some(self.sampler_options()?.resolve(None, schedule)?))
+        Ok(Some(
+            self.sampler_options()?
+                .resolve(None, schedule, prediction)?,
+        ))
     }
 
     /// The Langevin sampler for `schedule` (its noise range is the default sigma range).
@@ -207,7 +215,8 @@ pub fn generate(
             "the number of samples, the batch size and --steps must be > 0".into(),
         ));
     }
-    let config = options.sampler_config(&schedule)?;
+    let prediction = denoiser.prediction();
+    let config = options.sampler_config(&schedule, prediction)?;
     let timesteps = match &config {
         Some(config) => {
             let mut timesteps = vec![0u32; config.steps as usize];
@@ -216,7 +225,6 @@ pub fn generate(
         }
         None => Vec::new(),
     };
-    let prediction = denoiser.prediction();
     let mut samples = vec![0.0f32; num * sample_len];
     for start in (0..num).step_by(batch) {
         let count = batch.min(num - start);

@@ -400,7 +400,12 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
         &weights,
         &mut reference,
         &schedule_spec(&config).unwrap(),
-        &sampler_config(&sampling, &ddm_core::Schedule::new(&table).unwrap()).unwrap(),
+        &sampler_config(
+            &sampling,
+            &ddm_core::Schedule::new(&table).unwrap(),
+            config.objective.prediction.into(),
+        )
+        .unwrap(),
         10,
         11,
     )

@@ -12,13 +12,20 @@
 //! Every sampler defaults to what diffusers' scheduler of the same name computes with its
 //! own defaults (DDIM with `eta = 0`; DDPM with the posterior variance, diffusers'
 //! `"fixed_small"`; DPM-Solver++ 2M with diffusers' lower orders at the ends), no clipping,
-//! and the timestep spacing of [`default_spacing`]: **leading** (`t_i = i T / N`, diffusers'
-//! default for DDIM and DDPM), except **trailing** on a schedule with zero terminal SNR, whose
-//! last step is pure noise (Lin et al. 2024). The spacing was chosen by sample quality
-//! (BENCHMARKS.md, "Default timestep spacing"): spacings that start at `T - 1` make an
-//! eps-predicting network's first x0 estimate worthless on the cosine schedule (`a_{T-1}` is
-//! `5e-5`, so eps errors are amplified 20,000 times) and its samples diverge, while leading
-//! spacing is the best or close to it for every sampler and model measured at 20 steps.
+//! and the timestep spacing of [`default_spacing`], chosen by sample quality on trained
+//! models (BENCHMARKS.md, "Default timestep spacing"):
+//!
+//! 1. **leading** (`t_i = i T / N`) for a network predicting eps on a schedule whose last step
+//!    is almost pure noise (`alpha_bar_{T-1} < 1e-6`, the cosine schedule's `2.4e-9` for
+//!    instance): there the eps network's x0 estimate is its error amplified by
+//!    `1 / a_{T-1}` (20,000 on the cosine schedule) and every spacing that starts at `T - 1`
+//!    makes samples diverge;
+//! 2. otherwise **trailing** on a schedule with zero terminal SNR, whose last step is the pure
+//!    noise the sampler starts from (Lin et al. 2024);
+//! 3. otherwise **leading** for DDIM and DDPM (diffusers' default for both; best or within a
+//!    few percent of the best at 4, 10 and 20 steps), and **trailing** for DPM-Solver++, whose
+//!    second-order step into `t = 0` overshoots on leading timesteps (its Frechet distance is
+//!    up to 4x trailing's at 4 and 10 steps on the UNets).
 
 use super::{AnySampler, Ddim, Ddpm, DpmSolverPp2m, SamplerKind};
 use crate::error::{Error, Result};
@@ -27,14 +34,27 @@ use crate::prediction::Prediction;
 use crate::schedule::Schedule;
 use crate::timesteps::{fill_timesteps, Spacing};
 
-/// The default timestep spacing on `schedule`: trailing when its terminal SNR is zero
-/// (`alpha_bar_{T-1} = 0`: only trailing starts from the pure noise the sampler is given),
-/// leading otherwise (see the module docs).
-pub fn default_spacing(schedule: &Schedule<'_>) -> Spacing {
-    if schedule.alpha_bar(schedule.train_steps() - 1) == 0.0 {
+/// Below this `alpha_bar_{T-1}` an eps-predicting network cannot start at `T - 1`: its x0
+/// estimate there is its error times `1 / a_{T-1} > 1000`.
+pub const EPS_START_MIN_ALPHA_BAR: f64 = 1e-6;
+
+/// The default timestep spacing of `kind` for a network predicting `prediction` on
+/// `schedule` (the rule of the module docs).
+pub fn default_spacing(
+    kind: SamplerKind,
+    schedule: &Schedule<'_>,
+    prediction: Prediction,
+) -> Spacing {
+    let terminal = schedule.alpha_bar(schedule.train_steps() - 1);
+    if prediction == Prediction::Eps && terminal < EPS_START_MIN_ALPHA_BAR {
+        Spacing::Leading
+    } else if terminal == 0.0 {
         Spacing::Trailing
     } else {
-        Spacing::Leading
+        match kind {
+            SamplerKind::Ddpm | SamplerKind::Ddim => Spacing::Leading,
+            SamplerKind::DpmSolverPp2m => Spacing::Trailing,
+        }
     }
 }
 
@@ -62,13 +82,18 @@ pub struct SamplerConfig {
 }
 
 impl SamplerConfig {
-    /// The defaults of `kind` in `steps` steps on `schedule` (see the module docs).
-    pub fn new(kind: SamplerKind, steps: u32, schedule: &Schedule<'_>) -> Self {
-        SamplerConfig::with_spacing(kind, steps, default_spacing(schedule))
+    /// The defaults of `kind` in `steps` steps for a network predicting `prediction` on
+    /// `schedule` (see the module docs).
+    pub fn new(
+        kind: SamplerKind,
+        steps: u32,
+        schedule: &Schedule<'_>,
+        prediction: Prediction,
+    ) -> Self {
+        SamplerConfig::with_spacing(kind, steps, default_spacing(kind, schedule, prediction))
     }
 
-    /// The defaults of `kind` in `steps` steps, with `spacing` (a schedule without zero
-    /// terminal SNR defaults to [`Spacing::Leading`]).
+    /// The defaults of `kind` in `steps` steps, with `spacing`.
     pub const fn with_spacing(kind: SamplerKind, steps: u32, spacing: Spacing) -> Self {
         SamplerConfig {
             kind,
@@ -240,11 +265,12 @@ impl SamplerOptions {
         }
     }
 
-    /// The configuration these options ask for on `schedule`: each given field replaces the
-    /// one of `base` (a model blob's stored sampler, whose settings a device uses unless told
-    /// otherwise) or, without a base, of [`SamplerConfig::new`]'s defaults. A base's settings
-    /// carry over when only the kind changes: every sampler's default spacing is the same
-    /// rule, and eta, variance and the DPM-Solver++ order concern one sampler each.
+    /// The configuration these options ask for, for a network predicting `prediction` on
+    /// `schedule`: each given field replaces the one of `base` (a model blob's stored sampler,
+    /// whose settings a device uses unless told otherwise) or, without a base, of
+    /// [`SamplerConfig::new`]'s defaults. A different kind over a base takes that kind's
+    /// default spacing unless a spacing is given; the base's other settings carry over (eta,
+    /// variance and the DPM-Solver++ order concern one sampler each, clipping all of them).
     ///
     /// # Errors
     /// Without a base, [`Error::InvalidParameter`] when the sampler or the step count is
@@ -253,6 +279,7 @@ impl SamplerOptions {
         &self,
         base: Option<SamplerConfig>,
         schedule: &Schedule<'_>,
+        prediction: Prediction,
     ) -> Result<SamplerConfig> {
         let mut config = match base {
             Some(base) => base,
@@ -262,9 +289,12 @@ impl SamplerOptions {
                         "a sampler and a step count are needed when no default is stored",
                     ));
                 };
-                SamplerConfig::new(kind, steps, schedule)
+                SamplerConfig::new(kind, steps, schedule, prediction)
             }
         };
+        if let Some(kind) = self.kind.filter(|&kind| kind != config.kind) {
+            config.spacing = default_spacing(kind, schedule, prediction);
+        }
         let SamplerOptions {
             kind,
             steps,
@@ -307,32 +337,62 @@ mod tests {
     }
 
     #[test]
-    fn the_default_spacing_is_leading_unless_the_terminal_snr_is_zero() {
+    fn the_default_spacing_follows_the_rule() {
+        use crate::schedule::BetaSchedule;
         let (plain, zero) = (table(false), table(true));
+        let mut cosine = [0.0f32; 1000];
+        ScheduleConfig {
+            betas: BetaSchedule::cosine(),
+            ..ScheduleConfig::ddpm()
+        }
+        .fill_alphas_cumprod(&mut cosine)
+        .unwrap();
         let plain = Schedule::new(&plain).unwrap();
         let zero = Schedule::new(&zero).unwrap();
-        assert_eq!(default_spacing(&plain), Spacing::Leading);
-        assert_eq!(default_spacing(&zero), Spacing::Trailing);
-        for kind in [
-            SamplerKind::Ddpm,
+        let cosine = Schedule::new(&cosine).unwrap();
+        let (ddim, ddpm, dpm) = (
             SamplerKind::Ddim,
+            SamplerKind::Ddpm,
             SamplerKind::DpmSolverPp2m,
-        ] {
-            let config = SamplerConfig::new(kind, 10, &plain);
+        );
+        for prediction in [Prediction::Eps, Prediction::V, Prediction::X0] {
+            // A schedule whose last step keeps signal: leading for DDIM and DDPM, trailing for
+            // DPM-Solver++.
+            assert_eq!(default_spacing(ddim, &plain, prediction), Spacing::Leading);
+            assert_eq!(default_spacing(ddpm, &plain, prediction), Spacing::Leading);
+            assert_eq!(default_spacing(dpm, &plain, prediction), Spacing::Trailing);
+        }
+        for kind in [ddim, ddpm, dpm] {
+            // Almost no signal at T - 1: an eps network starts at leading timesteps.
+            assert!(cosine.alpha_bar(999) < EPS_START_MIN_ALPHA_BAR);
             assert_eq!(
-                config,
-                SamplerConfig::with_spacing(kind, 10, Spacing::Leading)
+                default_spacing(kind, &cosine, Prediction::Eps),
+                Spacing::Leading
             );
+            assert_eq!(
+                default_spacing(kind, &zero, Prediction::Eps),
+                Spacing::Leading
+            );
+            // Zero terminal SNR: trailing starts from the pure noise given.
+            assert_eq!(
+                default_spacing(kind, &zero, Prediction::V),
+                Spacing::Trailing
+            );
+            let config = SamplerConfig::new(kind, 10, &plain, Prediction::V);
             assert_eq!(
                 (config.eta, config.variance, config.clip_sample),
                 (0.0, ReverseVariance::Posterior, None)
             );
             assert!(!config.first_order_penultimate);
-            assert_eq!(
-                SamplerConfig::new(kind, 10, &zero).spacing,
-                Spacing::Trailing
-            );
         }
+        assert_eq!(
+            default_spacing(ddim, &cosine, Prediction::V),
+            Spacing::Leading
+        );
+        assert_eq!(
+            default_spacing(dpm, &cosine, Prediction::V),
+            Spacing::Trailing
+        );
     }
 
     #[test]
@@ -344,39 +404,70 @@ mod tests {
             clip_sample: Some(1.0),
             ..SamplerConfig::with_spacing(SamplerKind::Ddim, 10, Spacing::Trailing)
         };
+        let eps = Prediction::Eps;
         let none = SamplerOptions::default();
-        assert_eq!(none.resolve(Some(base), &schedule).unwrap(), base);
-        assert!(none.resolve(None, &schedule).is_err());
+        assert_eq!(none.resolve(Some(base), &schedule, eps).unwrap(), base);
+        assert!(none.resolve(None, &schedule, eps).is_err());
         let dpm = SamplerOptions {
             kind: Some(SamplerKind::DpmSolverPp2m),
             first_order_penultimate: Some(true),
             ..SamplerOptions::default()
         };
-        let resolved = dpm.resolve(Some(base), &schedule).unwrap();
+        let resolved = dpm.resolve(Some(base), &schedule, eps).unwrap();
         assert_eq!(
             resolved,
             SamplerConfig {
                 kind: SamplerKind::DpmSolverPp2m,
                 first_order_penultimate: true,
                 ..base
-            }
+            },
+            "DPM-Solver++'s default spacing is the base's, trailing"
+        );
+        // Another kind takes its own default spacing; a given spacing wins.
+        let ddpm = SamplerOptions {
+            kind: Some(SamplerKind::Ddpm),
+            ..SamplerOptions::default()
+        };
+        assert_eq!(
+            ddpm.resolve(Some(base), &schedule, eps).unwrap().spacing,
+            Spacing::Leading
+        );
+        let linspace = SamplerOptions {
+            spacing: Some(Spacing::Linspace),
+            ..ddpm
+        };
+        assert_eq!(
+            linspace
+                .resolve(Some(base), &schedule, eps)
+                .unwrap()
+                .spacing,
+            Spacing::Linspace
         );
         let fresh = SamplerOptions::sampler(SamplerKind::Ddpm, 20)
-            .resolve(None, &schedule)
+            .resolve(None, &schedule, eps)
             .unwrap();
-        assert_eq!(fresh, SamplerConfig::new(SamplerKind::Ddpm, 20, &schedule));
+        assert_eq!(
+            fresh,
+            SamplerConfig::new(SamplerKind::Ddpm, 20, &schedule, eps)
+        );
         // A whole configuration resolves to itself over any base; "no clipping" is a setting.
         let whole = SamplerOptions::from(fresh);
-        assert_eq!(whole.resolve(Some(base), &schedule).unwrap(), fresh);
-        assert_eq!(whole.resolve(None, &schedule).unwrap(), fresh);
+        assert_eq!(whole.resolve(Some(base), &schedule, eps).unwrap(), fresh);
+        assert_eq!(whole.resolve(None, &schedule, eps).unwrap(), fresh);
     }
 
     #[test]
     fn validation_names_every_bad_field() {
         let table = table(false);
         let schedule = Schedule::new(&table).unwrap();
-        let good = SamplerConfig::new(SamplerKind::Ddim, 10, &schedule);
+        let good = SamplerConfig::new(SamplerKind::Ddim, 10, &schedule, Prediction::Eps);
         assert!(good.validate(&schedule).is_ok());
+        // As many steps as the schedule has is the most there can be.
+        let all = SamplerConfig { steps: 100, ..good };
+        assert!(all.validate(&schedule).is_ok());
+        let mut every = [0u32; 100];
+        all.timesteps(&schedule, &mut every).unwrap();
+        assert_eq!((every[0], every[99]), (99, 0));
         let bad = [
             SamplerConfig { steps: 0, ..good },
             SamplerConfig { steps: 101, ..good },

@@ -16,7 +16,7 @@ mod ddpm;
 mod dpm_solver;
 mod langevin;
 
-pub use config::{default_spacing, SamplerConfig, SamplerOptions};
+pub use config::{default_spacing, SamplerConfig, SamplerOptions, EPS_START_MIN_ALPHA_BAR};
 pub use ddim::{Ddim, DdimInversion};
 pub use ddpm::Ddpm;
 pub use dpm_solver::DpmSolverPp2m;

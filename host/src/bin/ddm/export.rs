@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use clap::Args as ClapArgs;
 use ddm::calibrate::{
-    CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SEED, DEFAULT_TAIL_SIGMA,
+    CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEED,
+    DEFAULT_TAIL_SIGMA,
 };
 use ddm::export::{default_export_sampling, describe_sampler, export_checkpoint, ExportSettings};
 use ddm::fsutil::write_atomic;
@@ -81,7 +82,7 @@ pub struct Args {
     /// Calibration trajectories: initial noises run through the float model with the blob's
     /// sampler, every node observed at every visited timestep (int8; fp16 uses them for the
     /// SQNR report only).
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CALIBRATION_SAMPLES)]
     calib: usize,
     /// Seed of the calibration noises (trajectory s uses stream s).
     #[arg(long, default_value_t = DEFAULT_CALIBRATION_SEED)]

@@ -220,7 +220,11 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
     let shape = dims[..rank].to_vec();
     check_png_shape(args, output, &shape)?;
     let overrides = args.overrides()?;
-    let sampler = overrides.resolve(Some(blob.sampler_defaults()), &blob.alpha_bar_schedule()?)?;
+    let sampler = overrides.resolve(
+        Some(blob.sampler_defaults()),
+        &blob.alpha_bar_schedule()?,
+        blob.schedule().prediction,
+    )?;
     let precision = match blob.precision() {
         Precision::Int8 => "int8",
         Precision::F16 => "fp16",

@@ -68,6 +68,10 @@ fn ddim_stochastic_step_uses_the_given_draw() {
     let mut v = [x as f32];
     ddim.step(&mut v, &[eps as f32], &mut rng).unwrap();
     close(v[0], expected, "DDIM eta 0.8");
+    // The last step lands on clean data with sigma = 0: no noise is drawn.
+    let before = rng.clone();
+    ddim.step(&mut v, &[0.1], &mut rng).unwrap();
+    assert_eq!(rng, before, "the last DDIM step draws nothing");
     // eta = 1 is DDPM's posterior variance.
     let posterior = (1.0 - ab(1)) / (1.0 - ab(3)) * (1.0 - ab(3) / ab(1));
     assert!(((sigma / eta).powi(2) - posterior).abs() < 1e-12);
@@ -117,20 +121,25 @@ fn dpm_solver_first_second_order_and_final_steps() {
     // lambda = ln(a / s); h = lambda_next - lambda;
     // x_next = (s_next / s) x - a_next (e^{-h} - 1) D, D = x0 (first order) or
     // (1 + 1 / (2 r)) x0 - 1 / (2 r) x0_last with r = h_last / h; onto clean data x = x0.
-    let timesteps = [3u32, 2, 1, 0];
     let lambda = |t: usize| (ab(t).sqrt() / (1.0 - ab(t)).sqrt()).ln();
     let x0_of = |x: f64, out: f64, t: usize| (x - (1.0 - ab(t)).sqrt() * out) / ab(t).sqrt();
     let outputs = [0.5f64, -0.3, 0.8, 0.1];
-    for first_order_penultimate in [false, true] {
+    // Four and three timesteps: the penultimate step is step 2 of 4 and step 1 of 3.
+    for (timesteps, first_order_penultimate) in [
+        (&[3u32, 2, 1, 0][..], false),
+        (&[3u32, 2, 1, 0][..], true),
+        (&[3u32, 1, 0][..], false),
+        (&[3u32, 1, 0][..], true),
+    ] {
         let mut scratch = [0.0f32];
         let mut dpm =
-            DpmSolverPp2m::new(schedule(), &timesteps, Prediction::Eps, None, &mut scratch)
+            DpmSolverPp2m::new(schedule(), timesteps, Prediction::Eps, None, &mut scratch)
                 .unwrap()
                 .with_first_order_penultimate(first_order_penultimate);
         let mut x = 1.3f64;
         let mut v = [x as f32];
         let mut last: Option<(f64, f64)> = None; // (x0, h) of the previous step
-        for (k, &out) in outputs.iter().enumerate() {
+        for (k, &out) in outputs.iter().take(timesteps.len()).enumerate() {
             let t = timesteps[k] as usize;
             let x0 = x0_of(f64::from(v[0]), out, t);
             x = f64::from(v[0]);
@@ -196,7 +205,7 @@ fn predictions_convert_and_clip_as_written() {
     assert!((x - s * out) / a < -1.0);
     close(
         ddim_step(Prediction::Eps, out, Some(1.0)),
-        a1 * -1.0 + s1 * (x + a) / s,
+        -a1 + s1 * (x + a) / s,
         "clipped eps prediction",
     );
     // Inside the radius clipping changes nothing.
@@ -216,7 +225,7 @@ fn predictions_convert_and_clip_as_written() {
 }
 
 #[test]
-fn annealed_langevin_step_noise_scale_and_final_denoising() {
+fn langevin_drift_noise_level_scaling_and_final_denoising() {
     // sigma_i = sigma_max (sigma_min / sigma_max)^(i / (L - 1)), alpha_i = eps sigma_i^2 /
     // sigma_min^2, x <- x + alpha_i / 2 g + sqrt(alpha_i) z; the final step x <- x + sigma_min^2 g.
     let (sigma_max, sigma_min, levels, per_level, step) =
@@ -241,6 +250,7 @@ fn annealed_langevin_step_noise_scale_and_final_denoising() {
         } else {
             x + sigma_min * sigma_min * g
         };
+        assert_eq!(langevin.steps_taken(), k);
         langevin.step(&mut v, &[g as f32], &mut rng).unwrap();
         close(v[0], expected, &format!("Langevin step {k}"));
     }
@@ -302,4 +312,183 @@ fn loss_weights_follow_their_definitions_on_every_prediction() {
             assert_eq!(LossWeighting::Simple.weight(&schedule, t, prediction), 1.0);
         }
     }
+}
+
+#[test]
+fn the_forward_process_is_the_closed_form() {
+    // x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) e, per element, at every t.
+    let (x0, e) = ([2.0f32, -0.5, 0.0], [0.3f32, 1.5, -2.0]);
+    let mut out = [0.0f32; 3];
+    for t in 0..4 {
+        ddm_core::forward::add_noise(&schedule(), t, &x0, &e, &mut out).unwrap();
+        for i in 0..3 {
+            let expected = ab(t).sqrt() * f64::from(x0[i]) + (1.0 - ab(t)).sqrt() * f64::from(e[i]);
+            close(out[i], expected, &format!("x_t at t={t}"));
+        }
+    }
+    assert!(ddm_core::forward::add_noise(&schedule(), 0, &x0, &e[..2], &mut out).is_err());
+}
+
+#[test]
+fn every_sampler_refuses_timesteps_it_cannot_walk() {
+    use ddm_core::sampler::{SamplerConfig, SamplerKind};
+    use ddm_core::timesteps::Spacing;
+    // alpha_bar = 1 at t = 0 of this table: a "noisy" step with no noise.
+    static CLEAN: [f32; 3] = [1.0, 0.5, 0.2];
+    let clean = Schedule::new(&CLEAN).unwrap();
+    let bad: [&[u32]; 5] = [&[], &[4, 1], &[3, 3], &[1, 2], &[2, 0]];
+    for kind in [
+        SamplerKind::Ddpm,
+        SamplerKind::Ddim,
+        SamplerKind::DpmSolverPp2m,
+    ] {
+        let config = SamplerConfig::with_spacing(kind, 2, Spacing::Leading);
+        let build = |schedule: Schedule<'static>, timesteps: &'static [u32]| {
+            let mut scratch = vec![0.0f32; 1];
+            config
+                .build(Prediction::Eps, schedule, timesteps, &mut scratch)
+                .map(|sampler| (sampler.num_steps(), sampler.steps_taken()))
+        };
+        // Empty, beyond T, repeated, ascending.
+        for &timesteps in &bad[..4] {
+            assert!(
+                build(schedule(), timesteps).is_err(),
+                "{kind:?} {timesteps:?}"
+            );
+        }
+        // A step at alpha_bar = 1 (here t = 0 of `clean`) is no noisy step to denoise.
+        assert!(build(clean, bad[4]).is_err(), "{kind:?} alpha_bar = 1");
+        assert!(build(clean, &[2, 1]).is_ok(), "{kind:?} inside");
+        // The sampler counts what it is given and what it did.
+        let mut scratch = vec![0.0f32; 1];
+        let timesteps: &'static [u32] = &[3, 2, 0];
+        let mut sampler = config
+            .build(Prediction::Eps, schedule(), timesteps, &mut scratch)
+            .unwrap();
+        assert_eq!((sampler.num_steps(), sampler.steps_taken()), (3, 0));
+        let mut x = [0.1f32];
+        sampler.step(&mut x, &[0.2], &mut Rng::new(0)).unwrap();
+        sampler.step(&mut x, &[0.2], &mut Rng::new(0)).unwrap();
+        assert_eq!((sampler.num_steps(), sampler.steps_taken()), (3, 2));
+        assert_eq!(sampler.timestep(), Some(0));
+    }
+}
+
+#[test]
+fn schedule_settings_are_refused_exactly_outside_their_bounds() {
+    use ddm_core::schedule::{BetaSchedule, ScheduleConfig};
+    let fill = |betas: BetaSchedule, train_steps: usize, zero_terminal_snr: bool| {
+        let mut table = vec![0.0f32; train_steps];
+        ScheduleConfig {
+            betas,
+            train_steps,
+            zero_terminal_snr,
+        }
+        .fill_alphas_cumprod(&mut table)
+        .map(|()| table)
+    };
+    let linear = |beta_start, beta_end| BetaSchedule::Linear {
+        beta_start,
+        beta_end,
+    };
+    let scaled = |beta_start, beta_end| BetaSchedule::ScaledLinear {
+        beta_start,
+        beta_end,
+    };
+    let sigmoid = |beta_start, beta_end| BetaSchedule::Sigmoid {
+        beta_start,
+        beta_end,
+    };
+    // 0 < start <= end < 1 for the three linear-like shapes; equal ends are allowed.
+    for shape in [linear, scaled, sigmoid] {
+        for (start, end) in [
+            (0.0, 0.01),
+            (-1e-4, 0.01),
+            (0.02, 0.01),
+            (1e-4, 1.0),
+            (f64::NAN, 0.01),
+        ] {
+            assert!(
+                fill(shape(start, end), 1000, false).is_err(),
+                "({start}, {end})"
+            );
+        }
+        assert!(fill(shape(0.01, 0.01), 1000, false).is_ok());
+        assert!(fill(shape(1e-4, 0.999), 1000, false).is_ok());
+    }
+    // Cosine: s >= 0, 0 < max_beta <= 1 (s = 0 and max_beta = 1 allowed).
+    for (s, max_beta) in [
+        (-0.001, 0.999),
+        (0.008, 0.0),
+        (0.008, 1.001),
+        (f64::NAN, 0.5),
+    ] {
+        let cosine = BetaSchedule::Cosine { s, max_beta };
+        assert!(fill(cosine, 10, false).is_err(), "({s}, {max_beta})");
+    }
+    for (s, max_beta) in [(0.0, 0.999), (0.008, 1.0)] {
+        assert!(fill(BetaSchedule::Cosine { s, max_beta }, 10, false).is_ok());
+    }
+    // One training step is a schedule (its beta is beta_start); zero is not, and zero-SNR
+    // rescaling needs two.
+    let one = fill(linear(1e-4, 0.02), 1, false).unwrap();
+    assert!((f64::from(one[0]) - (1.0 - 0.1)).abs() < 1e-7, "{one:?}");
+    assert!(fill(linear(1e-4, 0.02), 0, false).is_err());
+    assert!(fill(BetaSchedule::cosine(), 1, true).is_err());
+    assert!(fill(BetaSchedule::cosine(), 2, true).is_ok());
+}
+
+#[test]
+fn schedule_quantities_follow_their_definitions() {
+    let schedule = schedule();
+    for t in 0..4 {
+        let snr = ab(t) / (1.0 - ab(t));
+        assert!(
+            (schedule.log_snr(t) - snr.ln()).abs() < 1e-6,
+            "log SNR at {t}"
+        );
+        let sigma = ((1.0 - ab(t)) / ab(t)).sqrt();
+        assert!(
+            (schedule.ve_sigma(t) - sigma).abs() < 1e-6 * sigma,
+            "sigma at {t}"
+        );
+        // The timestep of a sigma is the nearest in log sigma: exact values map to their
+        // step, values between two steps to the nearer one in log space.
+        assert_eq!(schedule.timestep_for_ve_sigma(sigma), t);
+        if t > 0 {
+            let below = ((1.0 - ab(t - 1)) / ab(t - 1)).sqrt();
+            let geometric = (below * sigma).sqrt();
+            assert_eq!(schedule.timestep_for_ve_sigma(geometric * 1.01), t);
+            assert_eq!(schedule.timestep_for_ve_sigma(geometric * 0.99), t - 1);
+        }
+    }
+    assert_eq!(schedule.timestep_for_ve_sigma(1e-9), 0);
+    assert_eq!(schedule.timestep_for_ve_sigma(1e9), 3);
+}
+
+#[test]
+fn log_snr_spacing_clamps_a_clean_first_step() {
+    use ddm_core::timesteps::{fill_timesteps, Spacing};
+    // alpha_bar = 1 at t = 0 has infinite log-SNR; the spacing clamps it to 1 - 2^-24 and
+    // spreads the steps as for that value.
+    static CLEAN: [f32; 6] = [1.0, 0.9, 0.6, 0.3, 0.1, 0.01];
+    static NEAR: [f32; 6] = [1.0 - 1.0 / 16_777_216.0, 0.9, 0.6, 0.3, 0.1, 0.01];
+    assert!(NEAR[0] < 1.0);
+    let (mut clean, mut near) = ([0u32; 4], [0u32; 4]);
+    fill_timesteps(
+        &Schedule::new(&CLEAN).unwrap(),
+        Spacing::LogSnr,
+        0,
+        &mut clean,
+    )
+    .unwrap();
+    fill_timesteps(
+        &Schedule::new(&NEAR).unwrap(),
+        Spacing::LogSnr,
+        0,
+        &mut near,
+    )
+    .unwrap();
+    assert_eq!(clean, near);
+    assert_eq!(clean[0], 5);
 }

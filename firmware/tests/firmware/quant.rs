@@ -300,3 +300,73 @@ fn add_params_follow_tflite() {
         twice_max / (f64::from(1u32 << 20) * f64::from(0.07f32))
     ));
 }
+
+#[test]
+fn parameter_constructors_refuse_and_accept_exactly_at_their_bounds() {
+    // Ranges: both ends must be finite; an empty range [0, 0] still gets a usable grid.
+    for (low, high) in [
+        (f32::NAN, 1.0),
+        (-1.0, f32::INFINITY),
+        (f32::NEG_INFINITY, 0.0),
+    ] {
+        assert!(
+            QuantParams::from_range(low, high).is_err(),
+            "[{low}, {high}]"
+        );
+    }
+    let empty = QuantParams::from_range(0.0, 0.0).unwrap();
+    assert_eq!((empty.scale, empty.zero_point), (1.0 / 255.0, -128));
+    // Multipliers: shift 30 (real values up to 2^30) is the largest accepted.
+    let largest = Requant::from_real(1.5 * f64::from(1u32 << 29)).unwrap();
+    assert_eq!((largest.multiplier, largest.shift), (3 << 29, 30));
+    assert!(Requant::from_real(f64::from(1u32 << 30)).is_err());
+    // An add's parameters are checked pair by pair.
+    let good = AddParams::default();
+    assert!(good.validate().is_ok());
+    for bad in [
+        AddParams {
+            lhs: Requant {
+                multiplier: -1,
+                shift: 0,
+            },
+            ..good
+        },
+        AddParams {
+            rhs: Requant {
+                multiplier: 1,
+                shift: 31,
+            },
+            ..good
+        },
+        AddParams {
+            output: Requant {
+                multiplier: 1,
+                shift: -32,
+            },
+            ..good
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn folded_biases_and_weight_scales_at_their_limits() {
+    use ddm_firmware::format::MAX_BIAS;
+    use ddm_firmware::quant::{fold_input_zero_point, quantize_per_channel};
+    // bias - zero_point sum(w): at most 2^30 in magnitude, exactly 2^30 allowed.
+    assert_eq!(fold_input_zero_point(MAX_BIAS, 0, &[1, 2]), Ok(MAX_BIAS));
+    assert_eq!(fold_input_zero_point(-MAX_BIAS, 0, &[]), Ok(-MAX_BIAS));
+    assert_eq!(fold_input_zero_point(10, 3, &[1, -4, 2]), Ok(13));
+    assert!(fold_input_zero_point(MAX_BIAS, -1, &[1]).is_err());
+    assert!(fold_input_zero_point(-MAX_BIAS, 1, &[1]).is_err());
+    // Rows must split evenly; an all-zero row gets scale 1 (never 0).
+    let (mut q, mut s) = (vec![0i8; 4], vec![0.0f32; 3]);
+    assert!(quantize_per_channel(&[1.0; 4], 3, &mut q, &mut s).is_err());
+    let mut none: [f32; 0] = [];
+    assert!(quantize_per_channel(&[1.0; 4], 0, &mut q, &mut none).is_err());
+    let mut s = vec![0.0f32; 2];
+    quantize_per_channel(&[0.0, 0.0, -2.0, 1.0], 2, &mut q, &mut s).unwrap();
+    assert_eq!(s, [1.0, 2.0 / 127.0]);
+    assert_eq!(q, [0, 0, -127, 64]);
+}

@@ -8,7 +8,7 @@
 # aarch64-unknown-linux-gnu, flip-link (`cargo install flip-link --locked`) and Debian's
 # gcc-aarch64-linux-gnu and libc6-dev-arm64-cross. Prints each image's size.
 #
-# DDM_MODEL_BLOB, DDM_STEPS, DDM_SEED, DDM_NUM and DDM_SAMPLER choose another model or run
+# DDM_MODEL_BLOB, DDM_SEED, DDM_NUM and the sampler variables (DDM_SAMPLER, DDM_STEPS, ...) choose another model or run
 # (see boards/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
-//! Embeds the model given in `DDM_MODEL_BLOB` (with `DDM_STEPS`, `DDM_SAMPLER`, `DDM_SEED`,
-//! `DDM_NUM`): see `ddm-board-build`. There is no RAM limit to check on Linux.
+//! Embeds the model given in `DDM_MODEL_BLOB` (with the sampler, seed and count variables of
+//! `ddm-board-build`). There is no RAM limit to check on Linux.
 
 fn main() {
     ddm_board_build::embed_model("jetson", None);

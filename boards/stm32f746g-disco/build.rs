@@ -1,5 +1,5 @@
 //! Puts `memory.x` on the linker's search path and embeds the model given in `DDM_MODEL_BLOB`
-//! (with `DDM_STEPS`, `DDM_SAMPLER`, `DDM_SEED`, `DDM_NUM`): see `ddm-board-build`.
+//! (with the sampler, seed and count variables of `ddm-board-build`).
 
 fn main() {
     let memory_x = include_str!("memory.x");

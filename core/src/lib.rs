@@ -15,6 +15,7 @@
 //! - [`sampler`]: DDPM, DDIM (and its inversion), DPM-Solver++ 2M and annealed Langevin
 //!   dynamics, as step-by-step state machines that ask the caller for the network output, and
 //!   what each sampler name means ([`SamplerConfig`]: its defaults and its validation).
+//! - [`names`]: the words that choose a sampler, a spacing and a variance, everywhere.
 //! - [`rng`]: a portable seeded generator with a Gaussian sampler.
 //! - [`gmm`]: the exact denoiser of an isotropic Gaussian mixture, an oracle for samplers.
 //! - [`conformance`]: digests that prove two targets compute the same bits.
@@ -26,6 +27,7 @@ mod error;
 pub mod forward;
 pub mod gmm;
 pub mod loss_weight;
+pub mod names;
 pub mod prediction;
 pub mod rng;
 pub mod sampler;

@@ -5,7 +5,9 @@
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::SamplerOptions;
 
+use crate::sampling::SamplerChoice;
 use crate::schedule_args::SpacingName;
+use crate::{Error, Result};
 
 /// DDPM's reverse variances by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,5 +67,129 @@ impl SamplerArgs {
             first_order_penultimate: self.first_order_penultimate.then_some(true),
             ..SamplerOptions::none()
         }
+    }
+}
+
+/// The sampler options of a command that runs a model blob (`ddm sample --model`,
+/// `ddm hil`): `sampler` and `steps` as given on the command line, over `settings`; every
+/// option not given is left to the blob.
+///
+/// # Errors
+/// [`Error::Invalid`] for Langevin (the device runtime has no Langevin sampler) or a step
+/// count beyond `u32`.
+pub fn blob_sampler_options(
+    sampler: Option<SamplerChoice>,
+    steps: Option<usize>,
+    settings: &SamplerArgs,
+) -> Result<SamplerOptions> {
+    let kind = sampler
+        .map(|choice| {
+            choice.kind().ok_or_else(|| {
+                Error::Invalid(
+                    "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
+                )
+            })
+        })
+        .transpose()?;
+    let steps = steps
+        .map(|steps| {
+            u32::try_from(steps)
+                .map_err(|_| Error::Invalid(format!("--steps {steps} is too large")))
+        })
+        .transpose()?;
+    Ok(SamplerOptions {
+        kind,
+        steps,
+        ..settings.options()
+    })
+}
+
+/// `--sampler`, `--steps` and the sampler settings of a command that only runs model blobs
+/// (`ddm hil`): each one given replaces the blob's.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BlobSamplerArgs {
+    /// The sampler: ddpm, ddim or dpmpp-2m [default: the blob's].
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerChoice>,
+    /// Network evaluations per sample [default: the blob's].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// The sampler's settings.
+    #[command(flatten)]
+    pub settings: SamplerArgs,
+}
+
+impl BlobSamplerArgs {
+    /// The options, over the blob's ([`blob_sampler_options`]).
+    ///
+    /// # Errors
+    /// As [`blob_sampler_options`].
+    pub fn options(&self) -> Result<SamplerOptions> {
+        blob_sampler_options(self.sampler, self.steps, &self.settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+    use ddm_core::{SamplerKind, Spacing};
+
+    fn value_name<T: ValueEnum>(value: &T) -> String {
+        value.to_possible_value().unwrap().get_name().to_string()
+    }
+
+    #[test]
+    fn the_command_line_uses_the_cores_names() {
+        for kind in SamplerKind::ALL {
+            let choice = SamplerChoice::value_variants()
+                .iter()
+                .find(|choice| choice.kind() == Some(kind))
+                .unwrap();
+            assert_eq!(value_name(choice), kind.name());
+        }
+        for name in SpacingName::value_variants() {
+            assert_eq!(value_name(name), Spacing::from(*name).name());
+        }
+        for name in VarianceName::value_variants() {
+            assert_eq!(value_name(name), ReverseVariance::from(*name).name());
+        }
+        assert_eq!(SpacingName::value_variants().len(), Spacing::ALL.len());
+        assert_eq!(
+            VarianceName::value_variants().len(),
+            ReverseVariance::ALL.len()
+        );
+    }
+
+    #[test]
+    fn blob_options_take_only_what_is_given() {
+        let args = BlobSamplerArgs {
+            sampler: Some(SamplerChoice::DpmppTwoM),
+            steps: Some(3),
+            settings: SamplerArgs {
+                eta: Some(0.5),
+                first_order_penultimate: true,
+                ..SamplerArgs::default()
+            },
+        };
+        assert_eq!(
+            args.options().unwrap(),
+            SamplerOptions {
+                kind: Some(SamplerKind::DpmSolverPp2m),
+                steps: Some(3),
+                eta: Some(0.5),
+                first_order_penultimate: Some(true),
+                ..SamplerOptions::none()
+            }
+        );
+        assert_eq!(
+            BlobSamplerArgs::default().options().unwrap(),
+            SamplerOptions::none()
+        );
+        let langevin = BlobSamplerArgs {
+            sampler: Some(SamplerChoice::Langevin),
+            ..BlobSamplerArgs::default()
+        };
+        assert!(langevin.options().is_err());
     }
 }

@@ -19,7 +19,8 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
-use ddm_board_support::{sampler_name, RunConfig, SamplerKind};
+use ddm_board_build::sampler_env;
+use ddm_board_support::RunConfig;
 use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
 use crate::compare::compare;
@@ -78,14 +79,13 @@ pub struct CheckOptions {
     pub backend: Backend,
     /// The model blob.
     pub model: PathBuf,
-    /// Steps per sample (`None`: the blob's default sampler's).
-    pub steps: Option<u32>,
+    /// The sampler, its step count and any of its settings (`None`: the blob's, as for
+    /// `ddm sample --model`).
+    pub sampler: SamplerOptions,
     /// Seed.
     pub seed: u64,
     /// Number of samples.
     pub num: u64,
-    /// Sampler (`None`: the blob's default).
-    pub sampler: Option<SamplerKind>,
     /// Longest a run may take before it is killed.
     pub timeout: Duration,
 }
@@ -97,12 +97,17 @@ impl CheckOptions {
             board: board.into(),
             backend: Backend::Qemu,
             model: model.into(),
-            steps: None,
+            sampler: SamplerOptions::none(),
             seed: 0,
             num: 1,
-            sampler: None,
             timeout: Duration::from_secs(600),
         }
+    }
+
+    /// These options with `steps` steps per sample.
+    pub fn with_steps(mut self, steps: u32) -> Self {
+        self.sampler.steps = Some(steps);
+        self
     }
 
     /// The model's name in figures and golden files: the blob's file stem.
@@ -279,16 +284,18 @@ pub fn check(options: &CheckOptions) -> Result<Outcome> {
         source,
     })?;
     let model_path = model.to_string_lossy().into_owned();
-    let steps = options.steps.map(|s| s.to_string()).unwrap_or_default();
     let (seed, num) = (options.seed.to_string(), options.num.to_string());
-    let sampler = options.sampler.map_or("", sampler_name);
-    let env = [
+    let sampler = sampler_env(&options.sampler);
+    let mut env = vec![
         ("DDM_MODEL_BLOB", model_path.as_str()),
-        ("DDM_STEPS", steps.as_str()),
         ("DDM_SEED", seed.as_str()),
         ("DDM_NUM", num.as_str()),
-        ("DDM_SAMPLER", sampler),
     ];
+    env.extend(
+        sampler
+            .iter()
+            .map(|(variable, value)| (*variable, value.as_str())),
+    );
     let bin = generate_bin(&board);
     let blob = std::fs::read(&model).map_err(|source| Error::Io {
         context: format!("reading {}", model.display()),
@@ -357,11 +364,7 @@ pub fn check(options: &CheckOptions) -> Result<Outcome> {
 /// The run configuration the board's build resolves for `options` (ddm-board-build's rule).
 pub fn run_config(blob: &Blob<'_>, options: &CheckOptions) -> RunConfig {
     let settings = GenerateSettings {
-        sampler: SamplerOptions {
-            kind: options.sampler,
-            steps: options.steps,
-            ..SamplerOptions::none()
-        },
+        sampler: options.sampler,
         seed: options.seed,
         sample_index: 0,
     };

@@ -23,11 +23,10 @@ fn fixture(name: &str) -> PathBuf {
 fn optdigits_int8_on_cortex_m4_matches_host_bit_for_bit() {
     // Two samples of 4 DDIM steps (the blob's default sampler: trailing spacing, x0 clipped).
     let options = CheckOptions {
-        steps: Some(4),
         seed: 0,
         num: 2,
         timeout: Duration::from_secs(300),
-        ..CheckOptions::new(BOARD, fixture("optdigits-mlp-int8.ddm"))
+        ..CheckOptions::new(BOARD, fixture("optdigits-mlp-int8.ddm")).with_steps(4)
     };
     let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
         Outcome::Passed(report) => report,
@@ -65,11 +64,10 @@ fn unet_int8_on_cortex_m4_matches_host_bit_for_bit() {
     // The UNet exercises the convolution kernels' DSP (SMLAD) paths, which only run on the
     // device: the host runs their portable twins, which must give the same integers.
     let options = CheckOptions {
-        steps: Some(2),
         seed: 7,
         num: 1,
         timeout: Duration::from_secs(300),
-        ..CheckOptions::new(BOARD, fixture("unet-8x8-int8.ddm"))
+        ..CheckOptions::new(BOARD, fixture("unet-8x8-int8.ddm")).with_steps(2)
     };
     let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
         Outcome::Passed(report) => report,

@@ -15,11 +15,10 @@ fn optdigits_int8_on_qemu_aarch64_matches_host_bit_for_bit() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/optdigits-mlp-int8.ddm");
     let options = CheckOptions {
         backend: Backend::LinuxArm { command: None },
-        steps: Some(4),
         seed: 7,
         num: 2,
         timeout: Duration::from_secs(300),
-        ..CheckOptions::new("jetson", model)
+        ..CheckOptions::new("jetson", model).with_steps(4)
     };
     let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
         Outcome::Passed(report) => report,

@@ -22,9 +22,8 @@ fn optdigits_int8_on_a_probe_attached_board_matches_host() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/optdigits-mlp-int8.ddm");
     let options = CheckOptions {
         backend: Backend::Probe,
-        steps: Some(4),
         timeout: Duration::from_secs(300),
-        ..CheckOptions::new(&board, model)
+        ..CheckOptions::new(&board, model).with_steps(4)
     };
     match check(&options).unwrap_or_else(|error| panic!("{error}")) {
         Outcome::Skipped(reason) => println!("{reason}"),

@@ -7,10 +7,23 @@
 //! | variable | meaning | default |
 //! | --- | --- | --- |
 //! | `DDM_MODEL_BLOB` | path of the model blob (relative: to the board crate's directory) | `tests/fixtures/optdigits-mlp-int8.ddm` of this repository |
-//! | `DDM_STEPS` | network evaluations per sample | the blob's default sampler's |
-//! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m` or `ddpm`, with that sampler's default settings | the blob's default sampler |
+//! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m` or `ddpm` | the blob's sampler |
+//! | `DDM_STEPS` | network evaluations per sample | the blob's sampler's |
+//! | `DDM_SPACING` | `leading`, `linspace`, `trailing` or `logsnr` | see below |
+//! | `DDM_STEPS_OFFSET` | offset of leading timesteps | see below |
+//! | `DDM_ETA` | DDIM's eta | see below |
+//! | `DDM_VARIANCE` | DDPM's reverse variance, `beta` or `posterior` | see below |
+//! | `DDM_CLIP_SAMPLE` | clamp x0 estimates to `[-R, R]`: `R`, or `none` for no clamp | see below |
+//! | `DDM_FIRST_ORDER_PENULTIMATE` | DPM-Solver++'s first-order penultimate step: `true` or `false` | see below |
 //! | `DDM_SEED` | seed of the random streams | 0 |
 //! | `DDM_NUM` | number of samples (indices `0..num`) | 1 |
+//!
+//! The sampler variables mean what `ddm sample --model`'s flags of the same names mean
+//! (`--sampler`, `--steps`, `--spacing`, ...; the names are `ddm_core::names`'): each one
+//! set replaces that setting; each one unset or empty keeps the blob's when the sampler is the
+//! blob's, and takes the core's default for the chosen sampler otherwise
+//! (`SamplerOptions::resolve`). [`sampler_env`] writes them for a [`SamplerOptions`], as the
+//! HIL harness does.
 //!
 //! It parses the blob with the device runtime itself ([`ddm_firmware::Blob::parse`]), so a
 //! corrupt or truncated blob fails the build with the runtime's reason; checks the settings
@@ -30,15 +43,40 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ddm_board_support::sampler_from_name;
+use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::sampler::SamplerKind;
+use ddm_core::timesteps::Spacing;
 use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
 /// The environment variable that names the model blob.
 pub const MODEL_ENV: &str = "DDM_MODEL_BLOB";
 
+/// The sampler's variables, in the order of `SamplerOptions`' fields.
+pub const SAMPLER_ENV: [&str; 8] = [
+    "DDM_SAMPLER",
+    "DDM_STEPS",
+    "DDM_SPACING",
+    "DDM_STEPS_OFFSET",
+    "DDM_ETA",
+    "DDM_VARIANCE",
+    "DDM_CLIP_SAMPLE",
+    "DDM_FIRST_ORDER_PENULTIMATE",
+];
+
 /// Every environment variable [`embed_model`] reads.
-pub const SETTINGS_ENV: [&str; 5] = [MODEL_ENV, "DDM_STEPS", "DDM_SAMPLER", "DDM_SEED", "DDM_NUM"];
+pub const SETTINGS_ENV: [&str; 11] = [
+    MODEL_ENV,
+    SAMPLER_ENV[0],
+    SAMPLER_ENV[1],
+    SAMPLER_ENV[2],
+    SAMPLER_ENV[3],
+    SAMPLER_ENV[4],
+    SAMPLER_ENV[5],
+    SAMPLER_ENV[6],
+    SAMPLER_ENV[7],
+    "DDM_SEED",
+    "DDM_NUM",
+];
 
 /// The blob used when `DDM_MODEL_BLOB` is not set: the optdigits int8 MLP of the tests.
 pub fn default_blob() -> PathBuf {
@@ -71,6 +109,13 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The device runtime refuses the sampler settings for this blob.
+    InvalidSampler {
+        /// The settings, as `VARIABLE=value` pairs of the variables that were set.
+        settings: String,
+        /// The runtime's reason.
+        reason: String,
+    },
     /// The arena alone needs more than the board's RAM.
     ArenaTooLarge {
         /// The board (crate directory name).
@@ -100,6 +145,9 @@ impl fmt::Display for BuildError {
                 value,
                 reason,
             } => write!(f, "{variable}={value:?}: {reason}"),
+            BuildError::InvalidSampler { settings, reason } => {
+                write!(f, "the sampler settings [{settings}] cannot run: {reason}")
+            }
             BuildError::ArenaTooLarge {
                 board,
                 arena_bytes,
@@ -128,9 +176,10 @@ pub struct Embedded {
     pub arena_bytes: usize,
     /// Elements of one sample.
     pub sample_len: usize,
-    /// The sampler (`None`: the blob's default).
-    pub sampler: Option<SamplerKind>,
-    /// Steps per sample.
+    /// The sampler settings the build was given (`None` fields: the blob's or the
+    /// sampler's defaults).
+    pub sampler: SamplerOptions,
+    /// Steps per sample, resolved.
     pub steps: u32,
     /// Seed.
     pub seed: u64,
@@ -182,10 +231,8 @@ fn out_dir() -> Result<PathBuf, BuildError> {
 /// What to generate, as read from the `DDM_*` variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `DDM_SAMPLER`.
-    pub sampler: Option<SamplerKind>,
-    /// `DDM_STEPS`.
-    pub steps: Option<u32>,
+    /// The sampler variables ([`SAMPLER_ENV`]).
+    pub sampler: SamplerOptions,
     /// `DDM_SEED`.
     pub seed: u64,
     /// `DDM_NUM`.
@@ -198,42 +245,125 @@ fn env_value(variable: &'static str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-fn parse_number<T>(variable: &'static str, min: T) -> Result<Option<T>, BuildError>
-where
-    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-{
-    let Some(value) = env_value(variable) else {
-        return Ok(None);
-    };
-    match value.trim().parse::<T>() {
-        Ok(n) if n >= min => Ok(Some(n)),
-        _ => Err(BuildError::InvalidSetting {
+/// Parses `variable`'s value (`None`: unset) with `parse`, or names what it expected.
+fn parse_value<T>(
+    variable: &'static str,
+    value: Option<String>,
+    expected: impl fmt::Display,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, BuildError> {
+    let Some(value) = value else { return Ok(None) };
+    match parse(value.trim()) {
+        Some(parsed) => Ok(Some(parsed)),
+        None => Err(BuildError::InvalidSetting {
             variable,
             value,
-            reason: format!("expected an integer >= {min}"),
+            reason: format!("expected {expected}"),
         }),
     }
 }
 
+fn parse_number<T>(
+    variable: &'static str,
+    value: Option<String>,
+    min: T,
+) -> Result<Option<T>, BuildError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    parse_value(variable, value, format_args!("an integer >= {min}"), |v| {
+        v.parse::<T>().ok().filter(|n| *n >= min)
+    })
+}
+
+fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
+    all.iter().map(|&v| name(v)).collect::<Vec<_>>().join(", ")
+}
+
+/// The sampler options in the [`SAMPLER_ENV`] variables, looked up with `lookup` (an unset or
+/// blank variable: `None`). The inverse of [`sampler_env`].
+///
+/// # Errors
+/// [`BuildError::InvalidSetting`] for a value that is not a name, number or flag its variable
+/// takes (the values themselves are checked against the blob by the runtime's rule later).
+pub fn sampler_options(
+    lookup: impl Fn(&'static str) -> Option<String>,
+) -> Result<SamplerOptions, BuildError> {
+    let value = |variable: &'static str| lookup(variable).filter(|v| !v.trim().is_empty());
+    let [sampler, steps, spacing, steps_offset, eta, variance, clip_sample, first_order] =
+        SAMPLER_ENV;
+    Ok(SamplerOptions {
+        kind: parse_value(
+            sampler,
+            value(sampler),
+            names(&SamplerKind::ALL, SamplerKind::name),
+            SamplerKind::from_name,
+        )?,
+        steps: parse_number(steps, value(steps), 1u32)?,
+        spacing: parse_value(
+            spacing,
+            value(spacing),
+            names(&Spacing::ALL, Spacing::name),
+            Spacing::from_name,
+        )?,
+        steps_offset: parse_number(steps_offset, value(steps_offset), 0u32)?,
+        eta: parse_value(eta, value(eta), "a number", |v| v.parse::<f32>().ok())?,
+        variance: parse_value(
+            variance,
+            value(variance),
+            names(&ReverseVariance::ALL, ReverseVariance::name),
+            ReverseVariance::from_name,
+        )?,
+        clip_sample: parse_value(
+            clip_sample,
+            value(clip_sample),
+            "a number or none",
+            |v| match v {
+                "none" => Some(None),
+                radius => radius.parse::<f32>().ok().map(Some),
+            },
+        )?,
+        first_order_penultimate: parse_value(
+            first_order,
+            value(first_order),
+            "true or false",
+            |v| v.parse::<bool>().ok(),
+        )?,
+    })
+}
+
+/// `options` as the values of the [`SAMPLER_ENV`] variables: each setting given in its
+/// variable's form (numbers exactly: `f32`s in their shortest round-tripping decimal), an
+/// empty value for each one left `None`.
+pub fn sampler_env(options: &SamplerOptions) -> [(&'static str, String); 8] {
+    fn text<T>(value: Option<T>, form: impl Fn(T) -> String) -> String {
+        value.map(form).unwrap_or_default()
+    }
+    let values = [
+        text(options.kind, |k| k.name().into()),
+        text(options.steps, |n| n.to_string()),
+        text(options.spacing, |s| s.name().into()),
+        text(options.steps_offset, |n| n.to_string()),
+        text(options.eta, |eta| eta.to_string()),
+        text(options.variance, |v| v.name().into()),
+        text(options.clip_sample, |clip| {
+            clip.map_or_else(|| "none".into(), |r| r.to_string())
+        }),
+        text(options.first_order_penultimate, |flag| flag.to_string()),
+    ];
+    let mut pairs = SAMPLER_ENV.map(|variable| (variable, String::new()));
+    for (pair, value) in pairs.iter_mut().zip(values) {
+        pair.1 = value;
+    }
+    pairs
+}
+
 fn settings_from_env() -> Result<(PathBuf, Settings), BuildError> {
     let path = env_value(MODEL_ENV).map_or_else(default_blob, PathBuf::from);
-    let sampler = match env_value("DDM_SAMPLER") {
-        None => None,
-        Some(name) => {
-            Some(
-                sampler_from_name(name.trim()).ok_or_else(|| BuildError::InvalidSetting {
-                    variable: "DDM_SAMPLER",
-                    value: name.clone(),
-                    reason: "expected ddim, dpmpp-2m or ddpm".into(),
-                })?,
-            )
-        }
-    };
     let settings = Settings {
-        sampler,
-        steps: parse_number("DDM_STEPS", 1u32)?,
-        seed: parse_number("DDM_SEED", 0u64)?.unwrap_or(0),
-        num: parse_number("DDM_NUM", 1u64)?.unwrap_or(1),
+        sampler: sampler_options(|variable| std::env::var(variable).ok())?,
+        seed: parse_number("DDM_SEED", env_value("DDM_SEED"), 0u64)?.unwrap_or(0),
+        num: parse_number("DDM_NUM", env_value("DDM_NUM"), 1u64)?.unwrap_or(1),
     };
     Ok((path, settings))
 }
@@ -303,23 +433,20 @@ pub fn check(
     };
     let blob = Blob::parse(bytes).map_err(invalid)?;
     let generate = GenerateSettings {
-        sampler: SamplerOptions {
-            kind: settings.sampler,
-            steps: settings.steps,
-            ..SamplerOptions::none()
-        },
+        sampler: settings.sampler,
         seed: settings.seed,
         sample_index: 0,
     };
     // The runtime's own rule: what the device will resolve, refused here if it would refuse.
     let config = generate
         .resolve(&blob)
-        .map_err(|error| BuildError::InvalidSetting {
-            variable: "DDM_STEPS",
-            value: settings
-                .steps
-                .unwrap_or(blob.sampler_defaults().steps)
-                .to_string(),
+        .map_err(|error| BuildError::InvalidSampler {
+            settings: sampler_env(&settings.sampler)
+                .iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(variable, value)| format!("{variable}={value}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             reason: format!(
                 "{error} (the model was trained with {} timesteps)",
                 blob.train_steps()
@@ -347,12 +474,43 @@ pub fn check(
     })
 }
 
+/// `options` as a Rust expression (floats by their bits, so exactly).
+fn options_literal(options: &SamplerOptions) -> String {
+    fn some<T>(value: Option<T>, form: impl Fn(T) -> String) -> String {
+        value.map_or_else(|| "None".into(), |v| format!("Some({})", form(v)))
+    }
+    let float = |x: f32| format!("f32::from_bits({:#010x})", x.to_bits());
+    let SamplerOptions {
+        kind,
+        steps,
+        spacing,
+        steps_offset,
+        eta,
+        variance,
+        clip_sample,
+        first_order_penultimate,
+    } = *options;
+    format!(
+        "::ddm_board_support::SamplerOptions {{\n        \
+         kind: {},\n        steps: {},\n        spacing: {},\n        steps_offset: {},\n        \
+         eta: {},\n        variance: {},\n        clip_sample: {},\n        \
+         first_order_penultimate: {},\n    }}",
+        some(kind, |k| format!("::ddm_board_support::SamplerKind::{k:?}")),
+        some(steps, |n| n.to_string()),
+        some(spacing, |s| format!("::ddm_board_support::Spacing::{s:?}")),
+        some(steps_offset, |n| n.to_string()),
+        some(eta, float),
+        some(variance, |v| format!(
+            "::ddm_board_support::ReverseVariance::{v:?}"
+        )),
+        some(clip_sample, |clip| some(clip, float)),
+        some(first_order_penultimate, |flag| flag.to_string()),
+    )
+}
+
 /// The contents of `ddm_model.rs`.
 fn generated_code(embedded: &Embedded, copy: &Path) -> String {
-    let sampler = match embedded.sampler {
-        None => "None".to_string(),
-        Some(kind) => format!("Some(::ddm_board_support::SamplerKind::{kind:?})"),
-    };
+    let sampler = options_literal(&embedded.sampler);
     format!(
         "// Generated by ddm-board-build from {source:?}; rebuilt when it or a DDM_* variable changes.\n\
          /// Where the model blob came from.\n\
@@ -398,11 +556,95 @@ mod tests {
         assert_eq!(ram_length("FLASH : ORIGIN = 0, LENGTH = 1M"), None);
     }
 
+    fn env_of(options: &SamplerOptions) -> Result<SamplerOptions, BuildError> {
+        let env = sampler_env(options);
+        sampler_options(|variable| {
+            env.iter()
+                .find(|(name, _)| *name == variable)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    #[test]
+    fn sampler_variables_round_trip_every_setting_exactly() {
+        let every = SamplerOptions {
+            kind: Some(SamplerKind::Ddim),
+            steps: Some(7),
+            spacing: Some(Spacing::LogSnr),
+            steps_offset: Some(1),
+            eta: Some(0.1),
+            variance: Some(ReverseVariance::Beta),
+            clip_sample: Some(Some(1.0e-3 / 3.0)),
+            first_order_penultimate: Some(false),
+        };
+        assert_eq!(env_of(&every), Ok(every));
+        let unclipped = SamplerOptions {
+            clip_sample: Some(None),
+            first_order_penultimate: Some(true),
+            ..SamplerOptions::sampler(SamplerKind::DpmSolverPp2m, 3)
+        };
+        assert_eq!(env_of(&unclipped), Ok(unclipped));
+        assert_eq!(env_of(&SamplerOptions::none()), Ok(SamplerOptions::none()));
+        assert!(sampler_env(&SamplerOptions::none())
+            .iter()
+            .all(|(_, value)| value.is_empty()));
+        for kind in SamplerKind::ALL {
+            let options = SamplerOptions::sampler(kind, 2);
+            assert_eq!(env_of(&options), Ok(options));
+        }
+    }
+
+    #[test]
+    fn sampler_variables_refuse_what_their_flags_refuse() {
+        for (variable, value) in [
+            ("DDM_SAMPLER", "euler"),
+            ("DDM_SAMPLER", "langevin"),
+            ("DDM_STEPS", "0"),
+            ("DDM_STEPS", "four"),
+            ("DDM_SPACING", "log-snr"),
+            ("DDM_STEPS_OFFSET", "-1"),
+            ("DDM_ETA", "x"),
+            ("DDM_VARIANCE", "fixed_small"),
+            ("DDM_CLIP_SAMPLE", "off"),
+            ("DDM_FIRST_ORDER_PENULTIMATE", "yes"),
+        ] {
+            let error =
+                sampler_options(|v| (v == variable).then(|| value.to_string())).expect_err(value);
+            assert!(
+                matches!(&error, BuildError::InvalidSetting { variable: v, .. } if *v == variable),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn generated_options_are_the_given_ones() {
+        let options = SamplerOptions {
+            kind: Some(SamplerKind::Ddpm),
+            eta: Some(0.3),
+            clip_sample: Some(None),
+            ..SamplerOptions::none()
+        };
+        let code = options_literal(&options);
+        assert!(
+            code.contains("kind: Some(::ddm_board_support::SamplerKind::Ddpm)"),
+            "{code}"
+        );
+        assert!(
+            code.contains(&format!(
+                "eta: Some(f32::from_bits({:#010x}))",
+                0.3f32.to_bits()
+            )),
+            "{code}"
+        );
+        assert!(code.contains("clip_sample: Some(None)"), "{code}");
+        assert!(code.contains("steps: None"), "{code}");
+    }
+
     #[test]
     fn corrupt_blob_is_refused_with_the_runtime_reason() {
         let settings = Settings {
-            sampler: None,
-            steps: None,
+            sampler: SamplerOptions::none(),
             seed: 0,
             num: 1,
         };

@@ -1,7 +1,7 @@
 //! `ddm-jetson`: ddm on aarch64 Linux (NVIDIA Jetson, Raspberry Pi).
 //!
-//! 1. Generates the int8 model embedded at build time (`DDM_MODEL_BLOB`, with `DDM_STEPS`,
-//!    `DDM_SEED`, `DDM_NUM`, `DDM_SAMPLER`: see ddm-board-build) through the device runtime,
+//! 1. Generates the int8 model embedded at build time (`DDM_MODEL_BLOB`, with the sampler,
+//!    seed and count variables of ddm-board-build) through the device runtime,
 //!    exactly as a Cortex-M does, and prints ddm-board-support's line protocol on stdout as
 //!    plain text (ticks are nanoseconds of `Instant`). The `ddm-hil` harness's `linux-arm`
 //!    backend checks the samples bit for bit against the host.
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ddm_board_support::{fnv1a, generate_observed, sampler_name, StepObserver, IMAGE_CHUNK_BYTES};
+use ddm_board_support::{fnv1a, generate_observed, StepObserver, IMAGE_CHUNK_BYTES};
 use ddm_core::Rng;
 use ddm_firmware::{network_arena_bytes, required_arena_bytes_for_steps, Blob, Network, StepInfo};
 
@@ -109,7 +109,7 @@ fn generate_all(blob: &Blob<'_>) -> Result<(), String> {
     let resolved = RUN.settings(0).resolve(blob).map_err(|e| e.to_string())?;
     println!(
         "run sampler={} steps={} seed={} num={}",
-        sampler_name(resolved.kind),
+        resolved.kind.name(),
         resolved.steps,
         RUN.seed,
         RUN.num

@@ -44,7 +44,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use ddm_firmware::{GenerateSettings, SamplerOptions};
+pub use ddm_firmware::{GenerateSettings, SamplerOptions};
 
 pub mod trace;
 
@@ -55,7 +55,9 @@ pub mod report;
 #[cfg(feature = "device")]
 pub mod stack;
 
+pub use ddm_core::loss_weight::ReverseVariance;
 pub use ddm_core::sampler::SamplerKind;
+pub use ddm_core::timesteps::Spacing;
 pub use trace::{fnv1a, generate_observed, StepObserver};
 
 /// Ends a run on a board driven by a debugger (`probe-rs run`).
@@ -81,12 +83,13 @@ pub fn finish(result: Result<(), report::RunError>) -> ! {
 pub const IMAGE_CHUNK_BYTES: usize = 64;
 
 /// What a board generates: fixed when its image is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunConfig {
-    /// The sampler, whose settings are otherwise the blob's (the core's rule,
-    /// `SamplerOptions::resolve`); `None` uses the blob's default sampler.
-    pub sampler: Option<SamplerKind>,
-    /// Number of network evaluations per sample.
+    /// The sampler and any of its settings the build chose (`DDM_SAMPLER`, `DDM_SPACING`,
+    /// ...); everything left `None` is the blob's (the core's rule,
+    /// `SamplerOptions::resolve`). Its `steps` is not read: [`RunConfig::steps`] is.
+    pub sampler: SamplerOptions,
+    /// Number of network evaluations per sample, resolved against the blob by the build.
     pub steps: u32,
     /// Seed of the random streams.
     pub seed: u64,
@@ -100,34 +103,13 @@ impl RunConfig {
     pub fn settings(&self, sample_index: u64) -> GenerateSettings {
         GenerateSettings {
             sampler: SamplerOptions {
-                kind: self.sampler,
                 steps: Some(self.steps),
-                ..SamplerOptions::none()
+                ..self.sampler
             },
             seed: self.seed,
             sample_index,
         }
     }
-}
-
-/// The sampler's name in the report (as on the `ddm` command line).
-pub const fn sampler_name(kind: SamplerKind) -> &'static str {
-    match kind {
-        SamplerKind::Ddpm => "ddpm",
-        SamplerKind::Ddim => "ddim",
-        SamplerKind::DpmSolverPp2m => "dpmpp-2m",
-    }
-}
-
-/// The sampler named `name` ([`sampler_name`]'s inverse).
-pub fn sampler_from_name(name: &str) -> Option<SamplerKind> {
-    [
-        SamplerKind::Ddpm,
-        SamplerKind::Ddim,
-        SamplerKind::DpmSolverPp2m,
-    ]
-    .into_iter()
-    .find(|&kind| sampler_name(kind) == name)
 }
 
 /// A value aligned to 16 bytes: the model blob in flash and the arena in RAM.
@@ -196,18 +178,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sampler_names_round_trip() {
-        for kind in [
-            SamplerKind::Ddpm,
-            SamplerKind::Ddim,
-            SamplerKind::DpmSolverPp2m,
-        ] {
-            assert_eq!(sampler_from_name(sampler_name(kind)), Some(kind));
-        }
-        assert_eq!(sampler_from_name("euler"), None);
-    }
-
-    #[test]
     fn static_buffer_is_taken_once() {
         static BUFFER: StaticBuffer<32> = StaticBuffer::new();
         let bytes = BUFFER.take().expect("first take");
@@ -219,9 +189,15 @@ mod tests {
     }
 
     #[test]
-    fn settings_override_steps_and_sampler() {
+    fn settings_take_the_built_options_and_the_resolved_steps() {
         let config = RunConfig {
-            sampler: Some(SamplerKind::DpmSolverPp2m),
+            sampler: SamplerOptions {
+                kind: Some(SamplerKind::DpmSolverPp2m),
+                steps: Some(3),
+                spacing: Some(Spacing::Leading),
+                first_order_penultimate: Some(true),
+                ..SamplerOptions::none()
+            },
             steps: 7,
             seed: 3,
             num: 2,
@@ -229,11 +205,14 @@ mod tests {
         let settings = config.settings(1);
         assert_eq!(
             settings.sampler,
-            SamplerOptions::sampler(SamplerKind::DpmSolverPp2m, 7)
+            SamplerOptions {
+                steps: Some(7),
+                ..config.sampler
+            }
         );
         assert_eq!((settings.seed, settings.sample_index), (3, 1));
         let blob_default = RunConfig {
-            sampler: None,
+            sampler: SamplerOptions::none(),
             ..config
         };
         assert_eq!(

@@ -7,7 +7,7 @@ use embedded_hal::digital::OutputPin;
 
 use crate::clock::Clock;
 use crate::trace::{fnv1a, generate_observed, StepObserver};
-use crate::{sampler_name, RunConfig, IMAGE_CHUNK_BYTES};
+use crate::{RunConfig, IMAGE_CHUNK_BYTES};
 
 /// Why a run failed (already printed as an `error:` line when [`run`] returns it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,7 @@ fn generate_all<C: Clock, L: OutputPin>(
         .map_err(RunError::Runtime)?;
     defmt::info!(
         "run sampler={=str} steps={=u32} seed={=u64} num={=u64}",
-        sampler_name(resolved.kind),
+        resolved.kind.name(),
         resolved.steps,
         config.seed,
         config.num

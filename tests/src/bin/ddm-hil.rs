@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! ddm-hil --board qemu-mps2-an386 --model model.ddm --steps 4 --seed 0 [--out-dir DIR]
+//! ddm-hil --model model.ddm --sampler dpmpp-2m --steps 6 --spacing logsnr    (any `ddm sample --model` sampler flag)
 //! ddm-hil --board nrf52840-dk --backend probe --model model.ddm
 //! ddm-hil --board jetson --backend linux-arm [--command 'scp {elf} j:/tmp/d && ssh j /tmp/d'] --model model.ddm
 //! ddm-hil bench [--model A.ddm --model B.ddm] [--steps 2] [--layers]
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ddm_board_support::{sampler_from_name, SamplerKind};
+use ddm::sampler_args::BlobSamplerArgs;
 use ddm_hil::check::{check, Backend, CheckOptions, Outcome};
 use ddm_hil::golden::{bless_requested, check_golden};
 use ddm_hil::images::write_samples;
@@ -66,18 +67,15 @@ struct CheckArgs {
     /// The model blob.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Steps per sample [default: the blob's default sampler's].
-    #[arg(long)]
-    steps: Option<u32>,
     /// Seed of the random streams (sample i uses stream i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Number of samples.
     #[arg(long, default_value_t = 1)]
     num: u64,
-    /// Sampler (ddim, dpmpp-2m, ddpm) with its default settings [default: the blob's].
-    #[arg(long, value_parser = parse_sampler)]
-    sampler: Option<SamplerKind>,
+    /// The sampler and its settings, as `ddm sample --model` takes them.
+    #[command(flatten)]
+    sampler: BlobSamplerArgs,
     /// Where to write device.png, host.png, device.npy and host.npy.
     #[arg(long, default_value = "hil-out")]
     out_dir: PathBuf,
@@ -106,11 +104,6 @@ struct BenchArgs {
     layers: bool,
 }
 
-fn parse_sampler(name: &str) -> Result<SamplerKind, String> {
-    sampler_from_name(name)
-        .ok_or_else(|| format!("unknown sampler `{name}`: ddim, dpmpp-2m or ddpm"))
-}
-
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -131,10 +124,9 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         board: args.board.clone(),
         backend,
         model: model.clone(),
-        steps: args.steps,
+        sampler: args.sampler.options()?,
         seed: args.seed,
         num: args.num,
-        sampler: args.sampler,
         timeout: Duration::from_secs(args.timeout),
     };
     let report = match check(&options)? {
@@ -199,10 +191,7 @@ fn run_bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "model", "MACs/call", "instructions", "MACs/insn", "flash", "RAM", "arena"
     );
     for model in models {
-        let options = CheckOptions {
-            steps: Some(args.steps),
-            ..CheckOptions::new("qemu-mps2-an386", &model)
-        };
+        let options = CheckOptions::new("qemu-mps2-an386", &model).with_steps(args.steps);
         let Outcome::Passed(report) = check(&options)? else {
             anyhow::bail!("the QEMU check of {} was skipped", model.display());
         };

@@ -10,7 +10,7 @@ use ddm::image_grid::{is_image_shape, write_grid};
 use ddm::model::{self, NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
-use ddm::sampler_args::SamplerArgs;
+use ddm::sampler_args::{blob_sampler_options, SamplerArgs};
 use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::train::checkpoint::{self, WeightSet};
@@ -117,25 +117,11 @@ impl Args {
     /// The sampler options given on the command line, for a blob (everything not given is
     /// the blob's).
     fn overrides(&self) -> anyhow::Result<SamplerOptions> {
-        let kind = match self.sampler {
-            None => None,
-            Some(choice) => Some(choice.kind().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m"
-                )
-            })?),
-        };
-        let steps = self
-            .steps
-            .map(|steps| {
-                u32::try_from(steps).map_err(|_| anyhow::anyhow!("--steps {steps} is too large"))
-            })
-            .transpose()?;
-        Ok(SamplerOptions {
-            kind,
-            steps,
-            ..self.settings.options()
-        })
+        Ok(blob_sampler_options(
+            self.sampler,
+            self.steps,
+            &self.settings,
+        )?)
     }
 
     /// Whether an oracle schedule option was given.

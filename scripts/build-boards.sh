@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export DDM_MODEL_BLOB="${DDM_MODEL_BLOB:-$PWD/tests/fixtures/optdigits-mlp-int8.ddm}"
+export DDM_MODEL_BLOB="${DDM_MODEL_BLOB:-$PWD/hil/fixtures/optdigits-mlp-int8.ddm}"
 export DDM_STEPS="${DDM_STEPS:-4}"
 
 say() { printf '\n==> %s\n' "$*"; }

@@ -1,5 +1,5 @@
 //! The conformance digest is pinned to committed values: a change detector that names what
-//! changed. QEMU's check (`tests/tests/core_conformance.rs`) proves the device computes the
+//! changed. QEMU's check (`hil/tests/core_conformance.rs`) proves the device computes the
 //! host's bits; this proves the host still computes the bits it computed when they were
 //! pinned, so a change to the mathematics of a schedule, a sampler or the RNG cannot pass
 //! unnoticed. After an intended change, replace the named fields with the values the failure

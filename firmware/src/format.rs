@@ -239,6 +239,24 @@ impl Precision {
         }
     }
 
+    /// Every precision.
+    pub const ALL: [Precision; 3] = [Precision::Int8, Precision::F16, Precision::F32];
+
+    /// The precision's name, the same in `ddm export --precision`, `ddm sample`'s and the
+    /// boards' reports: `int8`, `fp16` or `f32`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::F16 => "fp16",
+            Precision::F32 => "f32",
+        }
+    }
+
+    /// The precision named `name` ([`Precision::name`]'s inverse).
+    pub fn from_name(name: &str) -> Option<Precision> {
+        Precision::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     /// Bytes of one activation element in the arena (1 for int8, 4 for f32).
     pub const fn activation_bytes(self) -> usize {
         match self {

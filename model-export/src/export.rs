@@ -210,12 +210,7 @@ fn grouped(value: u64) -> String {
 
 impl fmt::Display for ExportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let precision = match self.precision {
-            Precision::Int8 => "int8",
-            Precision::F16 => "fp16",
-            Precision::F32 => "f32",
-        };
-        writeln!(f, "precision        {precision}")?;
+        writeln!(f, "precision        {}", self.precision.name())?;
         writeln!(f, "parameters       {}", grouped(self.parameters as u64))?;
         writeln!(f, "MACs per call    {}", grouped(self.macs))?;
         writeln!(

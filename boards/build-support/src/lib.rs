@@ -6,7 +6,7 @@
 //!
 //! | variable | meaning | default |
 //! | --- | --- | --- |
-//! | `DDM_MODEL_BLOB` | path of the model blob (relative: to the board crate's directory) | `tests/fixtures/optdigits-mlp-int8.ddm` of this repository |
+//! | `DDM_MODEL_BLOB` | path of the model blob (relative: to the board crate's directory) | `hil/fixtures/optdigits-mlp-int8.ddm` of this repository |
 //! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m` or `ddpm` | the blob's sampler |
 //! | `DDM_STEPS` | network evaluations per sample | the blob's sampler's |
 //! | `DDM_SPACING` | `leading`, `linspace`, `trailing` or `logsnr` | see below |
@@ -48,6 +48,10 @@ use ddm_core::sampler::SamplerKind;
 use ddm_core::timesteps::Spacing;
 use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
+pub mod memory_x;
+
+pub use memory_x::ram_length;
+
 /// The environment variable that names the model blob.
 pub const MODEL_ENV: &str = "DDM_MODEL_BLOB";
 
@@ -80,7 +84,7 @@ pub const SETTINGS_ENV: [&str; 11] = [
 
 /// The blob used when `DDM_MODEL_BLOB` is not set: the optdigits int8 MLP of the tests.
 pub fn default_blob() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/optdigits-mlp-int8.ddm")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hil/fixtures/optdigits-mlp-int8.ddm")
 }
 
 /// Why a board cannot be built with the given model and settings.
@@ -368,34 +372,6 @@ fn settings_from_env() -> Result<(PathBuf, Settings), BuildError> {
     Ok((path, settings))
 }
 
-/// The RAM length `memory.x` declares (`RAM : ORIGIN = ..., LENGTH = 256K`), if it can be
-/// read.
-pub fn ram_length(memory_x: &str) -> Option<usize> {
-    let line = memory_x
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("RAM") && line.contains("LENGTH"))?;
-    let value = line
-        .split("LENGTH")
-        .nth(1)?
-        .trim_start_matches([' ', '='])
-        .trim();
-    let value = value.split([',', ' ', '}']).next()?;
-    let (digits, scale) = match value.as_bytes().last()? {
-        b'K' | b'k' => (&value[..value.len() - 1], 1024),
-        b'M' | b'm' => (&value[..value.len() - 1], 1024 * 1024),
-        _ => (value, 1),
-    };
-    let number = match digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        Some(hex) => usize::from_str_radix(hex, 16).ok()?,
-        None => digits.parse().ok()?,
-    };
-    number.checked_mul(scale)
-}
-
 /// Validates the blob at `path` and the settings, and writes `model.ddm` and `ddm_model.rs`
 /// into `OUT_DIR`.
 pub fn embed(
@@ -540,21 +516,6 @@ fn generated_code(embedded: &Embedded, copy: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ram_length_reads_memory_x() {
-        let memory_x = "MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 1024K\n  RAM   : ORIGIN = 0x20000000, LENGTH = 256K\n}\n";
-        assert_eq!(ram_length(memory_x), Some(256 * 1024));
-        assert_eq!(
-            ram_length("RAM : ORIGIN = 0x20000000, LENGTH = 0x50000"),
-            Some(0x50000)
-        );
-        assert_eq!(
-            ram_length("RAM : ORIGIN = 0x20000000, LENGTH = 1M }"),
-            Some(1 << 20)
-        );
-        assert_eq!(ram_length("FLASH : ORIGIN = 0, LENGTH = 1M"), None);
-    }
 
     fn env_of(options: &SamplerOptions) -> Result<SamplerOptions, BuildError> {
         let env = sampler_env(options);

@@ -99,7 +99,7 @@ fn generate_all(blob: &Blob<'_>) -> Result<(), String> {
         required_arena_bytes_for_steps(blob, RUN.steps as usize).map_err(|e| e.to_string())?;
     println!(
         "model precision={} nodes={} sample_len={} macs={} blob_bytes={} arena_bytes={}",
-        precision_name(blob.precision()),
+        blob.precision().name(),
         blob.node_count(),
         blob.sample_len(),
         blob.macs(),
@@ -142,14 +142,6 @@ fn generate_all(blob: &Blob<'_>) -> Result<(), String> {
         println!("sample index={sample} fnv={:#010x}", fnv1a(&out));
     }
     Ok(())
-}
-
-fn precision_name(precision: ddm_firmware::Precision) -> &'static str {
-    match precision {
-        ddm_firmware::Precision::Int8 => "int8",
-        ddm_firmware::Precision::F16 => "fp16",
-        ddm_firmware::Precision::F32 => "f32",
-    }
 }
 
 /// The comparison inputs: `calls` noisy samples from seed stream `1000 + k`, at timesteps
@@ -267,7 +259,7 @@ fn compare_engines(blob: &Blob<'_>, options: &Options) -> Result<(), String> {
         );
     };
     let (outputs, nanos) = run_network(blob, &inputs)?;
-    line(precision_name(blob.precision()), &outputs, nanos);
+    line(blob.precision().name(), &outputs, nanos);
     if let Some((outputs, nanos)) = &reference {
         line("f32", outputs, *nanos);
     }

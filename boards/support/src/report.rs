@@ -121,7 +121,7 @@ fn generate_all<C: Clock, L: OutputPin>(
         required_arena_bytes_for_steps(&blob, config.steps as usize).map_err(RunError::Runtime)?;
     defmt::info!(
         "model precision={=str} nodes={=usize} sample_len={=usize} macs={=u64} blob_bytes={=usize} arena_bytes={=usize}",
-        precision_name(blob.precision()),
+        blob.precision().name(),
         blob.node_count(),
         blob.sample_len(),
         blob.macs(),
@@ -173,13 +173,4 @@ fn generate_all<C: Clock, L: OutputPin>(
         defmt::info!("stack used={=usize} size={=usize}", used, size);
     }
     Ok(())
-}
-
-/// The precision's name in the report.
-fn precision_name(precision: ddm_firmware::Precision) -> &'static str {
-    match precision {
-        ddm_firmware::Precision::Int8 => "int8",
-        ddm_firmware::Precision::F16 => "fp16",
-        ddm_firmware::Precision::F32 => "f32",
-    }
 }

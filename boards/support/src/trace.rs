@@ -6,16 +6,13 @@
 
 pub use ddm_firmware::{generate_observed, StepObserver};
 
-/// 32-bit FNV-1a of the little-endian bytes of `values`: the per-step checksum of the protocol.
+/// 32-bit FNV-1a of the little-endian bytes of `values` (the core's
+/// [`Fnv1a`](ddm_core::conformance::Fnv1a), as in the conformance digest): the per-step
+/// checksum of the protocol.
 pub fn fnv1a(values: &[f32]) -> u32 {
-    const OFFSET_BASIS: u32 = 0x811c_9dc5;
-    const PRIME: u32 = 0x0100_0193;
-    values
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .fold(OFFSET_BASIS, |hash, byte| {
-            (hash ^ u32::from(byte)).wrapping_mul(PRIME)
-        })
+    let mut hash = ddm_core::conformance::Fnv1a::default();
+    hash.floats(values);
+    hash.finish()
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! The unit tests below check the portable versions and the packing against plain dot
 //! products; the assembly is checked on the device against the host, bit for bit, by
 //! `ddm-hil` (`cargo test -p ddm-hil` runs the int8 MLP, hence the linear loops;
-//! `ddm-hil --model tests/fixtures/unet-8x8-int8.ddm` the convolution ones).
+//! `ddm-hil --model hil/fixtures/unet-8x8-int8.ddm` the convolution ones).
 //!
 //! # The packed column layout (`cols`)
 //!

@@ -31,6 +31,16 @@ pub enum PrecisionName {
     F32,
 }
 
+impl From<PrecisionName> for Precision {
+    fn from(name: PrecisionName) -> Precision {
+        match name {
+            PrecisionName::Int8 => Precision::Int8,
+            PrecisionName::Fp16 => Precision::F16,
+            PrecisionName::F32 => Precision::F32,
+        }
+    }
+}
+
 /// int8 range methods by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RangeName {
@@ -133,11 +143,7 @@ impl Args {
             ..default_export_sampling()
         };
         Ok(ExportSettings {
-            precision: match self.precision {
-                PrecisionName::Int8 => Precision::Int8,
-                PrecisionName::Fp16 => Precision::F16,
-                PrecisionName::F32 => Precision::F32,
-            },
+            precision: self.precision.into(),
             range: match self.range {
                 RangeName::Minmax => RangeMethod::MinMax,
                 RangeName::Percentile => RangeMethod::Percentile(self.percentile),
@@ -207,4 +213,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn precision_names_are_the_runtimes() {
+        for name in PrecisionName::value_variants() {
+            let value = name.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), Precision::from(*name).name());
+        }
+        assert_eq!(PrecisionName::value_variants().len(), Precision::ALL.len());
+    }
 }

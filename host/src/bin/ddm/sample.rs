@@ -15,7 +15,7 @@ use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, Sampling
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm_core::{SamplerOptions, Schedule};
-use ddm_firmware::{Blob, Precision};
+use ddm_firmware::Blob;
 
 /// Default `--sampler` of a checkpoint or the oracle.
 const DEFAULT_SAMPLER: SamplerChoice = SamplerChoice::Ddim;
@@ -211,14 +211,10 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
         &blob.alpha_bar_schedule()?,
         blob.schedule().prediction,
     )?;
-    let precision = match blob.precision() {
-        Precision::Int8 => "int8",
-        Precision::F16 => "fp16",
-        Precision::F32 => "f32",
-    };
     println!(
-        "sampling {} ({precision}) with the device runtime: {}",
+        "sampling {} ({}) with the device runtime: {}",
         path.display(),
+        blob.precision().name(),
         describe_sampler(&sampler)
     );
     let samples = generate_on_runtime(&bytes, overrides, args.seed, args.num)?;

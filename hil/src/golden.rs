@@ -1,4 +1,4 @@
-//! Figures of a board run and their golden files (`tests/golden/<board>-<model>.json`).
+//! Figures of a board run and their golden files (`hil/golden/<board>-<model>.json`).
 //!
 //! # Tolerances
 //!

@@ -1,5 +1,5 @@
 //! The optdigits int8 MLP generated on a Cortex-M4F under QEMU must be the host's image, bit
-//! for bit, step for step; its figures must match `tests/golden/` (`DDM_BLESS=1` rewrites
+//! for bit, step for step; its figures must match `hil/golden/` (`DDM_BLESS=1` rewrites
 //! them); and the clock behind the instruction counts must count instructions.
 //!
 //! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target, like every QEMU test.

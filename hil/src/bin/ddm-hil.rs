@@ -82,17 +82,17 @@ struct CheckArgs {
     /// Longest a device run may take, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
-    /// Compare the figures with tests/golden/<board>-<model>.json.
+    /// Compare the figures with hil/golden/<board>-<model>.json.
     #[arg(long)]
     golden: bool,
-    /// Rewrite tests/golden/<board>-<model>.json from this run (also DDM_BLESS=1).
+    /// Rewrite hil/golden/<board>-<model>.json from this run (also DDM_BLESS=1).
     #[arg(long)]
     bless: bool,
 }
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Models to measure [default: the optdigits MLP and the 8x8 UNet of tests/fixtures].
+    /// Models to measure [default: the optdigits MLP and the 8x8 UNet of hil/fixtures].
     #[arg(long)]
     model: Vec<PathBuf>,
     /// Steps per run (each step is one network call).

@@ -1,8 +1,6 @@
-//! Flash and RAM use of a board image, from its ELF and the board's `memory.x`.
-
-use std::path::Path;
-
-use object::{Object, ObjectSection, SectionFlags, SectionKind};
+//! `memory.x`, the linker script fragment that declares a board's memory regions, read by
+//! one parser: the build checks the arena against the `RAM` region, the HIL harness
+//! attributes an image's sections to regions.
 
 /// A region of `memory.x` (`NAME : ORIGIN = ..., LENGTH = ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,53 +68,12 @@ pub fn regions(memory_x: &str) -> Vec<Region> {
         .collect()
 }
 
-/// What an image takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sizes {
-    /// Bytes written to flash: every allocated section with contents (code, read-only data
-    /// including the model blob, and the initial values of `.data`).
-    pub flash_bytes: u64,
-    /// Bytes of RAM taken by static data (`.data`, `.bss`, `.uninit`: the arena among them),
-    /// without the stack.
-    pub ram_bytes: u64,
-    /// Bytes of the board's RAM region.
-    pub ram_region_bytes: u64,
-}
-
-/// The sizes of the image at `elf` for a board whose `memory.x` declares `regions` (one of
-/// them named `RAM`).
-pub fn sizes(elf: &Path, regions: &[Region]) -> Result<Sizes, String> {
-    let bytes = std::fs::read(elf).map_err(|e| format!("reading {}: {e}", elf.display()))?;
-    let file = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", elf.display()))?;
-    let ram = regions
-        .iter()
-        .find(|r| r.name == "RAM")
-        .ok_or("memory.x declares no RAM region")?;
-    let mut sizes = Sizes {
-        flash_bytes: 0,
-        ram_bytes: 0,
-        ram_region_bytes: ram.length,
-    };
-    for section in file.sections() {
-        let allocated = match section.flags() {
-            SectionFlags::Elf { sh_flags } => sh_flags & u64::from(object::elf::SHF_ALLOC) != 0,
-            _ => false,
-        };
-        if !allocated || section.size() == 0 {
-            continue;
-        }
-        let has_contents = !matches!(
-            section.kind(),
-            SectionKind::UninitializedData | SectionKind::UninitializedTls
-        );
-        if has_contents {
-            sizes.flash_bytes += section.size();
-        }
-        if ram.contains(section.address()) {
-            sizes.ram_bytes += section.size();
-        }
-    }
-    Ok(sizes)
+/// The length of the `RAM` region `memory_x` declares, if it declares one.
+pub fn ram_length(memory_x: &str) -> Option<usize> {
+    regions(memory_x)
+        .into_iter()
+        .find(|region| region.name == "RAM")
+        .and_then(|region| usize::try_from(region.length).ok())
 }
 
 #[cfg(test)]
@@ -149,5 +106,24 @@ mod tests {
         );
         assert!(regions[1].contains(0x2003_ffff));
         assert!(!regions[1].contains(0x2004_0000));
+    }
+
+    #[test]
+    fn ram_length_reads_memory_x() {
+        let memory_x = "MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 1024K\n  RAM   : ORIGIN = 0x20000000, LENGTH = 256K\n}\n";
+        assert_eq!(ram_length(memory_x), Some(256 * 1024));
+        assert_eq!(
+            ram_length("RAM : ORIGIN = 0x20000000, LENGTH = 0x50000"),
+            Some(0x50000)
+        );
+        assert_eq!(
+            ram_length("RAM : ORIGIN = 0x20000000, LENGTH = 1M }"),
+            Some(1 << 20)
+        );
+        assert_eq!(ram_length("FLASH : ORIGIN = 0, LENGTH = 1M"), None);
+        assert_eq!(
+            ram_length("/* RAM : ORIGIN = 0, LENGTH = 1M */ FLASH : ORIGIN = 0, LENGTH = 1M"),
+            None
+        );
     }
 }

@@ -1,0 +1,452 @@
+//! Zero-copy reader and validator of model blobs ([`crate::format`] describes the layout).
+//!
+//! [`Blob::parse`] checks everything a network run relies on, once: header, CRC, section
+//! table, every node (op parameters, shapes, tensor types and lengths, quantisation
+//! parameters), the memory plan and the schedule. Every size, count and offset from the blob
+//! goes through checked arithmetic and `get`, so an untrusted blob can only produce an
+//! [`Error`]. After a successful parse, [`Blob::node`], [`Blob::tensor`] and friends decode the
+//! same (immutable) bytes again on demand; they keep their checks, so they cannot panic
+//! either, but they cannot fail on a parsed blob.
+//!
+//! Invariants a parsed blob guarantees to the kernels (each is checked below):
+//! - node 0 is the only `Input`; every input of node `i` is a node before `i`;
+//! - shapes are consistent with the ops (the table in [`crate::format`]), every dimension is
+//!   in `1..=MAX_DIM` and every element count fits in `u32`;
+//! - tensor lengths equal what the op needs; int8 accumulations cannot overflow
+//!   ([`MAX_FAN_IN`], [`MAX_BIAS`]);
+//! - every output lies inside the arena, f32 outputs 4-byte aligned, and no output overlaps an
+//!   input except the allowed exact in-place cases.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod node;
+mod schedule;
+mod shape;
+mod validate;
+
+pub use node::{Node, Op, Tensor};
+pub use shape::{Shape, MAX_DIM};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use ddm_core::SamplerConfig;
+
+use crate::settings::ModelSchedule;
+use schedule::parse_schedule;
+
+/// A validated model blob, borrowed from flash (or any byte slice) without copying.
+#[derive(Clone, Copy)]
+pub struct Blob<'a> {
+    bytes: &'a [u8],
+    precision: Precision,
+    nodes: &'a [u8],
+    node_count: usize,
+    output: usize,
+    list: &'a [u8],
+    tensor_section: &'a [u8],
+    tensor_count: usize,
+    quant: &'a [u8],
+    plan: &'a [u8],
+    arena_bytes: usize,
+    scratch_bytes: usize,
+    schedule: ModelSchedule,
+    sampler: SamplerConfig,
+    alphas: &'a [u8],
+}
+
+impl core::fmt::Debug for Blob<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Blob")
+            .field("len", &self.bytes.len())
+            .field("precision", &self.precision)
+            .field("nodes", &self.node_count)
+            .field("tensors", &self.tensor_count)
+            .field("arena_bytes", &self.arena_bytes)
+            .field("scratch_bytes", &self.scratch_bytes)
+            .field("schedule", &self.schedule)
+            .field("sampler", &self.sampler)
+            .finish()
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Blob<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Blob {{ len: {=usize}, precision: {}, nodes: {=usize}, tensors: {=usize}, arena_bytes: {=usize}, scratch_bytes: {=usize} }}",
+            self.bytes.len(),
+            self.precision,
+            self.node_count,
+            self.tensor_count,
+            self.arena_bytes,
+            self.scratch_bytes
+        )
+    }
+}
+
+fn malformed<T>(what: &'static str) -> Result<T> {
+    Err(Error::Malformed(what))
+}
+
+/// Reads a `u32` at `at` as a `usize`.
+fn read_usize(bytes: &[u8], at: usize) -> Option<usize> {
+    read_u32(bytes, at).and_then(|v| usize::try_from(v).ok())
+}
+
+/// `bytes[start..start + len]`, if it is there.
+fn sub(bytes: &[u8], start: usize, len: usize) -> Option<&[u8]> {
+    bytes.get(start..start.checked_add(len)?)
+}
+
+/// Whether `[a, a + la)` and `[b, b + lb)` intersect (ends are known not to overflow).
+fn overlaps(a: usize, la: usize, b: usize, lb: usize) -> bool {
+    la > 0 && lb > 0 && a < b.saturating_add(lb) && b < a.saturating_add(la)
+}
+
+impl<'a> Blob<'a> {
+    /// Parses and validates a blob. Bytes after the length the header declares are ignored
+    /// (a flash partition may be larger than the blob).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let available = bytes.len();
+        if available < HEADER_LEN {
+            return Err(Error::Truncated {
+                needed: HEADER_LEN,
+                available,
+            });
+        }
+        if bytes.get(..4) != Some(&MAGIC[..]) {
+            return Err(Error::BadMagic);
+        }
+        let word = |at: usize| read_u32(bytes, at).ok_or(Error::Malformed("short header"));
+        let version = word(4)?;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let total_len = usize::try_from(word(12)?).map_err(|_| Error::Malformed("length"))?;
+        if total_len < HEADER_LEN {
+            return malformed("declared length shorter than the header");
+        }
+        if total_len > available {
+            return Err(Error::Truncated {
+                needed: total_len,
+                available,
+            });
+        }
+        let bytes = bytes.get(..total_len).ok_or(Error::Truncated {
+            needed: total_len,
+            available,
+        })?;
+        let stored = word(CRC_OFFSET)?;
+        let computed = CRC32.checksum(bytes.get(CRC_START..).unwrap_or(&[]));
+        if stored != computed {
+            return Err(Error::CrcMismatch { stored, computed });
+        }
+        let precision = Precision::from_code(word(16)?)?;
+        let section_count = usize::try_from(word(20)?).unwrap_or(usize::MAX);
+        if word(24)? != 0 || word(28)? != 0 {
+            return malformed("reserved header words must be 0");
+        }
+        if !(1..=MAX_SECTIONS).contains(&section_count) {
+            return malformed("section count out of range");
+        }
+        let table_end = section_count
+            .checked_mul(SECTION_ENTRY_LEN)
+            .and_then(|n| n.checked_add(HEADER_LEN))
+            .filter(|&end| end <= total_len)
+            .ok_or(Error::Malformed("section table runs past the blob"))?;
+
+        // Section id -> (offset, len); index 0 unused.
+        let mut sections: [Option<(usize, usize)>; 6] = [None; 6];
+        for index in 0..section_count {
+            let at = HEADER_LEN + index * SECTION_ENTRY_LEN;
+            let id = word(at)?;
+            let offset = read_usize(bytes, at + 4).ok_or(Error::Malformed("section offset"))?;
+            let len = read_usize(bytes, at + 8).ok_or(Error::Malformed("section length"))?;
+            if word(at + 12)? != 0 {
+                return malformed("reserved section word must be 0");
+            }
+            if offset % SECTION_ALIGN != 0 {
+                return malformed("section not aligned to 16 bytes");
+            }
+            let end = offset
+                .checked_add(len)
+                .ok_or(Error::Malformed("section end overflows"))?;
+            if offset < table_end || end > total_len {
+                return malformed("section outside the blob body");
+            }
+            let slot = usize::try_from(id)
+                .ok()
+                .filter(|id| (1..=5).contains(id))
+                .and_then(|id| sections.get_mut(id))
+                .ok_or(Error::Malformed("unknown section id"))?;
+            if slot.is_some() {
+                return malformed("duplicate section");
+            }
+            *slot = Some((offset, len));
+        }
+        for (i, a) in sections.iter().enumerate() {
+            for b in sections.iter().skip(i + 1) {
+                if let (Some((oa, la)), Some((ob, lb))) = (a, b) {
+                    if overlaps(*oa, *la, *ob, *lb) {
+                        return malformed("sections overlap");
+                    }
+                }
+            }
+        }
+        let section = |id: u32| -> Result<&'a [u8]> {
+            let entry = sections.get(id as usize).copied().flatten();
+            let (offset, len) = entry.ok_or(Error::Malformed("a required section is missing"))?;
+            sub(bytes, offset, len).ok_or(Error::Malformed("section outside the blob"))
+        };
+
+        // Graph.
+        let graph = section(SECTION_GRAPH)?;
+        let node_count = read_usize(graph, 0).ok_or(Error::Malformed("graph header"))?;
+        let output = read_usize(graph, 4).ok_or(Error::Malformed("graph header"))?;
+        let list_len = read_usize(graph, 8).ok_or(Error::Malformed("graph header"))?;
+        if read_u32(graph, 12) != Some(0) {
+            return malformed("reserved graph word must be 0");
+        }
+        if !(1..=MAX_NODES).contains(&node_count) {
+            return malformed("node count out of range");
+        }
+        if output >= node_count {
+            return malformed("output node out of range");
+        }
+        let records_len = node_count * NODE_RECORD_LEN;
+        let graph_len = list_len
+            .checked_mul(4)
+            .and_then(|l| l.checked_add(GRAPH_HEADER_LEN + records_len));
+        if graph_len != Some(graph.len()) {
+            return malformed("graph section length does not match its counts");
+        }
+        let nodes = sub(graph, GRAPH_HEADER_LEN, records_len).ok_or(Error::Malformed("graph"))?;
+        let list = graph
+            .get(GRAPH_HEADER_LEN + records_len..)
+            .ok_or(Error::Malformed("graph"))?;
+
+        // Tensors.
+        let tensor_section = section(SECTION_TENSORS)?;
+        let tensor_count = read_usize(tensor_section, 0).ok_or(Error::Malformed("tensors"))?;
+        if (1..4).any(|i| read_u32(tensor_section, 4 * i) != Some(0)) {
+            return malformed("reserved tensor header words must be 0");
+        }
+        tensor_count
+            .checked_mul(TENSOR_ENTRY_LEN)
+            .and_then(|n| n.checked_add(TENSORS_HEADER_LEN))
+            .filter(|&end| end <= tensor_section.len())
+            .ok_or(Error::Malformed("tensor table runs past its section"))?;
+
+        // Quantisation records.
+        let quant = match (
+            precision,
+            sections.get(SECTION_QUANT as usize).copied().flatten(),
+        ) {
+            (Precision::Int8, Some(_)) => {
+                let quant = section(SECTION_QUANT)?;
+                if quant.len() != node_count * QUANT_RECORD_LEN {
+                    return malformed("quantisation section length does not match the nodes");
+                }
+                quant
+            }
+            (Precision::Int8, None) => return malformed("an int8 blob needs a quant section"),
+            (_, Some(_)) => return malformed("a float blob has no quant section"),
+            (_, None) => &[][..],
+        };
+
+        // Memory plan.
+        let plan_section = section(SECTION_PLAN)?;
+        let arena_bytes = read_usize(plan_section, 0).ok_or(Error::Malformed("plan"))?;
+        if (1..4).any(|i| read_u32(plan_section, 4 * i) != Some(0)) {
+            return malformed("reserved plan header words must be 0");
+        }
+        if plan_section.len() != PLAN_HEADER_LEN + 4 * node_count {
+            return malformed("plan section length does not match the nodes");
+        }
+        let plan = plan_section
+            .get(PLAN_HEADER_LEN..)
+            .ok_or(Error::Malformed("plan"))?;
+
+        // Schedule.
+        let (schedule, sampler, alphas) = parse_schedule(section(SECTION_SCHEDULE)?)?;
+
+        let mut blob = Blob {
+            bytes,
+            precision,
+            nodes,
+            node_count,
+            output,
+            list,
+            tensor_section,
+            tensor_count,
+            quant,
+            plan,
+            arena_bytes,
+            scratch_bytes: 0,
+            schedule,
+            sampler,
+            alphas,
+        };
+        for tensor in 0..tensor_count {
+            blob.tensor(tensor as u32)?;
+        }
+        for index in 0..node_count {
+            blob.validate_node(index)?;
+        }
+        let input = blob.node(0)?;
+        if input.op != Op::Input {
+            return Err(Error::InvalidNode {
+                node: 0,
+                reason: "node 0 must be the input",
+            });
+        }
+        if blob.node(output)?.shape != input.shape {
+            return Err(Error::InvalidNode {
+                node: output as u32,
+                reason: "the output shape differs from the input shape",
+            });
+        }
+        blob.scratch_bytes = blob.kernel_scratch_bytes()?;
+        #[cfg(feature = "defmt")]
+        defmt::debug!("parsed {}", blob);
+        Ok(blob)
+    }
+
+    /// The blob's bytes (`total_len` of them).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Precision of weights and activations.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.node_count
+    }
+
+    /// Index of the output node.
+    pub fn output_node(&self) -> usize {
+        self.output
+    }
+
+    /// Number of tensors.
+    pub fn tensor_count(&self) -> usize {
+        self.tensor_count
+    }
+
+    /// Bytes of the activation arena the memory plan uses.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    /// Bytes of scratch the kernels of a network call need besides the activations: the
+    /// im2col buffer of the int8 convolutions, sized for the largest fan-in
+    /// ([`s8_scratch_words`](crate::kernels::conv2d::s8_scratch_words)); 0 for float blobs
+    /// and blobs without convolutions. [`plan`](crate::plan) places it after the activations.
+    pub fn scratch_bytes(&self) -> usize {
+        self.scratch_bytes
+    }
+
+    /// The largest kernel scratch of any node (see [`Blob::scratch_bytes`]).
+    fn kernel_scratch_bytes(&self) -> Result<usize> {
+        if self.precision != Precision::Int8 {
+            return Ok(0);
+        }
+        let mut bytes = 0usize;
+        for index in 0..self.node_count {
+            if let Op::Conv2d { input, kernel, .. } = self.node(index)?.op {
+                let node_bytes = self
+                    .node(input)?
+                    .shape
+                    .channels()
+                    .checked_mul(kernel)
+                    .and_then(|n| n.checked_mul(kernel))
+                    .and_then(crate::kernels::conv2d::s8_scratch_words)
+                    .and_then(|words| words.checked_mul(4))
+                    .ok_or(Error::InvalidNode {
+                        node: index as u32,
+                        reason: "convolution scratch size overflows",
+                    })?;
+                bytes = bytes.max(node_bytes);
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Shape of one sample (the input node's, which is also the output's).
+    pub fn sample_shape(&self) -> Shape {
+        // Node 0 decodes on every parsed blob; the fallback is never taken.
+        self.node(0).map_or(Shape::ONE, |n| n.shape)
+    }
+
+    /// Elements of one sample.
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape().elements()
+    }
+
+    /// The schedule the model was trained with.
+    pub fn schedule(&self) -> ModelSchedule {
+        self.schedule
+    }
+
+    /// The default sampler settings.
+    pub fn sampler_defaults(&self) -> SamplerConfig {
+        self.sampler
+    }
+
+    /// Number of training steps `T` (entries of `alphas_cumprod`).
+    pub fn train_steps(&self) -> usize {
+        self.alphas.len() / 4
+    }
+
+    /// `alpha_bar_t` from the stored table.
+    pub fn alpha_bar(&self, t: usize) -> Option<f32> {
+        read_u32(self.alphas, t.checked_mul(4)?).map(f32::from_bits)
+    }
+
+    /// The training schedule over the stored `alphas_cumprod` table, read in place (no copy;
+    /// the blob need not be aligned).
+    ///
+    /// # Errors
+    /// None for a parsed blob: [`Blob::parse`] made the same check on the table.
+    pub fn alpha_bar_schedule(&self) -> Result<ddm_core::Schedule<'a>> {
+        Ok(ddm_core::Schedule::from_le_bytes(self.alphas)?)
+    }
+
+    /// Copies `alphas_cumprod` into `out` (which must have `T` elements).
+    pub fn copy_alphas_cumprod(&self, out: &mut [f32]) -> Result<()> {
+        crate::error::check_len("alphas_cumprod", self.train_steps(), out.len())?;
+        for (slot, bytes) in out.iter_mut().zip(self.alphas.chunks_exact(4)) {
+            let word: [u8; 4] = bytes.try_into().map_err(|_| Error::Malformed("alphas"))?;
+            *slot = f32::from_le_bytes(word);
+        }
+        Ok(())
+    }
+
+    /// Multiply-accumulates of one network call (linear and convolution layers).
+    pub fn macs(&self) -> u64 {
+        (0..self.node_count)
+            .filter_map(|i| self.node(i).ok())
+            .map(|node| match node.op {
+                Op::Linear { input, .. } => self.node(input).map_or(0, |i| {
+                    i.shape.elements() as u64 * node.shape.elements() as u64
+                }),
+                Op::Conv2d { input, kernel, .. } => self.node(input).map_or(0, |i| {
+                    (i.shape.channels() * kernel * kernel) as u64 * node.shape.elements() as u64
+                }),
+                _ => 0,
+            })
+            .sum()
+    }
+}

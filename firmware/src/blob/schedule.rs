@@ -1,0 +1,64 @@
+//! The schedule section: the training schedule, the default sampler and `alphas_cumprod`.
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::settings::{
+    betas_from_code, prediction_from_code, sampler_from_code, spacing_from_code,
+    variance_from_code, ModelSchedule,
+};
+use ddm_core::SamplerConfig;
+
+pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerConfig, &[u8])> {
+    let fail = Error::InvalidSchedule;
+    let word = |at: usize| read_u32(section, at).ok_or(fail("section too short"));
+    let float = |at: usize| read_f64(section, at).ok_or(fail("section too short"));
+    let flag = |at: usize| match word(at)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(fail("flags must be 0 or 1")),
+    };
+    let train_steps = word(4)?;
+    let steps_usize = usize::try_from(train_steps).unwrap_or(usize::MAX);
+    if !(1..=MAX_TRAIN_STEPS).contains(&steps_usize) {
+        return Err(fail("train steps out of range"));
+    }
+    if section.len() != SCHEDULE_HEADER_LEN + 4 * steps_usize {
+        return Err(fail("section length does not match the train steps"));
+    }
+    let schedule = ModelSchedule {
+        betas: betas_from_code(word(0)?, float(8)?, float(16)?)?,
+        train_steps,
+        zero_terminal_snr: flag(24)?,
+        prediction: prediction_from_code(word(28)?)?,
+    };
+    let clip = flag(56)?;
+    let radius = f32::from_bits(word(60)?);
+    let sampler = SamplerConfig {
+        kind: sampler_from_code(word(32)?)?,
+        steps: word(36)?,
+        spacing: spacing_from_code(word(40)?)?,
+        steps_offset: word(44)?,
+        eta: f32::from_bits(word(48)?),
+        variance: variance_from_code(word(52)?)?,
+        clip_sample: clip.then_some(radius),
+        first_order_penultimate: flag(64)?,
+    };
+    if !clip && word(60)? != 0 {
+        return Err(fail("the clip radius must be 0 without clipping"));
+    }
+    if [68, 72, 76].into_iter().any(|at| word(at) != Ok(0)) {
+        return Err(fail("reserved words must be 0"));
+    }
+    let alphas = section
+        .get(SCHEDULE_HEADER_LEN..)
+        .ok_or(fail("section too short"))?;
+    // The same check the samplers' schedule makes (`Blob::alpha_bar_schedule`).
+    let table = ddm_core::Schedule::from_le_bytes(alphas)
+        .map_err(|_| fail("alphas_cumprod must lie in [0, 1] and not increase"))?;
+    // The check every sampler configuration gets, wherever it comes from.
+    sampler.validate(&table).map_err(|error| match error {
+        ddm_core::Error::InvalidParameter(what) => fail(what),
+        _ => fail("the default steps and offset do not fit the train steps"),
+    })?;
+    Ok((schedule, sampler, alphas))
+}

@@ -1,0 +1,346 @@
+//! The invariants [`Blob::parse`] checks node by node: parameters, shapes, tensor types and
+//! lengths, quantisation parameters and the placement of every output in the arena.
+
+use super::node::*;
+use super::{overlaps, Blob, MAX_DIM};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::quant::{AddParams, Requant};
+
+impl<'a> Blob<'a> {
+    pub(super) fn validate_node(&self, index: usize) -> Result<()> {
+        let node = self.node(index)?;
+        let fail = |reason| Error::InvalidNode {
+            node: index as u32,
+            reason,
+        };
+        let int8 = self.precision == Precision::Int8;
+        let before = |input: usize| {
+            if input < index {
+                self.node(input)
+            } else {
+                Err(fail("an input does not come before its node"))
+            }
+        };
+        let out = node.shape;
+        let mut same_quant_as = None;
+        match node.op {
+            Op::Input => {
+                if index != 0 {
+                    return Err(fail("only node 0 may be the input"));
+                }
+            }
+            Op::TimeEmbedding { max_period } => {
+                if out.rank() != 1 || out.channels() % 2 != 0 {
+                    return Err(fail("time embedding needs an even vector length"));
+                }
+                if !(max_period.is_finite() && max_period > 1.0) {
+                    return Err(fail("max_period must be finite and > 1"));
+                }
+            }
+            Op::Linear {
+                input,
+                weight,
+                bias,
+                requant,
+            } => {
+                let input = before(input)?.shape;
+                if input.rank() != 1 || out.rank() != 1 {
+                    return Err(fail("linear layers take and give vectors"));
+                }
+                let fan_in = input.elements();
+                self.validate_weights(index, weight, bias, requant, out.channels(), fan_in)?;
+            }
+            Op::Conv2d {
+                input,
+                weight,
+                bias,
+                requant,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let input = before(input)?.shape;
+                if input.rank() != 3 || out.rank() != 3 {
+                    return Err(fail("convolutions take and give feature maps"));
+                }
+                if !(1..=MAX_DIM).contains(&kernel) || !(1..=2).contains(&stride) {
+                    return Err(fail("kernel must be in 1..=32768 and stride 1 or 2"));
+                }
+                if padding > MAX_DIM {
+                    return Err(fail("padding too large"));
+                }
+                let size = |n: usize| {
+                    (n + 2 * padding)
+                        .checked_sub(kernel)
+                        .map(|span| span / stride + 1)
+                };
+                if size(input.height()) != Some(out.height())
+                    || size(input.width()) != Some(out.width())
+                {
+                    return Err(fail(
+                        "output size does not match input, kernel, stride and padding",
+                    ));
+                }
+                let fan_in = input
+                    .channels()
+                    .checked_mul(kernel * kernel)
+                    .ok_or(fail("fan-in too large"))?;
+                self.validate_weights(index, weight, bias, requant, out.channels(), fan_in)?;
+            }
+            Op::GroupNorm {
+                input,
+                groups,
+                eps,
+                gamma,
+                beta,
+            } => {
+                if before(input)?.shape != out {
+                    return Err(fail("group norm keeps its input's shape"));
+                }
+                if groups == 0 || out.channels() % groups != 0 {
+                    return Err(fail("groups must divide the channels"));
+                }
+                if out.elements() / groups > MAX_GROUP_LEN {
+                    return Err(fail("group too large"));
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return Err(fail("eps must be finite and > 0"));
+                }
+                for t in [gamma, beta] {
+                    let t = self.tensor_as(index, t, DType::F32, out.channels())?;
+                    if (0..t.len())
+                        .any(|i| !t.word(i).is_some_and(|w| f32::from_bits(w).is_finite()))
+                    {
+                        return Err(fail("group norm parameters must be finite"));
+                    }
+                }
+            }
+            Op::Silu { input, lut } => {
+                if before(input)?.shape != out {
+                    return Err(fail("SiLU keeps its input's shape"));
+                }
+                match (int8, lut) {
+                    (true, Some(lut)) => {
+                        self.tensor_as(index, lut, DType::I8, 256)?;
+                    }
+                    (false, None) => {}
+                    _ => return Err(fail("SiLU has a table exactly in int8 blobs")),
+                }
+            }
+            Op::Add { lhs, rhs } => {
+                let (lhs, rhs) = (before(lhs)?.shape, before(rhs)?.shape);
+                let broadcast =
+                    lhs.rank() == 3 && rhs.rank() == 1 && rhs.channels() == lhs.channels();
+                if lhs != out || (rhs != out && !broadcast) {
+                    return Err(fail("add needs equal shapes or [C] onto [C, H, W]"));
+                }
+                if int8 {
+                    self.add_params(index)?.validate()?;
+                }
+            }
+            Op::Concat {
+                first,
+                count,
+                requant,
+            } => {
+                if count == 0 {
+                    return Err(fail("concat needs inputs"));
+                }
+                let mut channels = 0usize;
+                for k in 0..count {
+                    let entry = first.checked_add(k).ok_or(fail("input list range"))?;
+                    let shape = before(self.list_entry(entry)?)?.shape;
+                    if shape.rank() != out.rank()
+                        || shape.height() != out.height()
+                        || shape.width() != out.width()
+                    {
+                        return Err(fail("concat inputs must agree outside the channels"));
+                    }
+                    channels = channels.saturating_add(shape.channels());
+                }
+                if channels != out.channels() {
+                    return Err(fail(
+                        "concat output channels are not the sum of the inputs'",
+                    ));
+                }
+                match (int8, requant) {
+                    (true, Some(t)) => {
+                        let len = count.checked_mul(2).ok_or(fail("count"))?;
+                        self.validate_requant(index, t, len)?;
+                    }
+                    (false, None) => {}
+                    _ => return Err(fail("concat has requantisation exactly in int8 blobs")),
+                }
+            }
+            Op::Upsample2x { input } => {
+                let input_node = before(input)?;
+                let i = input_node.shape;
+                if i.rank() != 3
+                    || out.channels() != i.channels()
+                    || Some(out.height()) != i.height().checked_mul(2)
+                    || Some(out.width()) != i.width().checked_mul(2)
+                {
+                    return Err(fail("upsampling maps [C, H, W] to [C, 2H, 2W]"));
+                }
+                same_quant_as = Some(input);
+            }
+            Op::Reshape { input } => {
+                if before(input)?.shape.elements() != out.elements() {
+                    return Err(fail("reshape keeps the number of elements"));
+                }
+                same_quant_as = Some(input);
+                if self.plan_offset(index)? != self.plan_offset(input)? {
+                    return Err(Error::InvalidPlan {
+                        node: index as u32,
+                        reason: "a reshape must alias its input",
+                    });
+                }
+            }
+        }
+        if int8 {
+            let params = self.quant(index)?;
+            params.validate()?;
+            if node.code() != OpCode::Add {
+                let add = self.add_params(index)?;
+                if add != AddParams::default() {
+                    return Err(fail("only add nodes have add parameters"));
+                }
+            }
+            if let Some(input) = same_quant_as {
+                if !self.quant(input)?.same_as(&params) {
+                    return Err(fail("upsample and reshape keep their input's quantisation"));
+                }
+            }
+        }
+        self.validate_placement(index, &node)
+    }
+
+    /// Weight, bias and requantisation tensors of a linear or convolution layer.
+    fn validate_weights(
+        &self,
+        index: usize,
+        weight: u32,
+        bias: Option<u32>,
+        requant: Option<u32>,
+        out_channels: usize,
+        fan_in: usize,
+    ) -> Result<()> {
+        let fail = |reason| Error::InvalidNode {
+            node: index as u32,
+            reason,
+        };
+        if fan_in > MAX_FAN_IN {
+            return Err(fail("fan-in exceeds 65536"));
+        }
+        let len = out_channels
+            .checked_mul(fan_in)
+            .ok_or(fail("weights too large"))?;
+        let weights = self.tensor_as(index, weight, self.precision.weight_dtype(), len)?;
+        let bias_dtype = self.precision.bias_dtype();
+        let bias = bias
+            .map(|b| self.tensor_as(index, b, bias_dtype, out_channels))
+            .transpose()?;
+        match (self.precision, bias, requant) {
+            (Precision::Int8, Some(bias), Some(requant)) => {
+                for c in 0..out_channels {
+                    let b = bias.word(c).ok_or(fail("bias"))? as i32;
+                    if b.unsigned_abs() > MAX_BIAS as u32 {
+                        return Err(fail("int8 bias magnitude exceeds 2^30"));
+                    }
+                }
+                self.validate_requant(index, requant, 2 * out_channels)
+            }
+            (Precision::Int8, _, _) => Err(fail("int8 layers need a bias and requantisation")),
+            (_, _, Some(_)) => Err(fail("float layers have no requantisation")),
+            (_, bias, None) => {
+                // Float weights and biases must be finite.
+                let finite = |t: &Tensor<'_>| match t.dtype() {
+                    DType::F32 => t.bytes().chunks_exact(4).all(|b| {
+                        b.try_into()
+                            .is_ok_and(|b| f32::from_le_bytes(b).is_finite())
+                    }),
+                    _ => t.bytes().chunks_exact(2).all(|b| {
+                        b.try_into()
+                            .is_ok_and(|b| half::f16::from_bits(u16::from_le_bytes(b)).is_finite())
+                    }),
+                };
+                if !finite(&weights) || bias.is_some_and(|b| !finite(&b)) {
+                    return Err(fail("float weights must be finite"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// An i32 tensor of `len / 2` valid `(multiplier, shift)` pairs.
+    fn validate_requant(&self, index: usize, tensor: u32, len: usize) -> Result<()> {
+        let t = self.tensor_as(index, tensor, DType::I32, len)?;
+        for pair in t.bytes().chunks_exact(8) {
+            let requant = Requant {
+                multiplier: read_u32(pair, 0).unwrap_or(u32::MAX) as i32,
+                shift: read_u32(pair, 4).unwrap_or(u32::MAX) as i32,
+            };
+            requant.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The node's output fits the arena, is aligned, and overlaps no input except in place.
+    fn validate_placement(&self, index: usize, node: &Node) -> Result<()> {
+        let fail = |reason| Error::InvalidPlan {
+            node: index as u32,
+            reason,
+        };
+        let (offset, len) = self.region(index, &node.shape)?;
+        let end = offset.checked_add(len).ok_or(fail("end overflows"))?;
+        if end > self.arena_bytes {
+            return Err(fail("output runs past the arena"));
+        }
+        if offset % self.precision.activation_bytes() != 0 {
+            return Err(fail("f32 output not 4-byte aligned"));
+        }
+        let input_region = |input: usize| -> Result<(usize, usize)> {
+            let shape = self.node(input)?.shape;
+            self.region(input, &shape)
+        };
+        let disjoint = |(o, l): (usize, usize)| !overlaps(o, l, offset, len);
+        match node.op {
+            Op::Input | Op::TimeEmbedding { .. } | Op::Reshape { .. } => Ok(()),
+            Op::Linear { input, .. } | Op::Conv2d { input, .. } | Op::Upsample2x { input } => {
+                if disjoint(input_region(input)?) {
+                    Ok(())
+                } else {
+                    Err(fail("output overlaps its input"))
+                }
+            }
+            Op::GroupNorm { input, .. } | Op::Silu { input, .. } => {
+                let region = input_region(input)?;
+                if disjoint(region) || region == (offset, len) {
+                    Ok(())
+                } else {
+                    Err(fail("output partially overlaps its input"))
+                }
+            }
+            Op::Add { lhs, rhs } => {
+                let (lhs, rhs) = (input_region(lhs)?, input_region(rhs)?);
+                if (disjoint(lhs) || lhs == (offset, len)) && disjoint(rhs) {
+                    Ok(())
+                } else {
+                    Err(fail(
+                        "add output overlaps an input (only lhs may be in place)",
+                    ))
+                }
+            }
+            Op::Concat { first, count, .. } => {
+                for k in 0..count {
+                    let entry = first.checked_add(k).ok_or(fail("list"))?;
+                    if !disjoint(input_region(self.list_entry(entry)?)?) {
+                        return Err(fail("concat output overlaps an input"));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -53,8 +53,12 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
-/// Returns `Err(LengthMismatch)` unless `actual == expected`.
-pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+/// Returns `Err(LengthMismatch)` unless `actual == expected`: the length check of every slice
+/// argument here and in the device runtime.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] naming `what`.
+pub fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected == actual {
         Ok(())
     } else {

@@ -34,7 +34,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod timesteps;
 
-pub use error::{Error, Result};
+pub use error::{check_len, Error, Result};
 pub use gmm::GaussianMixture;
 pub use loss_weight::LossWeighting;
 pub use prediction::Prediction;

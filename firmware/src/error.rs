@@ -92,8 +92,21 @@ pub enum Error {
 pub type Result<T> = core::result::Result<T, Error>;
 
 impl From<ddm_core::Error> for Error {
+    /// A length mismatch keeps its own variant (it is the same check, [`ddm_core::check_len`]);
+    /// every other error of the mathematics is [`Error::Core`].
     fn from(error: ddm_core::Error) -> Self {
-        Error::Core(error)
+        match error {
+            ddm_core::Error::LengthMismatch {
+                what,
+                expected,
+                actual,
+            } => Error::LengthMismatch {
+                what,
+                expected,
+                actual,
+            },
+            error => Error::Core(error),
+        }
     }
 }
 
@@ -153,15 +166,7 @@ impl core::error::Error for Error {
     }
 }
 
-/// Returns `Err(LengthMismatch)` unless `actual == expected`.
+/// [`ddm_core::check_len`] with this crate's error.
 pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(Error::LengthMismatch {
-            what,
-            expected,
-            actual,
-        })
-    }
+    Ok(ddm_core::check_len(what, expected, actual)?)
 }

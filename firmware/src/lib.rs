@@ -4,6 +4,8 @@
 //! `no_std`, no allocation, no panics on untrusted input. The pieces, in the order data flows:
 //! - [`format`]: the blob layout, byte by byte, and its constants;
 //! - [`blob`]: the zero-copy reader that validates everything once ([`Blob::parse`]);
+//! - [`shape_rule`]: each operator's output shape and the checks that decide it, once, for the
+//!   reader, the writer and the exporter;
 //! - [`quant`]: fixed-point requantisation (TFLite Micro / CMSIS-NN), the SiLU table and the
 //!   helpers the exporter shares with the runtime;
 //! - [`kernels`]: one module per op, int8 and float variants;
@@ -45,6 +47,7 @@ pub mod network;
 pub mod plan;
 pub mod quant;
 pub mod settings;
+pub mod shape_rule;
 #[cfg(feature = "std")]
 pub mod writer;
 

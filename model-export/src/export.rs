@@ -1,7 +1,7 @@
 //! The whole export: float graph, weights and calibration in; a device blob and a report out.
 //!
-//! [`export`] quantises ([`crate::quantize`]), plans memory greedily by size
-//! ([`crate::planner`]), writes the blob with the firmware's writer (which validates the plan
+//! [`export`] quantises ([`crate::quantize`]), plans memory greedily by size (the firmware
+//! writer's planner, [`ddm_firmware::writer::plan_greedy_by_size`]), writes the blob with the firmware's writer (which validates the plan
 //! and parses the blob back) and measures:
 //! - parameters and MACs per network call (from the graph);
 //! - flash bytes (the blob's length) and arena bytes (what
@@ -23,9 +23,9 @@ use ddm_firmware::{required_arena_bytes, Blob, Precision};
 use crate::calibration::Calibration;
 use crate::error::Result;
 use crate::graph::{Graph, Op, Weights};
-use crate::planner::{plan_greedy_by_size, plan_no_reuse};
 use crate::quantize::{model_spec, ExportOptions};
 use crate::reference::Evaluator;
+use ddm_firmware::writer::{plan_greedy_by_size, plan_no_reuse};
 
 /// What [`export`] produces.
 #[derive(Debug, Clone, PartialEq)]

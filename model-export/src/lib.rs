@@ -9,7 +9,6 @@
 //!   MSE-optimal);
 //! - [`quantize`]: the graph in the device runtime's terms ([`ddm_firmware::writer::ModelSpec`]),
 //!   int8 (per-channel weights, per-tensor activations), fp16 or f32;
-//! - [`planner`]: tensor lifetimes and a greedy-by-size memory plan of the activation arena;
 //! - [`export()`]: the blob and an [`ExportReport`] (sizes, per-layer SQNR);
 //! - [`reference`](mod@reference): the device runtime on the host with every node's output readable (float
 //!   reference, calibration without a framework, error analysis);
@@ -33,7 +32,6 @@ mod error;
 pub mod export;
 pub mod graph;
 pub mod onnx;
-pub mod planner;
 pub mod quantize;
 pub mod reference;
 

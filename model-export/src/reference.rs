@@ -2,7 +2,7 @@
 //! reference for calibration, the per-layer error analysis and the ONNX tests.
 //!
 //! An [`Evaluator`] writes a blob of the model with a plan that gives every node its own
-//! region ([`crate::planner::plan_no_reuse`]), so after [`Evaluator::run`] each node's output
+//! region ([`ddm_firmware::writer::plan_no_reuse`]), so after [`Evaluator::run`] each node's output
 //! is still in the arena ([`ddm_firmware::Network::node_output`]). It runs exactly the code
 //! the device runs (same kernels, same bits), only with more memory.
 
@@ -16,8 +16,8 @@ use ddm_firmware::{network_arena_bytes, Blob, Network, NodeOutput, Precision, Sa
 use crate::calibration::{calibration_timesteps, Calibration};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Weights};
-use crate::planner::plan_no_reuse;
 use crate::quantize::{model_spec, ExportOptions};
+use ddm_firmware::writer::plan_no_reuse;
 
 /// A model on the device runtime with a no-reuse memory plan.
 #[derive(Debug, Clone)]

@@ -2,10 +2,11 @@
 //! lengths, quantisation parameters and the placement of every output in the arena.
 
 use super::node::*;
-use super::{overlaps, Blob, MAX_DIM};
+use super::{overlaps, Blob};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::quant::{AddParams, Requant};
+use crate::shape_rule::{ConcatShape, ShapeOp};
 
 impl<'a> Blob<'a> {
     pub(super) fn validate_node(&self, index: usize) -> Result<()> {
@@ -23,6 +24,14 @@ impl<'a> Blob<'a> {
             }
         };
         let out = node.shape;
+        // The operator's shape rule, which the writer and the exporter use too.
+        let expect = |op: ShapeOp| match op.output() {
+            Ok(shape) if shape == out => Ok(()),
+            Ok(_) => Err(fail(
+                "the output shape does not follow from the op and its inputs",
+            )),
+            Err(reason) => Err(fail(reason)),
+        };
         let mut same_quant_as = None;
         match node.op {
             Op::Input => {
@@ -30,14 +39,10 @@ impl<'a> Blob<'a> {
                     return Err(fail("only node 0 may be the input"));
                 }
             }
-            Op::TimeEmbedding { max_period } => {
-                if out.rank() != 1 || out.channels() % 2 != 0 {
-                    return Err(fail("time embedding needs an even vector length"));
-                }
-                if !(max_period.is_finite() && max_period > 1.0) {
-                    return Err(fail("max_period must be finite and > 1"));
-                }
-            }
+            Op::TimeEmbedding { max_period } => expect(ShapeOp::TimeEmbedding {
+                dim: out.elements(),
+                max_period,
+            })?,
             Op::Linear {
                 input,
                 weight,
@@ -45,9 +50,10 @@ impl<'a> Blob<'a> {
                 requant,
             } => {
                 let input = before(input)?.shape;
-                if input.rank() != 1 || out.rank() != 1 {
-                    return Err(fail("linear layers take and give vectors"));
-                }
+                expect(ShapeOp::Linear {
+                    input,
+                    out_features: out.channels(),
+                })?;
                 let fan_in = input.elements();
                 self.validate_weights(index, weight, bias, requant, out.channels(), fan_in)?;
             }
@@ -61,27 +67,13 @@ impl<'a> Blob<'a> {
                 padding,
             } => {
                 let input = before(input)?.shape;
-                if input.rank() != 3 || out.rank() != 3 {
-                    return Err(fail("convolutions take and give feature maps"));
-                }
-                if !(1..=MAX_DIM).contains(&kernel) || !(1..=2).contains(&stride) {
-                    return Err(fail("kernel must be in 1..=32768 and stride 1 or 2"));
-                }
-                if padding > MAX_DIM {
-                    return Err(fail("padding too large"));
-                }
-                let size = |n: usize| {
-                    (n + 2 * padding)
-                        .checked_sub(kernel)
-                        .map(|span| span / stride + 1)
-                };
-                if size(input.height()) != Some(out.height())
-                    || size(input.width()) != Some(out.width())
-                {
-                    return Err(fail(
-                        "output size does not match input, kernel, stride and padding",
-                    ));
-                }
+                expect(ShapeOp::Conv2d {
+                    input,
+                    out_channels: out.channels(),
+                    kernel,
+                    stride,
+                    padding,
+                })?;
                 let fan_in = input
                     .channels()
                     .checked_mul(kernel * kernel)
@@ -95,18 +87,11 @@ impl<'a> Blob<'a> {
                 gamma,
                 beta,
             } => {
-                if before(input)?.shape != out {
-                    return Err(fail("group norm keeps its input's shape"));
-                }
-                if groups == 0 || out.channels() % groups != 0 {
-                    return Err(fail("groups must divide the channels"));
-                }
-                if out.elements() / groups > MAX_GROUP_LEN {
-                    return Err(fail("group too large"));
-                }
-                if !(eps.is_finite() && eps > 0.0) {
-                    return Err(fail("eps must be finite and > 0"));
-                }
+                expect(ShapeOp::GroupNorm {
+                    input: before(input)?.shape,
+                    groups,
+                    eps,
+                })?;
                 for t in [gamma, beta] {
                     let t = self.tensor_as(index, t, DType::F32, out.channels())?;
                     if (0..t.len())
@@ -117,9 +102,9 @@ impl<'a> Blob<'a> {
                 }
             }
             Op::Silu { input, lut } => {
-                if before(input)?.shape != out {
-                    return Err(fail("SiLU keeps its input's shape"));
-                }
+                expect(ShapeOp::Silu {
+                    input: before(input)?.shape,
+                })?;
                 match (int8, lut) {
                     (true, Some(lut)) => {
                         self.tensor_as(index, lut, DType::I8, 256)?;
@@ -129,12 +114,10 @@ impl<'a> Blob<'a> {
                 }
             }
             Op::Add { lhs, rhs } => {
-                let (lhs, rhs) = (before(lhs)?.shape, before(rhs)?.shape);
-                let broadcast =
-                    lhs.rank() == 3 && rhs.rank() == 1 && rhs.channels() == lhs.channels();
-                if lhs != out || (rhs != out && !broadcast) {
-                    return Err(fail("add needs equal shapes or [C] onto [C, H, W]"));
-                }
+                expect(ShapeOp::Add {
+                    lhs: before(lhs)?.shape,
+                    rhs: before(rhs)?.shape,
+                })?;
                 if int8 {
                     self.add_params(index)?.validate()?;
                 }
@@ -147,21 +130,16 @@ impl<'a> Blob<'a> {
                 if count == 0 {
                     return Err(fail("concat needs inputs"));
                 }
-                let mut channels = 0usize;
+                let mut concat = ConcatShape::new();
                 for k in 0..count {
                     let entry = first.checked_add(k).ok_or(fail("input list range"))?;
-                    let shape = before(self.list_entry(entry)?)?.shape;
-                    if shape.rank() != out.rank()
-                        || shape.height() != out.height()
-                        || shape.width() != out.width()
-                    {
-                        return Err(fail("concat inputs must agree outside the channels"));
-                    }
-                    channels = channels.saturating_add(shape.channels());
+                    concat
+                        .push(before(self.list_entry(entry)?)?.shape)
+                        .map_err(fail)?;
                 }
-                if channels != out.channels() {
+                if concat.output().map_err(fail)? != out {
                     return Err(fail(
-                        "concat output channels are not the sum of the inputs'",
+                        "the output shape does not follow from the op and its inputs",
                     ));
                 }
                 match (int8, requant) {
@@ -174,21 +152,16 @@ impl<'a> Blob<'a> {
                 }
             }
             Op::Upsample2x { input } => {
-                let input_node = before(input)?;
-                let i = input_node.shape;
-                if i.rank() != 3
-                    || out.channels() != i.channels()
-                    || Some(out.height()) != i.height().checked_mul(2)
-                    || Some(out.width()) != i.width().checked_mul(2)
-                {
-                    return Err(fail("upsampling maps [C, H, W] to [C, 2H, 2W]"));
-                }
+                expect(ShapeOp::Upsample2x {
+                    input: before(input)?.shape,
+                })?;
                 same_quant_as = Some(input);
             }
             Op::Reshape { input } => {
-                if before(input)?.shape.elements() != out.elements() {
-                    return Err(fail("reshape keeps the number of elements"));
-                }
+                expect(ShapeOp::Reshape {
+                    input: before(input)?.shape,
+                    shape: out,
+                })?;
                 same_quant_as = Some(input);
                 if self.plan_offset(index)? != self.plan_offset(input)? {
                     return Err(Error::InvalidPlan {

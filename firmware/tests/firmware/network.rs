@@ -2,7 +2,7 @@
 //! and what the blob reports about itself.
 
 use ddm_core::ScheduleConfig;
-use ddm_firmware::writer::{plan_memory, write_blob, ModelSpec, OpSpec};
+use ddm_firmware::writer::{plan_greedy_by_size, write_blob, ModelSpec, OpSpec};
 use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Precision};
 
 use crate::common::*;
@@ -104,7 +104,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
 #[test]
 fn planned_memory_reuses_and_runs_in_place_without_changing_results() {
     for spec in [int8_unet(1000), tiny_unet(1000), int8_mlp(1000), mlp(1000)] {
-        let planned = plan_memory(&spec).unwrap();
+        let planned = plan_greedy_by_size(&spec).unwrap();
         let naive = naive_plan(&spec);
         assert!(planned.arena_bytes < naive.arena_bytes);
         // At least one op runs in place (same offset as its input).
@@ -131,7 +131,7 @@ fn planned_memory_reuses_and_runs_in_place_without_changing_results() {
 fn plans_that_overwrite_live_tensors_are_refused() {
     let spec = tiny_unet(1000);
     // Everything at offset 0: inputs overlap outputs.
-    let mut plan = plan_memory(&spec).unwrap();
+    let mut plan = plan_greedy_by_size(&spec).unwrap();
     plan.offsets.iter_mut().for_each(|o| *o = 0);
     let bad = ModelSpec {
         plan: Some(plan),

@@ -6,9 +6,11 @@ use ddm_firmware::Precision;
 
 use crate::common::{calibrate_trajectories, mlp, options, random_weights};
 
-/// A calibration of a one-node graph holding `values`.
+/// A calibration of a one-node graph holding `values` (a multiple of 100 of them, as one
+/// feature map: a vector the runtime accepts is at most 32,768 long).
 fn observed(values: &[f32]) -> Calibration {
-    let b = GraphBuilder::new(&[values.len()]);
+    assert_eq!(values.len() % 100, 0);
+    let b = GraphBuilder::new(&[1, 100, values.len() / 100]);
     let x = b.input();
     let graph = b.finish(x).unwrap();
     let mut c = Calibration::new(

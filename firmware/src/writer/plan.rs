@@ -31,11 +31,19 @@
 //! and no plan can be. [`plan_no_reuse`] gives every node its own region (the baseline, and
 //! the plan of analysis runs that read every node's output afterwards).
 //!
-//! The firmware's writer validates every plan again ([`ddm_firmware::writer::check_plan`])
-//! and [`ddm_firmware::Blob::parse`] checks bounds, alignment and the in-place rules.
+//! The one planner of the project: the exporter plans its blobs with
+//! [`plan_greedy_by_size`], and [`write_blob`](super::write_blob) uses it for specs that come
+//! without a plan. [`check_plan`] checks any plan (planned here or not, with reuse or without)
+//! for overwritten live tensors before a blob is written, and
+//! [`Blob::parse`](crate::Blob::parse) checks bounds, alignment and the in-place rules when it
+//! is read.
 
-use ddm_firmware::writer::{infer_shapes, MemoryPlan, ModelSpec, OpSpec};
+use std::vec;
+use std::vec::Vec;
 
+use super::node_error;
+use super::shapes::infer_shapes;
+use super::spec::*;
 use crate::error::{Error, Result};
 
 /// Every buffer starts at a multiple of 4 bytes and takes a multiple of 4 bytes: the f32
@@ -74,10 +82,13 @@ pub struct Lifetimes {
     pub buffer_of: Vec<usize>,
 }
 
-fn round_up(bytes: usize) -> Result<usize> {
+fn round_up(node: usize, bytes: usize) -> Result<usize> {
     bytes
         .checked_next_multiple_of(ALIGN)
-        .ok_or_else(|| Error::InvalidGraph("activation size overflows".into()))
+        .ok_or(Error::InvalidPlan {
+            node: node as u32,
+            reason: "activation size overflows",
+        })
 }
 
 /// Computes the buffers of `spec` (see the module docs). Errors when the spec's shapes do not
@@ -92,9 +103,7 @@ pub fn lifetimes(spec: &ModelSpec) -> Result<Lifetimes> {
         let r = match node.op {
             OpSpec::Reshape { input, .. } if input < i => root[input],
             OpSpec::Reshape { .. } => {
-                return Err(Error::InvalidGraph(format!(
-                    "node {i} reads a node that does not come before it"
-                )))
+                return Err(node_error(i, "an input does not come before its node"))
             }
             _ => i,
         };
@@ -104,15 +113,15 @@ pub fn lifetimes(spec: &ModelSpec) -> Result<Lifetimes> {
     let mut last_read: Vec<usize> = (0..n).collect();
     for (i, node) in spec.nodes.iter().enumerate() {
         for input in node.op.inputs() {
-            let r = *root.get(input).ok_or_else(|| {
-                Error::InvalidGraph(format!("node {i} reads node {input}, which does not exist"))
-            })?;
+            let r = *root
+                .get(input)
+                .ok_or(node_error(i, "an input does not come before its node"))?;
             last_read[r] = last_read[r].max(i);
         }
     }
     let output_root = *root
         .get(spec.output)
-        .ok_or_else(|| Error::InvalidGraph("the output node does not exist".into()))?;
+        .ok_or(Error::InvalidModel("the output node does not exist"))?;
     last_read[output_root] = n;
 
     let mut buffers: Vec<Buffer> = Vec::new();
@@ -122,7 +131,7 @@ pub fn lifetimes(spec: &ModelSpec) -> Result<Lifetimes> {
             buffer_of[i] = buffer_of[root[i]];
             continue;
         }
-        let bytes = round_up(shapes[i].elements() * element)?;
+        let bytes = round_up(i, shapes[i].elements() * element)?;
         let roots: Vec<usize> = node.op.inputs().iter().map(|&x| root[x]).collect();
         let in_place = node.op.in_place_input().map(|x| root[x]).filter(|&r| {
             last_read[r] == i
@@ -170,7 +179,7 @@ pub fn plan_greedy_by_size(spec: &ModelSpec) -> Result<MemoryPlan> {
     let lifetimes = lifetimes(spec)?;
     let buffers = &lifetimes.buffers;
     let mut order: Vec<usize> = (0..buffers.len()).collect();
-    order.sort_by_key(|&b| (std::cmp::Reverse(buffers[b].bytes), buffers[b].first, b));
+    order.sort_by_key(|&b| (core::cmp::Reverse(buffers[b].bytes), buffers[b].first, b));
     let mut offsets = vec![0usize; buffers.len()];
     let mut placed: Vec<usize> = Vec::with_capacity(buffers.len());
     for &b in &order {
@@ -208,7 +217,7 @@ pub fn plan_no_reuse(spec: &ModelSpec) -> Result<MemoryPlan> {
             continue;
         }
         offsets[i] = end;
-        end += round_up(shapes[i].elements() * element)?;
+        end += round_up(i, shapes[i].elements() * element)?;
     }
     Ok(MemoryPlan {
         arena_bytes: end,
@@ -233,35 +242,61 @@ pub fn lower_bound(spec: &ModelSpec) -> Result<usize> {
         .unwrap_or(0))
 }
 
-/// Checks `plan` against the lifetimes of `spec` exhaustively: every pair of nodes whose
-/// buffers conflict occupies disjoint bytes, members of one buffer share its offset, and every
-/// output fits the arena. Returns the first violation as [`Error::InvalidGraph`].
-pub fn verify(spec: &ModelSpec, plan: &MemoryPlan) -> Result<()> {
-    let lifetimes = lifetimes(spec)?;
-    let buffers = &lifetimes.buffers;
-    let fail = |what: String| Err(Error::InvalidGraph(format!("memory plan: {what}")));
-    if plan.offsets.len() != spec.nodes.len() {
-        return fail("one offset per node needed".into());
-    }
-    for (b, buffer) in buffers.iter().enumerate() {
-        let offset = plan.offsets[buffer.nodes[0]];
-        if !offset.is_multiple_of(ALIGN) || offset + buffer.bytes > plan.arena_bytes {
-            return fail(format!("buffer {b} is misaligned or outside the arena"));
+/// The node whose storage node `index` uses (follows `Reshape` aliases).
+fn root(spec: &ModelSpec, mut index: usize) -> usize {
+    while let Some(OpSpec::Reshape { input, .. }) = spec.nodes.get(index).map(|n| &n.op) {
+        if *input >= index {
+            break;
         }
-        for (i, &owner) in lifetimes.buffer_of.iter().enumerate() {
-            if owner == b && plan.offsets[i] != offset {
-                return fail(format!("node {i} is not at its buffer's offset"));
+        index = *input;
+    }
+    index
+}
+
+/// Checks that `plan` never overwrites a tensor that is still needed: when node `i` writes its
+/// output, it overlaps no earlier output read after step `i` (or the network output, which
+/// lives to the end). Any such plan is valid, with or without reuse; the runtime's own checks
+/// (bounds, alignment, exact in-place updates, reshapes at their input's offset) happen when
+/// the blob is parsed.
+///
+/// # Errors
+/// [`Error::InvalidPlan`] naming the first node that overwrites a live tensor;
+/// [`Error::InvalidModel`] for a plan without one offset per node.
+pub fn check_plan(spec: &ModelSpec, plan: &MemoryPlan) -> Result<()> {
+    let shapes = infer_shapes(spec)?;
+    let n = spec.nodes.len();
+    if plan.offsets.len() != n {
+        return Err(Error::InvalidModel("the plan needs one offset per node"));
+    }
+    // Last step reading each storage node or an alias of it.
+    let mut last: Vec<usize> = (0..n).collect();
+    for (index, node) in spec.nodes.iter().enumerate() {
+        for input in node.op.inputs() {
+            if let Some(slot) = last.get_mut(root(spec, input)) {
+                *slot = (*slot).max(index);
             }
         }
     }
-    for (a, x) in buffers.iter().enumerate() {
-        for (b, y) in buffers.iter().enumerate().skip(a + 1) {
-            let (ox, oy) = (plan.offsets[x.nodes[0]], plan.offsets[y.nodes[0]]);
-            if x.conflicts(y) && ox < oy + y.bytes && oy < ox + x.bytes {
-                return fail(format!(
-                    "buffers {a} (nodes {:?}) and {b} (nodes {:?}) are live together and overlap",
-                    x.nodes, y.nodes
-                ));
+    if let Some(slot) = last.get_mut(root(spec, spec.output)) {
+        *slot = n;
+    }
+    let element = spec.precision.activation_bytes();
+    let region = |i: usize| (plan.offsets[i], shapes[i].elements() * element);
+    for i in 0..n {
+        if matches!(spec.nodes[i].op, OpSpec::Reshape { .. }) {
+            continue;
+        }
+        let (oi, li) = region(i);
+        for (j, &last_use) in last.iter().enumerate().take(i) {
+            if root(spec, j) != j || last_use <= i {
+                continue;
+            }
+            let (oj, lj) = region(j);
+            if oi < oj + lj && oj < oi + li {
+                return Err(Error::InvalidPlan {
+                    node: i as u32,
+                    reason: "output overwrites a tensor that is still needed",
+                });
             }
         }
     }

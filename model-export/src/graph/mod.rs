@@ -13,7 +13,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use ddm_firmware::blob::Shape;
+use ddm_firmware::shape_rule::{ConcatShape, ShapeOp};
+
 use crate::error::{Error, Result};
+
+mod builder;
+
+pub use builder::GraphBuilder;
 
 /// Index of a node in [`Graph::nodes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -322,12 +329,17 @@ fn invalid<T>(reason: String) -> Result<T> {
     Err(Error::InvalidGraph(reason))
 }
 
-/// The output shape `op` produces in `graph` (whose earlier nodes have known shapes).
+/// The output shape `op` produces in `graph` (whose earlier nodes have known shapes): the
+/// runtime's shape rule ([`ddm_firmware::shape_rule`]), after the checks of the parameters'
+/// shapes against the inputs.
 fn infer_shape(graph: &Graph, op: &Op) -> std::result::Result<Vec<usize>, String> {
     if let Some(missing) = op.inputs().iter().find(|i| i.0 >= graph.nodes.len()) {
         return Err(format!("reads node {}, which does not exist", missing.0));
     }
-    let shape_of = |id: NodeId| graph.nodes[id.0].shape.clone();
+    let runtime_shape = |dims: &[usize]| {
+        Shape::new(dims).ok_or_else(|| format!("shape {dims:?} is not one the runtime supports"))
+    };
+    let shape_of = |id: NodeId| runtime_shape(&graph.nodes[id.0].shape);
     let param_shape = |name: &str| {
         graph
             .param(name)
@@ -342,31 +354,35 @@ fn infer_shape(graph: &Graph, op: &Op) -> std::result::Result<Vec<usize>, String
             _ => Ok(()),
         }
     };
-    match op {
-        Op::Input => Ok(graph.input_shape().to_vec()),
-        Op::TimeEmbedding { dim, max_period } => {
-            if *dim == 0
-                || dim % 2 != 0
-                || max_period.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
-            {
-                return Err("time embedding needs an even dim > 0 and max_period > 1".into());
-            }
-            Ok(vec![*dim])
-        }
+    let input_dims: Vec<Vec<usize>> = op
+        .inputs()
+        .iter()
+        .map(|i| graph.nodes[i.0].shape.clone())
+        .collect();
+    let refused = |reason: &str| format!("{reason} (input shapes {input_dims:?})");
+    let rule = |op: ShapeOp| op.output().map_err(refused);
+    let shape = match op {
+        Op::Input => rule(ShapeOp::Input {
+            shape: runtime_shape(graph.input_shape())?,
+        })?,
+        &Op::TimeEmbedding { dim, max_period } => rule(ShapeOp::TimeEmbedding { dim, max_period })?,
         Op::Linear {
             input,
             weight,
             bias,
         } => {
-            let input = shape_of(*input);
-            let weight = param_shape(weight)?;
-            if input.len() != 1 || weight.len() != 2 || weight[1] != input[0] {
-                return Err(format!(
-                    "linear weight {weight:?} does not take an input of shape {input:?}"
-                ));
+            let input = shape_of(*input)?;
+            let weight_shape = param_shape(weight)?;
+            if input.rank() != 1 || weight_shape.len() != 2 || weight_shape[1] != input.elements() {
+                return Err(refused(&format!(
+                    "linear weight {weight_shape:?} does not take the input"
+                )));
             }
-            check_bias(bias, weight[0])?;
-            Ok(vec![weight[0]])
+            check_bias(bias, weight_shape[0])?;
+            rule(ShapeOp::Linear {
+                input,
+                out_features: weight_shape[0],
+            })?
         }
         Op::Conv2d {
             input,
@@ -375,24 +391,24 @@ fn infer_shape(graph: &Graph, op: &Op) -> std::result::Result<Vec<usize>, String
             stride,
             padding,
         } => {
-            let input = shape_of(*input);
-            let weight = param_shape(weight)?;
-            let valid = input.len() == 3
-                && weight.len() == 4
-                && weight[1] == input[0]
-                && weight[2] == weight[3]
-                && (1..=2).contains(stride)
-                && input[1] + 2 * padding >= weight[2]
-                && input[2] + 2 * padding >= weight[2];
-            if !valid {
-                return Err(format!(
-                    "conv weight {weight:?} (stride {stride}, padding {padding}) does not take \
-                     an input of shape {input:?}"
-                ));
+            let input = shape_of(*input)?;
+            let weight_shape = param_shape(weight)?;
+            if weight_shape.len() != 4
+                || weight_shape[1] != input.channels()
+                || weight_shape[2] != weight_shape[3]
+            {
+                return Err(refused(&format!(
+                    "conv weight {weight_shape:?} does not take the input"
+                )));
             }
-            check_bias(bias, weight[0])?;
-            let out = |size: usize| (size + 2 * padding - weight[2]) / stride + 1;
-            Ok(vec![weight[0], out(input[1]), out(input[2])])
+            check_bias(bias, weight_shape[0])?;
+            rule(ShapeOp::Conv2d {
+                input,
+                out_channels: weight_shape[0],
+                kernel: weight_shape[2],
+                stride: *stride,
+                padding: *padding,
+            })?
         }
         Op::GroupNorm {
             input,
@@ -401,241 +417,44 @@ fn infer_shape(graph: &Graph, op: &Op) -> std::result::Result<Vec<usize>, String
             weight,
             bias,
         } => {
-            let input = shape_of(*input);
-            let channels = input.first().copied().unwrap_or(0);
-            if *groups == 0
-                || channels % groups != 0
-                || eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-            {
-                return Err(format!("{groups} groups do not divide {channels} channels"));
-            }
+            let input = shape_of(*input)?;
+            let out = rule(ShapeOp::GroupNorm {
+                input,
+                groups: *groups,
+                eps: *eps,
+            })?;
+            let channels = input.channels();
             for name in [weight, bias] {
                 if param_shape(name)? != [channels] {
                     return Err(format!("{name} must have shape [{channels}]"));
                 }
             }
-            Ok(input)
+            out
         }
-        Op::Silu { input } => Ok(shape_of(*input)),
-        Op::Upsample2x { input } => {
-            let input = shape_of(*input);
-            if input.len() != 3 {
-                return Err(format!("upsampling needs a feature map, got {input:?}"));
-            }
-            Ok(vec![input[0], 2 * input[1], 2 * input[2]])
-        }
-        Op::Add { lhs, rhs } => {
-            let (lhs, rhs) = (shape_of(*lhs), shape_of(*rhs));
-            let broadcast = lhs.len() == 3 && rhs == [lhs[0]];
-            if lhs != rhs && !broadcast {
-                return Err(format!("cannot add shapes {lhs:?} and {rhs:?}"));
-            }
-            Ok(lhs)
-        }
+        Op::Silu { input } => rule(ShapeOp::Silu {
+            input: shape_of(*input)?,
+        })?,
+        Op::Upsample2x { input } => rule(ShapeOp::Upsample2x {
+            input: shape_of(*input)?,
+        })?,
+        Op::Add { lhs, rhs } => rule(ShapeOp::Add {
+            lhs: shape_of(*lhs)?,
+            rhs: shape_of(*rhs)?,
+        })?,
         Op::Concat { inputs } => {
-            let shapes: Vec<Vec<usize>> = inputs.iter().map(|&i| shape_of(i)).collect();
-            let Some(first) = shapes.first() else {
-                return Err("concat needs inputs".into());
-            };
-            if shapes
-                .iter()
-                .any(|s| s.len() != first.len() || s[1..] != first[1..])
-            {
-                return Err(format!("cannot concatenate shapes {shapes:?} on channels"));
+            let mut concat = ConcatShape::new();
+            for &input in inputs {
+                concat.push(shape_of(input)?).map_err(refused)?;
             }
-            let mut out = first.clone();
-            out[0] = shapes.iter().map(|s| s[0]).sum();
-            Ok(out)
+            concat.output().map_err(refused)?
         }
-        Op::Reshape { input, shape } => {
-            let input = shape_of(*input);
-            if input.iter().product::<usize>() != shape.iter().product::<usize>() {
-                return Err(format!("cannot reshape {input:?} to {shape:?}"));
-            }
-            Ok(shape.clone())
-        }
-    }
-}
-
-/// Builds a graph node by node, inferring shapes and declaring parameters under the current
-/// name scope.
-#[derive(Debug)]
-pub struct GraphBuilder {
-    graph: Graph,
-    input_shape: Vec<usize>,
-}
-
-impl GraphBuilder {
-    /// A builder whose input node has per-sample shape `input_shape`.
-    pub fn new(input_shape: &[usize]) -> Self {
-        let graph = Graph {
-            nodes: vec![Node {
-                name: "input".into(),
-                op: Op::Input,
-                shape: input_shape.to_vec(),
-            }],
-            output: NodeId(0),
-            params: vec![],
-        };
-        GraphBuilder {
-            graph,
-            input_shape: input_shape.to_vec(),
-        }
-    }
-
-    /// The input node.
-    pub fn input(&self) -> NodeId {
-        NodeId(0)
-    }
-
-    /// Shape of node `id`.
-    pub fn shape(&self, id: NodeId) -> &[usize] {
-        &self.graph.nodes[id.0].shape
-    }
-
-    fn push(&mut self, name: &str, op: Op) -> Result<NodeId> {
-        let shape = infer_shape(&self.graph, &op)
-            .map_err(|reason| Error::InvalidGraph(format!("node {name}: {reason}")))?;
-        if self.graph.nodes.iter().any(|n| n.name == name) {
-            return invalid(format!("node name {name} is used twice"));
-        }
-        self.graph.nodes.push(Node {
-            name: name.to_string(),
-            op,
-            shape,
-        });
-        Ok(NodeId(self.graph.nodes.len() - 1))
-    }
-
-    fn declare(&mut self, name: String, shape: Vec<usize>, init: Init) -> String {
-        self.graph.params.push(ParamSpec {
-            name: name.clone(),
-            shape,
-            init,
-        });
-        name
-    }
-
-    /// A sinusoidal time embedding of length `dim`.
-    pub fn time_embedding(&mut self, name: &str, dim: usize) -> Result<NodeId> {
-        self.push(
-            name,
-            Op::TimeEmbedding {
-                dim,
-                max_period: 10_000.0,
-            },
-        )
-    }
-
-    /// A linear layer `input -> out` with bias; parameters `{name}.weight`, `{name}.bias`.
-    pub fn linear(&mut self, name: &str, input: NodeId, out: usize) -> Result<NodeId> {
-        let fan_in = self.shape(input).iter().product();
-        let weight = self.declare(
-            format!("{name}.weight"),
-            vec![out, fan_in],
-            Init::FanIn { fan_in },
-        );
-        let bias = self.declare(format!("{name}.bias"), vec![out], Init::FanIn { fan_in });
-        self.push(
-            name,
-            Op::Linear {
-                input,
-                weight,
-                bias: Some(bias),
-            },
-        )
-    }
-
-    /// A `k x k` convolution to `out` channels with bias; parameters `{name}.weight/bias`.
-    pub fn conv2d(
-        &mut self,
-        name: &str,
-        input: NodeId,
-        out: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    ) -> Result<NodeId> {
-        let in_channels = self.shape(input).first().copied().unwrap_or(0);
-        let fan_in = in_channels * kernel * kernel;
-        let weight = self.declare(
-            format!("{name}.weight"),
-            vec![out, in_channels, kernel, kernel],
-            Init::FanIn { fan_in },
-        );
-        let bias = self.declare(format!("{name}.bias"), vec![out], Init::FanIn { fan_in });
-        self.push(
-            name,
-            Op::Conv2d {
-                input,
-                weight,
-                bias: Some(bias),
-                stride,
-                padding,
-            },
-        )
-    }
-
-    /// Group normalisation with learned scale (ones) and shift (zeros).
-    pub fn group_norm(&mut self, name: &str, input: NodeId, groups: usize) -> Result<NodeId> {
-        let channels = self.shape(input).first().copied().unwrap_or(0);
-        let weight = self.declare(format!("{name}.weight"), vec![channels], Init::Ones);
-        let bias = self.declare(format!("{name}.bias"), vec![channels], Init::Zeros);
-        self.push(
-            name,
-            Op::GroupNorm {
-                input,
-                groups,
-                eps: 1e-5,
-                weight,
-                bias,
-            },
-        )
-    }
-
-    /// SiLU.
-    pub fn silu(&mut self, name: &str, input: NodeId) -> Result<NodeId> {
-        self.push(name, Op::Silu { input })
-    }
-
-    /// Element-wise (or channel-broadcast) sum.
-    pub fn add(&mut self, name: &str, lhs: NodeId, rhs: NodeId) -> Result<NodeId> {
-        self.push(name, Op::Add { lhs, rhs })
-    }
-
-    /// Channel concatenation.
-    pub fn concat(&mut self, name: &str, inputs: &[NodeId]) -> Result<NodeId> {
-        self.push(
-            name,
-            Op::Concat {
-                inputs: inputs.to_vec(),
-            },
-        )
-    }
-
-    /// Nearest 2x upsampling.
-    pub fn upsample2x(&mut self, name: &str, input: NodeId) -> Result<NodeId> {
-        self.push(name, Op::Upsample2x { input })
-    }
-
-    /// Reshape without moving data.
-    pub fn reshape(&mut self, name: &str, input: NodeId, shape: &[usize]) -> Result<NodeId> {
-        self.push(
-            name,
-            Op::Reshape {
-                input,
-                shape: shape.to_vec(),
-            },
-        )
-    }
-
-    /// Finishes the graph with `output` as its output node, validating it.
-    pub fn finish(mut self, output: NodeId) -> Result<Graph> {
-        self.graph.output = output;
-        debug_assert_eq!(self.graph.input_shape(), self.input_shape.as_slice());
-        self.graph.validate()?;
-        Ok(self.graph)
-    }
+        Op::Reshape { input, shape } => rule(ShapeOp::Reshape {
+            input: shape_of(*input)?,
+            shape: runtime_shape(shape)?,
+        })?,
+    };
+    let (dims, rank) = shape.dims();
+    Ok(dims[..rank].to_vec())
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! gives the same bytes from `ddm sample --model` (the runtime on the host), from `ddm hil`'s
 //! host run and from the Cortex-M4 under QEMU. Between them the flags set every sampler
 //! setting away from the blob's (the fixture's DDIM: trailing, clipped at 1).
+//! `host/tests/sample_model_flags.rs` runs the same flags through the `ddm sample --model`
+//! binary and checks it writes these bytes too.
 //!
 //! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target, like every QEMU test.
 

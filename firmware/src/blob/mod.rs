@@ -10,12 +10,16 @@
 //!
 //! Invariants a parsed blob guarantees to the kernels (each is checked below):
 //! - node 0 is the only `Input`; every input of node `i` is a node before `i`;
-//! - shapes are consistent with the ops (the table in [`crate::format`]), every dimension is
-//!   in `1..=MAX_DIM` and every element count fits in `u32`;
+//! - every shape is the one its operator's shape rule gives ([`crate::shape_rule`], shared
+//!   with the writer and the exporter), every dimension is in `1..=MAX_DIM` and every element
+//!   count fits in `u32`;
 //! - tensor lengths equal what the op needs; int8 accumulations cannot overflow
 //!   ([`MAX_FAN_IN`], [`MAX_BIAS`]);
 //! - every output lies inside the arena, f32 outputs 4-byte aligned, and no output overlaps an
 //!   input except the allowed exact in-place cases.
+//!
+//! Submodules: `shape` ([`Shape`]), `node` (decoding nodes and tensors on demand),
+//! `validate` (the per-node checks of [`Blob::parse`]) and `schedule` (the schedule section).
 #![deny(
     clippy::indexing_slicing,
     clippy::unwrap_used,

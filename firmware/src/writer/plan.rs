@@ -292,7 +292,7 @@ pub fn check_plan(spec: &ModelSpec, plan: &MemoryPlan) -> Result<()> {
                 continue;
             }
             let (oj, lj) = region(j);
-            if oi < oj + lj && oj < oi + li {
+            if oi < oj.saturating_add(lj) && oj < oi.saturating_add(li) {
                 return Err(Error::InvalidPlan {
                     node: i as u32,
                     reason: "output overwrites a tensor that is still needed",

@@ -152,6 +152,20 @@ fn plans_that_overwrite_live_tensors_are_refused() {
 }
 
 #[test]
+fn plans_with_offsets_at_the_end_of_the_address_space_are_refused_without_panicking() {
+    let spec = tiny_unet(1000);
+    for offset in [usize::MAX, usize::MAX - 3, usize::MAX / 2] {
+        let mut plan = naive_plan(&spec);
+        plan.offsets.iter_mut().skip(1).for_each(|o| *o = offset);
+        let bad = ModelSpec {
+            plan: Some(plan),
+            ..spec.clone()
+        };
+        assert!(write_blob(&bad).is_err(), "offset {offset:#x}");
+    }
+}
+
+#[test]
 fn arena_and_buffer_sizes_are_checked_before_running() {
     let bytes = write_blob(&int8_unet(1000)).unwrap();
     let blob = Blob::parse(&bytes).unwrap();

@@ -5,7 +5,7 @@
 # samples' range by more than 10% and both Frechet distances (`ddm eval`). See
 # "int8 with the export defaults" in BENCHMARKS.md.
 #
-# Usage: scripts/int8-fidelity.sh [--num 1000] [--seed 1] [--dataset optdigits] RUN...
+# Usage: scripts/int8-fidelity.sh [--num 1000] [--seed 1] [--dataset optdigits] [--time-groups N] RUN...
 #        (release build: target/release/ddm; writes into each RUN/int8-fidelity/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +13,14 @@ cd "$(dirname "$0")/.."
 num=1000
 seed=1
 dataset=optdigits
+groups=()
 runs=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --num) num="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --dataset) dataset="$2"; shift 2 ;;
+    --time-groups) groups=(--time-groups "$2"); shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) runs+=("$1"); shift ;;
     esac
@@ -62,7 +64,8 @@ for run in "${runs[@]}"; do
     for clip in none 1; do
         clip_args=()
         [[ $clip == none ]] || clip_args=(--clip-sample "$clip")
-        "$ddm" export --checkpoint "$run" --precision int8 "${clip_args[@]}" --out "$out/int8-$clip.ddm" >/dev/null
+        "$ddm" export --checkpoint "$run" --precision int8 "${clip_args[@]}" ${groups[@]+"${groups[@]}"} \
+            --out "$out/int8-$clip.ddm" >/dev/null
         "$ddm" sample --checkpoint "$run" --sampler ddim --steps 10 \
             "${clip_args[@]}" --num "$num" --seed "$seed" --out "$out/float-$clip.npy" >/dev/null
         "$ddm" sample --model "$out/int8-$clip.ddm" --num "$num" --seed "$seed" \

@@ -23,7 +23,8 @@ pub enum Error {
     UnsupportedVersion {
         /// Version in the blob.
         found: u32,
-        /// The one version this runtime reads.
+        /// The newest version this runtime reads (it reads versions
+        /// [`OLDEST_READ_VERSION`](crate::format::OLDEST_READ_VERSION) to this one).
         supported: u32,
     },
     /// The CRC-32 stored in the header does not match the blob's bytes.
@@ -119,7 +120,8 @@ impl fmt::Display for Error {
             Error::BadMagic => write!(f, "not a ddm model blob (bad magic)"),
             Error::UnsupportedVersion { found, supported } => write!(
                 f,
-                "blob format version {found} is not supported (this runtime reads version {supported})"
+                "blob format version {found} is not supported (this runtime reads versions {}..={supported})",
+                crate::format::OLDEST_READ_VERSION
             ),
             Error::CrcMismatch { stored, computed } => write!(
                 f,

@@ -1,4 +1,4 @@
-//! The model blob layout, byte by byte. Format version [`FORMAT_VERSION`] = 2.
+//! The model blob layout, byte by byte. Format version [`FORMAT_VERSION`] = 3.
 //!
 //! Every multi-byte value is little-endian. `u32`/`i32`/`f32` are 4 bytes, `f64` 8 bytes;
 //! floats are IEEE-754 bit patterns. Offsets are in bytes from the start of the blob unless a
@@ -21,13 +21,16 @@
 //!
 //! Magic and version are checked first (so a blob of another version is refused as such), then
 //! `total_len`, then the CRC, which covers everything after the CRC field; a flipped bit
-//! anywhere in the blob is therefore caught.
+//! anywhere in the blob is therefore caught. Version 2 blobs ([`OLDEST_READ_VERSION`]) are
+//! version 3 blobs without a time-groups section, and are read as such; anything older or newer
+//! is refused with [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion).
 //!
 //! Section table entry (16 bytes): `u32 id`, `u32 offset`, `u32 len`, `u32 reserved (0)`.
 //! Sections start at a multiple of [`SECTION_ALIGN`] (16) bytes, after the section table, end
 //! inside `total_len`, do not overlap, and each id appears at most once. Ids:
 //! [`SECTION_GRAPH`] = 1, [`SECTION_TENSORS`] = 2, [`SECTION_QUANT`] = 3 (int8 blobs only, and
-//! required there), [`SECTION_PLAN`] = 4, [`SECTION_SCHEDULE`] = 5. Unknown ids are refused.
+//! required there), [`SECTION_PLAN`] = 4, [`SECTION_SCHEDULE`] = 5, [`SECTION_TIME_GROUPS`] = 6
+//! (optional, int8 blobs of version 3 only). Unknown ids are refused.
 //!
 //! # Graph section (id 1)
 //!
@@ -87,10 +90,33 @@
 //!
 //! # Quantisation section (id 3, int8 blobs)
 //!
-//! One 32-byte record per node: `f32 scale` (finite, > 0), `i32 zero_point` (-128..=127) of the
-//! node's output, then six `i32` words. For `Add` they are the fixed-point `(multiplier, shift)`
-//! pairs of lhs, rhs and output of TFLite's int8 add ([`crate::quant::AddParams`]); for every
-//! other op they are 0. `Upsample2x` and `Reshape` carry their input's parameters.
+//! One 32-byte record per node and time group (see below), group by group: record
+//! `g node_count + i` belongs to node `i` in group `g`. A record is `f32 scale` (finite, > 0),
+//! `i32 zero_point` (-128..=127) of the node's output, then six `i32` words. For `Add` they are
+//! the fixed-point `(multiplier, shift)` pairs of lhs, rhs and output of TFLite's int8 add
+//! ([`crate::quant::AddParams`]); for every other op they are 0. `Upsample2x` and `Reshape`
+//! carry their input's parameters. The section is `32 node_count G` bytes.
+//!
+//! # Time-groups section (id 6, optional, int8 blobs)
+//!
+//! A diffusion network's activations shrink as the sample gets cleaner, so one int8 range per
+//! tensor for every timestep wastes resolution at some steps and clips at others. An int8 blob
+//! may therefore carry `G` sets of activation parameters, one per *time group*: a range of
+//! training timesteps.
+//!
+//! | offset | type | field |
+//! | ------ | ---- | ----- |
+//! | 0      | `u32` | `G`, the number of groups (2..=[`MAX_TIME_GROUPS`]) |
+//! | 4      | `u32` x 3 | reserved, 0 |
+//! | 16     | `u32` x (G - 1) | boundaries `b_1 < b_2 < ... < b_{G-1}`, each in `1..T` |
+//!
+//! A network call at training timestep `t` uses group `g(t)`, the number of boundaries `<= t`
+//! ([`time_group`]): group 0 holds the smallest timesteps (the cleanest samples). Without the
+//! section there is one group. Group `g` reads its quantisation records as above, and every
+//! tensor that follows from the activation parameters (the int8 bias and `requant` of `Linear`
+//! and `Conv2d`, the SiLU table, the `requant` of `Concat`) at the index the node record names
+//! **plus `g`**: those tensors are stored `G` times, consecutively. Weights and GroupNorm's
+//! parameters are shared by every group. The section is exactly `16 + 4 (G - 1)` bytes.
 //!
 //! # Memory plan section (id 4)
 //!
@@ -136,8 +162,10 @@ use crate::error::{Error, Result};
 
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"DDMB";
-/// The format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this crate writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this crate reads: version 2, which has no time groups.
+pub const OLDEST_READ_VERSION: u32 = 2;
 /// Bytes of the fixed header, before the section table.
 pub const HEADER_LEN: usize = 32;
 /// Offset of the CRC field; the CRC covers the bytes from [`CRC_START`] to `total_len`.
@@ -161,6 +189,12 @@ pub const SECTION_QUANT: u32 = 3;
 pub const SECTION_PLAN: u32 = 4;
 /// Section id of the schedule and sampler defaults.
 pub const SECTION_SCHEDULE: u32 = 5;
+/// Section id of the time groups (optional, int8 blobs).
+pub const SECTION_TIME_GROUPS: u32 = 6;
+/// Most time groups an int8 blob may have.
+pub const MAX_TIME_GROUPS: usize = 64;
+/// Bytes before the boundaries in the time-groups section.
+pub const TIME_GROUPS_HEADER_LEN: usize = 16;
 
 /// Bytes before the node records in the graph section.
 pub const GRAPH_HEADER_LEN: usize = 16;
@@ -403,6 +437,12 @@ pub mod beta_code {
     pub const SIGMOID: u32 = 3;
     /// User betas: only the table is stored.
     pub const CUSTOM: u32 = 4;
+}
+
+/// The time group of training timestep `t` given the group boundaries (ascending): the number
+/// of boundaries `<= t`. With no boundaries every timestep is in group 0.
+pub fn time_group(boundaries: impl IntoIterator<Item = u32>, t: u32) -> usize {
+    boundaries.into_iter().take_while(|&b| b <= t).count()
 }
 
 /// Reads the little-endian `u32` at byte `at` of `bytes`, if it is there.

@@ -10,8 +10,9 @@
 //!   helpers the exporter shares with the runtime;
 //! - [`kernels`]: one module per op, int8 and float variants;
 //! - [`plan`]: the arena layout and [`required_arena_bytes`];
-//! - [`network`]: one network evaluation ([`Network::run`]), and each node's output after it
-//!   ([`Network::node_output`]);
+//! - [`network`]: one network evaluation ([`Network::run`]; an int8 blob with time groups
+//!   quantises each call's activations with the parameters of its timestep's group), and each
+//!   node's output after it ([`Network::node_output`]);
 //! - [`generate()`]: a whole sample with DDIM, DPM-Solver++ 2M or DDPM;
 //! - `writer` (feature `std`): builds blobs, for the exporter and the tests.
 //!

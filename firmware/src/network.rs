@@ -30,6 +30,8 @@ pub struct Network<'b, 'm> {
     /// The activations (`0..blob.arena_bytes()`), then the kernel scratch (`scratch`).
     arena: &'m mut [u8],
     scratch: core::ops::Range<usize>,
+    /// The time group of the last run (its activation parameters are those in the arena).
+    group: usize,
 }
 
 impl core::fmt::Debug for Network<'_, '_> {
@@ -100,6 +102,7 @@ impl<'b, 'm> Network<'b, 'm> {
             blob,
             arena,
             scratch,
+            group: 0,
         })
     }
 
@@ -109,7 +112,8 @@ impl<'b, 'm> Network<'b, 'm> {
     }
 
     /// Evaluates the network on `x_t` at training timestep `t`, writing its output (same
-    /// length, [`Blob::sample_len`]) to `out`.
+    /// length, [`Blob::sample_len`]) to `out`. An int8 blob with time groups quantises the
+    /// activations with the parameters of `t`'s group ([`Blob::time_group`]).
     ///
     /// Errors with [`Error::NonFiniteOutput`] when an output is NaN or infinite (a float
     /// blob's finite weights can still overflow); `out` then holds them.
@@ -117,13 +121,15 @@ impl<'b, 'm> Network<'b, 'm> {
         let blob = self.blob;
         check_len("network input", blob.sample_len(), x_t.len())?;
         check_len("network output", blob.sample_len(), out.len())?;
+        let group = blob.time_group(t);
+        self.group = group;
         let (activations, scratch) = self.arena.split_at_mut(self.scratch.start);
         let scratch = match scratch.get_mut(..self.scratch.len()) {
             Some([]) | None => &mut [][..],
             Some(bytes) => cast::u32s_mut(bytes)?,
         };
         for index in 0..blob.node_count() {
-            let node = blob.node(index)?;
+            let node = blob.node_in(index, group)?;
             if let Op::Reshape { .. } = node.op {
                 continue;
             }
@@ -136,6 +142,7 @@ impl<'b, 'm> Network<'b, 'm> {
                 inputs: &inputs,
                 x_t,
                 t,
+                group,
             };
             match blob.precision() {
                 Precision::Int8 => run_s8(&step, out, scratch)?,
@@ -152,7 +159,7 @@ impl<'b, 'm> Network<'b, 'm> {
             .ok_or(UNREACHABLE)?;
         match blob.precision() {
             Precision::Int8 => {
-                let params = blob.quant(output)?;
+                let params = blob.quant(output, group)?;
                 for (o, &q) in out.iter_mut().zip(cast::i8s(bytes)) {
                     *o = params.dequantize(q);
                 }
@@ -175,6 +182,7 @@ impl<'b, 'm> Network<'b, 'm> {
     /// run only the network output and the nodes whose regions were not reused are intact (a
     /// plan that gives every node its own region keeps them all). Before the first run the
     /// arena holds whatever it held. A `Reshape` reads its input's bytes with its own shape.
+    /// int8 values are read with the parameters of the last run's time group.
     ///
     /// Errors with [`Error::InvalidNode`] when `index` is not a node of the blob.
     pub fn node_output(&self, index: usize) -> Result<NodeOutput<'_>> {
@@ -188,7 +196,7 @@ impl<'b, 'm> Network<'b, 'm> {
         Ok(match blob.precision() {
             Precision::Int8 => NodeOutput::Int8 {
                 values: cast::i8s(bytes),
-                params: blob.quant(index)?,
+                params: blob.quant(index, self.group)?,
             },
             Precision::F16 | Precision::F32 => NodeOutput::F32(cast::f32s(bytes)?),
         })
@@ -252,6 +260,8 @@ struct Step<'s, 'b> {
     inputs: &'s Inputs<'s>,
     x_t: &'s [f32],
     t: u32,
+    /// The time group whose activation parameters this call uses.
+    group: usize,
 }
 
 impl<'s> Step<'s, '_> {
@@ -307,9 +317,11 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
         node,
         x_t,
         t,
+        group,
         ..
     } = *step;
-    let params = blob.quant(index)?;
+    let quant = |node: usize| blob.quant(node, group);
+    let params = quant(index)?;
     let zero_point = params.zero_point;
     let bytes = |input: usize| step.separate(input).map(cast::i8s);
     let maybe_in_place =
@@ -349,7 +361,7 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
         } => conv2d_s8(
             &conv_geometry(blob, node, input, kernel, stride, padding)?,
             bytes(input)?,
-            blob.quant(input)?.zero_point,
+            quant(input)?.zero_point,
             cast::i8s(blob.tensor(weight)?.bytes()),
             tensor_bytes(blob, bias)?,
             tensor_bytes(blob, requant)?,
@@ -368,7 +380,7 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
             eps,
             blob.tensor(gamma)?.bytes(),
             blob.tensor(beta)?.bytes(),
-            blob.quant(input)?,
+            quant(input)?,
             params,
             maybe_in_place(input)?,
             cast::i8s_mut(out),
@@ -380,12 +392,12 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
         ),
         Op::Add { lhs, rhs } => {
             let zero_points = AddZeroPoints {
-                lhs: blob.quant(lhs)?.zero_point,
-                rhs: blob.quant(rhs)?.zero_point,
+                lhs: quant(lhs)?.zero_point,
+                rhs: quant(rhs)?.zero_point,
                 output: zero_point,
             };
             add_s8(
-                &blob.add_params(index)?,
+                &blob.add_params(index, group)?,
                 zero_points,
                 maybe_in_place(lhs)?,
                 bytes(rhs)?,
@@ -405,7 +417,7 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
                 let src = bytes(input)?;
                 let end = at.checked_add(src.len()).ok_or(UNREACHABLE)?;
                 let dst = out.get_mut(at..end).ok_or(UNREACHABLE)?;
-                concat_part_s8(src, blob.quant(input)?, params, requant_at(requant, k), dst)?;
+                concat_part_s8(src, quant(input)?, params, requant_at(requant, k), dst)?;
                 at = end;
             }
             Ok(())

@@ -51,6 +51,7 @@ fn model(input: &[usize], op: OpSpec) -> Vec<u8> {
         ),
         sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Leading),
         plan: None,
+        time_groups: vec![],
     };
     write_blob(&spec).expect("the layer models are valid")
 }

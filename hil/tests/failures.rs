@@ -51,6 +51,7 @@ fn wide_blob(dir: &Path, len: usize) -> PathBuf {
         schedule: schedule(),
         sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Leading),
         plan: None,
+        time_groups: vec![],
     };
     let path = dir.join(format!("wide-{len}.ddm"));
     std::fs::write(&path, write_blob(&spec).unwrap()).unwrap();
@@ -168,6 +169,7 @@ fn a_device_that_fails_while_generating_reports_why() {
         schedule: schedule(),
         sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Leading),
         plan: None,
+        time_groups: vec![],
     };
     let model = scratch("overflow").join("overflow.ddm");
     std::fs::write(&model, write_blob(&spec).unwrap()).unwrap();

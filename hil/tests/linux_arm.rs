@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use ddm_hil::check::{check, Backend, CheckOptions, Outcome};
 
+mod common;
+use common::weights;
+
 #[test]
 fn optdigits_int8_on_qemu_aarch64_matches_host_bit_for_bit() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/optdigits-mlp-int8.ddm");
@@ -31,41 +34,6 @@ fn optdigits_int8_on_qemu_aarch64_matches_host_bit_for_bit() {
     // No instruction counts or ELF sizes on Linux: only the model's figures.
     assert_eq!(report.figures.instructions_per_call, None);
     assert_eq!(report.figures.flash_bytes, None);
-}
-
-/// Deterministic weights for every parameter of `graph`: fan-in uniform for weights, ones for
-/// norm scales, small values for zero-initialised tensors (so that no layer is trivially 0).
-fn weights(graph: &ddm_export::graph::Graph) -> ddm_export::graph::Weights {
-    use ddm_export::graph::{Init, Tensor};
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
-    graph
-        .params
-        .iter()
-        .map(|p| {
-            let len = p.shape.iter().product();
-            let data = match p.init {
-                Init::Ones => vec![1.0; len],
-                Init::Zeros => (0..len).map(|_| 0.05 * uniform()).collect(),
-                Init::FanIn { fan_in } => {
-                    let bound = 1.0 / (fan_in as f32).sqrt();
-                    (0..len).map(|_| bound * uniform()).collect()
-                }
-            };
-            (
-                p.name.clone(),
-                Tensor {
-                    shape: p.shape.clone(),
-                    data,
-                },
-            )
-        })
-        .collect()
 }
 
 /// One `network engine=...` line of ddm-jetson: `(max_abs_output, max_abs_diff)`.

@@ -34,6 +34,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use ddm_core::{Prediction, Rng, Schedule};
+use ddm_export::calibration::time_group_boundaries;
 use ddm_export::graph::{Graph, NodeId};
 use ddm_export::{Calibration, CalibrationConfig};
 
@@ -58,6 +59,12 @@ pub const DEFAULT_CALIBRATION_SAMPLES: usize = 256;
 /// 10.5 dB at 6, its Frechet distance from -2% to +7% of float's).
 pub const DEFAULT_TAIL_SIGMA: f32 = 4.5;
 
+/// The default limit on time groups: one set of int8 activation parameters per visited
+/// timestep for samplers of up to 16 steps, 16 groups of consecutive timesteps beyond. One set
+/// for all timesteps left the 8x8 UNet with v prediction on the cosine schedule 7% above the
+/// float model's Frechet distance at 10 DDIM steps (BENCHMARKS.md, "Timestep-aware int8").
+pub const DEFAULT_TIME_GROUPS: usize = 16;
+
 /// How much calibration to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalibrationRun {
@@ -76,6 +83,11 @@ pub struct CalibrationRun {
     /// Height, in standard deviations, of the tail probes' extreme noise values (0: no tail
     /// probes). See [`tail_probes`].
     pub tail_sigma: f32,
+    /// Most time groups (int8 activation parameter sets, one per range of timesteps): with at
+    /// most this many visited timesteps each gets its own
+    /// ([`ddm_export::calibration::time_group_boundaries`]); 1 gives one set for every
+    /// timestep.
+    pub time_groups: usize,
 }
 
 /// How the activations of the visited timesteps are weighted in the calibration statistics
@@ -123,7 +135,8 @@ impl TimestepWeighting {
 impl Default for CalibrationRun {
     /// [`DEFAULT_CALIBRATION_SAMPLES`] trajectories in batches of 64,
     /// [`DEFAULT_CALIBRATION_SEED`], the exporter's
-    /// default reservoir, 32 SQNR inputs and uniform timestep weighting.
+    /// default reservoir, 32 SQNR inputs, uniform timestep weighting, [`DEFAULT_TAIL_SIGMA`]
+    /// and [`DEFAULT_TIME_GROUPS`].
     fn default() -> Self {
         CalibrationRun {
             samples: DEFAULT_CALIBRATION_SAMPLES,
@@ -132,6 +145,7 @@ impl Default for CalibrationRun {
             config: CalibrationConfig::default(),
             weighting: TimestepWeighting::default(),
             tail_sigma: DEFAULT_TAIL_SIGMA,
+            time_groups: DEFAULT_TIME_GROUPS,
         }
     }
 }
@@ -196,9 +210,9 @@ impl Denoiser for Recorder<'_> {
                 .and_then(|v| v.to_vec1::<f32>());
             let result = match values {
                 Ok(values) if bounds_only => calibration
-                    .observe_bounds(node, &values)
+                    .observe_bounds(node, t, &values)
                     .map_err(Error::from),
-                Ok(values) => offer(calibration, node, &values, fraction, rng, &mut subset),
+                Ok(values) => offer(calibration, node, t, &values, fraction, rng, &mut subset),
                 Err(e) => Err(Error::from(e)),
             };
             if let Err(e) = result {
@@ -222,26 +236,28 @@ impl Denoiser for Recorder<'_> {
     }
 }
 
-/// Observes `values` of `node`: all of them when `fraction >= 1`, else a random subset taking
-/// each with probability `fraction` (geometric gaps), plus the batch's minimum and maximum when
-/// they lie beyond the extremes seen so far, so that min and max stay exact.
+/// Observes `values` of `node` at timestep `t`: all of them when `fraction >= 1`, else a
+/// random subset taking each with probability `fraction` (geometric gaps), plus the batch's
+/// minimum and maximum when they lie beyond the extremes seen so far in `t`'s time group, so
+/// that min and max stay exact.
 fn offer(
     calibration: &mut Calibration,
     node: NodeId,
+    t: u32,
     values: &[f32],
     fraction: f64,
     rng: &mut Rng,
     subset: &mut Vec<f32>,
 ) -> Result<()> {
     if fraction >= 1.0 {
-        return Ok(calibration.observe(node, values)?);
+        return Ok(calibration.observe(node, t, values)?);
     }
     if values.iter().any(|v| !v.is_finite()) {
         // `observe` names the node and refuses.
-        return Ok(calibration.observe(node, values)?);
+        return Ok(calibration.observe(node, t, values)?);
     }
     let (low, high) = calibration
-        .stats(node)
+        .stats(node, calibration.time_group(t))
         .map_or((f32::INFINITY, f32::NEG_INFINITY), |s| (s.min, s.max));
     subset.clear();
     let (batch_low, batch_high) = values
@@ -274,7 +290,7 @@ fn offer(
     if subset.is_empty() {
         return Ok(());
     }
-    Ok(calibration.observe(node, subset)?)
+    Ok(calibration.observe(node, t, subset)?)
 }
 
 /// Initial noises of the tail probes, `[count, sample_len]` row-major.
@@ -363,7 +379,11 @@ pub fn calibrate(
         params,
         prediction,
         device,
-        calibration: Calibration::new(graph, run.config),
+        calibration: Calibration::with_time_groups(
+            graph,
+            run.config,
+            time_group_boundaries(&timesteps, run.time_groups),
+        )?,
         fractions,
         rng: Rng::with_stream(run.seed, u64::MAX),
         calls: 0,
@@ -453,31 +473,34 @@ mod tests {
         offer(
             &mut calibration,
             NodeId(0),
+            0,
             &values,
             0.1,
             &mut rng,
             &mut subset,
         )
         .unwrap();
-        let stats = calibration.stats(NodeId(0)).unwrap();
+        let stats = calibration.stats(NodeId(0), 0).unwrap();
         assert_eq!((stats.min, stats.max), (-500.0, 499.0));
         assert!((9_500..10_500).contains(&stats.count), "{}", stats.count);
         // No new extremes: only the subset.
         offer(
             &mut calibration,
             NodeId(0),
+            0,
             &values,
             0.01,
             &mut rng,
             &mut subset,
         )
         .unwrap();
-        let stats = calibration.stats(NodeId(0)).unwrap();
+        let stats = calibration.stats(NodeId(0), 0).unwrap();
         assert!((10_300..11_700).contains(&stats.count), "{}", stats.count);
         let bad = [1.0, f32::NAN];
         assert!(offer(
             &mut calibration,
             NodeId(0),
+            0,
             &bad,
             0.5,
             &mut rng,

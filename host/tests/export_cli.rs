@@ -256,8 +256,26 @@ fn export_reports_the_blob_and_is_deterministic() {
     assert!(!f32_report.contains("SQNR"), "{f32_report}");
     let fp16_report = export(run, "fp16", &dir.path().join("f16.ddm"), &[]);
     assert!(fp16_report.contains("SQNR"), "{fp16_report}");
+    let one = export(
+        run,
+        "int8",
+        &dir.path().join("one.ddm"),
+        &["--time-groups", "1"],
+    );
     let size = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().len();
-    assert!(size("a.ddm") < size("f16.ddm") && size("f16.ddm") < size("f32.ddm"));
+    assert!(size("one.ddm") < size("f16.ddm") && size("f16.ddm") < size("f32.ddm"));
+    // One set of int8 activation parameters per step by default: the report gives their
+    // flash, the difference to one set.
+    assert_eq!(blob.time_groups(), 8);
+    assert!(!one.contains("time groups"), "{one}");
+    let groups_line = format!(
+        "time groups      8 (activation parameters per range of timesteps: {} bytes of flash",
+        grouped((size("a.ddm") - size("one.ddm")) as usize)
+    );
+    assert!(
+        report.contains(&groups_line),
+        "{groups_line:?} not in\n{report}"
+    );
 }
 
 #[test]
@@ -362,6 +380,7 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
             weighting,
             // The runtime's calibration has no tail probes.
             tail_sigma: 0.0,
+            time_groups: 16,
         };
         calibrate(
             graph,
@@ -392,9 +411,21 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
         assert_eq!(inputs.iter().filter(|i| i.t == *t).count(), 10);
     }
 
+    // One time group per visited timestep.
+    assert_eq!(batched.calibration.group_count(), 10);
+    for t in &batched.timesteps {
+        assert_eq!(batched.calibration.time_group(*t), *t as usize / 100);
+    }
+
     // The device runtime's f32 network on the same trajectories (same seed, sampler and
-    // schedule) sees the same values, up to float rounding; so does another batch size.
-    let mut reference = Calibration::new(graph, CalibrationConfig::default());
+    // schedule) sees the same values in every time group, up to float rounding; so does
+    // another batch size.
+    let mut reference = Calibration::with_time_groups(
+        graph,
+        CalibrationConfig::default(),
+        batched.calibration.time_groups().to_vec(),
+    )
+    .unwrap();
     calibrate_with_sampler(
         graph,
         &weights,
@@ -416,33 +447,39 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
     let weighted = cal(4, TimestepWeighting::Quadratic);
     for (index, node) in graph.nodes.iter().enumerate() {
         let id = ddm_export::graph::NodeId(index);
-        let ours = batched.calibration.stats(id).unwrap();
-        for other in [
-            reference.stats(id).unwrap(),
-            single.calibration.stats(id).unwrap(),
-        ] {
-            assert_eq!(ours.count, other.count, "{}", node.name);
-            let scale = ours.max.abs().max(ours.min.abs()).max(1e-3);
-            let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * scale;
-            assert!(
-                close(ours.min, other.min) && close(ours.max, other.max),
-                "{}: [{}, {}] vs [{}, {}]",
-                node.name,
-                ours.min,
-                ours.max,
-                other.min,
-                other.max
+        let (mut all, mut offered) = (0u64, 0u64);
+        for group in 0..10 {
+            let ours = batched.calibration.stats(id, group).unwrap();
+            assert!(ours.count > 0, "{} in group {group}", node.name);
+            for other in [
+                reference.stats(id, group).unwrap(),
+                single.calibration.stats(id, group).unwrap(),
+            ] {
+                assert_eq!(ours.count, other.count, "{}", node.name);
+                let scale = ours.max.abs().max(ours.min.abs()).max(1e-3);
+                let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * scale;
+                assert!(
+                    close(ours.min, other.min) && close(ours.max, other.max),
+                    "{} in group {group}: [{}, {}] vs [{}, {}]",
+                    node.name,
+                    ours.min,
+                    ours.max,
+                    other.min,
+                    other.max
+                );
+            }
+            let subset = weighted.calibration.stats(id, group).unwrap();
+            assert_eq!(
+                (subset.min, subset.max),
+                (ours.min, ours.max),
+                "{} in group {group}",
+                node.name
             );
+            all += ours.count;
+            offered += subset.count;
         }
-        let subset = weighted.calibration.stats(id).unwrap();
-        assert_eq!(
-            (subset.min, subset.max),
-            (ours.min, ours.max),
-            "{}",
-            node.name
-        );
         // The last step offers everything, the first 1%: about 38.5% of all values.
-        let share = subset.count as f64 / ours.count as f64;
+        let share = offered as f64 / all as f64;
         assert!((0.3..0.5).contains(&share), "{}: {share}", node.name);
     }
 }

@@ -22,6 +22,17 @@
 //! [`crate::reference::calibrate_with_sampler`] does exactly this with the device runtime's
 //! f32 network (slower than a batched framework, but needs nothing else).
 //!
+//! # Time groups (timestep-aware int8)
+//!
+//! A diffusion network's activations shrink as the sample gets cleaner: one int8 range for
+//! every timestep clips the first, noisy steps or wastes resolution at the last ones. A
+//! calibration made with [`Calibration::with_time_groups`] keeps separate statistics for each
+//! range of timesteps (a *time group*, [`ddm_firmware::format::time_group`]); the export then
+//! stores one set of activation parameters per group and the device picks the set of each
+//! call's timestep (as in TDQ, So et al. 2023, with the step-wise parameters taken from
+//! calibration rather than learned). [`time_group_boundaries`] chooses the groups from the
+//! timesteps the deployed sampler visits: one per visited timestep, up to a limit.
+//!
 //! An int8 export needs observations of every `Input`, `Linear`, `Conv2d`, `GroupNorm`,
 //! `Silu`, `Add` and `Concat` node; `TimeEmbedding` (fixed range `[-1, 1]`), `Reshape` and
 //! `Upsample2x` (their input's parameters) may be skipped.
@@ -60,6 +71,7 @@
 //! when it becomes quantisation parameters.
 
 use ddm_core::{Rng, Schedule};
+use ddm_firmware::format::{time_group, MAX_TIME_GROUPS};
 use ddm_firmware::writer::ScheduleSpec;
 use ddm_firmware::{QuantParams, SamplerConfig};
 
@@ -221,32 +233,82 @@ impl<T: Clone> Reservoir<T> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
     config: CalibrationConfig,
-    nodes: Vec<NodeStats>,
+    /// Time-group boundaries (ascending; empty: one group).
+    boundaries: Vec<u32>,
+    /// `nodes[g][i]`: node `i`'s statistics in time group `g`.
+    nodes: Vec<Vec<NodeStats>>,
     inputs: Reservoir<CalibrationInput>,
     sample_len: usize,
 }
 
 impl Calibration {
-    /// Empty statistics for every node of `graph`.
+    /// Empty statistics for every node of `graph`, one set for every timestep.
     pub fn new(graph: &Graph, config: CalibrationConfig) -> Self {
-        let nodes = (0..graph.nodes.len())
-            .map(|i| NodeStats {
-                min: f32::INFINITY,
-                max: f32::NEG_INFINITY,
-                count: 0,
-                bounds: None,
-                reservoir: Reservoir::new(
-                    config.reservoir.max(1),
-                    Rng::with_stream(config.seed, i as u64),
-                ),
+        Self::build(graph, config, Vec::new())
+    }
+
+    /// Empty statistics for every node of `graph` and every time group split at `boundaries`
+    /// (ascending, at least 1, at most [`MAX_TIME_GROUPS`]` - 1` of them; the export checks
+    /// them against the schedule): a value observed at timestep `t` counts in group
+    /// [`time_group`]`(boundaries, t)` only.
+    ///
+    /// Errors ([`Error::Calibration`]) when the boundaries are not strictly increasing from 1
+    /// or too many.
+    pub fn with_time_groups(
+        graph: &Graph,
+        config: CalibrationConfig,
+        boundaries: Vec<u32>,
+    ) -> Result<Self> {
+        let increasing = boundaries.first().is_none_or(|&b| b >= 1)
+            && boundaries.windows(2).all(|w| w[0] < w[1]);
+        if !increasing || boundaries.len() >= MAX_TIME_GROUPS {
+            return Err(Error::Calibration(format!(
+                "time-group boundaries {boundaries:?} must increase from 1, at most {} of them",
+                MAX_TIME_GROUPS - 1
+            )));
+        }
+        Ok(Self::build(graph, config, boundaries))
+    }
+
+    fn build(graph: &Graph, config: CalibrationConfig, boundaries: Vec<u32>) -> Self {
+        let nodes = (0..=boundaries.len() as u64)
+            .map(|g| {
+                (0..graph.nodes.len() as u64)
+                    .map(|i| NodeStats {
+                        min: f32::INFINITY,
+                        max: f32::NEG_INFINITY,
+                        count: 0,
+                        bounds: None,
+                        reservoir: Reservoir::new(
+                            config.reservoir.max(1),
+                            Rng::with_stream(config.seed, (g << 32) + i),
+                        ),
+                    })
+                    .collect()
             })
             .collect();
         Calibration {
             config,
+            boundaries,
             nodes,
             inputs: Reservoir::new(config.max_inputs, Rng::with_stream(config.seed, u64::MAX)),
             sample_len: graph.input_shape().iter().product(),
         }
+    }
+
+    /// The time-group boundaries (empty: one group for every timestep).
+    pub fn time_groups(&self) -> &[u32] {
+        &self.boundaries
+    }
+
+    /// Number of time groups.
+    pub fn group_count(&self) -> usize {
+        self.boundaries.len() + 1
+    }
+
+    /// The time group of timestep `t`.
+    pub fn time_group(&self, t: u32) -> usize {
+        time_group(self.boundaries.iter().copied(), t)
     }
 
     /// The configuration.
@@ -256,19 +318,28 @@ impl Calibration {
 
     /// Number of nodes (that of the graph it was made for).
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.nodes.first().map_or(0, Vec::len)
     }
 
-    /// Adds a batch of node `node`'s float output values (any number, any order: the values
-    /// of one sample or of a whole batch).
+    /// Node `node`'s statistics in the time group of `t`, or an error naming the node.
+    fn stats_at(&mut self, node: NodeId, t: u32) -> Result<&mut NodeStats> {
+        let group = self.time_group(t);
+        let count = self.node_count();
+        self.nodes
+            .get_mut(group)
+            .and_then(|nodes| nodes.get_mut(node.0))
+            .ok_or_else(|| {
+                Error::Calibration(format!("node {} does not exist ({count} nodes)", node.0))
+            })
+    }
+
+    /// Adds a batch of node `node`'s float output values at timestep `t` (any number, any
+    /// order: the values of one sample or of a whole batch).
     ///
     /// Errors ([`Error::Calibration`]) when `node` is not a node of the graph or a value is
     /// NaN or infinite; nothing is recorded then.
-    pub fn observe(&mut self, node: NodeId, values: &[f32]) -> Result<()> {
-        let count = self.nodes.len();
-        let stats = self.nodes.get_mut(node.0).ok_or_else(|| {
-            Error::Calibration(format!("node {} does not exist ({count} nodes)", node.0))
-        })?;
+    pub fn observe(&mut self, node: NodeId, t: u32, values: &[f32]) -> Result<()> {
+        let stats = self.stats_at(node, t)?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(Error::Calibration(format!(
                 "node {} produced NaN or infinite values",
@@ -291,11 +362,8 @@ impl Calibration {
     /// method chooses from.
     ///
     /// Errors as [`Calibration::observe`].
-    pub fn observe_bounds(&mut self, node: NodeId, values: &[f32]) -> Result<()> {
-        let count = self.nodes.len();
-        let stats = self.nodes.get_mut(node.0).ok_or_else(|| {
-            Error::Calibration(format!("node {} does not exist ({count} nodes)", node.0))
-        })?;
+    pub fn observe_bounds(&mut self, node: NodeId, t: u32, values: &[f32]) -> Result<()> {
+        let stats = self.stats_at(node, t)?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(Error::Calibration(format!(
                 "node {} produced NaN or infinite values",
@@ -342,21 +410,30 @@ impl Calibration {
         &self.inputs.items
     }
 
-    /// Statistics of node `node`, if it exists.
-    pub fn stats(&self, node: NodeId) -> Option<&NodeStats> {
-        self.nodes.get(node.0)
+    /// Statistics of node `node` in time group `group`, if both exist.
+    pub fn stats(&self, node: NodeId, group: usize) -> Option<&NodeStats> {
+        self.nodes.get(group)?.get(node.0)
     }
 
     /// The float range `[low, high]` (`low <= high`, not yet widened to include 0) chosen by
-    /// `method` for node `node`, or an error when the node does not exist or was never
-    /// observed, or the percentile is not in `(50, 100]`.
-    pub fn range(&self, node: NodeId, method: RangeMethod) -> Result<(f32, f32)> {
-        let stats = self
-            .stats(node)
-            .ok_or_else(|| Error::Calibration(format!("node {} does not exist", node.0)))?;
+    /// `method` for node `node` in time group `group`, or an error when the node or group does
+    /// not exist, the node was never observed in the group, or the percentile is not in
+    /// `(50, 100]`.
+    pub fn range(&self, node: NodeId, group: usize, method: RangeMethod) -> Result<(f32, f32)> {
+        let stats = self.stats(node, group).ok_or_else(|| {
+            Error::Calibration(format!(
+                "node {} or time group {group} does not exist",
+                node.0
+            ))
+        })?;
         if stats.count == 0 {
+            let which = if self.boundaries.is_empty() {
+                String::new()
+            } else {
+                format!(" in time group {group}")
+            };
             return Err(Error::Calibration(format!(
-                "node {} was never observed",
+                "node {} was never observed{which}",
                 node.0
             )));
         }
@@ -474,6 +551,30 @@ pub fn quantization_mse(values: &[f32], low: f32, high: f32) -> Result<f64> {
     Ok(total / values.len().max(1) as f64)
 }
 
+/// Time-group boundaries for a sampler that visits `timesteps`: at most `max_groups` groups
+/// (at least 1, at most [`MAX_TIME_GROUPS`]), each holding a run of consecutive visited
+/// timesteps (sorted, distinct) of nearly equal length, split halfway between neighbours. With
+/// at most `max_groups` distinct timesteps every visited timestep gets its own group: the
+/// parameters of inference step `i` are calibrated on step `i` alone, and a sampler visiting
+/// other timesteps uses the group of the nearest calibrated one.
+pub fn time_group_boundaries(timesteps: &[u32], max_groups: usize) -> Vec<u32> {
+    let mut sorted = timesteps.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let groups = max_groups
+        .clamp(1, MAX_TIME_GROUPS)
+        .min(sorted.len().max(1));
+    (1..groups)
+        .map(|k| {
+            // Group k starts at the first of its run; the boundary lies halfway back to the
+            // last timestep of group k - 1 (rounded up, so it stays above it).
+            let first = k * sorted.len() / groups;
+            let (low, high) = (sorted[first - 1], sorted[first]);
+            low + (high - low).div_ceil(2)
+        })
+        .collect()
+}
+
 /// The training timesteps `sampler` visits with `schedule`, first to last: the timesteps at
 /// which calibration inputs should be gathered.
 pub fn calibration_timesteps(schedule: &ScheduleSpec, sampler: &SamplerConfig) -> Result<Vec<u32>> {
@@ -540,13 +641,13 @@ mod tests {
     fn small_streams_are_kept_whole() {
         let graph = one_node_graph();
         let mut c = Calibration::new(&graph, config(16));
-        c.observe(NodeId(0), &[3.0, -1.0, 2.0]).unwrap();
-        let stats = c.stats(NodeId(0)).unwrap();
+        c.observe(NodeId(0), 0, &[3.0, -1.0, 2.0]).unwrap();
+        let stats = c.stats(NodeId(0), 0).unwrap();
         assert_eq!((stats.min, stats.max, stats.count), (-1.0, 3.0, 3));
         assert_eq!(stats.sample(), &[3.0, -1.0, 2.0]);
-        assert!(c.observe(NodeId(1), &[0.0]).is_err());
-        assert!(c.observe(NodeId(0), &[f32::NAN]).is_err());
-        assert_eq!(c.stats(NodeId(0)).unwrap().count, 3);
+        assert!(c.observe(NodeId(1), 0, &[0.0]).is_err());
+        assert!(c.observe(NodeId(0), 0, &[f32::NAN]).is_err());
+        assert_eq!(c.stats(NodeId(0), 0).unwrap().count, 3);
     }
 
     #[test]
@@ -568,12 +669,17 @@ mod tests {
     fn unobserved_nodes_and_bad_percentiles_are_refused() {
         let graph = one_node_graph();
         let mut c = Calibration::new(&graph, config(16));
-        assert!(c.range(NodeId(0), RangeMethod::MinMax).is_err());
-        c.observe(NodeId(0), &[1.0, 2.0]).unwrap();
-        assert!(c.range(NodeId(0), RangeMethod::Percentile(40.0)).is_err());
-        assert!(c.range(NodeId(0), RangeMethod::Percentile(100.5)).is_err());
+        assert!(c.range(NodeId(0), 0, RangeMethod::MinMax).is_err());
+        c.observe(NodeId(0), 0, &[1.0, 2.0]).unwrap();
+        assert!(c
+            .range(NodeId(0), 0, RangeMethod::Percentile(40.0))
+            .is_err());
+        assert!(c
+            .range(NodeId(0), 0, RangeMethod::Percentile(100.5))
+            .is_err());
         assert_eq!(
-            c.range(NodeId(0), RangeMethod::Percentile(100.0)).unwrap(),
+            c.range(NodeId(0), 0, RangeMethod::Percentile(100.0))
+                .unwrap(),
             (1.0, 2.0)
         );
     }
@@ -583,19 +689,19 @@ mod tests {
         let graph = one_node_graph();
         let mut c = Calibration::new(&graph, config(64));
         let values: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 8.0).collect();
-        c.observe(NodeId(0), &values).unwrap();
+        c.observe(NodeId(0), 0, &values).unwrap();
         let before: Vec<(f32, f32)> = [
             RangeMethod::MinMax,
             RangeMethod::Percentile(90.0),
             RangeMethod::Mse,
         ]
         .iter()
-        .map(|&m| c.range(NodeId(0), m).unwrap())
+        .map(|&m| c.range(NodeId(0), 0, m).unwrap())
         .collect();
-        assert!(c.observe_bounds(NodeId(0), &[f32::NAN]).is_err());
-        assert!(c.observe_bounds(NodeId(9), &[1.0]).is_err());
+        assert!(c.observe_bounds(NodeId(0), 0, &[f32::NAN]).is_err());
+        assert!(c.observe_bounds(NodeId(9), 0, &[1.0]).is_err());
         // Bounds inside every range change nothing.
-        c.observe_bounds(NodeId(0), &[0.0, 0.1]).unwrap();
+        c.observe_bounds(NodeId(0), 0, &[0.0, 0.1]).unwrap();
         for (&m, &range) in [
             RangeMethod::MinMax,
             RangeMethod::Percentile(90.0),
@@ -604,18 +710,18 @@ mod tests {
         .iter()
         .zip(&before)
         {
-            assert_eq!(c.range(NodeId(0), m).unwrap(), range);
+            assert_eq!(c.range(NodeId(0), 0, m).unwrap(), range);
         }
         // Beyond them, every method's range reaches them; the statistics are untouched.
-        c.observe_bounds(NodeId(0), &[-9.0, 7.5]).unwrap();
+        c.observe_bounds(NodeId(0), 0, &[-9.0, 7.5]).unwrap();
         for m in [
             RangeMethod::MinMax,
             RangeMethod::Percentile(90.0),
             RangeMethod::Mse,
         ] {
-            assert_eq!(c.range(NodeId(0), m).unwrap(), (-9.0, 7.5));
+            assert_eq!(c.range(NodeId(0), 0, m).unwrap(), (-9.0, 7.5));
         }
-        let stats = c.stats(NodeId(0)).unwrap();
+        let stats = c.stats(NodeId(0), 0).unwrap();
         assert_eq!((stats.min, stats.max, stats.count), (-4.0, 3.875, 64));
         assert_eq!(stats.bounds, Some((-9.0, 7.5)));
     }
@@ -649,6 +755,50 @@ mod tests {
             (model / measured - 1.0).abs() < 0.05,
             "model {model}, measured {measured}"
         );
+    }
+
+    #[test]
+    fn time_groups_give_each_visited_timestep_its_own_group_up_to_the_limit() {
+        let ddim: Vec<u32> = (0..10).rev().map(|i| 100 * i).collect();
+        let boundaries = time_group_boundaries(&ddim, 16);
+        assert_eq!(boundaries, [50, 150, 250, 350, 450, 550, 650, 750, 850]);
+        for (i, &t) in ddim.iter().rev().enumerate() {
+            assert_eq!(time_group(boundaries.iter().copied(), t), i);
+        }
+        // Fewer groups than timesteps: runs of nearly equal length.
+        assert_eq!(time_group_boundaries(&ddim, 3), [250, 550]);
+        assert_eq!(time_group_boundaries(&ddim, 1), Vec::<u32>::new());
+        assert_eq!(time_group_boundaries(&ddim, 0), Vec::<u32>::new());
+        // Duplicates count once; odd gaps round up, staying above the lower timestep.
+        assert_eq!(time_group_boundaries(&[999, 0, 0, 1], 8), [1, 500]);
+        let many: Vec<u32> = (0..1000).collect();
+        assert_eq!(
+            time_group_boundaries(&many, 1000).len(),
+            MAX_TIME_GROUPS - 1
+        );
+    }
+
+    #[test]
+    fn each_time_group_keeps_its_own_statistics() {
+        let graph = one_node_graph();
+        assert!(Calibration::with_time_groups(&graph, config(16), vec![5, 5]).is_err());
+        assert!(Calibration::with_time_groups(&graph, config(16), vec![0]).is_err());
+        let mut c = Calibration::with_time_groups(&graph, config(16), vec![10, 20]).unwrap();
+        assert_eq!(c.group_count(), 3);
+        c.observe(NodeId(0), 3, &[-1.0, 1.0]).unwrap();
+        c.observe(NodeId(0), 15, &[-4.0, 4.0]).unwrap();
+        c.observe_bounds(NodeId(0), 19, &[6.0]).unwrap();
+        assert_eq!(
+            c.range(NodeId(0), 0, RangeMethod::MinMax).unwrap(),
+            (-1.0, 1.0)
+        );
+        assert_eq!(
+            c.range(NodeId(0), 1, RangeMethod::MinMax).unwrap(),
+            (-4.0, 6.0)
+        );
+        let err = c.range(NodeId(0), 2, RangeMethod::MinMax).unwrap_err();
+        assert!(err.to_string().contains("time group 2"), "{err}");
+        assert!(c.range(NodeId(0), 3, RangeMethod::MinMax).is_err());
     }
 
     #[test]

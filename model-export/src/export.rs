@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use ddm_firmware::writer::{write_blob, MemoryPlan};
+use ddm_firmware::writer::{write_blob, MemoryPlan, ModelSpec};
 use ddm_firmware::{required_arena_bytes, Blob, Precision};
 
 use crate::calibration::Calibration;
@@ -53,6 +53,13 @@ pub struct ExportReport {
     /// Bytes of RAM a device provides to generate with the blob's default sampler
     /// ([`ddm_firmware::required_arena_bytes`]).
     pub arena_bytes: usize,
+    /// Number of time groups: sets of int8 activation parameters, one per range of timesteps
+    /// (1 for float blobs and single-set int8 blobs).
+    pub time_groups: usize,
+    /// Bytes of the blob spent on the time groups beyond the first (their quantisation
+    /// records, biases, requantisation pairs, SiLU tables and the boundaries): the flash cost
+    /// of timestep-aware parameters. They take no arena: every group runs in the same plan.
+    pub time_group_bytes: usize,
     /// Peak of the activation memory plan (stored in the blob; part of `arena_bytes`).
     pub activation_bytes: usize,
     /// What the activations would take without reuse (every node its own region).
@@ -115,6 +122,12 @@ pub fn export(
     spec.plan = Some(plan.clone());
     let blob = write_blob(&spec)?;
     let parsed = Blob::parse(&blob)?;
+    let time_groups = spec.group_count();
+    let time_group_bytes = if time_groups > 1 {
+        blob.len() - write_blob(&first_group_only(&spec))?.len()
+    } else {
+        0
+    };
     let arena_bytes = required_arena_bytes(&parsed)?;
     let no_reuse_bytes = plan_no_reuse(&spec)?.arena_bytes;
 
@@ -148,6 +161,8 @@ pub fn export(
         macs: graph.macs(),
         flash_bytes: blob.len(),
         arena_bytes,
+        time_groups,
+        time_group_bytes,
         activation_bytes: plan.arena_bytes,
         no_reuse_bytes,
         calibration_inputs: if measure { inputs.len() } else { 0 },
@@ -155,6 +170,16 @@ pub fn export(
         layers,
     };
     Ok(Export { blob, plan, report })
+}
+
+/// `spec` with the parameters of its first time group only.
+fn first_group_only(spec: &ModelSpec) -> ModelSpec {
+    let mut single = spec.clone();
+    single.time_groups.clear();
+    for node in &mut single.nodes {
+        node.quant.truncate(1);
+    }
+    single
 }
 
 /// `10 log10(signal / noise)`, `+inf` without noise.
@@ -218,6 +243,14 @@ impl fmt::Display for ExportReport {
             "flash            {} bytes",
             grouped(self.flash_bytes as u64)
         )?;
+        if self.time_groups > 1 {
+            writeln!(
+                f,
+                "time groups      {} (activation parameters per range of timesteps: {} bytes of flash, no arena)",
+                self.time_groups,
+                grouped(self.time_group_bytes as u64)
+            )?;
+        }
         writeln!(
             f,
             "arena            {} bytes (activations {} bytes, {} without reuse)",

@@ -10,7 +10,8 @@
 //! - **Activations**: per-tensor asymmetric int8, `real = scale (q - zero_point)`, from the
 //!   node's calibrated float range ([`Calibration::range`] with the chosen [`RangeMethod`]),
 //!   widened to include 0 so that zero padding and ReLU-like zeros are exact
-//!   ([`QuantParams::from_range`]).
+//!   ([`QuantParams::from_range`]); one set per time group of the calibration
+//!   ([`Calibration::with_time_groups`]), which the blob stores with the group boundaries.
 //! - Rules per op:
 //!   - `Input`: the calibrated range of `x_t` over the visited timesteps;
 //!   - `TimeEmbedding`: `[-1, 1]`, the range of sine and cosine (no calibration needed);
@@ -53,25 +54,34 @@ pub struct ExportOptions {
     pub schedule: ScheduleSpec,
 }
 
-/// The int8 parameters of node `id`'s output, `None` for nodes that inherit their input's.
+/// The int8 parameters of node `id`'s output in each time group of the calibration (one
+/// entry when they are the same in every group), empty for nodes that inherit their
+/// input's.
 fn activation_params(
     graph: &Graph,
     calibration: &Calibration,
     range: RangeMethod,
     id: NodeId,
-) -> Result<Option<QuantParams>> {
+) -> Result<Vec<QuantParams>> {
     let node = graph.node(id);
-    let (low, high) = match node.op {
-        Op::Reshape { .. } | Op::Upsample2x { .. } => return Ok(None),
-        Op::TimeEmbedding { .. } => (-1.0, 1.0),
-        _ => calibration.range(id, range).map_err(|e| match e {
-            Error::Calibration(reason) => {
-                Error::Calibration(format!("node {} ({}): {reason}", id.0, node.name))
-            }
-            other => other,
-        })?,
-    };
-    Ok(Some(QuantParams::from_range(low, high)?))
+    let mut params = Vec::with_capacity(calibration.group_count());
+    for group in 0..calibration.group_count() {
+        let (low, high) = match node.op {
+            Op::Reshape { .. } | Op::Upsample2x { .. } => return Ok(vec![]),
+            Op::TimeEmbedding { .. } => (-1.0, 1.0),
+            _ => calibration.range(id, group, range).map_err(|e| match e {
+                Error::Calibration(reason) => {
+                    Error::Calibration(format!("node {} ({}): {reason}", id.0, node.name))
+                }
+                other => other,
+            })?,
+        };
+        params.push(QuantParams::from_range(low, high)?);
+    }
+    if params.windows(2).all(|w| w[0].same_as(&w[1])) {
+        params.truncate(1);
+    }
+    Ok(params)
 }
 
 fn tensor<'w>(weights: &'w Weights, name: &str) -> Result<&'w [f32]> {
@@ -203,7 +213,7 @@ pub fn model_spec(
         };
         let quant = match calibration {
             Some(c) => activation_params(graph, c, options.range, NodeId(index))?,
-            None => None,
+            None => vec![],
         };
         nodes.push(NodeSpec { op, quant });
     }
@@ -214,5 +224,6 @@ pub fn model_spec(
         schedule: options.schedule.clone(),
         sampler: options.sampler,
         plan: None,
+        time_groups: calibration.map_or(vec![], |c| c.time_groups().to_vec()),
     })
 }

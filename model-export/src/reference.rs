@@ -151,11 +151,11 @@ pub fn calibrate_with_sampler(
         while let Some(t) = state.timestep() {
             calibration.record_input(&x, t)?;
             evaluator.run(&x, t, &mut out, |node, output| match output {
-                NodeOutput::F32(v) => calibration.observe(NodeId(node), v),
+                NodeOutput::F32(v) => calibration.observe(NodeId(node), t, v),
                 other => {
                     values.clear();
                     values.extend(other.iter());
-                    calibration.observe(NodeId(node), &values)
+                    calibration.observe(NodeId(node), t, &values)
                 }
             })?;
             state.step(&mut x, &out, &mut rng)?;

@@ -90,6 +90,7 @@ mod tests {
             ),
             sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 5, Spacing::Leading),
             plan: None,
+            time_groups: vec![],
         };
         write_blob(&spec).expect("the test model is valid")
     }

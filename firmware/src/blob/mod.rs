@@ -54,6 +54,9 @@ pub struct Blob<'a> {
     tensor_section: &'a [u8],
     tensor_count: usize,
     quant: &'a [u8],
+    /// The time-group boundaries (`u32` each, ascending); empty for one group.
+    boundaries: &'a [u8],
+    time_groups: usize,
     plan: &'a [u8],
     arena_bytes: usize,
     scratch_bytes: usize,
@@ -71,6 +74,7 @@ impl core::fmt::Debug for Blob<'_> {
             .field("tensors", &self.tensor_count)
             .field("arena_bytes", &self.arena_bytes)
             .field("scratch_bytes", &self.scratch_bytes)
+            .field("time_groups", &self.time_groups)
             .field("schedule", &self.schedule)
             .field("sampler", &self.sampler)
             .finish()
@@ -112,6 +116,33 @@ fn overlaps(a: usize, la: usize, b: usize, lb: usize) -> bool {
     la > 0 && lb > 0 && a < b.saturating_add(lb) && b < a.saturating_add(la)
 }
 
+/// Decodes the time-groups section: `(G, boundary bytes)`, boundaries strictly increasing and
+/// at least 1 (their upper bound, `T`, is checked against the schedule).
+fn parse_time_groups(section: &[u8]) -> Result<(usize, &[u8])> {
+    let groups = read_usize(section, 0).ok_or(Error::Malformed("time groups"))?;
+    if (1..4).any(|i| read_u32(section, 4 * i) != Some(0)) {
+        return malformed("reserved time-group words must be 0");
+    }
+    if !(2..=MAX_TIME_GROUPS).contains(&groups) {
+        return malformed("time-group count out of range");
+    }
+    if section.len() != TIME_GROUPS_HEADER_LEN + 4 * (groups - 1) {
+        return malformed("time-groups section length does not match its count");
+    }
+    let boundaries = section
+        .get(TIME_GROUPS_HEADER_LEN..)
+        .ok_or(Error::Malformed("time groups"))?;
+    let mut previous = 0u32;
+    for k in 0..groups - 1 {
+        let b = read_u32(boundaries, 4 * k).ok_or(Error::Malformed("time groups"))?;
+        if b <= previous {
+            return malformed("time-group boundaries must be increasing and at least 1");
+        }
+        previous = b;
+    }
+    Ok((groups, boundaries))
+}
+
 impl<'a> Blob<'a> {
     /// Parses and validates a blob. Bytes after the length the header declares are ignored
     /// (a flash partition may be larger than the blob).
@@ -128,7 +159,7 @@ impl<'a> Blob<'a> {
         }
         let word = |at: usize| read_u32(bytes, at).ok_or(Error::Malformed("short header"));
         let version = word(4)?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -168,7 +199,13 @@ impl<'a> Blob<'a> {
             .ok_or(Error::Malformed("section table runs past the blob"))?;
 
         // Section id -> (offset, len); index 0 unused.
-        let mut sections: [Option<(usize, usize)>; 6] = [None; 6];
+        let mut sections: [Option<(usize, usize)>; 7] = [None; 7];
+        // Version 2 has no time-groups section.
+        let last_id = if version == 2 {
+            5
+        } else {
+            SECTION_TIME_GROUPS as usize
+        };
         for index in 0..section_count {
             let at = HEADER_LEN + index * SECTION_ENTRY_LEN;
             let id = word(at)?;
@@ -188,7 +225,7 @@ impl<'a> Blob<'a> {
             }
             let slot = usize::try_from(id)
                 .ok()
-                .filter(|id| (1..=5).contains(id))
+                .filter(|id| (1..=last_id).contains(id))
                 .and_then(|id| sections.get_mut(id))
                 .ok_or(Error::Malformed("unknown section id"))?;
             if slot.is_some() {
@@ -249,21 +286,26 @@ impl<'a> Blob<'a> {
             .filter(|&end| end <= tensor_section.len())
             .ok_or(Error::Malformed("tensor table runs past its section"))?;
 
+        // Time groups.
+        let present = |id: u32| sections.get(id as usize).copied().flatten().is_some();
+        let (time_groups, boundaries) = match (precision, present(SECTION_TIME_GROUPS)) {
+            (Precision::Int8, true) => parse_time_groups(section(SECTION_TIME_GROUPS)?)?,
+            (_, true) => return malformed("a float blob has no time groups"),
+            (_, false) => (1, &[][..]),
+        };
+
         // Quantisation records.
-        let quant = match (
-            precision,
-            sections.get(SECTION_QUANT as usize).copied().flatten(),
-        ) {
-            (Precision::Int8, Some(_)) => {
+        let quant = match (precision, present(SECTION_QUANT)) {
+            (Precision::Int8, true) => {
                 let quant = section(SECTION_QUANT)?;
-                if quant.len() != node_count * QUANT_RECORD_LEN {
+                if Some(quant.len()) != (node_count * QUANT_RECORD_LEN).checked_mul(time_groups) {
                     return malformed("quantisation section length does not match the nodes");
                 }
                 quant
             }
-            (Precision::Int8, None) => return malformed("an int8 blob needs a quant section"),
-            (_, Some(_)) => return malformed("a float blob has no quant section"),
-            (_, None) => &[][..],
+            (Precision::Int8, false) => return malformed("an int8 blob needs a quant section"),
+            (_, true) => return malformed("a float blob has no quant section"),
+            (_, false) => &[][..],
         };
 
         // Memory plan.
@@ -281,6 +323,12 @@ impl<'a> Blob<'a> {
 
         // Schedule.
         let (schedule, sampler, alphas) = parse_schedule(section(SECTION_SCHEDULE)?)?;
+        let train_steps = alphas.len() / 4;
+        if (0..time_groups - 1)
+            .any(|k| read_usize(boundaries, 4 * k).is_none_or(|b| b >= train_steps))
+        {
+            return malformed("a time-group boundary is not below the train steps");
+        }
 
         let mut blob = Blob {
             bytes,
@@ -292,6 +340,8 @@ impl<'a> Blob<'a> {
             tensor_section,
             tensor_count,
             quant,
+            boundaries,
+            time_groups,
             plan,
             arena_bytes,
             scratch_bytes: 0,
@@ -302,8 +352,10 @@ impl<'a> Blob<'a> {
         for tensor in 0..tensor_count {
             blob.tensor(tensor as u32)?;
         }
-        for index in 0..node_count {
-            blob.validate_node(index)?;
+        for group in 0..time_groups {
+            for index in 0..node_count {
+                blob.validate_node(index, group)?;
+            }
         }
         let input = blob.node(0)?;
         if input.op != Op::Input {
@@ -347,6 +399,26 @@ impl<'a> Blob<'a> {
     /// Number of tensors.
     pub fn tensor_count(&self) -> usize {
         self.tensor_count
+    }
+
+    /// Number of time groups: sets of int8 activation parameters, each for a range of training
+    /// timesteps (1 for float blobs and blobs without a time-groups section).
+    pub fn time_groups(&self) -> usize {
+        self.time_groups
+    }
+
+    /// Boundary `k` (`0..time_groups() - 1`) between time groups `k` and `k + 1`: the smallest
+    /// timestep of group `k + 1`.
+    pub fn time_group_boundary(&self, k: usize) -> Option<u32> {
+        read_u32(self.boundaries, k.checked_mul(4)?)
+    }
+
+    /// The time group whose activation parameters a network call at training timestep `t`
+    /// uses ([`time_group`]).
+    pub fn time_group(&self, t: u32) -> usize {
+        let boundaries =
+            (0..self.time_groups.saturating_sub(1)).filter_map(|k| self.time_group_boundary(k));
+        time_group(boundaries, t)
     }
 
     /// Bytes of the activation arena the memory plan uses.

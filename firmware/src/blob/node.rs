@@ -126,6 +126,64 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The op as time group `group` runs it: the tensors that follow from the activation
+    /// parameters (int8 bias and requantisation of linear and convolution layers, the SiLU
+    /// table, the concat requantisation) moved `group` entries down the tensor table
+    /// ([`crate::format`], "Time-groups section"); `None` when an index overflows.
+    pub fn in_group(self, group: usize) -> Option<Op> {
+        let group = u32::try_from(group).ok()?;
+        let shift = |t: Option<u32>| {
+            t.map(|t| t.checked_add(group))
+                .map_or(Some(None), |t| t.map(Some))
+        };
+        Some(match self {
+            Op::Linear {
+                input,
+                weight,
+                bias,
+                requant,
+            } => Op::Linear {
+                input,
+                weight,
+                bias: shift(bias)?,
+                requant: shift(requant)?,
+            },
+            Op::Conv2d {
+                input,
+                weight,
+                bias,
+                requant,
+                kernel,
+                stride,
+                padding,
+            } => Op::Conv2d {
+                input,
+                weight,
+                bias: shift(bias)?,
+                requant: shift(requant)?,
+                kernel,
+                stride,
+                padding,
+            },
+            Op::Silu { input, lut } => Op::Silu {
+                input,
+                lut: shift(lut)?,
+            },
+            Op::Concat {
+                first,
+                count,
+                requant,
+            } => Op::Concat {
+                first,
+                count,
+                requant: shift(requant)?,
+            },
+            other => other,
+        })
+    }
+}
+
 /// A decoded node: its op and output shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -309,6 +367,17 @@ impl<'a> Blob<'a> {
         Ok(Node { op, shape })
     }
 
+    /// Node `index` as time group `group` runs it ([`Op::in_group`]); group 0 is
+    /// [`Blob::node`].
+    pub fn node_in(&self, index: usize, group: usize) -> Result<Node> {
+        let node = self.node(index)?;
+        let op = node.op.in_group(group).ok_or(Error::InvalidNode {
+            node: index as u32,
+            reason: "a time group's tensor index overflows",
+        })?;
+        Ok(Node { op, ..node })
+    }
+
     /// Tensor `index` of the tensor table.
     pub fn tensor(&self, index: u32) -> Result<Tensor<'a>> {
         let fail = |reason| Error::InvalidTensor {
@@ -362,11 +431,18 @@ impl<'a> Blob<'a> {
         Ok(tensor)
     }
 
-    /// Output quantisation parameters of node `index` (int8 blobs).
-    pub fn quant(&self, index: usize) -> Result<QuantParams> {
-        let at = index
-            .checked_mul(QUANT_RECORD_LEN)
-            .ok_or(Error::Malformed("quant index"))?;
+    /// Byte offset of the quantisation record of node `index` in time group `group`.
+    fn quant_record(&self, index: usize, group: usize) -> Result<usize> {
+        group
+            .checked_mul(self.node_count)
+            .and_then(|r| r.checked_add(index))
+            .and_then(|r| r.checked_mul(QUANT_RECORD_LEN))
+            .ok_or(Error::Malformed("quant index"))
+    }
+
+    /// Output quantisation parameters of node `index` in time group `group` (int8 blobs).
+    pub fn quant(&self, index: usize, group: usize) -> Result<QuantParams> {
+        let at = self.quant_record(index, group)?;
         let scale = read_u32(self.quant, at).ok_or(Error::InvalidNode {
             node: index as u32,
             reason: "no quantisation record (float blob?)",
@@ -378,11 +454,9 @@ impl<'a> Blob<'a> {
         })
     }
 
-    /// Fixed-point parameters of the int8 `Add` node `index`.
-    pub fn add_params(&self, index: usize) -> Result<AddParams> {
-        let at = index
-            .checked_mul(QUANT_RECORD_LEN)
-            .ok_or(Error::Malformed("quant index"))?;
+    /// Fixed-point parameters of the int8 `Add` node `index` in time group `group`.
+    pub fn add_params(&self, index: usize, group: usize) -> Result<AddParams> {
+        let at = self.quant_record(index, group)?;
         let word = |i: usize| {
             read_u32(self.quant, at.saturating_add(8 + 4 * i))
                 .map(|v| v as i32)

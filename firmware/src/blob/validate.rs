@@ -9,8 +9,10 @@ use crate::quant::{AddParams, Requant};
 use crate::shape_rule::{ConcatShape, ShapeOp};
 
 impl<'a> Blob<'a> {
-    pub(super) fn validate_node(&self, index: usize) -> Result<()> {
-        let node = self.node(index)?;
+    /// Checks node `index` as time group `group` runs it (its shape and placement, which
+    /// every group shares, are checked with group 0).
+    pub(super) fn validate_node(&self, index: usize, group: usize) -> Result<()> {
+        let node = self.node_in(index, group)?;
         let fail = |reason| Error::InvalidNode {
             node: index as u32,
             reason,
@@ -119,7 +121,7 @@ impl<'a> Blob<'a> {
                     rhs: before(rhs)?.shape,
                 })?;
                 if int8 {
-                    self.add_params(index)?.validate()?;
+                    self.add_params(index, group)?.validate()?;
                 }
             }
             Op::Concat {
@@ -172,21 +174,25 @@ impl<'a> Blob<'a> {
             }
         }
         if int8 {
-            let params = self.quant(index)?;
+            let params = self.quant(index, group)?;
             params.validate()?;
             if node.code() != OpCode::Add {
-                let add = self.add_params(index)?;
+                let add = self.add_params(index, group)?;
                 if add != AddParams::default() {
                     return Err(fail("only add nodes have add parameters"));
                 }
             }
             if let Some(input) = same_quant_as {
-                if !self.quant(input)?.same_as(&params) {
+                if !self.quant(input, group)?.same_as(&params) {
                     return Err(fail("upsample and reshape keep their input's quantisation"));
                 }
             }
         }
-        self.validate_placement(index, &node)
+        if group == 0 {
+            self.validate_placement(index, &node)
+        } else {
+            Ok(())
+        }
     }
 
     /// Weight, bias and requantisation tensors of a linear or convolution layer.

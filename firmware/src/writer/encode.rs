@@ -98,62 +98,67 @@ impl Record {
 struct LayerContext<'s> {
     index: usize,
     precision: Precision,
-    input_quant: Option<QuantParams>,
-    output_quant: Option<QuantParams>,
+    /// `(input, output)` parameters of every time group (int8).
+    quant: Vec<Option<(QuantParams, QuantParams)>>,
     out_channels: usize,
     fan_in: usize,
     weight: &'s Weights,
     bias: Option<&'s Bias>,
 }
 
-/// Writes weight, bias and requantisation tensors; returns `(t0, t1, t2)`.
+/// Writes weight, bias and requantisation tensors; returns `(t0, t1, t2)`. int8 layers get
+/// one bias and one requantisation tensor per time group, each kind consecutive.
 fn encode_layer(tensors: &mut Tensors, layer: LayerContext<'_>) -> Result<(u32, u32, u32)> {
     let fail = |reason| node_error(layer.index, reason);
     let expected = layer.out_channels * layer.fan_in;
     match (layer.precision, layer.weight) {
         (Precision::Int8, Weights::Int8 { values, scales }) => {
-            let (input, output) = match (layer.input_quant, layer.output_quant) {
-                (Some(i), Some(o)) => (i, o),
-                _ => return Err(fail("int8 layers need input and output quantisation")),
-            };
             if values.len() != expected || scales.len() != layer.out_channels {
                 return Err(fail("weights or scales have the wrong length"));
             }
             if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
                 return Err(fail("weight scales must be finite and > 0"));
             }
-            let raw: Vec<i64> = match layer.bias {
-                None => vec![0; layer.out_channels],
-                Some(Bias::I32(b)) if b.len() == layer.out_channels => {
-                    b.iter().map(|&v| i64::from(v)).collect()
-                }
-                Some(Bias::F32(b)) if b.len() == layer.out_channels => b
-                    .iter()
+            let mut biases = Vec::with_capacity(layer.quant.len());
+            let mut requants = Vec::with_capacity(layer.quant.len());
+            for quant in &layer.quant {
+                let (input, output) =
+                    quant.ok_or(fail("int8 layers need input and output quantisation"))?;
+                let raw: Vec<i64> = match layer.bias {
+                    None => vec![0; layer.out_channels],
+                    Some(Bias::I32(b)) if b.len() == layer.out_channels => {
+                        b.iter().map(|&v| i64::from(v)).collect()
+                    }
+                    Some(Bias::F32(b)) if b.len() == layer.out_channels => b
+                        .iter()
+                        .zip(scales)
+                        .map(|(&v, &s)| {
+                            let q =
+                                libm::round(f64::from(v) / (f64::from(input.scale) * f64::from(s)));
+                            q as i64
+                        })
+                        .collect(),
+                    _ => return Err(fail("int8 bias must be i32 or f32 of length out")),
+                };
+                let mut folded = Vec::with_capacity(layer.out_channels);
+                let mut requant = Vec::with_capacity(layer.out_channels);
+                for ((row, &scale), &bias) in values
+                    .chunks_exact(layer.fan_in.max(1))
                     .zip(scales)
-                    .map(|(&v, &s)| {
-                        let q = libm::round(f64::from(v) / (f64::from(input.scale) * f64::from(s)));
-                        q as i64
-                    })
-                    .collect(),
-                _ => return Err(fail("int8 bias must be i32 or f32 of length out")),
-            };
-            let mut folded = Vec::with_capacity(layer.out_channels);
-            let mut requant = Vec::with_capacity(layer.out_channels);
-            for ((row, &scale), &bias) in values
-                .chunks_exact(layer.fan_in.max(1))
-                .zip(scales)
-                .zip(&raw)
-            {
-                let bias = i32::try_from(bias).map_err(|_| fail("int8 bias overflows i32"))?;
-                folded.push(fold_input_zero_point(bias, input.zero_point, row)?);
-                let real = f64::from(input.scale) * f64::from(scale) / f64::from(output.scale);
-                requant.push(Requant::from_real(real)?);
+                    .zip(&raw)
+                {
+                    let bias = i32::try_from(bias).map_err(|_| fail("int8 bias overflows i32"))?;
+                    folded.push(fold_input_zero_point(bias, input.zero_point, row)?);
+                    let real = f64::from(input.scale) * f64::from(scale) / f64::from(output.scale);
+                    requant.push(Requant::from_real(real)?);
+                }
+                biases.push(folded);
+                requants.push(requant);
             }
-            Ok((
-                tensors.i8s(values),
-                tensors.i32s(&folded),
-                tensors.requant(&requant),
-            ))
+            let t0 = tensors.i8s(values);
+            let t1 = first_of(biases.iter().map(|b| tensors.i32s(b)));
+            let t2 = first_of(requants.iter().map(|r| tensors.requant(r)));
+            Ok((t0, t1, t2))
         }
         (Precision::Int8, _) => Err(fail("int8 blobs need int8 weights")),
         (_, Weights::Int8 { .. }) => Err(fail("float blobs need float weights")),
@@ -186,6 +191,12 @@ fn encode_layer(tensors: &mut Tensors, layer: LayerContext<'_>) -> Result<(u32, 
     }
 }
 
+/// Pushes every tensor of `indices` (one per time group, consecutive) and returns the first's
+/// index, which the node record names.
+fn first_of(indices: impl Iterator<Item = u32>) -> u32 {
+    indices.fold(NONE, |first, index| first.min(index))
+}
+
 fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&value.to_le_bytes());
 }
@@ -208,28 +219,59 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
     let int8 = spec.precision == Precision::Int8;
     let shapes = infer_shapes(spec)?;
 
-    // Quantisation parameters (int8): inherited through upsample and reshape.
-    let mut quant: Vec<Option<QuantParams>> = Vec::with_capacity(n);
-    for (index, node) in spec.nodes.iter().enumerate() {
-        let q = match (&node.op, node.quant) {
-            (_, Some(q)) => Some(q),
-            (OpSpec::Upsample2x { input } | OpSpec::Reshape { input, .. }, None) => {
-                quant.get(*input).copied().flatten()
-            }
-            _ => None,
-        };
-        if int8 {
-            q.ok_or(node_error(index, "int8 nodes need quantisation parameters"))?
-                .validate()?;
-        }
-        quant.push(q);
+    let groups = spec.group_count();
+    if groups > 1 && !int8 {
+        return Err(Error::InvalidModel("only int8 models have time groups"));
     }
-    let quant_of = |i: usize| quant.get(i).copied().flatten();
+    if groups > MAX_TIME_GROUPS {
+        return Err(Error::InvalidModel("a model has at most 64 time groups"));
+    }
+    let train_steps = spec.schedule.schedule.train_steps;
+    let mut previous = 0u32;
+    for &boundary in &spec.time_groups {
+        if boundary <= previous || boundary >= train_steps {
+            return Err(Error::InvalidModel(
+                "time-group boundaries must increase, from 1 to below the train steps",
+            ));
+        }
+        previous = boundary;
+    }
+
+    // Quantisation parameters (int8), `quant[g][i]`: one entry broadcast to every group,
+    // inherited through upsample and reshape.
+    let mut quant: Vec<Vec<Option<QuantParams>>> = vec![Vec::with_capacity(n); groups];
+    for (index, node) in spec.nodes.iter().enumerate() {
+        let fail = |reason| node_error(index, reason);
+        for (group, params) in quant.iter_mut().enumerate() {
+            let q = match (&node.op, node.quant.as_slice()) {
+                (_, [q]) => Some(*q),
+                (_, []) => match &node.op {
+                    OpSpec::Upsample2x { input } | OpSpec::Reshape { input, .. } => {
+                        params.get(*input).copied().flatten()
+                    }
+                    _ => None,
+                },
+                (_, per_group) if per_group.len() == groups => per_group.get(group).copied(),
+                _ => return Err(fail("quantisation needs one entry, or one per time group")),
+            };
+            if int8 {
+                q.ok_or(fail("int8 nodes need quantisation parameters"))?
+                    .validate()?;
+            }
+            params.push(q);
+        }
+    }
+    let quant_in = |g: usize, i: usize| quant.get(g).and_then(|q| q.get(i)).copied().flatten();
+    let layer_quant = |input: usize, output: usize| -> Vec<Option<(QuantParams, QuantParams)>> {
+        (0..groups)
+            .map(|g| quant_in(g, input).zip(quant_in(g, output)))
+            .collect()
+    };
 
     let mut tensors = Tensors::default();
     let mut records = Vec::with_capacity(n);
     let mut list: Vec<u32> = Vec::new();
-    let mut add_params = vec![AddParams::default(); n];
+    let mut add_params = vec![vec![AddParams::default(); n]; groups];
     for (index, node) in spec.nodes.iter().enumerate() {
         let shape = shapes[index];
         let fail = |reason| node_error(index, reason);
@@ -252,8 +294,7 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
                     LayerContext {
                         index,
                         precision: spec.precision,
-                        input_quant: quant_of(*input),
-                        output_quant: quant_of(index),
+                        quant: layer_quant(*input, index),
                         out_channels: *out_features,
                         fan_in: shapes.get(*input).ok_or(fail("input"))?.elements(),
                         weight,
@@ -280,8 +321,7 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
                     LayerContext {
                         index,
                         precision: spec.precision,
-                        input_quant: quant_of(*input),
-                        output_quant: quant_of(index),
+                        quant: layer_quant(*input, index),
                         out_channels: *out_channels,
                         fan_in: in_channels * kernel * kernel,
                         weight,
@@ -312,9 +352,12 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
                 let mut r = Record::new(OpCode::Silu, &shape);
                 r.0[5] = *input as u32;
                 if int8 {
-                    let (i, o) = (quant_of(*input), quant_of(index));
-                    let (i, o) = i.zip(o).ok_or(fail("SiLU needs quantisation"))?;
-                    r.0[7] = tensors.i8s(&silu_lut(i, o));
+                    let mut luts = Vec::with_capacity(groups);
+                    for pair in layer_quant(*input, index) {
+                        let (i, o) = pair.ok_or(fail("SiLU needs quantisation"))?;
+                        luts.push(silu_lut(i, o));
+                    }
+                    r.0[7] = first_of(luts.iter().map(|lut| tensors.i8s(lut)));
                 }
                 r
             }
@@ -323,8 +366,10 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
                 r.0[5] = *lhs as u32;
                 r.0[6] = *rhs as u32;
                 if int8 {
-                    let q = |i| quant_of(i).ok_or(fail("add needs quantisation"));
-                    add_params[index] = AddParams::new(q(*lhs)?, q(*rhs)?, q(index)?)?;
+                    for (g, params) in add_params.iter_mut().enumerate() {
+                        let q = |i| quant_in(g, i).ok_or(fail("add needs quantisation"));
+                        params[index] = AddParams::new(q(*lhs)?, q(*rhs)?, q(index)?)?;
+                    }
                 }
                 r
             }
@@ -334,13 +379,17 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
                 r.0[6] = inputs.len() as u32;
                 list.extend(inputs.iter().map(|&i| i as u32));
                 if int8 {
-                    let out = quant_of(index).ok_or(fail("concat needs quantisation"))?;
-                    let mut pairs = Vec::with_capacity(inputs.len());
-                    for &i in inputs {
-                        let q = quant_of(i).ok_or(fail("concat needs quantisation"))?;
-                        pairs.push(concat_requant(q.scale, out.scale)?);
+                    let mut per_group = Vec::with_capacity(groups);
+                    for g in 0..groups {
+                        let q = |i| quant_in(g, i).ok_or(fail("concat needs quantisation"));
+                        let out = q(index)?;
+                        let mut pairs = Vec::with_capacity(inputs.len());
+                        for &i in inputs {
+                            pairs.push(concat_requant(q(i)?.scale, out.scale)?);
+                        }
+                        per_group.push(pairs);
                     }
-                    r.0[7] = tensors.requant(&pairs);
+                    r.0[7] = first_of(per_group.iter().map(|pairs| tensors.requant(pairs)));
                 }
                 r
             }
@@ -403,15 +452,24 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
 
     let mut quant_section = Vec::new();
     if int8 {
-        for (index, params) in add_params.iter().enumerate() {
-            let q = quant_of(index).ok_or(node_error(index, "quantisation"))?;
-            put_u32(&mut quant_section, q.scale.to_bits());
-            put_u32(&mut quant_section, q.zero_point as u32);
-            for r in [params.lhs, params.rhs, params.output] {
-                put_u32(&mut quant_section, r.multiplier as u32);
-                put_u32(&mut quant_section, r.shift as u32);
+        for (g, group_params) in add_params.iter().enumerate() {
+            for (index, params) in group_params.iter().enumerate() {
+                let q = quant_in(g, index).ok_or(node_error(index, "quantisation"))?;
+                put_u32(&mut quant_section, q.scale.to_bits());
+                put_u32(&mut quant_section, q.zero_point as u32);
+                for r in [params.lhs, params.rhs, params.output] {
+                    put_u32(&mut quant_section, r.multiplier as u32);
+                    put_u32(&mut quant_section, r.shift as u32);
+                }
             }
         }
+    }
+
+    let mut time_groups_section = Vec::new();
+    put_u32(&mut time_groups_section, groups as u32);
+    time_groups_section.extend_from_slice(&[0; 12]);
+    for &boundary in &spec.time_groups {
+        put_u32(&mut time_groups_section, boundary);
     }
 
     let mut plan_section = Vec::new();
@@ -465,6 +523,9 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
     }
     sections.push((SECTION_PLAN, plan_section));
     sections.push((SECTION_SCHEDULE, schedule_section));
+    if groups > 1 {
+        sections.push((SECTION_TIME_GROUPS, time_groups_section));
+    }
 
     let mut blob = Vec::new();
     blob.extend_from_slice(&MAGIC);

@@ -159,23 +159,30 @@ impl OpSpec {
 pub struct NodeSpec {
     /// The operation.
     pub op: OpSpec,
-    /// Output quantisation (int8 blobs; `None` for `Upsample2x` and `Reshape` inherits the
-    /// input's, which they must keep anyway). Ignored by float blobs.
-    pub quant: Option<QuantParams>,
+    /// Output quantisation (int8 blobs): one entry for every time group of the model
+    /// ([`ModelSpec::time_groups`]), or one per group, in group order. Empty for
+    /// `Upsample2x` and `Reshape` inherits the input's (which they must keep anyway).
+    /// Ignored by float blobs.
+    pub quant: Vec<QuantParams>,
 }
 
 impl NodeSpec {
     /// A float node.
     pub fn new(op: OpSpec) -> Self {
-        NodeSpec { op, quant: None }
+        NodeSpec { op, quant: vec![] }
     }
 
-    /// An int8 node with output parameters `quant`.
+    /// An int8 node with output parameters `quant` in every time group.
     pub fn quantized(op: OpSpec, quant: QuantParams) -> Self {
         NodeSpec {
             op,
-            quant: Some(quant),
+            quant: vec![quant],
         }
+    }
+
+    /// An int8 node with output parameters `quant[g]` in time group `g`.
+    pub fn quantized_per_group(op: OpSpec, quant: Vec<QuantParams>) -> Self {
+        NodeSpec { op, quant }
     }
 }
 
@@ -246,4 +253,15 @@ pub struct ModelSpec {
     pub sampler: SamplerConfig,
     /// Memory plan; `None` lets [`plan_greedy_by_size`](super::plan_greedy_by_size) compute one.
     pub plan: Option<MemoryPlan>,
+    /// Time-group boundaries of an int8 model (ascending, each in `1..T`): `G - 1` of them for
+    /// `G` sets of activation parameters ([`crate::format`], "Time-groups section"); empty
+    /// for one set (and for float models).
+    pub time_groups: Vec<u32>,
+}
+
+impl ModelSpec {
+    /// Number of time groups: `time_groups.len() + 1`.
+    pub fn group_count(&self) -> usize {
+        self.time_groups.len() + 1
+    }
 }

@@ -160,6 +160,7 @@ impl Builder {
             ),
             sampler,
             plan: None,
+            time_groups: vec![],
         }
     }
 }
@@ -426,6 +427,19 @@ pub fn inputs(spec: &ModelSpec, count: usize, seed: u64) -> Vec<(Vec<f32>, u32)>
         .collect()
 }
 
+/// Network inputs whose magnitude grows with the timestep (`x` scaled by `0.5 + 2 t / T`), as
+/// a diffusion network's do: each time group calibrates to different ranges.
+pub fn growing_inputs(spec: &ModelSpec, count: usize, seed: u64) -> Vec<(Vec<f32>, u32)> {
+    let steps = spec.schedule.schedule.train_steps as f32;
+    inputs(spec, count, seed)
+        .into_iter()
+        .map(|(x, t)| {
+            let gain = 0.5 + 2.0 * t as f32 / steps;
+            (x.iter().map(|v| v * gain).collect(), t)
+        })
+        .collect()
+}
+
 /// Per-node quantisation parameters from the reference's ranges over `samples`.
 pub fn calibrate(spec: &ModelSpec, samples: &[(Vec<f32>, u32)]) -> Vec<QuantParams> {
     let mut ranges = vec![(0.0f64, 0.0f64); spec.nodes.len()];
@@ -451,8 +465,8 @@ pub fn quantize_model(spec: &ModelSpec, samples: &[(Vec<f32>, u32)]) -> ModelSpe
     q.precision = Precision::Int8;
     for (node, p) in q.nodes.iter_mut().zip(&params) {
         node.quant = match node.op {
-            OpSpec::Upsample2x { .. } | OpSpec::Reshape { .. } => None,
-            _ => Some(*p),
+            OpSpec::Upsample2x { .. } | OpSpec::Reshape { .. } => vec![],
+            _ => vec![*p],
         };
         if let OpSpec::Linear {
             weight,
@@ -475,6 +489,52 @@ pub fn quantize_model(spec: &ModelSpec, samples: &[(Vec<f32>, u32)]) -> ModelSpe
         }
     }
     q
+}
+
+/// The int8 version of a float model with time groups split at `boundaries`: each group's
+/// activation parameters calibrated on the samples whose timestep falls in it.
+pub fn quantize_model_grouped(
+    spec: &ModelSpec,
+    samples: &[(Vec<f32>, u32)],
+    boundaries: &[u32],
+) -> ModelSpec {
+    let mut q = quantize_model(spec, samples);
+    q.time_groups = boundaries.to_vec();
+    let groups = boundaries.len() + 1;
+    let per_group: Vec<Vec<QuantParams>> = (0..groups)
+        .map(|g| {
+            let mine: Vec<(Vec<f32>, u32)> = samples
+                .iter()
+                .filter(|(_, t)| {
+                    ddm_firmware::format::time_group(boundaries.iter().copied(), *t) == g
+                })
+                .cloned()
+                .collect();
+            assert!(!mine.is_empty(), "group {g} has no calibration sample");
+            calibrate(spec, &mine)
+        })
+        .collect();
+    for (i, node) in q.nodes.iter_mut().enumerate() {
+        if !node.quant.is_empty() {
+            node.quant = per_group.iter().map(|p| p[i]).collect();
+        }
+    }
+    q
+}
+
+/// The int8 tiny UNet with four time groups (T = 1000, boundaries 250, 500, 750), each
+/// calibrated on inputs of its own timesteps.
+pub fn int8_unet_grouped() -> ModelSpec {
+    let float = tiny_unet(1000);
+    let samples = growing_inputs(&float, 48, 7);
+    quantize_model_grouped(&float, &samples, &[250, 500, 750])
+}
+
+/// The int8 MLP with three time groups (T = 1000, boundaries 100, 600).
+pub fn int8_mlp_grouped() -> ModelSpec {
+    let float = mlp(1000);
+    let samples = growing_inputs(&float, 48, 8);
+    quantize_model_grouped(&float, &samples, &[100, 600])
 }
 
 /// The int8 tiny UNet, calibrated on a few inputs.

@@ -86,15 +86,20 @@ fn requant(blob: &Blob<'_>, tensor: u32, i: usize) -> (i32, i32) {
 /// Every node's int8 output for input `x` at timestep `t` (channel-major).
 fn interpret(blob: &Blob<'_>, x: &[f32], t: u32) -> Vec<Vec<i8>> {
     let mut values: Vec<Vec<i8>> = Vec::new();
+    // The activation parameters of `t`'s time group: counted from the boundaries here.
+    let boundaries: Vec<u32> = (0..blob.time_groups() - 1)
+        .map(|k| blob.time_group_boundary(k).unwrap())
+        .collect();
+    let group = boundaries.iter().filter(|&&b| b <= t).count();
     for index in 0..blob.node_count() {
-        let node = blob.node(index).unwrap();
+        let node = blob.node_in(index, group).unwrap();
         let (c, h, w) = (
             node.shape.channels(),
             node.shape.height(),
             node.shape.width(),
         );
-        let out_params = blob.quant(index).unwrap();
-        let params = |i: usize| blob.quant(i).unwrap();
+        let out_params = blob.quant(index, group).unwrap();
+        let params = |i: usize| blob.quant(i, group).unwrap();
         let value: Vec<i8> = match node.op {
             Op::Input => x
                 .iter()
@@ -225,7 +230,7 @@ fn interpret(blob: &Blob<'_>, x: &[f32], t: u32) -> Vec<Vec<i8>> {
                     .collect()
             }
             Op::Add { lhs, rhs } => {
-                let add = blob.add_params(index).unwrap();
+                let add = blob.add_params(index, group).unwrap();
                 let (zl, zr, zo) = (
                     params(lhs).zero_point,
                     params(rhs).zero_point,
@@ -295,7 +300,13 @@ fn interpret(blob: &Blob<'_>, x: &[f32], t: u32) -> Vec<Vec<i8>> {
 
 #[test]
 fn int8_networks_equal_the_integer_definition_bit_for_bit() {
-    for mut spec in [int8_mlp(1000), int8_unet(1000)] {
+    let specs = [
+        int8_mlp(1000),
+        int8_unet(1000),
+        int8_mlp_grouped(),
+        int8_unet_grouped(),
+    ];
+    for mut spec in specs {
         // Every node keeps its own region, so every node's output is compared.
         spec.plan = Some(naive_plan(&spec));
         let bytes = write_blob(&spec).unwrap();
@@ -303,7 +314,7 @@ fn int8_networks_equal_the_integer_definition_bit_for_bit() {
         let mut arena = vec![0u8; network_arena_bytes(&blob).unwrap()];
         let mut network = Network::new(blob, &mut arena).unwrap();
         let mut compared = 0usize;
-        for (x, t) in inputs(&spec, 16, 5) {
+        for (x, t) in growing_inputs(&spec, 16, 5) {
             let mut out = vec![0.0f32; x.len()];
             network.run(&x, t, &mut out).unwrap();
             let expected = interpret(&blob, &x, t);

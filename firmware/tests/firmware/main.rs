@@ -8,3 +8,4 @@ mod int8_reference;
 mod kernels;
 mod network;
 mod quant;
+mod time_groups;

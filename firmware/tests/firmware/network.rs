@@ -282,7 +282,7 @@ fn node_outputs_can_be_read_back_after_a_run() {
                 let NodeOutput::Int8 { values, params } = output else {
                     panic!("int8 blobs give int8 outputs");
                 };
-                assert!(params.same_as(&blob.quant(i).unwrap()));
+                assert!(params.same_as(&blob.quant(i, 0).unwrap()));
                 assert_eq!(output.get(0), Some(params.dequantize(values[0])));
             }
         }

@@ -22,7 +22,7 @@ fn observed(values: &[f32]) -> Calibration {
         },
     );
     for chunk in values.chunks(1000) {
-        c.observe(NodeId(0), chunk).unwrap();
+        c.observe(NodeId(0), 0, chunk).unwrap();
     }
     c
 }
@@ -39,9 +39,11 @@ fn percentile_lies_inside_min_max_and_mse_beats_min_max_on_heavy_tails() {
         })
         .collect();
     let c = observed(&values);
-    let minmax = c.range(NodeId(0), RangeMethod::MinMax).unwrap();
-    let percentile = c.range(NodeId(0), RangeMethod::Percentile(99.99)).unwrap();
-    let mse = c.range(NodeId(0), RangeMethod::Mse).unwrap();
+    let minmax = c.range(NodeId(0), 0, RangeMethod::MinMax).unwrap();
+    let percentile = c
+        .range(NodeId(0), 0, RangeMethod::Percentile(99.99))
+        .unwrap();
+    let mse = c.range(NodeId(0), 0, RangeMethod::Mse).unwrap();
     assert!(minmax.0 <= percentile.0 && percentile.1 <= minmax.1);
     assert!(percentile.0 < percentile.1);
     let error = |(low, high): (f32, f32)| quantization_mse(&values, low, high).unwrap();
@@ -61,8 +63,8 @@ fn mse_keeps_bounded_uniform_data_near_min_max() {
     let mut rng = Rng::new(6);
     let values: Vec<f32> = (0..20_000).map(|_| 4.0 * rng.uniform() - 1.0).collect();
     let c = observed(&values);
-    let (low, high) = c.range(NodeId(0), RangeMethod::Mse).unwrap();
-    let (min, max) = c.range(NodeId(0), RangeMethod::MinMax).unwrap();
+    let (low, high) = c.range(NodeId(0), 0, RangeMethod::Mse).unwrap();
+    let (min, max) = c.range(NodeId(0), 0, RangeMethod::MinMax).unwrap();
     assert!(low >= min && high <= max);
     assert!(
         high > 0.9 * max && low < 0.85 * min,
@@ -83,7 +85,7 @@ fn calibration_follows_the_deployed_sampler_trajectories() {
     let timesteps = calibration_timesteps(&options.schedule, &options.sampler).unwrap();
     let evaluations = (samples * timesteps.len()) as u64;
     for (i, node) in graph.nodes.iter().enumerate() {
-        let stats = calibration.stats(NodeId(i)).unwrap();
+        let stats = calibration.stats(NodeId(i), 0).unwrap();
         let elements: usize = node.shape.iter().product();
         assert_eq!(stats.count, evaluations * elements as u64, "{}", node.name);
         assert!(stats.min <= stats.max);
@@ -99,7 +101,7 @@ fn calibration_follows_the_deployed_sampler_trajectories() {
     seen.dedup();
     assert!(seen.len() >= 3, "inputs spread over timesteps: {seen:?}");
     // The time embedding saw every visited timestep: its range reaches both signs.
-    let temb = calibration.stats(NodeId(2)).unwrap();
+    let temb = calibration.stats(NodeId(2), 0).unwrap();
     assert!(temb.min < -0.5 && temb.max > 0.5);
     // Deterministic.
     assert_eq!(

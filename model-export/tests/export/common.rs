@@ -201,7 +201,7 @@ pub fn calibrate(graph: &Graph, weights: &Weights, samples: usize) -> Calibratio
             evaluator
                 .run(&x, t, &mut out, |node, output| {
                     let values: Vec<f32> = output.iter().collect();
-                    calibration.observe(NodeId(node), &values)
+                    calibration.observe(NodeId(node), t, &values)
                 })
                 .unwrap();
         }

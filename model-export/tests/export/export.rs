@@ -1,3 +1,4 @@
+use ddm_export::calibration::time_group_boundaries;
 use ddm_export::graph::{Graph, Op};
 use ddm_export::reference::Evaluator;
 use ddm_export::{export, Calibration, CalibrationConfig, Error};
@@ -73,15 +74,15 @@ fn concat_inputs_keep_their_own_scales_and_movers_inherit() {
     let blob = Blob::parse(&exported.blob).unwrap();
     let mut concats = 0;
     for (i, node) in graph.nodes.iter().enumerate() {
-        let params = blob.quant(i).unwrap();
+        let params = blob.quant(i, 0).unwrap();
         match &node.op {
             Op::Concat { inputs } => {
                 concats += 1;
                 let own: Vec<QuantParams> =
-                    inputs.iter().map(|j| blob.quant(j.0).unwrap()).collect();
+                    inputs.iter().map(|j| blob.quant(j.0, 0).unwrap()).collect();
                 // Each input keeps the parameters of the node that produced it...
                 for (j, q) in inputs.iter().zip(&own) {
-                    let producer = calibration.range(*j, Default::default()).unwrap();
+                    let producer = calibration.range(*j, 0, Default::default()).unwrap();
                     let expected = QuantParams::from_range(producer.0, producer.1).unwrap();
                     if !matches!(
                         graph.node(*j).op,
@@ -96,7 +97,7 @@ fn concat_inputs_keep_their_own_scales_and_movers_inherit() {
                 assert!(own.iter().any(|q| !q.same_as(&params)));
             }
             Op::Upsample2x { input } | Op::Reshape { input, .. } => {
-                assert!(params.same_as(&blob.quant(input.0).unwrap()));
+                assert!(params.same_as(&blob.quant(input.0, 0).unwrap()));
             }
             Op::TimeEmbedding { .. } => {
                 assert!(params.same_as(&QuantParams::from_range(-1.0, 1.0).unwrap()));
@@ -247,4 +248,105 @@ fn missing_or_foreign_calibration_is_refused() {
     bad.sampler.steps = 2000;
     let error = export(&graph, &weights, &empty, &bad).unwrap_err();
     assert!(matches!(error, Error::Firmware(_)), "{error}");
+}
+
+/// Calibration on inputs whose scale grows with the timestep (`x ~ N(0, (0.2 + 3 t / T)^2)`),
+/// as a diffusion network's activations do, at the DDIM timesteps of [`options`], with
+/// `max_groups` time groups.
+fn calibrate_growing(
+    graph: &Graph,
+    weights: &ddm_export::graph::Weights,
+    max_groups: usize,
+) -> Calibration {
+    let options = options(Precision::Int8);
+    let timesteps =
+        ddm_export::calibration::calibration_timesteps(&options.schedule, &options.sampler)
+            .unwrap();
+    let boundaries = time_group_boundaries(&timesteps, max_groups);
+    let config = CalibrationConfig {
+        reservoir: 4096,
+        max_inputs: 40,
+        seed: 1,
+    };
+    let mut calibration = Calibration::with_time_groups(graph, config, boundaries).unwrap();
+    let mut evaluator = Evaluator::float(graph, weights, Precision::F32).unwrap();
+    let len = evaluator.sample_len();
+    let mut rng = ddm_core::Rng::new(5);
+    let mut out = vec![0.0f32; len];
+    for _ in 0..4 {
+        for &t in &timesteps {
+            let gain = 0.2 + 3.0 * t as f32 / 1000.0;
+            let mut x = vec![0.0f32; len];
+            rng.fill_normal(&mut x);
+            x.iter_mut().for_each(|v| *v *= gain);
+            calibration.record_input(&x, t).unwrap();
+            evaluator
+                .run(&x, t, &mut out, |node, output| {
+                    let values: Vec<f32> = output.iter().collect();
+                    calibration.observe(ddm_export::graph::NodeId(node), t, &values)
+                })
+                .unwrap();
+        }
+    }
+    calibration
+}
+
+#[test]
+fn time_groups_store_each_groups_calibrated_parameters_at_no_arena_cost() {
+    let graph = tiny_unet();
+    let weights = random_weights(&graph, 21);
+    let options = options(Precision::Int8);
+    let single = export(
+        &graph,
+        &weights,
+        &calibrate_growing(&graph, &weights, 1),
+        &options,
+    )
+    .unwrap();
+    let calibration = calibrate_growing(&graph, &weights, 16);
+    assert_eq!(calibration.group_count(), 10, "one group per DDIM step");
+    let grouped = export(&graph, &weights, &calibration, &options).unwrap();
+    let blob = Blob::parse(&grouped.blob).unwrap();
+    assert_eq!(blob.time_groups(), 10);
+    for (k, &b) in calibration.time_groups().iter().enumerate() {
+        assert_eq!(blob.time_group_boundary(k), Some(b));
+    }
+    let mut moved = 0;
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if matches!(
+            node.op,
+            Op::Upsample2x { .. } | Op::Reshape { .. } | Op::TimeEmbedding { .. }
+        ) {
+            continue;
+        }
+        let id = ddm_export::graph::NodeId(i);
+        for g in 0..10 {
+            let (low, high) = calibration.range(id, g, Default::default()).unwrap();
+            let expected = QuantParams::from_range(low, high).unwrap();
+            let stored = blob.quant(i, g).unwrap();
+            assert!(stored.same_as(&expected), "node {i}, group {g}");
+            moved += usize::from(!stored.same_as(&blob.quant(i, 0).unwrap()));
+        }
+    }
+    assert!(moved > 0, "the ranges follow the timestep");
+    // The report: the groups' flash, no arena, and a better output than one set.
+    let report = &grouped.report;
+    assert_eq!(report.time_groups, 10);
+    assert_eq!(
+        (single.report.time_groups, single.report.time_group_bytes),
+        (1, 0)
+    );
+    assert!(report.time_group_bytes > 0 && report.time_group_bytes < report.flash_bytes);
+    assert_eq!(report.activation_bytes, single.report.activation_bytes);
+    assert_eq!(report.arena_bytes, single.report.arena_bytes);
+    assert!(report.to_string().contains("time groups      10"));
+    let (one, many) = (
+        single.report.output_sqnr_db.unwrap(),
+        report.output_sqnr_db.unwrap(),
+    );
+    println!("output SQNR: one set {one:.1} dB, per DDIM step {many:.1} dB");
+    assert!(
+        many > one + 1.0,
+        "one set {one:.1} dB, per step {many:.1} dB"
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args as ClapArgs;
 use ddm::calibrate::{
     CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEED,
-    DEFAULT_TAIL_SIGMA,
+    DEFAULT_TAIL_SIGMA, DEFAULT_TIME_GROUPS,
 };
 use ddm::export::{default_export_sampling, describe_sampler, export_checkpoint, ExportSettings};
 use ddm::fsutil::write_atomic;
@@ -118,6 +118,13 @@ pub struct Args {
     /// initial noises never saturate the network at the noisiest steps (0: no probes).
     #[arg(long, value_name = "SIGMA", default_value_t = DEFAULT_TAIL_SIGMA)]
     calib_tail_sigma: f32,
+    /// Most int8 time groups: sets of activation parameters, each calibrated on and used for
+    /// a range of timesteps. Up to this many steps, every step of the blob's sampler gets its
+    /// own; 1 gives one set for all timesteps. Costs flash (the report shows how much), no
+    /// arena.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIME_GROUPS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    time_groups: usize,
     /// Export the trained weights instead of their EMA.
     #[arg(long)]
     no_ema: bool,
@@ -164,6 +171,7 @@ impl Args {
                     WeightingName::Quadratic => TimestepWeighting::Quadratic,
                 },
                 tail_sigma: self.calib_tail_sigma,
+                time_groups: self.time_groups,
             },
             weights: if self.no_ema {
                 WeightSet::Model

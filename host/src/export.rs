@@ -135,10 +135,22 @@ pub struct ExportSettings {
     pub calibration: CalibrationRun,
     /// The weights to export (normally the EMA).
     pub weights: WeightSet,
+    /// The most bytes an int8 blob may take with its time groups: it gets as many groups, up
+    /// to [`CalibrationRun::time_groups`], as fit ([`ddm_export::time_groups_within`]); `None`
+    /// sets no limit. A blob too large with one group is still exported.
+    pub flash_budget: Option<usize>,
 }
 
+/// The default [`ExportSettings::flash_budget`]: 832 KiB, what the project's 1 MiB boards
+/// (nRF52840, STM32F746, the QEMU Cortex-M4) leave for the blob beside the runtime and the
+/// board code (about 130 KB today), with room to spare. Time groups add about 21 KB each to
+/// the 8x8 UNet (10 fit beside its 194 KB) and 42 KB to the optdigits MLP (752 KB with one
+/// group: 3 fit).
+pub const DEFAULT_FLASH_BUDGET: usize = 832 * 1024;
+
 impl Default for ExportSettings {
-    /// int8, MSE ranges, [`default_export_sampling`], the default calibration, EMA weights.
+    /// int8, MSE ranges, [`default_export_sampling`], the default calibration, EMA weights,
+    /// [`DEFAULT_FLASH_BUDGET`].
     fn default() -> Self {
         ExportSettings {
             precision: Precision::Int8,
@@ -146,6 +158,7 @@ impl Default for ExportSettings {
             sampling: default_export_sampling(),
             calibration: CalibrationRun::default(),
             weights: WeightSet::Ema,
+            flash_budget: Some(DEFAULT_FLASH_BUDGET),
         }
     }
 }
@@ -182,6 +195,22 @@ pub fn export_run(
     let prediction = config.objective.prediction.into();
     let sampler = sampler_config(&settings.sampling, &Schedule::new(&table)?, prediction)?;
     let graph = &config.graph;
+    let options = ExportOptions {
+        precision: settings.precision,
+        range: settings.range,
+        sampler,
+        schedule,
+    };
+    let mut run = settings.calibration;
+    if let (Precision::Int8, Some(budget)) = (settings.precision, settings.flash_budget) {
+        run.time_groups = ddm_export::time_groups_within(
+            graph,
+            weights,
+            &options,
+            run.time_groups.min(sampler.steps as usize),
+            budget,
+        )?;
+    }
     let calibrated = if settings.precision == Precision::F32 {
         None
     } else {
@@ -192,7 +221,7 @@ pub fn export_run(
             prediction,
             &table,
             &settings.sampling,
-            &settings.calibration,
+            &run,
             device,
         )?)
     };
@@ -210,12 +239,6 @@ pub fn export_run(
             );
             &empty
         }
-    };
-    let options = ExportOptions {
-        precision: settings.precision,
-        range: settings.range,
-        sampler,
-        schedule,
     };
     let export = ddm_export::export(graph, weights, calibration, &options)?;
     Ok(ExportedRun {

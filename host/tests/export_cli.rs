@@ -276,6 +276,25 @@ fn export_reports_the_blob_and_is_deterministic() {
         report.contains(&groups_line),
         "{groups_line:?} not in\n{report}"
     );
+    // A flash budget between one set and eight: as many groups as fit, and it says so.
+    let budget = (size("one.ddm") + size("a.ddm")) / 2;
+    let capped = export(
+        run,
+        "int8",
+        &dir.path().join("capped.ddm"),
+        &["--flash-budget", &budget.to_string()],
+    );
+    let capped_groups = Blob::parse(&std::fs::read(dir.path().join("capped.ddm")).unwrap())
+        .unwrap()
+        .time_groups();
+    assert!((2..8).contains(&capped_groups), "{capped}");
+    assert!(size("capped.ddm") <= budget);
+    assert!(
+        capped.contains(&format!(
+            "time groups limited to {capped_groups} of 8 by --flash-budget {budget}"
+        )),
+        "{capped}"
+    );
 }
 
 #[test]

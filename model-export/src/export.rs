@@ -172,6 +172,62 @@ pub fn export(
     Ok(Export { blob, plan, report })
 }
 
+/// The most time groups, from 1 to `max_groups`, with which the int8 blob of `graph`,
+/// `weights` and `options` (its precision is taken as int8) stays within `budget` bytes; 1
+/// when even one group does not fit (the caller decides what to do with such a blob).
+///
+/// The size does not depend on the activation parameters, only on the graph, the weights and
+/// the number of groups, so it is measured exactly, before any calibration, by writing the blob
+/// with placeholder parameters.
+///
+/// Errors as [`export`]: an invalid graph, weights or schedule.
+pub fn time_groups_within(
+    graph: &Graph,
+    weights: &Weights,
+    options: &ExportOptions,
+    max_groups: usize,
+    budget: usize,
+) -> Result<usize> {
+    let train_steps = options.schedule.schedule.train_steps as usize;
+    let max_groups = max_groups
+        .clamp(1, ddm_firmware::format::MAX_TIME_GROUPS)
+        .min(train_steps.max(1));
+    let bytes = |groups: usize| -> Result<usize> {
+        let boundaries: Vec<u32> = (1..groups as u32).collect();
+        let config = crate::CalibrationConfig {
+            reservoir: 1,
+            max_inputs: 0,
+            seed: 0,
+        };
+        let mut placeholder = Calibration::with_time_groups(graph, config, boundaries)?;
+        for node in 0..graph.nodes.len() {
+            for group in 0..groups as u32 {
+                placeholder.observe(crate::graph::NodeId(node), group, &[-1.0, 1.0])?;
+            }
+        }
+        let options = ExportOptions {
+            precision: Precision::Int8,
+            ..options.clone()
+        };
+        let spec = model_spec(graph, weights, Some(&placeholder), &options)?;
+        Ok(write_blob(&spec)?.len())
+    };
+    // The size grows with the groups: the largest that fits, by bisection.
+    if bytes(1)? > budget {
+        return Ok(1);
+    }
+    let (mut fits, mut too_many) = (1, max_groups + 1);
+    while too_many - fits > 1 {
+        let middle = (fits + too_many) / 2;
+        if bytes(middle)? <= budget {
+            fits = middle;
+        } else {
+            too_many = middle;
+        }
+    }
+    Ok(fits)
+}
+
 /// `spec` with the parameters of its first time group only.
 fn first_group_only(spec: &ModelSpec) -> ModelSpec {
     let mut single = spec.clone();

@@ -37,5 +37,5 @@ pub mod reference;
 
 pub use calibration::{Calibration, CalibrationConfig, RangeMethod};
 pub use error::{Error, Result};
-pub use export::{export, Export, ExportReport, LayerReport};
+pub use export::{export, time_groups_within, Export, ExportReport, LayerReport};
 pub use quantize::ExportOptions;

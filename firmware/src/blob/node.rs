@@ -133,9 +133,9 @@ impl Op {
     /// ([`crate::format`], "Time-groups section"); `None` when an index overflows.
     pub fn in_group(self, group: usize) -> Option<Op> {
         let group = u32::try_from(group).ok()?;
-        let shift = |t: Option<u32>| {
-            t.map(|t| t.checked_add(group))
-                .map_or(Some(None), |t| t.map(Some))
+        let shift = |t: Option<u32>| match t {
+            None => Some(None),
+            Some(t) => t.checked_add(group).map(Some),
         };
         Some(match self {
             Op::Linear {

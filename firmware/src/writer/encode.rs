@@ -191,8 +191,8 @@ fn encode_layer(tensors: &mut Tensors, layer: LayerContext<'_>) -> Result<(u32, 
     }
 }
 
-/// Pushes every tensor of `indices` (one per time group, consecutive) and returns the first's
-/// index, which the node record names.
+/// Drains `indices`, the table indices of one tensor per time group as they are pushed
+/// (consecutive), and returns the first, which the node record names.
 fn first_of(indices: impl Iterator<Item = u32>) -> u32 {
     indices.fold(NONE, |first, index| first.min(index))
 }

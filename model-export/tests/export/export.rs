@@ -1,7 +1,7 @@
 use ddm_export::calibration::time_group_boundaries;
 use ddm_export::graph::{Graph, Op};
 use ddm_export::reference::Evaluator;
-use ddm_export::{export, Calibration, CalibrationConfig, Error};
+use ddm_export::{export, time_groups_within, Calibration, CalibrationConfig, Error};
 use ddm_firmware::writer::check_plan;
 use ddm_firmware::{
     generate, required_arena_bytes, Blob, GenerateSettings, Network, Precision, QuantParams,
@@ -348,5 +348,35 @@ fn time_groups_store_each_groups_calibrated_parameters_at_no_arena_cost() {
     assert!(
         many > one + 1.0,
         "one set {one:.1} dB, per step {many:.1} dB"
+    );
+}
+
+#[test]
+fn the_flash_budget_caps_the_time_groups_at_the_exact_blob_size() {
+    let graph = tiny_unet();
+    let weights = random_weights(&graph, 22);
+    let options = options(Precision::Int8);
+    let size = |groups: usize| {
+        let calibration = calibrate_growing(&graph, &weights, groups);
+        assert_eq!(calibration.group_count(), groups);
+        export(&graph, &weights, &calibration, &options)
+            .unwrap()
+            .blob
+            .len()
+    };
+    let (one, three, four) = (size(1), size(3), size(4));
+    assert!(one < three && three < four);
+    let within = |max, budget| time_groups_within(&graph, &weights, &options, max, budget).unwrap();
+    // The real blobs' sizes decide, whatever the calibrated parameters.
+    assert_eq!(within(16, three), 3);
+    assert_eq!(within(16, four - 1), 3);
+    assert_eq!(within(16, four), 4);
+    assert_eq!(within(2, four), 2, "never more than asked");
+    assert_eq!(within(16, usize::MAX), 16);
+    assert_eq!(within(16, one), 1);
+    assert_eq!(
+        within(16, one - 1),
+        1,
+        "one group even when it does not fit"
     );
 }

@@ -10,7 +10,10 @@ use ddm::calibrate::{
     CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEED,
     DEFAULT_TAIL_SIGMA, DEFAULT_TIME_GROUPS,
 };
-use ddm::export::{default_export_sampling, describe_sampler, export_checkpoint, ExportSettings};
+use ddm::export::{
+    default_export_sampling, describe_sampler, export_checkpoint, ExportSettings,
+    DEFAULT_FLASH_BUDGET,
+};
 use ddm::fsutil::write_atomic;
 use ddm::model;
 use ddm::sampler_args::SamplerArgs;
@@ -125,6 +128,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TIME_GROUPS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     time_groups: usize,
+    /// The most bytes the int8 blob may take: it gets as many time groups (up to
+    /// --time-groups) as fit. The default, 832 KiB, is what the 1 MiB boards leave beside the
+    /// runtime. A blob too large with one group is still written.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FLASH_BUDGET)]
+    flash_budget: usize,
     /// Export the trained weights instead of their EMA.
     #[arg(long)]
     no_ema: bool,
@@ -178,6 +186,7 @@ impl Args {
             } else {
                 WeightSet::Ema
             },
+            flash_budget: Some(self.flash_budget),
         })
     }
 }
@@ -209,6 +218,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     print!("{}", export.report);
+    if settings.precision == ddm_firmware::Precision::Int8 {
+        let wanted = args.time_groups.min(exported.sampler.steps as usize);
+        if export.report.time_groups < wanted {
+            println!(
+                "time groups limited to {} of {wanted} by --flash-budget {}",
+                export.report.time_groups, args.flash_budget
+            );
+        }
+        if export.blob.len() > args.flash_budget {
+            println!(
+                "warning: the blob ({} bytes) exceeds --flash-budget {} even with one time group",
+                export.blob.len(),
+                args.flash_budget
+            );
+        }
+    }
     println!("wrote {} ({} bytes)", args.out.display(), export.blob.len());
     if let Some(path) = &args.onnx {
         let precision = match args.onnx_precision {

@@ -211,8 +211,12 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
         &blob.alpha_bar_schedule()?,
         blob.schedule().prediction,
     )?;
+    let groups = match blob.time_groups() {
+        1 => String::new(),
+        n => format!(", {n} time groups"),
+    };
     println!(
-        "sampling {} ({}) with the device runtime: {}",
+        "sampling {} ({}{groups}) with the device runtime: {}",
         path.display(),
         blob.precision().name(),
         describe_sampler(&sampler)

@@ -146,7 +146,9 @@ fn the_parser_refuses_corrupt_time_groups() {
         malformed(&patched(&bytes, at, count));
     }
     // Reserved words.
-    malformed(&patched(&bytes, at + 4, 1));
+    for word in 1..4 {
+        malformed(&patched(&bytes, at + 4 * word, 1));
+    }
     // Boundaries: not increasing, zero, at or past T.
     let boundary = at + TIME_GROUPS_HEADER_LEN;
     malformed(&patched(&bytes, boundary + 4, 250));

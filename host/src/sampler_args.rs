@@ -31,9 +31,10 @@ impl From<VarianceName> for ReverseVariance {
 /// default (or, for a model blob, the blob's stored setting); each one left out keeps it.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SamplerArgs {
-    /// Timestep spacing [default: leading for ddim and ddpm, trailing for dpmpp-2m; trailing
-    /// on a zero-terminal-SNR schedule; leading for an eps network on a schedule ending in
-    /// almost pure noise (cosine); a model blob: its own].
+    /// Timestep spacing [default: for ddim and ddpm leading with an eps network and trailing
+    /// with v or x0; trailing for dpmpp-2m; trailing on a zero-terminal-SNR schedule; leading
+    /// for an eps network on a schedule ending in almost pure noise (cosine); a model blob:
+    /// its own].
     #[arg(long, value_enum)]
     pub spacing: Option<SpacingName>,
     /// Offset added to leading timesteps [default: 0].

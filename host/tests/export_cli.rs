@@ -415,8 +415,8 @@ fn calibration_follows_the_sampler_like_the_runtimes_own() {
     let batched = cal(4, TimestepWeighting::Uniform);
     assert_eq!(batched.timesteps.len(), 10);
     assert_eq!(
-        batched.timesteps[0], 900,
-        "leading spacing (the default) starts at T - T / N"
+        batched.timesteps[0], 999,
+        "trailing spacing (the default for a v network) starts at T - 1"
     );
     assert_eq!(
         batched.network_calls,

@@ -784,7 +784,7 @@ mod tests {
         assert!(Calibration::with_time_groups(&graph, config(16), vec![5, 5]).is_err());
         assert!(Calibration::with_time_groups(&graph, config(16), vec![0]).is_err());
         let mut c = Calibration::with_time_groups(&graph, config(16), vec![10, 20]).unwrap();
-        assert_eq!(c.group_count(), 3);
+        assert_eq!((c.group_count(), c.time_groups()), (3, &[10, 20][..]));
         c.observe(NodeId(0), 3, &[-1.0, 1.0]).unwrap();
         c.observe(NodeId(0), 15, &[-4.0, 4.0]).unwrap();
         c.observe_bounds(NodeId(0), 19, &[6.0]).unwrap();

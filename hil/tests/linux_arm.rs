@@ -4,7 +4,6 @@
 //! Needs `qemu-aarch64` (Debian: qemu-user), the `aarch64-unknown-linux-gnu` target and the
 //! cross linker (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross).
 
-use ddm_core::sampler::SamplerKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,12 +54,9 @@ fn network_line(run: &ddm_hil::DeviceRun, engine: &str) -> (f32, Option<f32>) {
 
 #[test]
 fn onnx_exports_run_in_tract_on_aarch64_and_match_the_f32_runtime() {
-    use ddm_core::timesteps::Spacing;
-    use ddm_core::{BetaSchedule, Prediction, ScheduleConfig};
     use ddm_export::onnx::OnnxPrecision;
-    use ddm_export::{Calibration, CalibrationConfig, ExportOptions, RangeMethod};
-    use ddm_firmware::writer::ScheduleSpec;
-    use ddm_firmware::{Precision, SamplerConfig};
+    use ddm_export::{Calibration, CalibrationConfig};
+    use ddm_firmware::Precision;
     use ddm_hil::{board_dir, Board};
 
     // A small residual MLP on 4x4 images (the shape of ddm's MlpConfig), with deterministic
@@ -85,25 +81,7 @@ fn onnx_exports_run_in_tract_on_aarch64_and_match_the_f32_runtime() {
         b.finish(out).unwrap()
     };
     let weights = weights(&graph);
-    let options = ExportOptions {
-        precision: Precision::Int8,
-        range: RangeMethod::Mse,
-        sampler: SamplerConfig {
-            spacing: Spacing::Trailing,
-            ..SamplerConfig::with_spacing(SamplerKind::Ddim, 4, Spacing::Leading)
-        },
-        schedule: ScheduleSpec::from_config(
-            ScheduleConfig {
-                betas: BetaSchedule::Linear {
-                    beta_start: 1e-4,
-                    beta_end: 0.02,
-                },
-                train_steps: 1000,
-                zero_terminal_snr: false,
-            },
-            Prediction::Eps,
-        ),
-    };
+    let options = common::int8_ddim4_options();
     let mut calibration = Calibration::new(&graph, CalibrationConfig::default());
     ddm_export::reference::calibrate_with_sampler(
         &graph,

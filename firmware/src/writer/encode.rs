@@ -243,15 +243,15 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
     for (index, node) in spec.nodes.iter().enumerate() {
         let fail = |reason| node_error(index, reason);
         for (group, params) in quant.iter_mut().enumerate() {
-            let q = match (&node.op, node.quant.as_slice()) {
-                (_, [q]) => Some(*q),
-                (_, []) => match &node.op {
+            let q = match node.quant.as_slice() {
+                [q] => Some(*q),
+                [] => match &node.op {
                     OpSpec::Upsample2x { input } | OpSpec::Reshape { input, .. } => {
                         params.get(*input).copied().flatten()
                     }
                     _ => None,
                 },
-                (_, per_group) if per_group.len() == groups => per_group.get(group).copied(),
+                per_group if per_group.len() == groups => per_group.get(group).copied(),
                 _ => return Err(fail("quantisation needs one entry, or one per time group")),
             };
             if int8 {

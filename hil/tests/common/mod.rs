@@ -47,6 +47,28 @@ pub fn weights(graph: &ddm_export::graph::Graph) -> ddm_export::graph::Weights {
         .collect()
 }
 
+/// int8 with MSE ranges, DDIM in 4 steps on trailing timesteps as the default sampler, and
+/// the linear schedule of 1000 steps with eps prediction: the export options of the small
+/// test models.
+pub fn int8_ddim4_options() -> ExportOptions {
+    ExportOptions {
+        precision: Precision::Int8,
+        range: RangeMethod::Mse,
+        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 4, Spacing::Trailing),
+        schedule: ScheduleSpec::from_config(
+            ScheduleConfig {
+                betas: BetaSchedule::Linear {
+                    beta_start: 1e-4,
+                    beta_end: 0.02,
+                },
+                train_steps: 1000,
+                zero_terminal_snr: false,
+            },
+            Prediction::Eps,
+        ),
+    }
+}
+
 /// A small convolutional denoiser on 4x4 images with every int8 operator whose tensors follow
 /// the activation parameters (convolution, linear, SiLU table, concatenation, add,
 /// GroupNorm), deterministic weights, exported int8 with one time group per step of its
@@ -69,22 +91,7 @@ pub fn grouped_conv_blob(dir: &Path) -> (PathBuf, usize) {
         b.finish(out).unwrap()
     };
     let weights = weights(&graph);
-    let options = ExportOptions {
-        precision: Precision::Int8,
-        range: RangeMethod::Mse,
-        sampler: SamplerConfig::with_spacing(SamplerKind::Ddim, 4, Spacing::Trailing),
-        schedule: ScheduleSpec::from_config(
-            ScheduleConfig {
-                betas: BetaSchedule::Linear {
-                    beta_start: 1e-4,
-                    beta_end: 0.02,
-                },
-                train_steps: 1000,
-                zero_terminal_snr: false,
-            },
-            Prediction::Eps,
-        ),
-    };
+    let options = int8_ddim4_options();
     let timesteps = calibration_timesteps(&options.schedule, &options.sampler).unwrap();
     let mut calibration = Calibration::with_time_groups(
         &graph,

@@ -4,6 +4,8 @@
 //! writer's planner, [`ddm_firmware::writer::plan_greedy_by_size`]), writes the blob with the firmware's writer (which validates the plan
 //! and parses the blob back) and measures:
 //! - parameters and MACs per network call (from the graph);
+//! - the time groups (sets of int8 activation parameters, one per range of timesteps, from the
+//!   calibration's groups) and the flash they cost beyond the first;
 //! - flash bytes (the blob's length) and arena bytes (what
 //!   [`ddm_firmware::required_arena_bytes`] asks a device to provide for a whole generation
 //!   with the blob's default sampler: activations, sample buffers, timesteps, slack; the schedule table is read from the blob);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # int8 against float with `ddm export`'s defaults: for each run, the float checkpoint and its
-# default int8 export sample the same seeds with the blob's default sampler (DDIM, 10 steps,
-# leading spacing), without and with x0 clipping at 1; prints the int8 samples that leave the float
+# default int8 export sample the same seeds with the blob's default sampler (DDIM, 10 steps, the
+# default spacing; a distilled student's own sampler), without and with x0 clipping at 1; prints the int8 samples that leave the float
 # samples' range by more than 10% and both Frechet distances (`ddm eval`). See
 # "int8 with the export defaults" in BENCHMARKS.md.
 #
@@ -61,12 +61,15 @@ printf '%-28s %-5s %10s %10s %8s %9s %21s %21s\n' run clip "float FD" "int8 FD" 
 for run in "${runs[@]}"; do
     out="$run/int8-fidelity"
     mkdir -p "$out"
+    # The export's default sampler: a distilled student's own, else DDIM in 10 steps.
+    sampler_args=(--sampler ddim --steps 10)
+    grep -q '"distill"' "$run/config.json" && sampler_args=()
     for clip in none 1; do
         clip_args=()
         [[ $clip == none ]] || clip_args=(--clip-sample "$clip")
         "$ddm" export --checkpoint "$run" --precision int8 "${clip_args[@]}" ${groups[@]+"${groups[@]}"} \
             --out "$out/int8-$clip.ddm" >/dev/null
-        "$ddm" sample --checkpoint "$run" --sampler ddim --steps 10 \
+        "$ddm" sample --checkpoint "$run" ${sampler_args[@]+"${sampler_args[@]}"} \
             "${clip_args[@]}" --num "$num" --seed "$seed" --out "$out/float-$clip.npy" >/dev/null
         "$ddm" sample --model "$out/int8-$clip.ddm" --num "$num" --seed "$seed" \
             --out "$out/int8-$clip.npy" >/dev/null

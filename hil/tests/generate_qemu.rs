@@ -60,6 +60,46 @@ fn optdigits_int8_on_cortex_m4_matches_host_bit_for_bit() {
 }
 
 #[test]
+fn distilled_four_step_student_on_cortex_m4_matches_host_bit_for_bit() {
+    // The demo model's 4-step student (consistency distillation), exported int8 with its own
+    // sampler and one set of activation parameters per time group: run as the blob says.
+    let model = fixture("optdigits-student4-int8.ddm");
+    let bytes = std::fs::read(&model).unwrap();
+    let blob = ddm_firmware::Blob::parse(&bytes).unwrap();
+    let sampler = blob.sampler_defaults();
+    assert_eq!(
+        (sampler.kind, sampler.steps, sampler.spacing),
+        (ddm_core::SamplerKind::Ddim, 4, ddm_core::Spacing::Trailing)
+    );
+    assert!(blob.time_groups() > 1);
+    let options = CheckOptions {
+        seed: 0,
+        num: 2,
+        timeout: Duration::from_secs(300),
+        ..CheckOptions::new(BOARD, model)
+    };
+    let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
+        Outcome::Passed(report) => report,
+        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
+    };
+    print!("{}", report.figures);
+    assert_eq!(report.device.run.steps, 4);
+    assert_eq!(
+        report.device.steps.len(),
+        8,
+        "4 steps for each of 2 samples"
+    );
+    assert_eq!(report.device.images.len(), 2);
+    assert!(report.device.images[0]
+        .iter()
+        .all(|v| v.is_finite() && v.abs() <= 1.0));
+    match check_golden(&report.figures, bless_requested()) {
+        Ok(message) => println!("golden: {message}"),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+#[test]
 fn unet_int8_on_cortex_m4_matches_host_bit_for_bit() {
     // The UNet exercises the convolution kernels' DSP (SMLAD) paths, which only run on the
     // device: the host runs their portable twins, which must give the same integers.

@@ -98,9 +98,23 @@ pub struct SamplingOptions {
     pub seed: u64,
     /// Langevin settings.
     pub langevin: LangevinOptions,
+    /// The sampler the model was trained for, if any (a distilled student's,
+    /// [`RunConfig::default_sampler`](crate::train::RunConfig::default_sampler)): the base
+    /// that `sampler`, `steps` and `settings` replace field by field, as a model blob's stored
+    /// sampler is ([`SamplerOptions::resolve`]).
+    pub base: Option<SamplerConfig>,
 }
 
 impl SamplerChoice {
+    /// The name of a timestep sampler.
+    pub fn from_kind(kind: SamplerKind) -> Self {
+        match kind {
+            SamplerKind::Ddpm => SamplerChoice::Ddpm,
+            SamplerKind::Ddim => SamplerChoice::Ddim,
+            SamplerKind::DpmSolverPp2m => SamplerChoice::DpmppTwoM,
+        }
+    }
+
     /// The timestep sampler of this name (`None` for Langevin).
     pub fn kind(self) -> Option<SamplerKind> {
         match self {
@@ -121,6 +135,27 @@ impl SamplingOptions {
             settings: SamplerOptions::none(),
             seed: 0,
             langevin: LangevinOptions::default(),
+            base: None,
+        }
+    }
+
+    /// `sampler` and `steps` as given, else the model's own sampler's (`base`), else
+    /// `default` in `default_steps` steps; the other settings as given, over `base`.
+    pub fn for_model(
+        sampler: Option<SamplerChoice>,
+        steps: Option<usize>,
+        base: Option<SamplerConfig>,
+        (default, default_steps): (SamplerChoice, usize),
+    ) -> Self {
+        let sampler = sampler
+            .or(base.map(|b| SamplerChoice::from_kind(b.kind)))
+            .unwrap_or(default);
+        let steps = steps
+            .or(base.map(|b| b.steps as usize))
+            .unwrap_or(default_steps);
+        SamplingOptions {
+            base,
+            ..SamplingOptions::new(sampler, steps)
         }
     }
 
@@ -145,8 +180,8 @@ impl SamplingOptions {
     }
 
     /// The timestep sampler's configuration for a network predicting `prediction` on
-    /// `schedule` (`None` for Langevin): the core's rule, [`SamplerOptions::resolve`] without
-    /// a base.
+    /// `schedule` (`None` for Langevin): the core's rule, [`SamplerOptions::resolve`] over
+    /// [`SamplingOptions::base`].
     ///
     /// # Errors
     /// The core's validation errors.
@@ -160,7 +195,7 @@ impl SamplingOptions {
         }
         Ok(Some(
             self.sampler_options()?
-                .resolve(None, schedule, prediction)?,
+                .resolve(self.base, schedule, prediction)?,
         ))
     }
 

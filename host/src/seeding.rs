@@ -16,6 +16,8 @@ pub enum Purpose {
     Batches,
     /// Preview samples drawn during training.
     Preview,
+    /// Samples that choose a distilled student's sampler settings.
+    StudentSampler,
 }
 
 impl Purpose {
@@ -24,6 +26,7 @@ impl Purpose {
             Purpose::Init => 0x696e_6974_5f70_6172,
             Purpose::Batches => 0x6261_7463_6865_7321,
             Purpose::Preview => 0x7072_6576_6965_7721,
+            Purpose::StudentSampler => 0x7374_7564_656e_7421,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! RUN_DIR/model.safetensors       the trained weights
 //! RUN_DIR/ema.safetensors         their exponential moving average (what sampling uses)
 //! RUN_DIR/optimizer.safetensors   AdamW's moments, `m.NAME` and `v.NAME`
+//! RUN_DIR/teacher.safetensors     a distilled student's current teacher (`ddm distill` only)
 //! ```
 //!
 //! Every safetensors file records its step in its metadata (`ddm_step`). Saving is crash-safe:
@@ -36,6 +37,8 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const EMA_FILE: &str = "ema.safetensors";
 /// The optimiser state's file name.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// A distilled student's teacher weights' file name.
+pub const TEACHER_FILE: &str = "teacher.safetensors";
 /// Suffix of tensor files written but not yet committed.
 pub const STAGED_SUFFIX: &str = ".next";
 /// The safetensors metadata key holding the step.
@@ -52,6 +55,9 @@ pub struct Checkpoint {
     pub ema: Weights,
     /// Optimiser state (its step equals `config.progress.step`).
     pub optimizer: OptimizerState,
+    /// The teacher of the current round of a distillation (`Some` exactly when
+    /// `config.distill` is).
+    pub teacher: Option<Weights>,
 }
 
 /// Which set of weights to read.
@@ -81,7 +87,8 @@ pub fn exists(dir: &Path) -> bool {
 ///
 /// # Errors
 /// [`Error::Io`] naming the file that could not be written; [`Error::Invalid`] when the
-/// optimiser's step disagrees with the configuration's.
+/// optimiser's step disagrees with the configuration's, or a teacher is present exactly when
+/// the configuration describes no distillation.
 pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
     let step = checkpoint.config.progress.step;
     if checkpoint.optimizer.step != step {
@@ -89,6 +96,11 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
             "the optimiser is at step {}, the configuration at step {step}",
             checkpoint.optimizer.step
         )));
+    }
+    if checkpoint.teacher.is_some() != checkpoint.config.distill.is_some() {
+        return Err(Error::Invalid(
+            "a checkpoint holds teacher weights exactly when it is a distillation".into(),
+        ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut optimizer: Vec<(String, &GraphTensor)> = Vec::new();
@@ -98,11 +110,14 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
     ] {
         optimizer.extend(table.iter().map(|(n, t)| (format!("{prefix}{n}"), t)));
     }
-    let files: [(&str, Vec<(String, &GraphTensor)>); 3] = [
+    let mut files: Vec<(&str, Vec<(String, &GraphTensor)>)> = vec![
         (MODEL_FILE, named(&checkpoint.model)),
         (EMA_FILE, named(&checkpoint.ema)),
         (OPTIMIZER_FILE, optimizer),
     ];
+    if let Some(teacher) = &checkpoint.teacher {
+        files.push((TEACHER_FILE, named(teacher)));
+    }
     for (name, tensors) in &files {
         let bytes =
             encode(tensors, step).map_err(|reason| Error::corrupt(dir.join(name), reason))?;
@@ -202,11 +217,20 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     }
     check_against_graph(&path, &config.graph, &m, "first moments (m.*): ")?;
     check_against_graph(&path, &config.graph, &v, "second moments (v.*): ")?;
+    let teacher = match config.distill {
+        Some(_) => {
+            let (path, teacher) = read_tensor_file(dir, TEACHER_FILE, step)?;
+            check_against_graph(&path, &config.graph, &teacher, "teacher: ")?;
+            Some(teacher)
+        }
+        None => None,
+    };
     Ok(Checkpoint {
         config,
         model,
         ema,
         optimizer: OptimizerState { step, m, v },
+        teacher,
     })
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use ddm_export::graph::Graph;
 use serde::{Deserialize, Serialize};
 
+use super::distill::DistillConfig;
 use super::objective::Objective;
 use crate::data::{self, Dataset, DatasetSpec, ImageFormat, LoadOptions, Split};
 use crate::error::{Error, Result};
@@ -248,6 +249,10 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// Steps taken and their losses.
     pub progress: Progress,
+    /// How the run was distilled from a teacher (`ddm distill`), or `None` for a run trained
+    /// on data alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
 }
 
 impl RunConfig {
@@ -275,7 +280,15 @@ impl RunConfig {
             objective,
             train,
             progress: Progress::default(),
+            distill: None,
         })
+    }
+
+    /// The sampler the run was trained for, which sampling and export use unless told
+    /// otherwise: a distilled student's ([`DistillConfig::sampler`]); `None` for a run trained
+    /// on data alone, which leaves the choice to the command.
+    pub fn default_sampler(&self) -> Option<ddm_core::SamplerConfig> {
+        self.distill.as_ref().map(DistillConfig::sampler)
     }
 
     /// Whether `other` describes the same run, ignoring progress.

@@ -7,6 +7,9 @@
 //! - [`lr`]: linear warm-up then cosine decay.
 //! - [`optim`]: AdamW with checkpointable state, gradient clipping by global norm.
 //! - [`ema`]: the weights' exponential moving average with warm-up.
+//! - [`distill`]: students that generate in a few steps, trained on a teacher's DDIM steps
+//!   (progressive and consistency distillation).
+//! - [`student`]: a distilled student's sampler, chosen by measurement.
 //! - [`trainer`]: the state of a run and one optimisation step ([`Trainer`]).
 //! - [`checkpoint`]: crash-safe run folders (safetensors + `config.json`).
 //! - [`run`](mod@run): the loop with progress bar, checkpoints, loss curve and previews.
@@ -20,15 +23,18 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod distill;
 pub mod ema;
 pub mod lr;
 pub mod objective;
 pub mod optim;
 pub mod run;
+pub mod student;
 pub mod trainer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{DataConfig, Progress, RunConfig, TrainConfig};
+pub use distill::{DistillConfig, DistillMethod};
 pub use objective::{LossWeightName, LossWeightSpec, Objective, PredictionType};
 pub use run::{run, RunOptions, RunSummary};
 pub use trainer::{loss_on_batch, StepReport, Trainer};

@@ -149,7 +149,7 @@ pub fn preview_sampling(steps: usize) -> SamplingOptions {
     }
 }
 
-/// Draws EMA samples with DDIM and writes them as a grid (images) or a scatter plot (2-D
+/// Draws EMA samples with DDIM (a distilled student: its own sampler) and writes them as a grid (images) or a scatter plot (2-D
 /// points) named [`preview_file`]; other data gets no preview. Returns the path written.
 pub fn write_preview(trainer: &Trainer, dir: &Path) -> Result<Option<PathBuf>> {
     let shape = trainer.config().graph.input_shape().to_vec();
@@ -158,6 +158,11 @@ pub fn write_preview(trainer: &Trainer, dir: &Path) -> Result<Option<PathBuf>> {
     }
     let train = &trainer.config().train;
     let mut options = preview_sampling(train.preview_steps.min(trainer.alphas_cumprod().len()));
+    if let Some(base) = trainer.config().default_sampler() {
+        // A student previews with the sampler it is trained for.
+        options.steps = base.steps as usize;
+        options.base = Some(base);
+    }
     options.seed = derive(train.seed, Purpose::Preview);
     let num = train.preview_samples;
     let mut denoiser = trainer.denoiser(true)?;

@@ -7,6 +7,7 @@ use ddm_export::graph::Graph;
 use super::batch::{self, Batch};
 use super::checkpoint::Checkpoint;
 use super::config::RunConfig;
+use super::distill::{self, DistillInputs};
 use super::ema::Ema;
 use super::lr::learning_rate;
 use super::optim::{clip_grad_norm, AdamW};
@@ -31,7 +32,8 @@ pub struct StepReport {
     pub applied: bool,
 }
 
-/// A training run in memory: configuration, data, weights, optimiser and EMA.
+/// A training run in memory: configuration, data, weights, optimiser and EMA, and for a
+/// distillation ([`RunConfig::distill`]) the current round's teacher.
 ///
 /// Every random number of step `s` (0-based) comes from
 /// `Rng::with_stream(derive(seed, Batches), s)`, so a trainer restored from a checkpoint
@@ -46,6 +48,7 @@ pub struct Trainer {
     params: Params,
     optimizer: AdamW,
     ema: Ema,
+    teacher: Option<Params>,
 }
 
 impl Trainer {
@@ -65,7 +68,30 @@ impl Trainer {
         let ema = Ema::new(&params, config.train.ema_decay)?;
         let vars = to_vars(&config.graph, &params)?;
         let optimizer = AdamW::new(&config.train, &vars)?;
-        Self::assemble(config, data, device, vars, optimizer, ema)
+        Self::assemble(config, data, device, vars, optimizer, ema, None)
+    }
+
+    /// A fresh distillation (`config.distill` set, step 0): the student starts from
+    /// `teacher`'s weights, which are also the first round's teacher.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the configuration is not a valid distillation
+    /// ([`DistillConfig::validate`](super::DistillConfig::validate), `train.steps` other than
+    /// its total updates), `teacher` does not fit the graph, or `data` does not fit.
+    pub fn distilled(
+        mut config: RunConfig,
+        data: Dataset,
+        teacher: &ddm_export::graph::Weights,
+        device: &Device,
+    ) -> Result<Self> {
+        config.train.validate()?;
+        config.progress = Default::default();
+        let params = Params::from_weights(&config.graph, teacher, device)?;
+        let teacher = params.detached_copy()?;
+        let ema = Ema::new(&params, config.train.ema_decay)?;
+        let vars = to_vars(&config.graph, &params)?;
+        let optimizer = AdamW::new(&config.train, &vars)?;
+        Self::assemble(config, data, device, vars, optimizer, ema, Some(teacher))
     }
 
     /// Continues the run saved in `checkpoint`.
@@ -79,7 +105,11 @@ impl Trainer {
             model,
             ema,
             optimizer,
+            teacher,
         } = checkpoint;
+        let teacher = teacher
+            .map(|weights| Params::from_weights(&config.graph, &weights, device))
+            .transpose()?;
         let params = Params::from_weights(&config.graph, &model, device)?;
         let ema = Ema::from_params(
             &Params::from_weights(&config.graph, &ema, device)?,
@@ -93,7 +123,7 @@ impl Trainer {
             )));
         }
         let optimizer = AdamW::from_state(&config.train, &vars, &optimizer, device)?;
-        Self::assemble(config, data, device, vars, optimizer, ema)
+        Self::assemble(config, data, device, vars, optimizer, ema, teacher)
     }
 
     fn assemble(
@@ -103,6 +133,7 @@ impl Trainer {
         vars: Vec<(String, Var)>,
         optimizer: AdamW,
         ema: Ema,
+        teacher: Option<Params>,
     ) -> Result<Self> {
         if data.shape != config.graph.input_shape() || data.is_empty() {
             return Err(Error::Invalid(format!(
@@ -113,7 +144,27 @@ impl Trainer {
             )));
         }
         let alphas_cumprod = config.schedule.alphas_cumprod()?;
-        Schedule::new(&alphas_cumprod)?;
+        let schedule = Schedule::new(&alphas_cumprod)?;
+        match (&config.distill, &teacher) {
+            (None, None) => {}
+            (Some(distill), Some(_)) => {
+                distill.validate(&schedule, config.objective.prediction.into())?;
+                if config.train.steps != distill.total_updates() {
+                    return Err(Error::Invalid(format!(
+                        "a distillation of {} rounds of {} updates takes {} steps, not {}",
+                        distill.rounds(),
+                        distill.updates_per_round,
+                        distill.total_updates(),
+                        config.train.steps
+                    )));
+                }
+            }
+            _ => {
+                return Err(Error::Invalid(
+                    "a run has a teacher exactly when it is a distillation".into(),
+                ))
+            }
+        }
         let params = Params::from_tensors(
             vars.iter()
                 .map(|(name, var)| (name.clone(), var.as_tensor().clone())),
@@ -127,6 +178,7 @@ impl Trainer {
             params,
             optimizer,
             ema,
+            teacher,
         })
     }
 
@@ -185,10 +237,53 @@ impl Trainer {
         ))
     }
 
-    /// The batch of training step `step` (0-based).
+    /// Sets the DDIM eta of a distilled student's sampler ([`DistillConfig::eta`](super::DistillConfig::eta)).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a run that is not a distillation or an eta that is negative or
+    /// not finite.
+    pub fn set_student_eta(&mut self, eta: f32) -> Result<()> {
+        let Some(distill) = self.config.distill.as_mut() else {
+            return Err(Error::Invalid(
+                "only a distilled student has a sampler".into(),
+            ));
+        };
+        if !(eta >= 0.0 && eta.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "eta must be finite and >= 0, got {eta}"
+            )));
+        }
+        distill.eta = Some(eta);
+        Ok(())
+    }
+
+    /// The current round's teacher of a distillation (`None` for a run trained on data).
+    pub fn teacher(&self) -> Option<&Params> {
+        self.teacher.as_ref()
+    }
+
+    /// The batch of training step `step` (0-based): noised data and its targets, or for a
+    /// distillation the teacher's targets ([`distill::draw`]).
     pub fn batch(&self, step: u64) -> Result<Batch> {
         let schedule = Schedule::new(&self.alphas_cumprod)?;
         let mut rng = Rng::with_stream(derive(self.config.train.seed, Purpose::Batches), step);
+        if let (Some(config), Some(teacher)) = (&self.config.distill, &self.teacher) {
+            let inputs = DistillInputs {
+                config,
+                round: config.round_of(step),
+                schedule: &schedule,
+                prediction: self.config.objective.prediction.into(),
+            };
+            let (graph, device) = (&self.config.graph, &self.device);
+            return distill::draw(
+                &inputs,
+                &self.data,
+                self.config.train.batch_size,
+                &mut rng,
+                &mut |x, t| distill::predict(graph, teacher, x, t, device),
+                &mut |x, t| distill::predict(graph, &self.params, x, t, device),
+            );
+        }
         Ok(batch::draw(
             &self.data,
             &schedule,
@@ -202,12 +297,25 @@ impl Trainer {
     /// Takes one optimisation step: draws the batch, computes the loss and its gradient,
     /// clips, applies AdamW and updates the EMA. When the loss or gradient norm is NaN or
     /// infinite nothing is changed and the report says `applied: false`.
+    ///
+    /// A distillation's learning rate warms up and decays within each round, and the step
+    /// that ends a round (but not the run) makes the student's EMA the next round's teacher.
     pub fn step(&mut self) -> Result<StepReport> {
         let index = self.step_count();
         let train = &self.config.train;
+        let (index_in_round, round_steps) = match &self.config.distill {
+            Some(distill) => {
+                let round = distill.round_of(index);
+                (
+                    index - round * distill.updates_per_round,
+                    distill.updates_per_round,
+                )
+            }
+            None => (index, train.steps),
+        };
         let lr = learning_rate(
-            index,
-            train.steps,
+            index_in_round,
+            round_steps,
             train.warmup_steps,
             train.lr,
             train.lr_min,
@@ -245,6 +353,12 @@ impl Trainer {
         self.ema.update(&self.params, self.optimizer.steps())?;
         self.config.progress.step += 1;
         self.config.progress.losses.push(loss_value);
+        if let Some(distill) = &self.config.distill {
+            let step = self.config.progress.step;
+            if step.is_multiple_of(distill.updates_per_round) && !self.is_finished() {
+                self.teacher = Some(self.ema.params().detached_copy()?);
+            }
+        }
         report.applied = true;
         Ok(report)
     }
@@ -256,6 +370,7 @@ impl Trainer {
             model: self.params.to_weights()?,
             ema: self.ema.params().to_weights()?,
             optimizer: self.optimizer.state()?,
+            teacher: self.teacher.as_ref().map(Params::to_weights).transpose()?,
         })
     }
 }

@@ -19,6 +19,7 @@ use ddm::model;
 use ddm::sampler_args::SamplerArgs;
 use ddm::sampling::{SamplerChoice, SamplingOptions};
 use ddm::train::checkpoint::WeightSet;
+use ddm_core::SamplerConfig;
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::{CalibrationConfig, RangeMethod};
 use ddm_firmware::Precision;
@@ -136,12 +137,13 @@ pub struct Args {
     /// Export the trained weights instead of their EMA.
     #[arg(long)]
     no_ema: bool,
-    /// The blob's default sampler (calibration follows it).
-    #[arg(long, value_enum, default_value_t = SamplerChoice::Ddim)]
-    sampler: SamplerChoice,
-    /// The blob's default number of steps.
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
+    /// The blob's default sampler (calibration follows it) [default: ddim; a distilled
+    /// student: its own].
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerChoice>,
+    /// The blob's default number of steps [default: 10; a distilled student: its own].
+    #[arg(long)]
+    steps: Option<usize>,
     #[command(flatten)]
     settings: SamplerArgs,
     /// Compute calibration on the CPU even when built with CUDA.
@@ -150,12 +152,17 @@ pub struct Args {
 }
 
 impl Args {
-    fn settings(&self) -> anyhow::Result<ExportSettings> {
+    /// The export settings for a run trained for the sampler `base` (a distilled student's).
+    fn settings(&self, base: Option<SamplerConfig>) -> anyhow::Result<ExportSettings> {
+        let default = default_export_sampling();
         let sampling = SamplingOptions {
-            sampler: self.sampler,
-            steps: self.steps,
             settings: self.settings.options(),
-            ..default_export_sampling()
+            ..SamplingOptions::for_model(
+                self.sampler,
+                self.steps,
+                base,
+                (default.sampler, default.steps),
+            )
         };
         Ok(ExportSettings {
             precision: self.precision.into(),
@@ -193,7 +200,8 @@ impl Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let settings = args.settings()?;
+    let config = ddm::train::checkpoint::read_config(&args.checkpoint)?;
+    let settings = args.settings(config.default_sampler())?;
     let device = model::device(!args.cpu)?;
     let exported = export_checkpoint(&args.checkpoint, &settings, &device)?;
     let export = &exported.export;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod distill;
 mod eval;
 mod export;
 mod sample;
@@ -36,6 +37,10 @@ enum Command {
     Sample(Box<sample::Args>),
     /// Train a noise predictor (MLP or UNet) on a data set into a run folder.
     Train(Box<train::Args>),
+    /// Distil a trained run into a student that generates in a few network calls
+    /// (progressive or consistency distillation); the student is a run folder that `sample`
+    /// and `export` use with its own sampler.
+    Distill(Box<distill::Args>),
     /// Train an MLP on the embedded 8x8 digits and draw 64 samples (a few minutes on a CPU).
     Demo(demo::Args),
     /// Export a trained checkpoint for the device: an int8, fp16 or f32 blob (calibrated on
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Distill(args) => distill::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Eval(args) => eval::run(&args),

@@ -14,7 +14,7 @@ use ddm::sampler_args::{blob_sampler_options, SamplerArgs};
 use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::train::checkpoint::{self, WeightSet};
-use ddm_core::{SamplerOptions, Schedule};
+use ddm_core::{SamplerConfig, SamplerOptions, Schedule};
 use ddm_firmware::Blob;
 
 /// Default `--sampler` of a checkpoint or the oracle.
@@ -33,7 +33,8 @@ pub struct Args {
     /// Sample from the exact denoiser of this Gaussian mixture (JSON: means, stds, weights).
     #[arg(long, value_name = "SPEC.json")]
     oracle_gmm: Option<PathBuf>,
-    /// Sample from the model trained in this run folder (its schedule and prediction type).
+    /// Sample from the model trained in this run folder (its schedule and prediction type; a
+    /// distilled student's sampler, steps and timesteps too).
     #[arg(long, value_name = "RUN_DIR")]
     checkpoint: Option<PathBuf>,
     /// Sample from this exported model blob (`ddm export`) with the device runtime, run on the
@@ -47,11 +48,11 @@ pub struct Args {
     /// Compute on the CPU even when built with CUDA.
     #[arg(long)]
     cpu: bool,
-    /// The sampler [default: ddim; --model: the blob's].
+    /// The sampler [default: ddim; a distilled student: its own (ddim); --model: the blob's].
     #[arg(long, value_enum)]
     sampler: Option<SamplerChoice>,
     /// Network evaluations (Langevin: levels x steps per level, plus one final denoising step)
-    /// [default: 50; --model: the blob's].
+    /// [default: 50; a distilled student: its own; --model: the blob's].
     #[arg(long)]
     steps: Option<usize>,
     #[command(flatten)]
@@ -98,10 +99,16 @@ pub struct Args {
 }
 
 impl Args {
-    fn sampling_options(&self) -> SamplingOptions {
+    /// The sampling options over `base`, the sampler the model was trained for (a distilled
+    /// student's).
+    fn sampling_options(&self, base: Option<SamplerConfig>) -> SamplingOptions {
+        let model = SamplingOptions::for_model(
+            self.sampler,
+            self.steps,
+            base,
+            (DEFAULT_SAMPLER, DEFAULT_STEPS),
+        );
         SamplingOptions {
-            sampler: self.sampler.unwrap_or(DEFAULT_SAMPLER),
-            steps: self.steps.unwrap_or(DEFAULT_STEPS),
             settings: self.settings.options(),
             seed: self.seed,
             langevin: LangevinOptions {
@@ -111,6 +118,7 @@ impl Args {
                 step_size: self.langevin_step_size,
                 final_denoise: true,
             },
+            ..model
         }
     }
 
@@ -165,7 +173,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
         let table = config.schedule.alphas_cumprod()?;
         let batch = args.batch_size.unwrap_or(NETWORK_BATCH);
-        sample_and_write(args, output, &mut denoiser, &table, batch)
+        let options = args.sampling_options(config.default_sampler());
+        sample_and_write(args, &options, output, &mut denoiser, &table, batch)
     } else if let Some(spec_path) = &args.oracle_gmm {
         let spec = MixtureSpec::from_file(spec_path)?;
         let schedule_spec = ScheduleSpec {
@@ -176,7 +185,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let table = schedule_spec.alphas_cumprod()?;
         let mut denoiser = MixtureDenoiser::new(&spec, Schedule::new(&table)?)?;
         let batch = args.batch_size.unwrap_or(ORACLE_BATCH);
-        sample_and_write(args, output, &mut denoiser, &table, batch)
+        let options = args.sampling_options(None);
+        sample_and_write(args, &options, output, &mut denoiser, &table, batch)
     } else {
         bail!(
             "nothing to sample from: give --checkpoint RUN_DIR, --model model.ddm or \
@@ -260,6 +270,7 @@ fn write_samples(
 
 fn sample_and_write(
     args: &Args,
+    options: &SamplingOptions,
     output: Output,
     denoiser: &mut dyn Denoiser,
     alphas_cumprod: &[f32],
@@ -272,7 +283,7 @@ fn sample_and_write(
     let samples = generate(
         denoiser,
         Schedule::new(alphas_cumprod)?,
-        &args.sampling_options(),
+        options,
         num,
         batch,
         init.as_ref().map(|a| a.values.as_slice()),

@@ -1,0 +1,411 @@
+//! `ddm distill` end to end on a small toy teacher: the student run folder, its rounds and
+//! teachers, resume after a stop, and `ddm sample` / `ddm export` using the student's sampler
+//! without flags.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::Device;
+use ddm::npy;
+use ddm::train::checkpoint::{
+    self, CONFIG_FILE, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, TEACHER_FILE,
+};
+use ddm::train::{DistillMethod, Trainer};
+
+fn ddm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddm"))
+        .args(args)
+        .output()
+        .expect("the ddm binary runs")
+}
+
+fn assert_success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn assert_failure(output: &Output, needle: &str) {
+    assert!(!output.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Trains a small MLP on moons predicting `prediction` into `dir`.
+fn teacher(dir: &str, prediction: &str) {
+    assert_success(&ddm(&[
+        "train",
+        "--dataset",
+        "toy:moons",
+        "--toy-samples",
+        "256",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "40",
+        "--batch-size",
+        "32",
+        "--warmup",
+        "5",
+        "--preview-every",
+        "0",
+        "--preview-samples",
+        "8",
+        "--prediction",
+        prediction,
+        "--out",
+        dir,
+    ]));
+}
+
+/// Distils `teacher` progressively into `out` in 1 step from 4 teacher steps (two rounds of 3
+/// updates), or with `--method consistency` in 6 updates.
+fn distill<'a>(teacher: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "distill",
+        "--method",
+        "progressive",
+        "--teacher",
+        teacher,
+        "--steps",
+        "1",
+        "--teacher-steps",
+        "4",
+        "--updates",
+        "6",
+        "--batch-size",
+        "16",
+        "--warmup",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--preview-samples",
+        "8",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn files(dir: &Path) -> Vec<Vec<u8>> {
+    [
+        CONFIG_FILE,
+        MODEL_FILE,
+        EMA_FILE,
+        OPTIMIZER_FILE,
+        TEACHER_FILE,
+    ]
+    .iter()
+    .map(|name| std::fs::read(dir.join(name)).unwrap())
+    .collect()
+}
+
+#[test]
+fn a_student_is_a_run_folder_that_resumes_bit_identically() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let (t, a, b) = (path("teacher"), path("a"), path("b"));
+    teacher(&t, "v");
+    let stdout = assert_success(&ddm(&distill(&t, &a, &[])));
+    assert!(
+        stdout.contains("progressive distillation") && stdout.contains("2 round(s) of 3 updates"),
+        "{stdout}"
+    );
+    let config = checkpoint::read_config(Path::new(&a)).unwrap();
+    let how = config.distill.clone().expect("a distilled run");
+    assert_eq!(
+        (how.method, how.steps, how.teacher_steps),
+        (DistillMethod::Progressive, 1, 4)
+    );
+    assert_eq!(how.teacher_step, 40);
+    assert_eq!(config.progress.step, 6);
+    assert_eq!(config.default_sampler(), Some(how.sampler()));
+    assert!(Path::new(&a).join("loss.png").is_file());
+    assert!(Path::new(&a).join("samples-step000006.png").is_file());
+
+    // Stopped after step 4 (in the second round, whose teacher is the first round's EMA),
+    // then resumed: the same bits as the uninterrupted run.
+    assert_success(&ddm(&distill(&t, &b, &["--stop-after", "4"])));
+    assert_eq!(
+        checkpoint::read_config(Path::new(&b))
+            .unwrap()
+            .progress
+            .step,
+        4
+    );
+    assert_success(&ddm(&["distill", "--resume", "--out", &b]));
+    assert_eq!(files(Path::new(&a)), files(Path::new(&b)));
+    assert_failure(&ddm(&distill(&t, &a, &[])), "already holds a run");
+    assert_failure(
+        &ddm(&["distill", "--resume", "--out", &b, "--steps", "2"]),
+        "cannot be used with",
+    );
+}
+
+#[test]
+fn each_round_ends_by_making_the_students_average_its_teacher() {
+    let root = tempfile::tempdir().unwrap();
+    let t = root.path().join("teacher");
+    teacher(t.to_str().unwrap(), "x0");
+    let out = root.path().join("s");
+    // Stop at step 0's checkpoint is not possible; take one step to get the fresh folder.
+    assert_success(&ddm(&distill(
+        t.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["--stop-after", "1"],
+    )));
+    let checkpoint = checkpoint::load(&out).unwrap();
+    let teacher_weights = checkpoint::read_weights(
+        &t,
+        &checkpoint::read_config(&t).unwrap(),
+        checkpoint::WeightSet::Ema,
+    )
+    .unwrap();
+    assert_eq!(checkpoint.teacher.as_ref(), Some(&teacher_weights));
+    let data = checkpoint.config.data.load().unwrap();
+    let mut trainer = Trainer::from_checkpoint(checkpoint, data, &Device::Cpu).unwrap();
+    let teacher_of = |trainer: &Trainer| trainer.teacher().unwrap().to_weights().unwrap();
+    // Steps 2 and 3 finish round 0: then, and only then, the teacher changes, to the EMA.
+    trainer.step().unwrap();
+    assert_eq!(teacher_of(&trainer), teacher_weights);
+    trainer.step().unwrap();
+    assert_ne!(teacher_of(&trainer), teacher_weights);
+    assert_eq!(
+        teacher_of(&trainer),
+        trainer.ema_params().to_weights().unwrap()
+    );
+    let round_one = teacher_of(&trainer);
+    // The last round's end is the run's: its teacher stays.
+    for _ in 0..3 {
+        trainer.step().unwrap();
+    }
+    assert!(trainer.is_finished());
+    assert_eq!(teacher_of(&trainer), round_one);
+}
+
+#[test]
+fn sample_and_export_use_the_students_sampler_without_flags() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let (t, s) = (path("teacher"), path("student"));
+    teacher(&t, "v");
+    let mut consistency = distill(&t, &s, &[]);
+    consistency[2] = "consistency";
+    assert_success(&ddm(&consistency));
+    let config = checkpoint::read_config(Path::new(&s)).unwrap();
+    assert_eq!(config.distill.as_ref().unwrap().rounds(), 1);
+    assert_eq!(config.progress.step, 6);
+
+    let sample = |out: &str, extra: &[&str]| {
+        let mut args = vec!["sample", "--checkpoint", &s, "--num", "16", "--out", out];
+        args.extend_from_slice(extra);
+        assert_success(&ddm(&args));
+        npy::read_f32(Path::new(out)).unwrap().values
+    };
+    let own = sample(&path("own.npy"), &[]);
+    let explicit = sample(
+        &path("explicit.npy"),
+        &[
+            "--sampler",
+            "ddim",
+            "--steps",
+            "1",
+            "--spacing",
+            "trailing",
+            "--eta",
+            "0",
+        ],
+    );
+    let fifty = sample(&path("fifty.npy"), &["--steps", "50"]);
+    assert_eq!(own, explicit);
+    assert_ne!(own, fifty);
+    // The teacher, sampled without flags, takes ddm sample's default (50 DDIM steps).
+    let teacher_default = {
+        let out = path("teacher.npy");
+        assert_success(&ddm(&[
+            "sample",
+            "--checkpoint",
+            &t,
+            "--num",
+            "16",
+            "--out",
+            &out,
+        ]));
+        npy::read_f32(Path::new(&out)).unwrap().values
+    };
+    let teacher_fifty = {
+        let out = path("teacher50.npy");
+        assert_success(&ddm(&[
+            "sample",
+            "--checkpoint",
+            &t,
+            "--num",
+            "16",
+            "--steps",
+            "50",
+            "--out",
+            &out,
+        ]));
+        npy::read_f32(Path::new(&out)).unwrap().values
+    };
+    assert_eq!(teacher_default, teacher_fifty);
+
+    let blob = path("student.ddm");
+    let stdout = assert_success(&ddm(&[
+        "export",
+        "--checkpoint",
+        &s,
+        "--precision",
+        "f32",
+        "--out",
+        &blob,
+    ]));
+    assert!(
+        stdout.contains("default sampler DDIM, 1 steps, trailing spacing"),
+        "{stdout}"
+    );
+    // The blob on the device runtime generates what the checkpoint generates, to float
+    // rounding.
+    let on_runtime = {
+        let out = path("runtime.npy");
+        assert_success(&ddm(&[
+            "sample", "--model", &blob, "--num", "16", "--out", &out,
+        ]));
+        npy::read_f32(Path::new(&out)).unwrap().values
+    };
+    for (a, b) in on_runtime.iter().zip(&own) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn bad_distillations_get_clear_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let t = path("eps");
+    teacher(&t, "eps");
+    assert_failure(&ddm(&distill(&t, &path("s"), &[])), "v or x0");
+    let v = path("v");
+    teacher(&v, "v");
+    let out = path("s");
+    let mut six = distill(&v, &out, &[]);
+    let position = six.iter().position(|&a| a == "--teacher-steps").unwrap();
+    six[position + 1] = "6";
+    assert_failure(&ddm(&six), "times a power of two");
+    assert_failure(
+        &ddm(&distill(&path("missing"), &path("s"), &[])),
+        "the teacher",
+    );
+    assert!(!Path::new(&path("s")).join(CONFIG_FILE).exists());
+}
+
+#[test]
+fn the_students_eta_is_measured_where_a_classifier_exists_and_given_otherwise() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let t = path("digits");
+    assert_success(&ddm(&[
+        "train",
+        "--dataset",
+        "optdigits",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "30",
+        "--prediction",
+        "v",
+        "--beta-schedule",
+        "cosine",
+        "--preview-every",
+        "0",
+        "--preview-samples",
+        "4",
+        "--out",
+        &t,
+    ]));
+    let s = path("student");
+    let stdout = assert_success(&ddm(&[
+        "distill",
+        "--teacher",
+        &t,
+        "--steps",
+        "2",
+        "--teacher-steps",
+        "4",
+        "--updates",
+        "4",
+        "--preview-samples",
+        "4",
+        "--out",
+        &s,
+    ]));
+    // "student sampler: DDIM, ... eta E (measured ...: eta 0: FD a, eta 0.5: FD b, eta 1: FD c)"
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("student sampler:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let scores: Vec<(f32, f64)> = line
+        .split("eta ")
+        .skip(2)
+        .map(|part| {
+            let (eta, rest) = part.split_once(": FD ").unwrap();
+            let fd = rest
+                .trim_end_matches([')', ',', ' '])
+                .split([',', ')'])
+                .next()
+                .unwrap();
+            (eta.parse().unwrap(), fd.trim().parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        scores.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![0.0, 0.5, 1.0],
+        "{line}"
+    );
+    let best = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+    let config = checkpoint::read_config(Path::new(&s)).unwrap();
+    assert_eq!(config.distill.as_ref().unwrap().eta, Some(best));
+    assert_eq!(config.default_sampler().unwrap().eta, best);
+
+    // Given, it is kept; a toy has no classifier and keeps eta 0.
+    let given = path("given");
+    assert_success(&ddm(&[
+        "distill",
+        "--teacher",
+        &t,
+        "--steps",
+        "2",
+        "--teacher-steps",
+        "4",
+        "--updates",
+        "4",
+        "--preview-samples",
+        "4",
+        "--eta",
+        "0.25",
+        "--out",
+        &given,
+    ]));
+    let config = checkpoint::read_config(Path::new(&given)).unwrap();
+    assert_eq!(config.default_sampler().unwrap().eta, 0.25);
+    let moons = path("moons");
+    teacher(&moons, "v");
+    let stdout = assert_success(&ddm(&distill(&moons, &path("toy"), &[])));
+    assert!(
+        stdout.contains("eta 0 (no committed classifier"),
+        "{stdout}"
+    );
+}

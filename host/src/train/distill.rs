@@ -132,7 +132,7 @@ impl DistillConfig {
     /// is its error times `1 / a_{T-1}`: a few-step student cannot start there); `N = 0`;
     /// `K` not `N` times a power of two (progressive, at least `2N`) or below `N`
     /// (consistency), or above `T`; grids that do not nest on this schedule; no updates; a
-    /// clip radius that is not positive.
+    /// clip radius that is not positive; an eta that is negative or not finite.
     pub fn validate(&self, schedule: &Schedule<'_>, prediction: Prediction) -> Result<()> {
         let fail = |what: String| Err(Error::Invalid(what));
         if prediction == Prediction::Eps {
@@ -152,6 +152,9 @@ impl DistillConfig {
             .is_some_and(|c| !(c > 0.0 && c.is_finite()))
         {
             return fail("--teacher-clip-sample must be positive".into());
+        }
+        if self.eta.is_some_and(|eta| !(eta >= 0.0 && eta.is_finite())) {
+            return fail("--eta must be finite and >= 0".into());
         }
         let train_steps = schedule.train_steps();
         if k as usize > train_steps {
@@ -590,6 +593,7 @@ mod tests {
                 prediction: Prediction::V,
             };
             let grid = trailing(&schedule, config.teacher_steps_in(round)).unwrap();
+            assert_eq!(grid.len(), [8, 4][round as usize]);
             let batch = draw(
                 &inputs,
                 &data(),
@@ -600,6 +604,30 @@ mod tests {
             )
             .unwrap();
             assert_eq!(batch.weight, vec![1.0; 32]);
+            // Replaying the stream in the documented order gives the inputs:
+            // z_t = a_t x0 + s_t eps, and every even grid position is drawn.
+            let mut replay = Rng::new(9);
+            let picks: Vec<(usize, usize)> = (0..32)
+                .map(|_| {
+                    let index = replay.below(3) as usize;
+                    (index, 2 * replay.below(grid.len() as u32 / 2) as usize)
+                })
+                .collect();
+            let mut eps = vec![0.0f32; 64];
+            replay.fill_normal(&mut eps);
+            let mut drawn = std::collections::BTreeSet::new();
+            for (i, &(index, position)) in picks.iter().enumerate() {
+                let t = grid[position];
+                assert_eq!(batch.t[i], t as f32);
+                drawn.insert(position);
+                let (a, s) = levels(&schedule, Some(t));
+                for d in 0..2 {
+                    let expected = a * data().sample(index)[d] + s * eps[2 * i + d];
+                    assert_eq!(batch.x_t[2 * i + d], expected);
+                }
+            }
+            let even: Vec<usize> = (0..grid.len()).step_by(2).collect();
+            assert_eq!(drawn.into_iter().collect::<Vec<_>>(), even);
             let clean = clean_targets(&batch, &schedule, Prediction::V);
             for i in 0..32 {
                 let t = batch.t[i] as u32;
@@ -735,6 +763,17 @@ mod tests {
         assert!(check_nested(&[9, 7, 4, 1], &[9, 4]).is_ok());
         assert!(check_nested(&[9, 7, 4, 1], &[9, 3]).is_err());
         assert!(check_nested(&[9, 7, 4], &[9, 4]).is_err());
+        let measured = DistillConfig {
+            eta: Some(0.5),
+            ..config(DistillMethod::Progressive, 4, 64)
+        };
+        assert_eq!(measured.sampler().eta, 0.5);
+        assert!(measured.validate(&schedule, v).is_ok());
+        let negative = DistillConfig {
+            eta: Some(-0.5),
+            ..measured.clone()
+        };
+        assert!(negative.validate(&schedule, v).is_err());
         let sampler = config(DistillMethod::Progressive, 4, 64).sampler();
         assert_eq!(
             (sampler.kind, sampler.steps, sampler.spacing),

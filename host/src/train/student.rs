@@ -58,6 +58,7 @@ pub fn choose_eta(trainer: &Trainer) -> Result<Option<(f32, Vec<EtaScore>)>> {
     let count = CHOICE_SAMPLES.min(data.len());
     let real = classifier.embed(&data.values[..count * len])?;
     let mut denoiser = trainer.denoiser(true)?;
+    let schedule = Schedule::new(trainer.alphas_cumprod())?;
     let mut scores = Vec::with_capacity(ETA_CANDIDATES.len());
     for eta in ETA_CANDIDATES {
         let default = (SamplerChoice::from_kind(base.kind), base.steps as usize);
@@ -65,7 +66,6 @@ pub fn choose_eta(trainer: &Trainer) -> Result<Option<(f32, Vec<EtaScore>)>> {
         options.settings.eta = Some(eta);
         options.settings.clip_sample = Some(Some(1.0));
         options.seed = derive(config.train.seed, Purpose::StudentSampler);
-        let schedule = Schedule::new(trainer.alphas_cumprod())?;
         let samples = generate(&mut denoiser, schedule, &options, count, count, None)?;
         let fake = classifier.embed(&samples)?;
         let frechet = frechet_distance_of(&fake.features, &real.features, real.dim)?;

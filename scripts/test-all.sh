@@ -53,6 +53,16 @@ say "board images (nRF52840-DK, STM32F746G-DISCO, Pico 2, Jetson with tract)"
 say "tests (host and QEMU)"
 cargo test --workspace
 
+say "device runtime tests on aarch64 under qemu-aarch64: Cortex-A72 (NEON) and A76 (NEON dot product)"
+# Every int8 product path this CPU model has is checked against the portable one and the
+# plain definition; DDM_EXPECT_PATHS makes a path missing on that model fail the run.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+QEMU_CPU=cortex-a72 DDM_EXPECT_PATHS=portable,neon \
+    cargo test -p ddm-firmware --target aarch64-unknown-linux-gnu
+QEMU_CPU=cortex-a76 DDM_EXPECT_PATHS=portable,neon,neon-dotprod \
+    cargo test -p ddm-firmware --target aarch64-unknown-linux-gnu
+
 say "disk space after the build"
 df -h . || true
 du -sh target 2>/dev/null || true

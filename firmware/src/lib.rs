@@ -8,7 +8,8 @@
 //!   reader, the writer and the exporter;
 //! - [`quant`]: fixed-point requantisation (TFLite Micro / CMSIS-NN), the SiLU table and the
 //!   helpers the exporter shares with the runtime;
-//! - [`kernels`]: one module per op, int8 and float variants;
+//! - [`kernels`]: one module per op, int8 and float variants; the int8 products on the
+//!   CPU's fastest [`Path`] (the Cortex-M4's DSP instructions, AVX2, NEON, NEON's `SDOT`);
 //! - [`plan`]: the arena layout and [`required_arena_bytes`];
 //! - [`network`]: one network evaluation ([`Network::run`]; an int8 blob with time groups
 //!   quantises each call's activations with the parameters of its timestep's group), and each
@@ -59,6 +60,7 @@ pub use format::{DType, OpCode, Precision, FORMAT_VERSION};
 pub use generate::{
     generate, generate_observed, generate_with, GenerateSettings, StepInfo, StepObserver,
 };
+pub use kernels::dot::Path;
 pub use network::{Network, NodeOutput};
 pub use plan::{
     network_arena_bytes, required_arena_bytes, required_arena_bytes_for_steps, ArenaLayout,

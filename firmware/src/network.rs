@@ -6,9 +6,10 @@ use crate::error::{check_len, Error, Result};
 use crate::format::Precision;
 use crate::kernels::add::{add_f32, add_s8};
 use crate::kernels::concat::{concat_part_f32, concat_part_s8};
-use crate::kernels::conv2d::{conv2d_f32, conv2d_s8, ConvGeometry};
+use crate::kernels::conv2d::{conv2d_f32, conv2d_s8_on, ConvGeometry};
+use crate::kernels::dot::Path;
 use crate::kernels::group_norm::{group_norm_f32, group_norm_s8, GroupNormGeometry};
-use crate::kernels::linear::{linear_f32, linear_s8};
+use crate::kernels::linear::{linear_f32, linear_s8_on};
 use crate::kernels::silu::{silu_f32, silu_s8};
 use crate::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use crate::kernels::upsample::upsample2x;
@@ -32,6 +33,8 @@ pub struct Network<'b, 'm> {
     scratch: core::ops::Range<usize>,
     /// The time group of the last run (its activation parameters are those in the arena).
     group: usize,
+    /// Where the int8 products run.
+    path: Path,
 }
 
 impl core::fmt::Debug for Network<'_, '_> {
@@ -39,6 +42,7 @@ impl core::fmt::Debug for Network<'_, '_> {
         f.debug_struct("Network")
             .field("blob", &self.blob)
             .field("arena_len", &self.arena.len())
+            .field("path", &self.path.name())
             .finish()
     }
 }
@@ -103,7 +107,20 @@ impl<'b, 'm> Network<'b, 'm> {
             arena,
             scratch,
             group: 0,
+            path: Path::detect(),
         })
+    }
+
+    /// Runs the int8 products on `path` instead of the CPU's fastest ([`Path::detect`], the
+    /// default). Every path gives the same bytes; this chooses the speed.
+    pub fn with_path(mut self, path: Path) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Where the int8 products run.
+    pub fn path(&self) -> Path {
+        self.path
     }
 
     /// The blob.
@@ -143,6 +160,7 @@ impl<'b, 'm> Network<'b, 'm> {
                 x_t,
                 t,
                 group,
+                path: self.path,
             };
             match blob.precision() {
                 Precision::Int8 => run_s8(&step, out, scratch)?,
@@ -262,6 +280,8 @@ struct Step<'s, 'b> {
     t: u32,
     /// The time group whose activation parameters this call uses.
     group: usize,
+    /// Where the int8 products run.
+    path: Path,
 }
 
 impl<'s> Step<'s, '_> {
@@ -318,6 +338,7 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
         x_t,
         t,
         group,
+        path,
         ..
     } = *step;
     let quant = |node: usize| blob.quant(node, group);
@@ -342,7 +363,8 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
             weight,
             bias,
             requant,
-        } => linear_s8(
+        } => linear_s8_on(
+            path,
             bytes(input)?,
             cast::i8s(blob.tensor(weight)?.bytes()),
             tensor_bytes(blob, bias)?,
@@ -358,7 +380,8 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
             kernel,
             stride,
             padding,
-        } => conv2d_s8(
+        } => conv2d_s8_on(
+            path,
             &conv_geometry(blob, node, input, kernel, stride, padding)?,
             bytes(input)?,
             quant(input)?.zero_point,

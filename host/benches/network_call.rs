@@ -1,7 +1,7 @@
 //! Time per network call on the host, batch 1 (as on the device), in one run: the device
-//! runtime (int8, fp16 and f32 blobs), the float model in candle (the trainer's executor) and
-//! the ONNX export in tract (f32 and f16 parameters), with each time's ratio to candle's and
-//! to the int8 runtime's.
+//! runtime (int8 on each kernel path of this CPU, fastest first; fp16 and f32 blobs), the float
+//! model in candle (the trainer's executor) and the ONNX export in tract (f32 and f16
+//! parameters), with each time's ratio to candle's and to the fastest int8 path's.
 //!
 //! ```sh
 //! cargo bench -p ddm --bench network_call                       # built-in models
@@ -32,7 +32,7 @@ use ddm_core::Rng;
 use ddm_export::graph::{Graph, Weights};
 use ddm_export::onnx::OnnxPrecision;
 use ddm_export::{CalibrationConfig, ExportOptions, RangeMethod};
-use ddm_firmware::{network_arena_bytes, Blob, Network, Precision};
+use ddm_firmware::{network_arena_bytes, Blob, Network, Path, Precision};
 
 /// The timestep of every timed call.
 const TIMESTEP: u32 = 500;
@@ -192,10 +192,11 @@ fn blob(model: &Model, precision: Precision) -> anyhow::Result<Vec<u8>> {
     Ok(ddm_export::export(graph, &model.weights, &calibration, &options)?.blob)
 }
 
-fn time_runtime(blob: &[u8], x: &[f32], seconds: f64) -> anyhow::Result<Duration> {
+/// One call of the device runtime, its int8 products on `path`.
+fn time_runtime(blob: &[u8], path: Path, x: &[f32], seconds: f64) -> anyhow::Result<Duration> {
     let parsed = Blob::parse(blob)?;
     let mut arena = vec![0u8; network_arena_bytes(&parsed)?];
-    let mut network = Network::new(parsed, &mut arena)?;
+    let mut network = Network::new(parsed, &mut arena)?.with_path(path);
     let mut out = vec![0.0f32; x.len()];
     time(seconds, || Ok(network.run(x, TIMESTEP, &mut out)?))
 }
@@ -257,7 +258,7 @@ fn main() -> anyhow::Result<()> {
             .join(" ")
     );
     println!(
-        "{:<16} {:<14} {:>12} {:>10} {:>10} {:>10}",
+        "{:<16} {:<18} {:>12} {:>10} {:>10} {:>10}",
         "model", "engine", "MACs/call", "us/call", "x candle", "x int8"
     );
     for model in models(&options)? {
@@ -266,29 +267,40 @@ fn main() -> anyhow::Result<()> {
         let mut x = vec![0.0f32; len];
         Rng::new(1).fill_normal(&mut x);
         let s = options.seconds;
-        let rows = [
-            (
-                "int8 runtime",
-                time_runtime(&blob(&model, Precision::Int8)?, &x, s)?,
-            ),
-            (
-                "fp16 runtime",
-                time_runtime(&blob(&model, Precision::F16)?, &x, s)?,
-            ),
-            (
-                "f32 runtime",
-                time_runtime(&blob(&model, Precision::F32)?, &x, s)?,
-            ),
-            ("candle f32", time_candle(&model, &x, s)?),
-            ("tract f32", time_tract(&model, OnnxPrecision::F32, &x, s)?),
-            ("tract f16", time_tract(&model, OnnxPrecision::F16, &x, s)?),
-        ];
-        let candle = rows[3].1.as_secs_f64();
+        // The int8 runtime on this CPU's fastest path first, then on each other path.
+        let int8 = blob(&model, Precision::Int8)?;
+        let detected = Path::detect();
+        let mut rows = vec![(
+            format!("int8 {}", detected.name()),
+            time_runtime(&int8, detected, &x, s)?,
+        )];
+        for path in Path::available().filter(|&p| p != detected) {
+            let name = format!("int8 {}", path.name());
+            rows.push((name, time_runtime(&int8, path, &x, s)?));
+        }
+        for (name, precision) in [
+            ("fp16 runtime", Precision::F16),
+            ("f32 runtime", Precision::F32),
+        ] {
+            let bytes = blob(&model, precision)?;
+            rows.push((name.into(), time_runtime(&bytes, detected, &x, s)?));
+        }
+        let candle = time_candle(&model, &x, s)?;
+        rows.push(("candle f32".into(), candle));
+        rows.push((
+            "tract f32".into(),
+            time_tract(&model, OnnxPrecision::F32, &x, s)?,
+        ));
+        rows.push((
+            "tract f16".into(),
+            time_tract(&model, OnnxPrecision::F16, &x, s)?,
+        ));
+        let candle = candle.as_secs_f64();
         let int8 = rows[0].1.as_secs_f64();
         for (engine, duration) in rows {
             let seconds = duration.as_secs_f64();
             println!(
-                "{:<16} {:<14} {:>12} {:>10.1} {:>10.2} {:>10.2}",
+                "{:<16} {:<18} {:>12} {:>10.1} {:>10.2} {:>10.2}",
                 model.name,
                 engine,
                 graph.macs(),

@@ -19,7 +19,7 @@
 //! accumulators. The accumulation order is input channel, kernel row, kernel column, then the
 //! bias is added.
 
-use super::dsp::{dot_1x4, pack_taps};
+use super::dot::{dot_1x4, group_start, pack_taps, Path};
 use super::{float_at, requantize, WeightFormat};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
@@ -440,16 +440,48 @@ fn stage(g: &ConvGeometry, x: &[i8], zx: i8, out_w: usize, p0: usize, n: usize, 
 /// order), the input values each reads (one column of `in_channels k k` values, padded taps
 /// `zx`) are gathered, four positions per word, into the upper half of the scratch
 /// (`stage`) and widened to int16 in place into the packed column layout
-/// (`kernels::dsp::pack_taps`); then every output channel's weight row is multiplied with the
-/// four columns at once (`kernels::dsp::dot_1x4`: on Cortex-M4 `SXTB16` + `SMLAD`, two MACs
+/// (`kernels::dot::pack_taps`); then every output channel's weight row is multiplied with the
+/// four columns at once (`kernels::dot::dot_1x4`: on Cortex-M4 `SXTB16` + `SMLAD`, two MACs
 /// per instruction, each weight word loaded once per four positions). A fan-in that is not a
 /// multiple of 4 ends with one zero-padded group. The last run of a feature map whose size is
 /// not a multiple of 4 computes its missing positions on zero columns and drops them.
 ///
 /// The accumulation is exact integer arithmetic (wrapping, never overflowing for a valid
-/// blob), so the result equals the plain `bias + sum x w` in any order.
+/// blob), so the result equals the plain `bias + sum x w` in any order. The products run on
+/// the CPU's fastest [`Path`] ([`Path::detect`]); [`conv2d_s8_on`] chooses it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_s8(
+    g: &ConvGeometry,
+    x: &[i8],
+    input_zero_point: i32,
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    output_zero_point: i32,
+    y: &mut [i8],
+    scratch: &mut [u32],
+) -> Result<()> {
+    conv2d_s8_on(
+        Path::detect(),
+        g,
+        x,
+        input_zero_point,
+        weights,
+        bias,
+        requant,
+        output_zero_point,
+        y,
+        scratch,
+    )
+}
+
+/// [`conv2d_s8`] with its products on `path`: the same bytes on every path.
+///
+/// # Errors
+/// As [`conv2d_s8`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_s8_on(
+    path: Path,
     g: &ConvGeometry,
     x: &[i8],
     input_zero_point: i32,
@@ -497,7 +529,7 @@ pub fn conv2d_s8(
             pad.fill(0);
             stage(g, x, zx, out_w, p0, n, taps);
         }
-        pack_taps(cols);
+        pack_taps(path, cols);
         let cols = &*cols;
         let channels = weights
             .chunks_exact(fan_in)
@@ -506,7 +538,7 @@ pub fn conv2d_s8(
             .zip(y.chunks_exact_mut(positions));
         for (((w_row, bias), requant), y_oc) in channels {
             let bias = le_i32(bias);
-            let mut acc = dot_1x4(w_row, cols, [bias; S8_POSITIONS]);
+            let mut acc = dot_1x4(path, w_row, cols, [bias; S8_POSITIONS]);
             if tail != 0 {
                 // The last weights, zero-padded to a group.
                 let last = match w_row[4 * full..] {
@@ -515,7 +547,7 @@ pub fn conv2d_s8(
                     [a, b, c] => [a, b, c, 0],
                     _ => [0; 4],
                 };
-                acc = dot_1x4(&last, &cols[8 * full..], acc);
+                acc = dot_1x4(path, &last, &cols[group_start(path, full)..], acc);
             }
             let requant = Requant {
                 multiplier: le_i32(requant),

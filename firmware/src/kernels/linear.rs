@@ -1,6 +1,6 @@
 //! `y = W x + b` on vectors: `W` is `[out, in]` row-major.
 
-use super::dsp::{dot_2x1, dot_3x1};
+use super::dot::{dot_2x1, dot_3x1, Path};
 use super::{float_at, i32_at, requant_at, requantize, WeightFormat};
 use crate::error::{check_len, Result};
 
@@ -19,11 +19,29 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 /// ([`fold_input_zero_point`](crate::quant::fold_input_zero_point)), `requant` `out`
 /// `(multiplier, shift)` pairs.
 ///
-/// Three rows at a time share each load of the input (`kernels::dsp::dot_3x1`: on Cortex-M4
+/// Three rows at a time share each load of the input (`kernels::dot::dot_3x1`: on Cortex-M4
 /// `SXTB16` + `SMLAD` on four inputs per word), the last one or two rows take
-/// `kernels::dsp::dot_2x1`; inputs past the last multiple of 4 are added one by one. Exact
-/// integer sums, so the result is that of any order.
+/// `kernels::dot::dot_2x1`; inputs past the last multiple of 4 are added one by one. Exact
+/// integer sums, so the result is that of any order. The products run on the CPU's fastest
+/// [`Path`] ([`Path::detect`]); [`linear_s8_on`] chooses it.
 pub fn linear_s8(
+    x: &[i8],
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    output_zero_point: i32,
+    y: &mut [i8],
+) -> Result<()> {
+    let path = Path::detect();
+    linear_s8_on(path, x, weights, bias, requant, output_zero_point, y)
+}
+
+/// [`linear_s8`] with its products on `path`: the same bytes on every path.
+///
+/// # Errors
+/// As [`linear_s8`].
+pub fn linear_s8_on(
+    path: Path,
     x: &[i8],
     weights: &[i8],
     bias: &[u8],
@@ -55,7 +73,7 @@ pub fn linear_s8(
     for (o, (rows, y)) in (&mut rows).zip(&mut outputs).enumerate() {
         let (w0, rest) = rows.split_at(n_in);
         let (w1, w2) = rest.split_at(n_in);
-        let acc = dot_3x1(x_head, w0, w1, w2, [0; 3]);
+        let acc = dot_3x1(path, x_head, w0, w1, w2, [0; 3]);
         for (r, (w, (y, acc))) in [w0, w1, w2]
             .into_iter()
             .zip(y.iter_mut().zip(acc))
@@ -70,12 +88,12 @@ pub fn linear_s8(
     match &mut y[done..] {
         [y0, y1] => {
             let (w0, w1) = rest.split_at(n_in);
-            let [a0, a1] = dot_2x1(x_head, w0, w1, [0, 0]);
+            let [a0, a1] = dot_2x1(path, x_head, w0, w1, [0, 0]);
             *y0 = output(done, tail(a0, w0));
             *y1 = output(done + 1, tail(a1, w1));
         }
         [y0] => {
-            let [a0, _] = dot_2x1(x_head, rest, rest, [0, 0]);
+            let [a0, _] = dot_2x1(path, x_head, rest, rest, [0, 0]);
             *y0 = output(done, tail(a0, rest));
         }
         _ => {}

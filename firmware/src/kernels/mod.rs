@@ -17,8 +17,9 @@
 pub mod add;
 pub mod concat;
 pub mod conv2d;
+// The products' SIMD and DSP paths: the crate's only `unsafe` code.
 #[allow(unsafe_code)]
-mod dsp;
+pub mod dot;
 pub mod group_norm;
 pub mod linear;
 pub mod silu;

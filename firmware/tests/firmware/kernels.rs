@@ -11,15 +11,17 @@
 use ddm_core::Rng;
 use ddm_firmware::kernels::add::{add_f32, add_s8};
 use ddm_firmware::kernels::concat::{concat_part_s8, concat_requant};
-use ddm_firmware::kernels::conv2d::{conv2d_f32, conv2d_s8, s8_scratch_words, ConvGeometry};
+use ddm_firmware::kernels::conv2d::{
+    conv2d_f32, conv2d_s8, conv2d_s8_on, s8_scratch_words, ConvGeometry,
+};
 use ddm_firmware::kernels::group_norm::{group_norm_s8, GroupNormGeometry};
-use ddm_firmware::kernels::linear::linear_s8;
+use ddm_firmware::kernels::linear::{linear_s8, linear_s8_on};
 use ddm_firmware::kernels::silu::silu_s8;
 use ddm_firmware::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use ddm_firmware::kernels::upsample::upsample2x;
 use ddm_firmware::kernels::{f16_to_f32, F16Weights, F32Weights, WeightFormat};
 use ddm_firmware::quant::{fold_input_zero_point, AddZeroPoints};
-use ddm_firmware::{silu_lut, AddParams, QuantParams, Requant};
+use ddm_firmware::{silu_lut, AddParams, Path, QuantParams, Requant};
 
 fn random_i8(rng: &mut Rng, n: usize) -> Vec<i8> {
     (0..n).map(|_| rng.next_u32() as u8 as i8).collect()
@@ -652,22 +654,75 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
                 _ => (rng.below(256) as i32 - 128, rng.below(256) as i32 - 128),
             };
             let expected = conv_s8_reference(&g, &x, zx, &w, &bias, &requant, zy);
-            // Scratch of exactly the documented size, dirty from a previous use.
-            let mut scratch = vec![0xA5A5_A5A5u32; s8_scratch_words(fan_in).unwrap()];
-            let mut y = vec![0i8; g.out_channels * oh * ow];
-            conv2d_s8(
-                &g,
-                &x,
-                zx,
-                &w,
-                &le_i32(&bias),
-                &le_requant(&requant),
-                zy,
-                &mut y,
-                &mut scratch,
-            )
-            .unwrap();
-            assert_eq!(y, expected, "{g:?}, zx {zx}, zy {zy}");
+            // Every path of this CPU (the default one and the portable one among them).
+            for path in Path::available() {
+                // Scratch of exactly the documented size, dirty from a previous use.
+                let mut scratch = vec![0xA5A5_A5A5u32; s8_scratch_words(fan_in).unwrap()];
+                let mut y = vec![0i8; g.out_channels * oh * ow];
+                conv2d_s8_on(
+                    path,
+                    &g,
+                    &x,
+                    zx,
+                    &w,
+                    &le_i32(&bias),
+                    &le_requant(&requant),
+                    zy,
+                    &mut y,
+                    &mut scratch,
+                )
+                .unwrap();
+                let name = path.name();
+                assert_eq!(y, expected, "{name}: {g:?}, zx {zx}, zy {zy}");
+            }
+        }
+    }
+}
+
+/// The int8 linear layer as the plain definition (`bias + sum x w` in `i32`, then the same
+/// requantisation) on every path of this CPU: fan-ins around the vector widths (16, the
+/// 4-input groups, the one-by-one tail) and output counts that leave 0, 1 or 2 rows after
+/// the groups of three.
+#[test]
+fn int8_linear_equals_the_exact_integer_definition_on_every_path() {
+    let mut rng = Rng::new(13);
+    for n_in in [1, 3, 4, 15, 16, 17, 31, 32, 36, 64, 100, 255] {
+        for n_out in [1, 2, 3, 4, 5, 7] {
+            let x = random_i8(&mut rng, n_in);
+            let w = random_i8(&mut rng, n_out * n_in);
+            let bias: Vec<i32> = (0..n_out)
+                .map(|_| rng.below(2_000_001) as i32 - 1_000_000)
+                .collect();
+            let requant: Vec<Requant> = (0..n_out)
+                .map(|_| Requant::from_real(1e-4 + 0.02 * f64::from(rng.uniform())).unwrap())
+                .collect();
+            let zy = rng.below(256) as i32 - 128;
+            let expected: Vec<i8> = (0..n_out)
+                .map(|o| {
+                    let row = &w[o * n_in..(o + 1) * n_in];
+                    let dot: i32 = x
+                        .iter()
+                        .zip(row)
+                        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                        .sum();
+                    let q = requant[o].apply(bias[o] + dot).saturating_add(zy);
+                    q.clamp(-128, 127) as i8
+                })
+                .collect();
+            for path in Path::available() {
+                let mut y = vec![0i8; n_out];
+                linear_s8_on(
+                    path,
+                    &x,
+                    &w,
+                    &le_i32(&bias),
+                    &le_requant(&requant),
+                    zy,
+                    &mut y,
+                )
+                .unwrap();
+                assert_eq!(y, expected, "{}: {n_in} -> {n_out}", path.name());
+            }
         }
     }
 }

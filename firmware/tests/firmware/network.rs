@@ -3,14 +3,17 @@
 
 use ddm_core::ScheduleConfig;
 use ddm_firmware::writer::{plan_greedy_by_size, write_blob, ModelSpec, OpSpec};
-use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Precision};
+use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Path, Precision};
 
 use crate::common::*;
 
+/// One call on the portable path.
 fn run(bytes: &[u8], x: &[f32], t: u32) -> Vec<f32> {
     let blob = Blob::parse(bytes).unwrap();
     let mut arena = vec![0u8; network_arena_bytes(&blob).unwrap()];
-    let mut network = Network::new(blob, &mut arena).unwrap();
+    let mut network = Network::new(blob, &mut arena)
+        .unwrap()
+        .with_path(Path::portable());
     let mut out = vec![0.0f32; x.len()];
     network.run(x, t, &mut out).unwrap();
     out
@@ -93,6 +96,28 @@ fn repeated_runs_and_unaligned_arenas_give_the_same_bits() {
             network.run(&x, t, &mut out).unwrap();
             network.run(&x, t, &mut out).unwrap();
             assert_eq!(bits(&out), bits(&first), "arena offset {shift}");
+        }
+    }
+}
+
+#[test]
+fn int8_networks_give_the_same_bits_on_every_path() {
+    for spec in [int8_unet(1000), int8_mlp(1000), int8_unet_grouped()] {
+        let bytes = write_blob(&spec).unwrap();
+        let blob = Blob::parse(&bytes).unwrap();
+        let mut arena = vec![0u8; network_arena_bytes(&blob).unwrap()];
+        for (x, t) in inputs(&spec, 3, 9) {
+            let portable = run(&bytes, &x, t);
+            let mut paths = 0;
+            for path in Path::available() {
+                let mut network = Network::new(blob, &mut arena).unwrap().with_path(path);
+                assert_eq!(network.path(), path);
+                let mut out = vec![0.0f32; x.len()];
+                network.run(&x, t, &mut out).unwrap();
+                assert_eq!(bits(&out), bits(&portable), "{} at t {t}", path.name());
+                paths += 1;
+            }
+            assert!(paths >= 1);
         }
     }
 }

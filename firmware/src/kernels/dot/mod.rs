@@ -1,0 +1,315 @@
+//! The int8 products inside the linear and convolution kernels, on each target's fastest
+//! instructions, and the choice among them.
+//!
+//! Three inner loops carry nearly every multiply-accumulate of an int8 network:
+//! [`dot_1x4`] (one convolution weight row against four im2col columns, after
+//! [`pack_taps`] laid them out), [`dot_2x1`] and [`dot_3x1`] (two or three linear-layer rows
+//! against one input). Each has one implementation per [`Path`]:
+//!
+//! - **portable** (`dsp`): plain Rust everywhere, and on ARMv7E-M (Cortex-M4 / M7) the DSP
+//!   extension's `SXTB16` + `SMLAD` in inline assembly, CMSIS-NN style;
+//! - **AVX2** (`x86`, x86-64 with `std`, chosen when the CPU has it): int8 widened to int16 and
+//!   multiplied pairwise into int32 with `VPMADDWD`, 16 multiply-accumulates per instruction;
+//! - **NEON** (`neon`, every aarch64 CPU): widening multiply-accumulates (`SMLAL`, `SMULL` +
+//!   `SADALP`);
+//! - **NEON dot product** (`neon`, aarch64 with `std` on a CPU with `asimddp`, such as Jetson
+//!   Orin's Cortex-A78AE or the Pi 5's A76): `SDOT`, four int8 products summed into each int32
+//!   lane, 16 per instruction; its im2col columns are packed as int8, four reduction indices
+//!   of one column per word, instead of the int16 pairs of the other paths.
+//!
+//! Every path computes the same exact integer sums (modulo 2^32, never reached by a valid
+//! blob), so every path gives the same bytes: the choice changes the speed, never the result.
+//! The tests check each path against the plain definition, and the kernels on every path
+//! against the portable one.
+
+mod dsp;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86;
+
+/// An implementation of the int8 products that this CPU can run. Only [`Path::detect`],
+/// [`Path::portable`] and [`Path::available`] make one, so holding a `Path` proves that its
+/// instructions exist here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path(Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Portable,
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    Avx2,
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    Neon,
+    #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+    NeonDot,
+}
+
+impl Path {
+    /// The portable path (on ARMv7E-M, its DSP-extension assembly): available everywhere.
+    pub const fn portable() -> Path {
+        Path(Kind::Portable)
+    }
+
+    /// The fastest path of this CPU: AVX2 on x86-64 CPUs that have it and NEON dot product on
+    /// aarch64 CPUs that have it (both detected at run time, in `std` builds), plain NEON on
+    /// other aarch64 CPUs, else the portable path.
+    pub fn detect() -> Path {
+        Path::available().last().unwrap_or(Path::portable())
+    }
+
+    /// Every path this CPU runs, the portable one first and the fastest last.
+    pub fn available() -> impl Iterator<Item = Path> {
+        let candidates = [
+            Some(Kind::Portable),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Some(Kind::Neon),
+            #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+            std::arch::is_aarch64_feature_detected!("dotprod").then_some(Kind::NeonDot),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            std::is_x86_feature_detected!("avx2").then_some(Kind::Avx2),
+        ];
+        candidates.into_iter().flatten().map(Path)
+    }
+
+    /// The path's name: `portable`, `avx2`, `neon` or `neon-dotprod`.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Kind::Portable => "portable",
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Kind::Avx2 => "avx2",
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Kind::Neon => "neon",
+            #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+            Kind::NeonDot => "neon-dotprod",
+        }
+    }
+}
+
+/// Packs the staged taps in `cols` (`8 n` words; on entry word `4 n + k`, for `k < 4 n`, holds
+/// the four positions' int8 values at reduction index `k`, position `j` in byte `j`) into the
+/// layout `path`'s [`dot_1x4`] reads, in place.
+#[inline]
+pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions.
+        Kind::NeonDot => unsafe { neon::pack_taps_s8(cols) },
+        _ => dsp::pack_taps(cols),
+    }
+}
+
+/// Where group `g` (reduction indices `4g..4g + 4`) of the columns [`pack_taps`] packed for
+/// `path` starts, in words: `8g` on the int16 layouts, `4g` on the int8 one.
+#[inline]
+pub(crate) fn group_start(path: Path, g: usize) -> usize {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => 4 * g,
+        _ => 8 * g,
+    }
+}
+
+/// `acc_j + sum_k w[k] c_j[k]` for the four columns `c_j` that [`pack_taps`] packed for `path`
+/// into `cols` (or a suffix of them from a [`group_start`]), over the first `n` groups, `n` the
+/// number of whole groups in `w` and in `cols`: one output channel at four output positions.
+/// `w` may have any alignment.
+#[inline]
+pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
+    match path.0 {
+        Kind::Portable => dsp::dot_1x4(w, cols, acc),
+        // SAFETY (each arm): the kind exists only where the CPU has its instructions.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx2 => unsafe { x86::dot_1x4(w, cols, acc) },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => unsafe { neon::dot_1x4_s8(w, cols, acc) },
+    }
+}
+
+/// `acc_r + sum_i x_i wr_i` for the rows `w0`, `w1` over `i < 4 n`, where
+/// `n = min(x.len(), w0.len(), w1.len()) / 4`: two rows of a linear layer, any alignment.
+#[inline]
+pub(crate) fn dot_2x1(path: Path, x: &[i8], w0: &[i8], w1: &[i8], acc: [i32; 2]) -> [i32; 2] {
+    match path.0 {
+        Kind::Portable => dsp::dot_2x1(x, w0, w1, acc),
+        #[allow(unreachable_patterns)]
+        _ => simd_rows(path, x, [w0, w1], acc),
+    }
+}
+
+/// As [`dot_2x1`] for three rows `w0`, `w1`, `w2` (each input loaded once for the three).
+#[inline]
+pub(crate) fn dot_3x1(
+    path: Path,
+    x: &[i8],
+    w0: &[i8],
+    w1: &[i8],
+    w2: &[i8],
+    acc: [i32; 3],
+) -> [i32; 3] {
+    match path.0 {
+        Kind::Portable => dsp::dot_3x1(x, w0, w1, w2, acc),
+        #[allow(unreachable_patterns)]
+        _ => simd_rows(path, x, [w0, w1, w2], acc),
+    }
+}
+
+/// The rows of [`dot_2x1`] / [`dot_3x1`] on a SIMD path (the portable one never comes here).
+#[inline]
+#[allow(unused_variables)]
+fn simd_rows<const R: usize>(path: Path, x: &[i8], rows: [&[i8]; R], acc: [i32; R]) -> [i32; R] {
+    let n = rows.iter().fold(x.len(), |n, row| n.min(row.len())) / 4 * 4;
+    let x = &x[..n];
+    let rows = rows.map(|row| &row[..n]);
+    match path.0 {
+        // SAFETY (each arm): the kind exists only where the CPU has its instructions; every
+        // slice holds `n` elements.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx2 => unsafe { x86::dot_rows(x, rows, acc) },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => unsafe { neon::dot_rows(x, rows, acc) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => unsafe { neon::dot_rows_s8(x, rows, acc) },
+        _ => {
+            let mut acc = acc;
+            for (a, row) in acc.iter_mut().zip(rows) {
+                *a = a.wrapping_add(plain_dot(x, row));
+            }
+            acc
+        }
+    }
+}
+
+/// `sum a_i b_i`, wrapping: the definition every path is checked against, and the SIMD paths'
+/// tail of fewer elements than one vector.
+#[inline]
+fn plain_dot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).fold(0i32, |acc, (&a, &b)| {
+        acc.wrapping_add(i32::from(a) * i32::from(b))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Deterministic bytes covering -128..=127 (the extremes included).
+    fn bytes(n: usize, seed: u32) -> Vec<i8> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                match i % 17 {
+                    0 => -128,
+                    5 => 127,
+                    _ => (s >> 24) as u8 as i8,
+                }
+            })
+            .collect()
+    }
+
+    /// The staged-taps layout `pack_taps` reads, for four columns of `k` values.
+    fn staged(columns: &[Vec<i8>], k: usize) -> Vec<u32> {
+        let mut cols = std::vec![0xDEAD_BEEFu32; 2 * k];
+        for i in 0..k {
+            let lanes = [0, 1, 2, 3].map(|j| columns[j][i] as u8);
+            cols[k + i] = u32::from_le_bytes(lanes).to_le();
+        }
+        cols
+    }
+
+    #[test]
+    fn the_paths_are_listed_portable_first_and_detect_picks_the_last() {
+        let paths: Vec<Path> = Path::available().collect();
+        assert_eq!(paths[0], Path::portable());
+        assert_eq!(Path::detect(), *paths.last().unwrap());
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        assert_eq!(
+            paths.iter().any(|p| p.name() == "avx2"),
+            std::is_x86_feature_detected!("avx2")
+        );
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        assert!(paths.iter().any(|p| p.name() == "neon"));
+        // A run that means to test given paths (the CPU models of scripts/test-all.sh under
+        // qemu-aarch64) names them, so that a path missing on that CPU fails instead of
+        // passing untested.
+        if let Ok(expected) = std::env::var("DDM_EXPECT_PATHS") {
+            let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
+            assert_eq!(names.join(","), expected);
+        }
+    }
+
+    #[test]
+    fn every_path_packs_and_multiplies_columns_as_the_plain_dot_product() {
+        for path in Path::available() {
+            for k in [0, 4, 8, 12, 16, 20, 36, 68, 144, 288] {
+                let w = bytes(k + 3, 1);
+                let columns: Vec<_> = (0..4).map(|j| bytes(k, 10 + j)).collect();
+                let mut cols = staged(&columns, k);
+                pack_taps(path, &mut cols);
+                let start = [1, -2, 3, i32::MAX];
+                let acc = dot_1x4(path, &w, &cols, start);
+                for (j, column) in columns.iter().enumerate() {
+                    let expected = start[j].wrapping_add(plain_dot(&w[..k], column));
+                    assert_eq!(acc[j], expected, "{} k {k} j {j}", path.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_multiplies_rows_as_the_plain_dot_product() {
+        for path in Path::available() {
+            for n in [0, 4, 8, 12, 16, 20, 32, 36, 64, 100, 256, 260] {
+                // Lengths past the multiple of 4 and misaligned starts are ignored / allowed.
+                let x = bytes(n + 4, 1);
+                let (w0, w1, w2) = (bytes(n + 1, 2), bytes(n + 2, 3), bytes(n + 5, 4));
+                let (x, w1) = (&x[1..], &w1[..]);
+                let [a0, a1] = dot_2x1(path, x, &w0, w1, [5, -7]);
+                assert_eq!(
+                    a0,
+                    5 + plain_dot(&x[..n], &w0[..n]),
+                    "{} n {n}",
+                    path.name()
+                );
+                assert_eq!(
+                    a1,
+                    -7 + plain_dot(&x[..n], &w1[..n]),
+                    "{} n {n}",
+                    path.name()
+                );
+                let acc = dot_3x1(path, x, &w0, w1, &w2, [5, -7, i32::MIN]);
+                let third = i32::MIN.wrapping_add(plain_dot(&x[..n], &w2[..n]));
+                assert_eq!(acc, [a0, a1, third], "{} n {n}", path.name());
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_values_do_not_saturate() {
+        // -128 * -128 summed over a long row: exact on every path (no int16 saturation).
+        let n = 1024;
+        let (x, w) = (std::vec![-128i8; n], std::vec![-128i8; n]);
+        let columns: Vec<_> = (0..4).map(|_| std::vec![-128i8; n]).collect();
+        for path in Path::available() {
+            let expected = 16384 * n as i32;
+            assert_eq!(
+                dot_2x1(path, &x, &w, &w, [0, 0]),
+                [expected; 2],
+                "{}",
+                path.name()
+            );
+            let mut cols = staged(&columns, n);
+            pack_taps(path, &mut cols);
+            assert_eq!(
+                dot_1x4(path, &w, &cols, [0; 4]),
+                [expected; 4],
+                "{}",
+                path.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The AVX2 path (x86-64): int8 widened to int16, `VPMADDWD` multiplies 16 pairs and adds
+//! neighbours into 8 int32 lanes, `VPADDD` accumulates (wrapping, like the portable path).
+
+use core::arch::x86_64::{
+    __m128i, __m256i, _mm256_add_epi32, _mm256_cvtepi8_epi16, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_set1_epi32, _mm256_setr_epi8, _mm256_setzero_si256,
+    _mm256_shuffle_epi8, _mm256_srai_epi16, _mm256_storeu_si256, _mm_loadu_si128,
+};
+
+use super::plain_dot;
+
+/// The eight int32 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lanes(v: __m256i) -> [i32; 8] {
+    let mut out = [0i32; 8];
+    // SAFETY: `out` holds 32 bytes; the store has no alignment requirement.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+    out
+}
+
+/// `dot_1x4` on the int16 packed layout of `dsp::pack_taps`: group `g`'s eight words are one
+/// 256-bit vector, position `j`'s int16 values `(c[4g], c[4g+2], c[4g+1], c[4g+3])`; the group's
+/// four weights are broadcast, moved into the high byte of each int16 in that order by
+/// `VPSHUFB` and sign-extended by an arithmetic shift, then `VPMADDWD` leaves each position's
+/// two partial sums in lanes `2j`, `2j + 1`.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dot_1x4(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
+    let groups = (w.len() / 4).min(cols.len() / 8);
+    // Byte 2i + 1 of each int16 slot gets weight index (0, 2, 1, 3)[i % 4]; -128 zeroes.
+    #[rustfmt::skip]
+    let spread = _mm256_setr_epi8(
+        -128, 0, -128, 2, -128, 1, -128, 3, -128, 0, -128, 2, -128, 1, -128, 3,
+        -128, 0, -128, 2, -128, 1, -128, 3, -128, 0, -128, 2, -128, 1, -128, 3,
+    );
+    let weights = |g: usize| {
+        // SAFETY: `g < groups`, so bytes `4g..4g + 4` are inside `w`.
+        let word = unsafe { w.as_ptr().add(4 * g).cast::<i32>().read_unaligned() };
+        _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(_mm256_set1_epi32(word), spread))
+    };
+    // SAFETY: `g < groups`, so words `8g..8g + 8` are inside `cols`.
+    let columns = |g: usize| unsafe { _mm256_loadu_si256(cols.as_ptr().add(8 * g).cast()) };
+    let (mut sum0, mut sum1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut g = 0;
+    while g + 2 <= groups {
+        sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(columns(g), weights(g)));
+        sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(columns(g + 1), weights(g + 1)));
+        g += 2;
+    }
+    if g < groups {
+        sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(columns(g), weights(g)));
+    }
+    let l = lanes(_mm256_add_epi32(sum0, sum1));
+    let mut out = acc;
+    for (j, a) in out.iter_mut().enumerate() {
+        *a = a.wrapping_add(l[2 * j]).wrapping_add(l[2 * j + 1]);
+    }
+    out
+}
+
+/// `acc_r + sum_i x_i rows[r]_i` over every element (all slices of one length, a multiple of
+/// 4): 16 inputs at a time widened to int16 once for all rows, the rest one by one.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dot_rows<const R: usize>(
+    x: &[i8],
+    rows: [&[i8]; R],
+    acc: [i32; R],
+) -> [i32; R] {
+    let n = rows.iter().fold(x.len(), |n, row| n.min(row.len()));
+    // SAFETY: `i + 16 <= n` at every call, so 16 bytes from `i` are inside the slice.
+    let load = |s: &[i8], i: usize| unsafe {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr().add(i).cast::<__m128i>()))
+    };
+    let mut sums = [_mm256_setzero_si256(); R];
+    let mut i = 0;
+    while i + 16 <= n {
+        let xv = load(x, i);
+        for (sum, row) in sums.iter_mut().zip(rows) {
+            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(xv, load(row, i)));
+        }
+        i += 16;
+    }
+    let mut out = acc;
+    for ((a, sum), row) in out.iter_mut().zip(sums).zip(rows) {
+        let total = lanes(sum).iter().fold(0i32, |t, &l| t.wrapping_add(l));
+        *a = a
+            .wrapping_add(total)
+            .wrapping_add(plain_dot(&x[i..n], &row[i..n]));
+    }
+    out
+}

@@ -92,6 +92,11 @@ pub fn add_s8(
     }
 }
 
+/// Elements from which [`add_s8`] tabulates each operand's requantised term over its 256
+/// values (in `std` builds: the two tables take 2 KiB of stack, which a microcontroller's
+/// stack is not sized for).
+pub const TABLE_MIN_LEN: usize = 1024;
+
 /// [`add_s8`] with the three requantisations given as functions.
 #[inline(always)]
 fn add_s8_with(
@@ -109,10 +114,36 @@ fn add_s8_with(
     let spatial = broadcast(dst.len(), rhs.len())?;
     let lhs_term = |a: i8| lhs_scale((i32::from(a) - zero_points.lhs) << ADD_LEFT_SHIFT);
     let rhs_term = |b: i8| rhs_scale((i32::from(b) - zero_points.rhs) << ADD_LEFT_SHIFT);
-    let sum = |a: i8, b: i32| {
-        let s = output_scale(lhs_term(a).wrapping_add(b));
-        saturate_i8(s.saturating_add(zero_points.output))
-    };
+    let output = |s: i32| saturate_i8(output_scale(s).saturating_add(zero_points.output));
+    #[cfg(feature = "std")]
+    if dst.len() >= TABLE_MIN_LEN {
+        // The same terms, each computed once per operand value.
+        let table = |term: &dyn Fn(i8) -> i32| -> [i32; 256] {
+            core::array::from_fn(|i| term(i as u8 as i8))
+        };
+        let (lhs_table, rhs_table) = (table(&lhs_term), table(&rhs_term));
+        let lhs_term = |a: i8| lhs_table[usize::from(a as u8)];
+        let rhs_term = |b: i8| rhs_table[usize::from(b as u8)];
+        add_terms(lhs_term, rhs_term, output, lhs, rhs, dst, spatial);
+        return Ok(());
+    }
+    add_terms(lhs_term, rhs_term, output, lhs, rhs, dst, spatial);
+    Ok(())
+}
+
+/// `dst = output(lhs_term(a) + rhs_term(b))` element by element, `rhs` broadcast over
+/// `spatial` positions per element (lengths checked by the caller).
+#[inline(always)]
+fn add_terms(
+    lhs_term: impl Fn(i8) -> i32,
+    rhs_term: impl Fn(i8) -> i32,
+    output: impl Fn(i32) -> i8,
+    lhs: Option<&[i8]>,
+    rhs: &[i8],
+    dst: &mut [i8],
+    spatial: usize,
+) {
+    let sum = |a: i8, b: i32| output(lhs_term(a).wrapping_add(b));
     if spatial == 1 {
         match lhs {
             Some(lhs) => {
@@ -133,7 +164,6 @@ fn add_s8_with(
             super::map_into(l, d, |a| sum(a, b));
         }
     }
-    Ok(())
 }
 
 /// Float add.

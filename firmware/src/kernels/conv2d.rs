@@ -19,8 +19,8 @@
 //! accumulators. The accumulation order is input channel, kernel row, kernel column, then the
 //! bias is added.
 
-use super::dot::{dot_1x4, group_start, pack_taps, Path};
-use super::{float_at, requantize, WeightFormat};
+use super::dot::{dot_1x4, group_start, pack_taps, requantize4, Path};
+use super::{float_at, WeightFormat};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
 use crate::quant::Requant;
@@ -553,7 +553,7 @@ pub fn conv2d_s8_on(
                 multiplier: le_i32(requant),
                 shift: le_i32(&requant[4..]),
             };
-            let out = requantize(acc, requant, output_zero_point);
+            let out = requantize4(path, acc, requant, output_zero_point);
             match y_oc.get_mut(p0..p0 + S8_POSITIONS) {
                 // One (unaligned) word store.
                 Some(y) if n == S8_POSITIONS => y.copy_from_slice(&out),

@@ -128,8 +128,8 @@ pub(crate) fn requant_at(bytes: &[u8], i: usize) -> Requant {
 /// doubling high multiply. [`FastRequant::apply`] equals [`Requant::apply`] for every input.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FastRequant {
-    multiplier: i32,
-    right: i32,
+    pub(crate) multiplier: i32,
+    pub(crate) right: i32,
 }
 
 impl FastRequant {

@@ -9,7 +9,7 @@
 //! rounding. Almost all outputs must be exact.
 
 use ddm_core::Rng;
-use ddm_firmware::kernels::add::{add_f32, add_s8};
+use ddm_firmware::kernels::add::{add_f32, add_s8, TABLE_MIN_LEN};
 use ddm_firmware::kernels::concat::{concat_part_s8, concat_requant};
 use ddm_firmware::kernels::conv2d::{
     conv2d_f32, conv2d_s8, conv2d_s8_on, s8_scratch_words, ConvGeometry,
@@ -462,6 +462,48 @@ fn int8_add_matches_the_real_sum() {
             let mut in_place = lhs.clone();
             add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
             assert_eq!(in_place, y);
+        }
+    }
+}
+
+/// Element by element as `AddParams::apply` defines, around the length from which the kernel
+/// tabulates each operand's term (`TABLE_MIN_LEN`), broadcast or not, in place or not.
+#[test]
+fn int8_add_equals_its_element_definition_with_and_without_tables() {
+    let mut rng = Rng::new(16);
+    let min = TABLE_MIN_LEN;
+    for &(channels, spatial) in &[(1, min - 1), (1, min), (min + 5, 1), (8, min / 8), (3, 700)] {
+        for broadcast in [false, true] {
+            let (lq, rq, oq) = (
+                random_params(&mut rng),
+                random_params(&mut rng),
+                random_params(&mut rng),
+            );
+            let n = channels * spatial;
+            // Every int8 value in each operand.
+            let mut lhs = random_i8(&mut rng, n);
+            for (i, v) in lhs.iter_mut().take(256).enumerate() {
+                *v = i as u8 as i8;
+            }
+            let rhs = random_i8(&mut rng, if broadcast { channels } else { n });
+            let params = AddParams::new(lq, rq, oq).unwrap();
+            let zps = AddZeroPoints {
+                lhs: lq.zero_point,
+                rhs: rq.zero_point,
+                output: oq.zero_point,
+            };
+            let expected: Vec<i8> = (0..n)
+                .map(|i| {
+                    let r = if broadcast { rhs[i / spatial] } else { rhs[i] };
+                    params.apply(lhs[i], r, zps)
+                })
+                .collect();
+            let mut y = vec![0i8; n];
+            add_s8(&params, zps, Some(&lhs), &rhs, &mut y).unwrap();
+            assert_eq!(y, expected, "{channels} x {spatial}, broadcast {broadcast}");
+            let mut in_place = lhs.clone();
+            add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
+            assert_eq!(in_place, expected, "in place, {channels} x {spatial}");
         }
     }
 }

@@ -22,6 +22,11 @@
 //! The tests check each path against the plain definition, and the kernels on every path
 //! against the portable one.
 
+use super::requantize;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+use super::FastRequant;
+use crate::quant::Requant;
+
 mod dsp;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod neon;
@@ -95,6 +100,9 @@ pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions.
         Kind::NeonDot => unsafe { neon::pack_taps_s8(cols) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: `Avx2` exists only where the CPU has AVX2.
+        Kind::Avx2 => unsafe { x86::pack_taps(cols) },
         _ => dsp::pack_taps(cols),
     }
 }
@@ -125,6 +133,22 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
         Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => unsafe { neon::dot_1x4_s8(w, cols, acc) },
+    }
+}
+
+/// `sat(zy + requant(acc_j))` for the four accumulators of a [`dot_1x4`]: exactly
+/// `kernels::requantize`, in SIMD lanes on the AVX2 path when the requantisation has the
+/// `FastRequant` form and `zy` is an int8.
+#[inline]
+pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) -> [i8; 4] {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx2 if (-128..=127).contains(&zy) => match FastRequant::new(requant) {
+            // SAFETY: `Avx2` exists only where the CPU has AVX2.
+            Some(fast) => unsafe { x86::requantize4(acc, fast.multiplier, fast.right, zy) },
+            None => requantize(acc, requant, zy),
+        },
+        _ => requantize(acc, requant, zy),
     }
 }
 
@@ -286,6 +310,45 @@ mod tests {
                 assert_eq!(acc, [a0, a1, third], "{} n {n}", path.name());
             }
         }
+    }
+
+    #[test]
+    fn every_path_requantises_as_the_scalar_definition() {
+        let accumulators = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30) - 1,
+            -123_456_789,
+            -65_537,
+            -3,
+            -1,
+            0,
+            1,
+            2,
+            77,
+            1 << 20,
+            987_654_321,
+            i32::MAX,
+        ];
+        let multipliers = [0, 1, 1 << 30, 1_518_500_250, i32::MAX, i32::MIN];
+        let mut cases = 0;
+        for path in Path::available() {
+            for shift in [-40, -31, -30, -17, -8, -1, 0, 1, 5] {
+                for multiplier in multipliers {
+                    for zy in [-128, -5, 0, 127, 300, i32::MIN] {
+                        let requant = Requant { multiplier, shift };
+                        for acc in accumulators.windows(4) {
+                            let acc = [acc[0], acc[1], acc[2], acc[3]];
+                            let expected = requantize(acc, requant, zy);
+                            let got = requantize4(path, acc, requant, zy);
+                            assert_eq!(got, expected, "{} {acc:?} {requant:?} {zy}", path.name());
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 3000);
     }
 
     #[test]

@@ -1,11 +1,7 @@
 //! The AVX2 path (x86-64): int8 widened to int16, `VPMADDWD` multiplies 16 pairs and adds
 //! neighbours into 8 int32 lanes, `VPADDD` accumulates (wrapping, like the portable path).
 
-use core::arch::x86_64::{
-    __m128i, __m256i, _mm256_add_epi32, _mm256_cvtepi8_epi16, _mm256_loadu_si256,
-    _mm256_madd_epi16, _mm256_set1_epi32, _mm256_setr_epi8, _mm256_setzero_si256,
-    _mm256_shuffle_epi8, _mm256_srai_epi16, _mm256_storeu_si256, _mm_loadu_si128,
-};
+use core::arch::x86_64::*;
 
 use super::plain_dot;
 
@@ -17,6 +13,31 @@ fn lanes(v: __m256i) -> [i32; 8] {
     // SAFETY: `out` holds 32 bytes; the store has no alignment requirement.
     unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
     out
+}
+
+/// `dsp::pack_taps` (the int16 packed layout, same words): per group, one `VPSHUFB` puts each
+/// position's four taps in the layout's order `(k0, k2, k1, k3)` and `VPMOVSXBW` widens the 16
+/// bytes into the group's 16 int16.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn pack_taps(cols: &mut [u32]) {
+    let groups = cols.len() / 8;
+    // Output byte 4j + i takes tap k = (0, 2, 1, 3)[i] of position j: input byte 4k + j.
+    #[rustfmt::skip]
+    let order = _mm_setr_epi8(0, 8, 4, 12, 1, 9, 5, 13, 2, 10, 6, 14, 3, 11, 7, 15);
+    let base = cols.as_mut_ptr();
+    for g in 0..groups {
+        // SAFETY: words `4 groups + 4g..+4` and `8g..8g + 8` are inside `cols` (`8 groups`
+        // words); the read precedes the write, which never reaches taps not read yet
+        // (`8g + 8 <= 4 groups + 4g + 4`).
+        unsafe {
+            let taps = _mm_loadu_si128(base.add(4 * groups + 4 * g).cast::<__m128i>());
+            let packed = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(taps, order));
+            _mm256_storeu_si256(base.add(8 * g).cast::<__m256i>(), packed);
+        }
+    }
 }
 
 /// `dot_1x4` on the int16 packed layout of `dsp::pack_taps`: group `g`'s eight words are one
@@ -94,4 +115,43 @@ pub(super) unsafe fn dot_rows<const R: usize>(
             .wrapping_add(plain_dot(&x[i..n], &row[i..n]));
     }
     out
+}
+
+/// `sat_i8(zy + rounding_divide_by_pot((x M + 2^30) >> 31, right))` for four accumulators:
+/// `FastRequant::apply`, the zero point and the clamp of `kernels::requantize`, in 64-bit
+/// lanes for the product (`VPMULDQ`), 32-bit lanes for the rounding division and saturating
+/// packs for the clamp. `zy` must be an int8 (the caller checks), so clamping the requantised
+/// value to `+-2^16` first cannot change the result and the addition cannot overflow.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn requantize4(acc: [i32; 4], multiplier: i32, right: i32, zy: i32) -> [i8; 4] {
+    // SAFETY: `acc` holds 16 bytes; the load has no alignment requirement.
+    let x = unsafe { _mm_loadu_si128(acc.as_ptr().cast::<__m128i>()) };
+    let product = _mm256_mul_epi32(
+        _mm256_cvtepi32_epi64(x),
+        _mm256_set1_epi64x(i64::from(multiplier)),
+    );
+    // Bits 31..63 of the rounded product: its low 32 bits after the shift are those of the
+    // arithmetic shift, which is all `as i32` keeps.
+    let shifted = _mm256_srli_epi64::<31>(_mm256_add_epi64(product, _mm256_set1_epi64x(1 << 30)));
+    let lows = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    let high = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(shifted, lows));
+    // `quant::rounding_divide_by_pot(high, right)`.
+    let exponent = right.clamp(0, 31) as u32;
+    let mask = ((1u32 << exponent) - 1) as i32;
+    let remainder = _mm_and_si128(high, _mm_set1_epi32(mask));
+    let threshold = _mm_add_epi32(_mm_set1_epi32(mask >> 1), _mm_srli_epi32::<31>(high));
+    let quotient = _mm_sra_epi32(high, _mm_cvtsi32_si128(exponent as i32));
+    // `cmpgt` is -1 where the remainder rounds up.
+    let value = _mm_sub_epi32(quotient, _mm_cmpgt_epi32(remainder, threshold));
+    let bound = 1 << 16;
+    let value = _mm_min_epi32(
+        _mm_max_epi32(value, _mm_set1_epi32(-bound)),
+        _mm_set1_epi32(bound),
+    );
+    let out = _mm_add_epi32(value, _mm_set1_epi32(zy));
+    let bytes = _mm_packs_epi16(_mm_packs_epi32(out, out), _mm_packs_epi32(out, out));
+    _mm_cvtsi128_si32(bytes).to_le_bytes().map(|b| b as i8)
 }

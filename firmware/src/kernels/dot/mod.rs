@@ -10,6 +10,10 @@
 //!   extension's `SXTB16` + `SMLAD` in inline assembly, CMSIS-NN style;
 //! - **AVX2** (`x86`, x86-64 with `std`, chosen when the CPU has it): int8 widened to int16 and
 //!   multiplied pairwise into int32 with `VPMADDWD`, 16 multiply-accumulates per instruction;
+//! - **AVX-VNNI** (`x86`, x86-64 with `std` on a CPU with AVX-VNNI, such as Intel's Alder Lake
+//!   and Sapphire Rapids or AMD's Zen 5): `VPDPBUSD`, four unsigned-by-signed int8 products
+//!   summed into each int32 lane, 32 per instruction; its columns are packed as int8 plus 128
+//!   (the unsigned operand), and the weights' sum times 128 is subtracted again;
 //! - **NEON** (`neon`, every aarch64 CPU): widening multiply-accumulates (`SMLAL`, `SMULL` +
 //!   `SADALP`);
 //! - **NEON dot product** (`neon`, aarch64 with `std` on a CPU with `asimddp`, such as Jetson
@@ -44,6 +48,8 @@ enum Kind {
     Portable,
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     Avx2,
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    AvxVnni,
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     Neon,
     #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -56,9 +62,9 @@ impl Path {
         Path(Kind::Portable)
     }
 
-    /// The fastest path of this CPU: AVX2 on x86-64 CPUs that have it and NEON dot product on
-    /// aarch64 CPUs that have it (both detected at run time, in `std` builds), plain NEON on
-    /// other aarch64 CPUs, else the portable path.
+    /// The fastest path of this CPU: AVX-VNNI, else AVX2 on x86-64 CPUs that have them and NEON
+    /// dot product on aarch64 CPUs that have it (detected at run time, in `std` builds), plain
+    /// NEON on other aarch64 CPUs, else the portable path.
     pub fn detect() -> Path {
         Path::available().last().unwrap_or(Path::portable())
     }
@@ -73,16 +79,21 @@ impl Path {
             std::arch::is_aarch64_feature_detected!("dotprod").then_some(Kind::NeonDot),
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             std::is_x86_feature_detected!("avx2").then_some(Kind::Avx2),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni"))
+                .then_some(Kind::AvxVnni),
         ];
         candidates.into_iter().flatten().map(Path)
     }
 
-    /// The path's name: `portable`, `avx2`, `neon` or `neon-dotprod`.
+    /// The path's name: `portable`, `avx2`, `avx-vnni`, `neon` or `neon-dotprod`.
     pub fn name(self) -> &'static str {
         match self.0 {
             Kind::Portable => "portable",
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             Kind::Avx2 => "avx2",
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Kind::AvxVnni => "avx-vnni",
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Kind::Neon => "neon",
             #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -103,6 +114,9 @@ pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         // SAFETY: `Avx2` exists only where the CPU has AVX2.
         Kind::Avx2 => unsafe { x86::pack_taps(cols) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: `AvxVnni` exists only where the CPU has AVX2 and AVX-VNNI.
+        Kind::AvxVnni => unsafe { x86::pack_taps_u8(cols) },
         _ => dsp::pack_taps(cols),
     }
 }
@@ -114,6 +128,8 @@ pub(crate) fn group_start(path: Path, g: usize) -> usize {
     match path.0 {
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => 4 * g,
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::AvxVnni => 4 * g,
         _ => 8 * g,
     }
 }
@@ -129,6 +145,8 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
         // SAFETY (each arm): the kind exists only where the CPU has its instructions.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kind::Avx2 => unsafe { x86::dot_1x4(w, cols, acc) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::AvxVnni => unsafe { x86::dot_1x4_vnni(w, cols, acc) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -143,7 +161,8 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
 pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) -> [i8; 4] {
     match path.0 {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx2 if (-128..=127).contains(&zy) => match FastRequant::new(requant) {
+        Kind::Avx2 | Kind::AvxVnni if (-128..=127).contains(&zy) => match FastRequant::new(requant)
+        {
             // SAFETY: `Avx2` exists only where the CPU has AVX2.
             Some(fast) => unsafe { x86::requantize4(acc, fast.multiplier, fast.right, zy) },
             None => requantize(acc, requant, zy),
@@ -191,7 +210,7 @@ fn simd_rows<const R: usize>(path: Path, x: &[i8], rows: [&[i8]; R], acc: [i32; 
         // SAFETY (each arm): the kind exists only where the CPU has its instructions; every
         // slice holds `n` elements.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx2 => unsafe { x86::dot_rows(x, rows, acc) },
+        Kind::Avx2 | Kind::AvxVnni => unsafe { x86::dot_rows(x, rows, acc) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_rows(x, rows, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -251,10 +270,12 @@ mod tests {
         assert_eq!(paths[0], Path::portable());
         assert_eq!(Path::detect(), *paths.last().unwrap());
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        assert_eq!(
-            paths.iter().any(|p| p.name() == "avx2"),
-            std::is_x86_feature_detected!("avx2")
-        );
+        {
+            let has = |name: &str| paths.iter().any(|p| p.name() == name);
+            assert_eq!(has("avx2"), std::is_x86_feature_detected!("avx2"));
+            let vnni = std::is_x86_feature_detected!("avxvnni");
+            assert_eq!(has("avx-vnni"), has("avx2") && vnni);
+        }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         assert!(paths.iter().any(|p| p.name() == "neon"));
         // A run that means to test given paths (the CPU models of scripts/test-all.sh under

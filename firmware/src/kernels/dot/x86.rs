@@ -155,3 +155,103 @@ pub(super) unsafe fn requantize4(acc: [i32; 4], multiplier: i32, right: i32, zy:
     let bytes = _mm_packs_epi16(_mm_packs_epi32(out, out), _mm_packs_epi32(out, out));
     _mm_cvtsi128_si32(bytes).to_le_bytes().map(|b| b as i8)
 }
+
+/// Packs the staged taps into the unsigned int8 layout of [`dot_1x4_vnni`], in place: group
+/// `g` becomes words `4g..4g + 4`, word `4g + j` holding position `j`'s values at
+/// `k = 4g..4g + 4` plus 128 (a 4x4 byte transpose by `VPSHUFB`, then the sign bit flipped),
+/// the unsigned operand `VPDPBUSD` needs. Each group is written below the taps still to be
+/// read.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn pack_taps_u8(cols: &mut [u32]) {
+    let groups = cols.len() / 8;
+    let transpose = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let flip = _mm_set1_epi8(i8::MIN);
+    let base = cols.as_mut_ptr();
+    for g in 0..groups {
+        // SAFETY: words `4 groups + 4g..+4` and `4g..4g + 4` are inside `cols` (`8 groups`
+        // words); the read precedes the write, which ends at or below the next group's taps.
+        unsafe {
+            let taps = _mm_loadu_si128(base.add(4 * groups + 4 * g).cast::<__m128i>());
+            let packed = _mm_xor_si128(_mm_shuffle_epi8(taps, transpose), flip);
+            _mm_storeu_si128(base.add(4 * g).cast::<__m128i>(), packed);
+        }
+    }
+}
+
+/// `acc_j + sum_k w[k] c_j[k]` on the layout of [`pack_taps_u8`] (`u_j[k] = c_j[k] + 128`):
+/// two groups per `VPDPBUSD` (lanes 0-3 the four positions at group `g`, lanes 4-7 at `g + 1`,
+/// each lane summing four products `u w`), and a second `VPDPBUSD` of ones against the same
+/// weights sums them, so that `sum w c = sum w u - 128 sum w` exactly (wrapping, like every
+/// path).
+///
+/// # Safety
+/// The CPU must have AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+pub(super) unsafe fn dot_1x4_vnni(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
+    let groups = (w.len() / 4).min(cols.len() / 4);
+    let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let ones = _mm256_set1_epi8(1);
+    // Groups `g` and `g + 1`: their weights, each broadcast over its four lanes, and columns.
+    let operands = |g: usize| {
+        // SAFETY: callers keep `g + 2 <= groups`: bytes `4g..4g + 8` of `w` and words
+        // `4g..4g + 8` of `cols` are inside the slices.
+        let (w8, c) = unsafe {
+            (
+                _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()),
+                _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>()),
+            )
+        };
+        (
+            _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs),
+            c,
+        )
+    };
+    // Two independent chains of each sum (the instruction's latency, not its throughput,
+    // bounds one chain).
+    let zero = _mm256_setzero_si256();
+    let (mut sum0, mut sum1, mut weights0, mut weights1) = (zero, zero, zero, zero);
+    let mut g = 0;
+    while g + 4 <= groups {
+        let (w0, c0) = operands(g);
+        let (w1, c1) = operands(g + 2);
+        sum0 = _mm256_dpbusd_avx_epi32(sum0, c0, w0);
+        sum1 = _mm256_dpbusd_avx_epi32(sum1, c1, w1);
+        weights0 = _mm256_dpbusd_avx_epi32(weights0, ones, w0);
+        weights1 = _mm256_dpbusd_avx_epi32(weights1, ones, w1);
+        g += 4;
+    }
+    if g + 2 <= groups {
+        let (w0, c0) = operands(g);
+        sum0 = _mm256_dpbusd_avx_epi32(sum0, c0, w0);
+        weights0 = _mm256_dpbusd_avx_epi32(weights0, ones, w0);
+        g += 2;
+    }
+    if g < groups {
+        // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights).
+        // SAFETY: `g < groups`: bytes `4g..4g + 4` of `w` and words `4g..4g + 4` of `cols`.
+        let (word, c) = unsafe {
+            (
+                w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
+                _mm_loadu_si128(cols.as_ptr().add(4 * g).cast::<__m128i>()),
+            )
+        };
+        let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
+        let c = _mm256_castsi128_si256(c);
+        sum1 = _mm256_dpbusd_avx_epi32(sum1, c, wv);
+        weights1 = _mm256_dpbusd_avx_epi32(weights1, ones, wv);
+    }
+    let l = lanes(_mm256_add_epi32(sum0, sum1));
+    let s = lanes(_mm256_add_epi32(weights0, weights1));
+    let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
+    let mut out = acc;
+    for (j, a) in out.iter_mut().enumerate() {
+        *a = a
+            .wrapping_add(l[j])
+            .wrapping_add(l[j + 4])
+            .wrapping_sub(correction);
+    }
+    out
+}

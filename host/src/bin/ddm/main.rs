@@ -1,6 +1,7 @@
 //! `ddm`: train, sample, evaluate and export denoising diffusion models.
 
 mod bench;
+mod bench_call;
 mod demo;
 mod distill;
 mod eval;
@@ -55,6 +56,9 @@ enum Command {
     /// Measure training steps per second of the model presets.
     #[command(hide = true)]
     BenchTrain(bench::Args),
+    /// Time one network call of a model blob on each int8 product path of this CPU.
+    #[command(hide = true)]
+    BenchCall(bench_call::Args),
     /// Any other NAME runs the program `ddm-NAME` beside this one or on PATH, as cargo and git
     /// do: `ddm hil` is the hardware-in-the-loop check (`cargo build --release -p ddm-hil`).
     #[command(external_subcommand)]
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::TrainClassifier(args) => train_classifier::run(&args),
         Command::BenchTrain(args) => bench::run(&args),
+        Command::BenchCall(args) => bench_call::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

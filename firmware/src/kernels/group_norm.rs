@@ -16,6 +16,9 @@
 //! y    = clamp(roundf(k_c q + b_c) + z_y)
 //! ```
 //!
+//! A channel of at least [`TABLE_MIN_SPATIAL`] positions evaluates `y` once for each of the
+//! 256 int8 inputs and looks the elements up.
+//!
 //! float: `mean = sum4(x) / n`, `var = sum4((x - mean)^2) / n`, `rstd = 1 / sqrtf(var + eps)`,
 //! `y = (x - mean) (gamma_c rstd) + beta_c` ([`sum4`] fixes the summation order).
 
@@ -64,6 +67,10 @@ impl GroupNormGeometry {
     }
 }
 
+/// Positions per channel from which [`group_norm_s8`] tabulates a channel's output over the
+/// 256 input values instead of evaluating it per element (the same bytes either way).
+pub const TABLE_MIN_SPATIAL: usize = 512;
+
 /// `(sum q, sum q^2)` of int8 values, exact.
 fn moments(values: &[i8]) -> (i64, i64) {
     let (mut sum, mut sum_sq) = (0i64, 0i64);
@@ -111,7 +118,13 @@ pub fn group_norm_s8(
             let b = f32_at(beta, channel) / output.scale - k * mean;
             let f = |q: i8| round_to_i8(k * f32::from(q) + b, output.zero_point);
             let src = src.map(|s| &s[c * g.spatial..(c + 1) * g.spatial]);
-            super::map_into(src, dst, f);
+            if g.spatial >= TABLE_MIN_SPATIAL {
+                // The same function of the 256 possible inputs, evaluated once each.
+                let table: [i8; 256] = core::array::from_fn(|i| f(i as u8 as i8));
+                super::map_into(src, dst, |q| table[usize::from(q as u8)]);
+            } else {
+                super::map_into(src, dst, f);
+            }
         }
     }
     Ok(())

@@ -14,13 +14,13 @@ use ddm_firmware::kernels::concat::{concat_part_s8, concat_requant};
 use ddm_firmware::kernels::conv2d::{
     conv2d_f32, conv2d_s8, conv2d_s8_on, s8_scratch_words, ConvGeometry,
 };
-use ddm_firmware::kernels::group_norm::{group_norm_s8, GroupNormGeometry};
+use ddm_firmware::kernels::group_norm::{group_norm_s8, GroupNormGeometry, TABLE_MIN_SPATIAL};
 use ddm_firmware::kernels::linear::{linear_s8, linear_s8_on};
 use ddm_firmware::kernels::silu::silu_s8;
 use ddm_firmware::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use ddm_firmware::kernels::upsample::upsample2x;
 use ddm_firmware::kernels::{f16_to_f32, F16Weights, F32Weights, WeightFormat};
-use ddm_firmware::quant::{fold_input_zero_point, AddZeroPoints};
+use ddm_firmware::quant::{fold_input_zero_point, round_to_i8, AddZeroPoints};
 use ddm_firmware::{silu_lut, AddParams, Path, QuantParams, Requant};
 
 fn random_i8(rng: &mut Rng, n: usize) -> Vec<i8> {
@@ -346,6 +346,66 @@ fn kernels_refuse_inconsistent_lengths() {
     assert!(time_embedding_f32(0, 10.0, &mut [0.0; 3]).is_err());
     let bad = ConvGeometry { stride: 3, ..g };
     assert!(conv2d_f32::<F32Weights>(&bad, &[], &[], None, &mut []).is_err());
+}
+
+/// The documented per-element formula, evaluated in the same `f32` order, on channels below
+/// and above the length from which the kernel tabulates them: the same bytes.
+#[test]
+fn int8_group_norm_equals_its_formula_with_and_without_tables() {
+    let mut rng = Rng::new(17);
+    let min = TABLE_MIN_SPATIAL;
+    for &(channels, spatial, groups) in &[(4, min - 1, 2), (4, min, 2), (2, 2 * min + 3, 1)] {
+        let input = random_params(&mut rng);
+        let output = random_params(&mut rng);
+        let mut x = random_i8(&mut rng, channels * spatial);
+        for (i, v) in x.iter_mut().take(256).enumerate() {
+            *v = i as u8 as i8;
+        }
+        let gamma: Vec<f32> = (0..channels).map(|_| 0.5 + rng.uniform()).collect();
+        let beta: Vec<f32> = (0..channels).map(|_| rng.normal() * 0.3).collect();
+        let eps = 1e-5f32;
+        let per = channels / groups * spatial;
+        let mut expected = vec![0i8; x.len()];
+        for g in 0..groups {
+            let xs = &x[g * per..(g + 1) * per];
+            let sum: i64 = xs.iter().map(|&q| i64::from(q)).sum();
+            let sum_sq: i64 = xs.iter().map(|&q| i64::from(q) * i64::from(q)).sum();
+            let (n, nf) = (per as i64, per as f32);
+            let mean = sum as f32 / nf;
+            let var = (n * sum_sq - sum * sum) as f32 / (nf * nf);
+            let rstd = 1.0 / (var * (input.scale * input.scale) + eps).sqrt();
+            for (i, &q) in xs.iter().enumerate() {
+                let c = (g * per + i) / spatial;
+                let k = ((gamma[c] * rstd) * input.scale) / output.scale;
+                let b = beta[c] / output.scale - k * mean;
+                expected[g * per + i] = round_to_i8(k * f32::from(q) + b, output.zero_point);
+            }
+        }
+        let geometry = GroupNormGeometry {
+            channels,
+            spatial,
+            groups,
+        };
+        let (g_bytes, b_bytes) = (le_f32(&gamma), le_f32(&beta));
+        let mut y = vec![0i8; x.len()];
+        group_norm_s8(
+            &geometry,
+            eps,
+            &g_bytes,
+            &b_bytes,
+            input,
+            output,
+            Some(&x),
+            &mut y,
+        )
+        .unwrap();
+        assert_eq!(y, expected, "{channels} x {spatial}");
+        group_norm_s8(
+            &geometry, eps, &g_bytes, &b_bytes, input, output, None, &mut x,
+        )
+        .unwrap();
+        assert_eq!(x, expected, "in place, {channels} x {spatial}");
+    }
 }
 
 #[test]

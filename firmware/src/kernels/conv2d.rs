@@ -19,7 +19,7 @@
 //! accumulators. The accumulation order is input channel, kernel row, kernel column, then the
 //! bias is added.
 
-use super::dot::{dot_1x4, group_start, pack_taps, requantize4, Path};
+use super::dot::{conv_block, group_start, pack_taps, Path};
 use super::{float_at, WeightFormat};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
@@ -518,7 +518,7 @@ pub fn conv2d_s8_on(
     let zx = i8::try_from(input_zero_point).map_err(|_| {
         Error::InvalidQuantization("the input zero point of a convolution must be an int8")
     })?;
-    let (full, tail) = (fan_in / 4, fan_in % 4);
+    let full = fan_in / 4;
     let positions = out_h * out_w;
     let mut p0 = 0;
     while p0 < positions {
@@ -530,43 +530,92 @@ pub fn conv2d_s8_on(
             stage(g, x, zx, out_w, p0, n, taps);
         }
         pack_taps(path, cols);
-        let cols = &*cols;
-        let channels = weights
-            .chunks_exact(fan_in)
-            .zip(bias.chunks_exact(4))
-            .zip(requant.chunks_exact(8))
-            .zip(y.chunks_exact_mut(positions));
-        for (((w_row, bias), requant), y_oc) in channels {
-            let bias = le_i32(bias);
-            let mut acc = dot_1x4(path, w_row, cols, [bias; S8_POSITIONS]);
-            if tail != 0 {
-                // The last weights, zero-padded to a group.
-                let last = match w_row[4 * full..] {
-                    [a] => [a, 0, 0, 0],
-                    [a, b] => [a, b, 0, 0],
-                    [a, b, c] => [a, b, c, 0],
-                    _ => [0; 4],
-                };
-                acc = dot_1x4(path, &last, &cols[group_start(path, full)..], acc);
-            }
-            let requant = Requant {
-                multiplier: le_i32(requant),
-                shift: le_i32(&requant[4..]),
-            };
-            let out = requantize4(path, acc, requant, output_zero_point);
-            match y_oc.get_mut(p0..p0 + S8_POSITIONS) {
-                // One (unaligned) word store.
-                Some(y) if n == S8_POSITIONS => y.copy_from_slice(&out),
-                _ => {
-                    for (y, q) in y_oc[p0..p0 + n].iter_mut().zip(out) {
-                        *y = q;
-                    }
-                }
-            }
-        }
+        let block = Block {
+            weights,
+            fan_in,
+            bias,
+            requant,
+            output_zero_point,
+            positions,
+            p0,
+            n,
+            tail_start: group_start(path, full),
+        };
+        conv_block(path, &block, cols, y);
         p0 += n;
     }
     Ok(())
+}
+
+/// One run of [`S8_POSITIONS`] output positions of an int8 convolution, for every output
+/// channel: what [`block_outputs`] needs besides the packed columns.
+pub(crate) struct Block<'a> {
+    /// `out_channels` rows of `fan_in` weights.
+    pub weights: &'a [i8],
+    pub fan_in: usize,
+    /// Little-endian `i32` per channel.
+    pub bias: &'a [u8],
+    /// Little-endian `(multiplier, shift)` per channel.
+    pub requant: &'a [u8],
+    pub output_zero_point: i32,
+    /// Output positions per channel (`out_h out_w`).
+    pub positions: usize,
+    /// The run's first position and its length (`1..=4`).
+    pub p0: usize,
+    pub n: usize,
+    /// Where the group after the last whole group of four weights starts in the columns
+    /// (`dot::group_start`).
+    pub tail_start: usize,
+}
+
+/// Every output channel's outputs at positions `p0..p0 + n` into `y` (`out_channels`
+/// `positions` values), from the columns packed for `dot` (one channel's products at four
+/// positions) and `requantize` (four accumulators to int8): the loop each product path runs
+/// with its own inner functions inlined.
+#[inline(always)]
+pub(crate) fn block_outputs(
+    block: &Block<'_>,
+    cols: &[u32],
+    y: &mut [i8],
+    dot: impl Fn(&[i8], &[u32], [i32; 4]) -> [i32; 4],
+    requantize: impl Fn([i32; 4], Requant, i32) -> [i8; 4],
+) {
+    let (fan_in, p0, n) = (block.fan_in, block.p0, block.n);
+    let full = fan_in / 4;
+    let channels = block
+        .weights
+        .chunks_exact(fan_in)
+        .zip(block.bias.chunks_exact(4))
+        .zip(block.requant.chunks_exact(8))
+        .zip(y.chunks_exact_mut(block.positions));
+    for (((w_row, bias), requant), y_oc) in channels {
+        let bias = le_i32(bias);
+        let mut acc = dot(w_row, cols, [bias; S8_POSITIONS]);
+        if fan_in % 4 != 0 {
+            // The last weights, zero-padded to a group.
+            let last = match w_row[4 * full..] {
+                [a] => [a, 0, 0, 0],
+                [a, b] => [a, b, 0, 0],
+                [a, b, c] => [a, b, c, 0],
+                _ => [0; 4],
+            };
+            acc = dot(&last, &cols[block.tail_start..], acc);
+        }
+        let requant = Requant {
+            multiplier: le_i32(requant),
+            shift: le_i32(&requant[4..]),
+        };
+        let out = requantize(acc, requant, block.output_zero_point);
+        match y_oc.get_mut(p0..p0 + S8_POSITIONS) {
+            // One (unaligned) word store.
+            Some(y) if n == S8_POSITIONS => y.copy_from_slice(&out),
+            _ => {
+                for (y, q) in y_oc[p0..p0 + n].iter_mut().zip(out) {
+                    *y = q;
+                }
+            }
+        }
+    }
 }
 
 /// Float convolution, weights and optional bias in format `W`.

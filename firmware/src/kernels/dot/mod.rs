@@ -26,6 +26,7 @@
 //! The tests check each path against the plain definition, and the kernels on every path
 //! against the portable one.
 
+use super::conv2d::{block_outputs, Block};
 use super::requantize;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 use super::FastRequant;
@@ -151,6 +152,27 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
         Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => unsafe { neon::dot_1x4_s8(w, cols, acc) },
+    }
+}
+
+/// Every output channel's outputs of one run of four positions of an int8 convolution
+/// (`conv2d::block_outputs`) on `path`, from the columns [`pack_taps`] packed for it: on the
+/// x86-64 paths one call whose products and requantisations are inlined.
+#[inline]
+pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
+    match path.0 {
+        // SAFETY (both arms): the kind exists only where the CPU has its instructions.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx2 => unsafe { x86::conv_block_avx2(block, cols, y) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::AvxVnni => unsafe { x86::conv_block_vnni(block, cols, y) },
+        _ => block_outputs(
+            block,
+            cols,
+            y,
+            |w, c, acc| dot_1x4(path, w, c, acc),
+            |acc, requant, zy| requantize4(path, acc, requant, zy),
+        ),
     }
 }
 

@@ -4,6 +4,9 @@
 use core::arch::x86_64::*;
 
 use super::plain_dot;
+use crate::kernels::conv2d::{block_outputs, Block};
+use crate::kernels::{requantize, FastRequant};
+use crate::quant::Requant;
 
 /// The eight int32 lanes of `v`.
 #[inline]
@@ -48,6 +51,7 @@ pub(super) unsafe fn pack_taps(cols: &mut [u32]) {
 ///
 /// # Safety
 /// The CPU must have AVX2.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn dot_1x4(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
     let groups = (w.len() / 4).min(cols.len() / 8);
@@ -125,6 +129,7 @@ pub(super) unsafe fn dot_rows<const R: usize>(
 ///
 /// # Safety
 /// The CPU must have AVX2.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn requantize4(acc: [i32; 4], multiplier: i32, right: i32, zy: i32) -> [i8; 4] {
     // SAFETY: `acc` holds 16 bytes; the load has no alignment requirement.
@@ -189,6 +194,7 @@ pub(super) unsafe fn pack_taps_u8(cols: &mut [u32]) {
 ///
 /// # Safety
 /// The CPU must have AVX2 and AVX-VNNI.
+#[inline]
 #[target_feature(enable = "avx2,avxvnni")]
 pub(super) unsafe fn dot_1x4_vnni(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
     let groups = (w.len() / 4).min(cols.len() / 4);
@@ -254,4 +260,50 @@ pub(super) unsafe fn dot_1x4_vnni(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
             .wrapping_sub(correction);
     }
     out
+}
+
+/// The requantisation of [`conv_block_avx2`] and [`conv_block_vnni`]: [`requantize4`] when the
+/// pair has the fast form and the zero point is an int8, else the scalar definition.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn requantize_block(acc: [i32; 4], requant: Requant, zy: i32) -> [i8; 4] {
+    match FastRequant::new(requant) {
+        // SAFETY: this function runs only where the CPU has AVX2.
+        Some(fast) if (-128..=127).contains(&zy) => unsafe {
+            requantize4(acc, fast.multiplier, fast.right, zy)
+        },
+        _ => requantize(acc, requant, zy),
+    }
+}
+
+/// `conv2d::block_outputs` with [`dot_1x4`] and [`requantize_block`] inlined.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn conv_block_avx2(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
+    block_outputs(
+        block,
+        cols,
+        y,
+        // SAFETY: as this function's.
+        |w, c, acc| unsafe { dot_1x4(w, c, acc) },
+        |acc, requant, zy| requantize_block(acc, requant, zy),
+    );
+}
+
+/// `conv2d::block_outputs` with [`dot_1x4_vnni`] and [`requantize_block`] inlined.
+///
+/// # Safety
+/// The CPU must have AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+pub(super) unsafe fn conv_block_vnni(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
+    block_outputs(
+        block,
+        cols,
+        y,
+        // SAFETY: as this function's.
+        |w, c, acc| unsafe { dot_1x4_vnni(w, c, acc) },
+        |acc, requant, zy| requantize_block(acc, requant, zy),
+    );
 }

@@ -395,6 +395,21 @@ mod tests {
     }
 
     #[test]
+    fn the_int16_layouts_are_the_portable_layout() {
+        // The paths that read the portable int16 layout pack it themselves as the portable
+        // code does, word for word (the int8 layouts are checked by their products).
+        let k = 36;
+        let columns: Vec<_> = (0..4).map(|j| bytes(k, 20 + j)).collect();
+        let mut portable = staged(&columns, k);
+        dsp::pack_taps(&mut portable);
+        for path in Path::available().filter(|&p| group_start(p, 1) == 8) {
+            let mut cols = staged(&columns, k);
+            pack_taps(path, &mut cols);
+            assert_eq!(cols[..2 * k], portable[..2 * k], "{}", path.name());
+        }
+    }
+
+    #[test]
     fn extreme_values_do_not_saturate() {
         // -128 * -128 summed over a long row: exact on every path (no int16 saturation).
         let n = 1024;

@@ -19,7 +19,7 @@
 //! accumulators. The accumulation order is input channel, kernel row, kernel column, then the
 //! bias is added.
 
-use super::dot::{conv_block, group_start, pack_taps, Path};
+use super::dot::{conv_block, conv_block_pair, pack_taps, pairs_runs, Path};
 use super::{float_at, WeightFormat};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
@@ -518,10 +518,33 @@ pub fn conv2d_s8_on(
     let zx = i8::try_from(input_zero_point).map_err(|_| {
         Error::InvalidQuantization("the input zero point of a convolution must be an int8")
     })?;
-    let full = fan_in / 4;
     let positions = out_h * out_w;
+    let block = |p0: usize, n: usize| Block {
+        weights,
+        fan_in,
+        bias,
+        requant,
+        output_zero_point,
+        positions,
+        p0,
+        n,
+    };
     let mut p0 = 0;
     while p0 < positions {
+        if pairs_runs(path) && positions - p0 >= 2 * S8_POSITIONS {
+            // Two runs at once, one in each half of the scratch, packed in place.
+            let (first, second) = cols.split_at_mut(padded);
+            for (half, start) in [(&mut *first, p0), (&mut *second, p0 + S8_POSITIONS)] {
+                let taps = cast::u32s_as_bytes_mut(half);
+                let (taps, pad) = taps.split_at_mut(4 * fan_in);
+                pad.fill(0);
+                stage(g, x, zx, out_w, start, S8_POSITIONS, taps);
+            }
+            if conv_block_pair(path, &block(p0, 2 * S8_POSITIONS), first, second, y) {
+                p0 += 2 * S8_POSITIONS;
+                continue;
+            }
+        }
         let n = (positions - p0).min(S8_POSITIONS);
         {
             let taps = cast::u32s_as_bytes_mut(&mut cols[padded..]);
@@ -530,25 +553,14 @@ pub fn conv2d_s8_on(
             stage(g, x, zx, out_w, p0, n, taps);
         }
         pack_taps(path, cols);
-        let block = Block {
-            weights,
-            fan_in,
-            bias,
-            requant,
-            output_zero_point,
-            positions,
-            p0,
-            n,
-            tail_start: group_start(path, full),
-        };
-        conv_block(path, &block, cols, y);
+        conv_block(path, &block(p0, n), cols, y);
         p0 += n;
     }
     Ok(())
 }
 
-/// One run of [`S8_POSITIONS`] output positions of an int8 convolution, for every output
-/// channel: what [`block_outputs`] needs besides the packed columns.
+/// One run of output positions of an int8 convolution, for every output channel: what
+/// [`block_outputs`] needs besides the packed columns.
 pub(crate) struct Block<'a> {
     /// `out_channels` rows of `fan_in` weights.
     pub weights: &'a [i8],
@@ -560,25 +572,22 @@ pub(crate) struct Block<'a> {
     pub output_zero_point: i32,
     /// Output positions per channel (`out_h out_w`).
     pub positions: usize,
-    /// The run's first position and its length (`1..=4`).
+    /// The run's first position and its length (at most the `N` of [`block_outputs`]).
     pub p0: usize,
     pub n: usize,
-    /// Where the group after the last whole group of four weights starts in the columns
-    /// (`dot::group_start`).
-    pub tail_start: usize,
 }
 
 /// Every output channel's outputs at positions `p0..p0 + n` into `y` (`out_channels`
-/// `positions` values), from the columns packed for `dot` (one channel's products at four
-/// positions) and `requantize` (four accumulators to int8): the loop each product path runs
-/// with its own inner functions inlined.
+/// `positions` values): `dot(w, g, acc)` adds one channel's products with weights `w` from
+/// group `g` of the packed columns on (at the `N` positions of the run), `requantize` turns
+/// `N` accumulators into int8; the loop each product path runs with its own inner functions
+/// inlined.
 #[inline(always)]
-pub(crate) fn block_outputs(
+pub(crate) fn block_outputs<const N: usize>(
     block: &Block<'_>,
-    cols: &[u32],
     y: &mut [i8],
-    dot: impl Fn(&[i8], &[u32], [i32; 4]) -> [i32; 4],
-    requantize: impl Fn([i32; 4], Requant, i32) -> [i8; 4],
+    dot: impl Fn(&[i8], usize, [i32; N]) -> [i32; N],
+    requantize: impl Fn([i32; N], Requant, i32) -> [i8; N],
 ) {
     let (fan_in, p0, n) = (block.fan_in, block.p0, block.n);
     let full = fan_in / 4;
@@ -590,7 +599,7 @@ pub(crate) fn block_outputs(
         .zip(y.chunks_exact_mut(block.positions));
     for (((w_row, bias), requant), y_oc) in channels {
         let bias = le_i32(bias);
-        let mut acc = dot(w_row, cols, [bias; S8_POSITIONS]);
+        let mut acc = dot(w_row, 0, [bias; N]);
         if fan_in % 4 != 0 {
             // The last weights, zero-padded to a group.
             let last = match w_row[4 * full..] {
@@ -599,16 +608,16 @@ pub(crate) fn block_outputs(
                 [a, b, c] => [a, b, c, 0],
                 _ => [0; 4],
             };
-            acc = dot(&last, &cols[block.tail_start..], acc);
+            acc = dot(&last, full, acc);
         }
         let requant = Requant {
             multiplier: le_i32(requant),
             shift: le_i32(&requant[4..]),
         };
         let out = requantize(acc, requant, block.output_zero_point);
-        match y_oc.get_mut(p0..p0 + S8_POSITIONS) {
-            // One (unaligned) word store.
-            Some(y) if n == S8_POSITIONS => y.copy_from_slice(&out),
+        match y_oc.get_mut(p0..p0 + N) {
+            // One (unaligned) store.
+            Some(y) if n == N => y.copy_from_slice(&out),
             _ => {
                 for (y, q) in y_oc[p0..p0 + n].iter_mut().zip(out) {
                     *y = q;

@@ -168,11 +168,47 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
         Kind::AvxVnni => unsafe { x86::conv_block_vnni(block, cols, y) },
         _ => block_outputs(
             block,
-            cols,
             y,
-            |w, c, acc| dot_1x4(path, w, c, acc),
+            |w, g, acc| dot_1x4(path, w, &cols[group_start(path, g)..], acc),
             |acc, requant, zy| requantize4(path, acc, requant, zy),
         ),
+    }
+}
+
+/// Whether `path` computes two runs of four positions at once ([`conv_block_pair`]): the
+/// AVX-VNNI path, whose weights then serve eight positions per load.
+#[inline]
+pub(crate) fn pairs_runs(path: Path) -> bool {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::AvxVnni => true,
+        _ => false,
+    }
+}
+
+/// [`conv_block`] for two runs of four positions (`block.n` is 8), each staged in one half of
+/// the scratch (`first`, `second`: the taps layout [`pack_taps`] reads, in their first words),
+/// when [`pairs_runs`] holds for `path`. Returns whether it did: on any other path it computes
+/// nothing and the caller runs the positions four at a time.
+#[inline]
+pub(crate) fn conv_block_pair(
+    path: Path,
+    block: &Block<'_>,
+    first: &mut [u32],
+    second: &mut [u32],
+    y: &mut [i8],
+) -> bool {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::AvxVnni => {
+            // SAFETY: `AvxVnni` exists only where the CPU has AVX2 and AVX-VNNI.
+            unsafe { x86::conv_block_pair_vnni(block, first, second, y) };
+            true
+        }
+        _ => {
+            let _ = (block, first, second, y);
+            false
+        }
     }
 }
 

@@ -284,10 +284,9 @@ fn requantize_block(acc: [i32; 4], requant: Requant, zy: i32) -> [i8; 4] {
 pub(super) unsafe fn conv_block_avx2(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
     block_outputs(
         block,
-        cols,
         y,
-        // SAFETY: as this function's.
-        |w, c, acc| unsafe { dot_1x4(w, c, acc) },
+        // SAFETY: as this function's; group `g` starts at word `8g`.
+        |w, g, acc| unsafe { dot_1x4(w, &cols[8 * g..], acc) },
         |acc, requant, zy| requantize_block(acc, requant, zy),
     );
 }
@@ -300,10 +299,148 @@ pub(super) unsafe fn conv_block_avx2(block: &Block<'_>, cols: &[u32], y: &mut [i
 pub(super) unsafe fn conv_block_vnni(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
     block_outputs(
         block,
-        cols,
         y,
-        // SAFETY: as this function's.
-        |w, c, acc| unsafe { dot_1x4_vnni(w, c, acc) },
+        // SAFETY: as this function's; group `g` starts at word `4g`.
+        |w, g, acc| unsafe { dot_1x4_vnni(w, &cols[4 * g..], acc) },
         |acc, requant, zy| requantize_block(acc, requant, zy),
+    );
+}
+
+/// Transposes each group of staged taps in place into the unsigned int8 layout of
+/// [`dot_1x4_vnni`] (word `4g + j`: position `j`'s values at `k = 4g..4g + 4`, plus 128):
+/// `taps` holds the staged words (word `k`: the four positions at `k`), a multiple of 4.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_taps_u8(taps: &mut [u32]) {
+    let transpose = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let flip = _mm_set1_epi8(i8::MIN);
+    for group in taps.chunks_exact_mut(4) {
+        // SAFETY: `group` holds 16 bytes, read before they are written.
+        unsafe {
+            let at = group.as_mut_ptr().cast::<__m128i>();
+            let packed = _mm_xor_si128(_mm_shuffle_epi8(_mm_loadu_si128(at), transpose), flip);
+            _mm_storeu_si128(at, packed);
+        }
+    }
+}
+
+/// [`dot_1x4_vnni`] for two runs of four positions, `first` and `second` packed alike: each
+/// pair of groups' weights is loaded and spread once for the eight positions, and their sum
+/// (the correction for the unsigned columns) computed once.
+///
+/// # Safety
+/// The CPU must have AVX2 and AVX-VNNI.
+#[inline]
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn dot_2x4_vnni(w: &[i8], first: &[u32], second: &[u32], acc: [i32; 8]) -> [i32; 8] {
+    let groups = (w.len() / 4).min(first.len() / 4).min(second.len() / 4);
+    let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let ones = _mm256_set1_epi8(1);
+    // SAFETY (the three closures): callers keep `g + 2 <= groups`, so bytes `4g..4g + 8` of
+    // `w` and words `4g..4g + 8` of each half are inside the slices.
+    let weights = |g: usize| {
+        let w8 = unsafe { _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()) };
+        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs)
+    };
+    let load = |cols: &[u32], g: usize| unsafe {
+        _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>())
+    };
+    let zero = _mm256_setzero_si256();
+    let (mut a0, mut a1, mut b0, mut b1, mut s0, mut s1) = (zero, zero, zero, zero, zero, zero);
+    let mut g = 0;
+    while g + 4 <= groups {
+        let (w0, w1) = (weights(g), weights(g + 2));
+        a0 = _mm256_dpbusd_avx_epi32(a0, load(first, g), w0);
+        b0 = _mm256_dpbusd_avx_epi32(b0, load(second, g), w0);
+        s0 = _mm256_dpbusd_avx_epi32(s0, ones, w0);
+        a1 = _mm256_dpbusd_avx_epi32(a1, load(first, g + 2), w1);
+        b1 = _mm256_dpbusd_avx_epi32(b1, load(second, g + 2), w1);
+        s1 = _mm256_dpbusd_avx_epi32(s1, ones, w1);
+        g += 4;
+    }
+    if g + 2 <= groups {
+        let w0 = weights(g);
+        a0 = _mm256_dpbusd_avx_epi32(a0, load(first, g), w0);
+        b0 = _mm256_dpbusd_avx_epi32(b0, load(second, g), w0);
+        s0 = _mm256_dpbusd_avx_epi32(s0, ones, w0);
+        g += 2;
+    }
+    if g < groups {
+        // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights).
+        // SAFETY: `g < groups`: 4 bytes of `w` and 4 words of each half from `4g`.
+        let (word, c0, c1) = unsafe {
+            (
+                w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
+                _mm_loadu_si128(first.as_ptr().add(4 * g).cast::<__m128i>()),
+                _mm_loadu_si128(second.as_ptr().add(4 * g).cast::<__m128i>()),
+            )
+        };
+        let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
+        a1 = _mm256_dpbusd_avx_epi32(a1, _mm256_castsi128_si256(c0), wv);
+        b1 = _mm256_dpbusd_avx_epi32(b1, _mm256_castsi128_si256(c1), wv);
+        s1 = _mm256_dpbusd_avx_epi32(s1, ones, wv);
+    }
+    let (a, b) = (
+        lanes(_mm256_add_epi32(a0, a1)),
+        lanes(_mm256_add_epi32(b0, b1)),
+    );
+    let s = lanes(_mm256_add_epi32(s0, s1));
+    let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
+    let mut out = acc;
+    for (j, o) in out.iter_mut().enumerate() {
+        let l = if j < 4 { &a } else { &b };
+        let j = j % 4;
+        *o = o
+            .wrapping_add(l[j])
+            .wrapping_add(l[j + 4])
+            .wrapping_sub(correction);
+    }
+    out
+}
+
+/// [`requantize_block`] for eight accumulators of one channel (one multiplier and shift).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn requantize8(acc: [i32; 8], requant: Requant, zy: i32) -> [i8; 8] {
+    let (low, high) = (
+        [acc[0], acc[1], acc[2], acc[3]],
+        [acc[4], acc[5], acc[6], acc[7]],
+    );
+    let (low, high) = (
+        requantize_block(low, requant, zy),
+        requantize_block(high, requant, zy),
+    );
+    [
+        low[0], low[1], low[2], low[3], high[0], high[1], high[2], high[3],
+    ]
+}
+
+/// `conv2d::block_outputs` for eight positions, two runs of four staged in `first` and
+/// `second`: both halves transposed in place, then [`dot_2x4_vnni`] and the requantisation
+/// inlined.
+///
+/// # Safety
+/// The CPU must have AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+pub(super) unsafe fn conv_block_pair_vnni(
+    block: &Block<'_>,
+    first: &mut [u32],
+    second: &mut [u32],
+    y: &mut [i8],
+) {
+    // SAFETY (all three calls): as this function's.
+    unsafe {
+        transpose_taps_u8(first);
+        transpose_taps_u8(second);
+    }
+    let (first, second) = (&*first, &*second);
+    block_outputs(
+        block,
+        y,
+        |w, g, acc| unsafe { dot_2x4_vnni(w, &first[4 * g..], &second[4 * g..], acc) },
+        |acc, requant, zy| requantize8(acc, requant, zy),
     );
 }

@@ -166,6 +166,13 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
         Kind::Avx2 => unsafe { x86::conv_block_avx2(block, cols, y) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kind::AvxVnni => unsafe { x86::conv_block_vnni(block, cols, y) },
+        Kind::Portable => block_outputs(
+            block,
+            y,
+            |w, g, acc| dsp::dot_1x4(w, &cols[8 * g..], acc),
+            requantize,
+        ),
+        #[allow(unreachable_patterns)]
         _ => block_outputs(
             block,
             y,

@@ -15,6 +15,7 @@
 //! - [`sampler`]: DDPM, DDIM (and its inversion), DPM-Solver++ 2M and annealed Langevin
 //!   dynamics, as step-by-step state machines that ask the caller for the network output, and
 //!   what each sampler name means ([`SamplerConfig`]: its defaults and its validation).
+//! - [`guidance`]: classifier-free guidance of a class-conditional network's predictions.
 //! - [`names`]: the words that choose a sampler, a spacing and a variance, everywhere.
 //! - [`rng`]: a portable seeded generator with a Gaussian sampler.
 //! - [`gmm`]: the exact denoiser of an isotropic Gaussian mixture, an oracle for samplers.
@@ -26,6 +27,7 @@ pub mod conformance;
 mod error;
 pub mod forward;
 pub mod gmm;
+pub mod guidance;
 pub mod loss_weight;
 pub mod names;
 pub mod prediction;
@@ -36,6 +38,7 @@ pub mod timesteps;
 
 pub use error::{check_len, Error, Result};
 pub use gmm::GaussianMixture;
+pub use guidance::Guidance;
 pub use loss_weight::LossWeighting;
 pub use prediction::Prediction;
 pub use rng::Rng;

@@ -32,6 +32,15 @@ pub enum ShapeOp {
         /// Longest period.
         max_period: f32,
     },
+    /// A class embedding: row `y` of a `[classes + 1, dim]` table for the requested class
+    /// `y < classes`, the last row ("no class") for unconditional predictions. Output `[dim]`;
+    /// `classes > 0` and `dim > 0`.
+    ClassEmbedding {
+        /// Number of classes (the table has one more row).
+        classes: usize,
+        /// Output length.
+        dim: usize,
+    },
     /// A linear layer: a vector in, `[out_features]` out.
     Linear {
         /// The input's shape.
@@ -102,6 +111,12 @@ impl ShapeOp {
                     return Err("max_period must be finite and > 1");
                 }
                 Shape::new(&[dim]).ok_or("time embedding too long")
+            }
+            ShapeOp::ClassEmbedding { classes, dim } => {
+                if classes == 0 || classes >= MAX_DIM {
+                    return Err("a class embedding needs 1..32767 classes");
+                }
+                Shape::new(&[dim]).ok_or("class embedding length out of range")
             }
             ShapeOp::Linear {
                 input,
@@ -244,6 +259,13 @@ mod tests {
                 s(&[16]),
             ),
             (
+                ShapeOp::ClassEmbedding {
+                    classes: 10,
+                    dim: 7,
+                },
+                s(&[7]),
+            ),
+            (
                 ShapeOp::Linear {
                     input: s(&[16]),
                     out_features: 3,
@@ -313,6 +335,12 @@ mod tests {
                 dim: 16,
                 max_period: 1.0,
             },
+            ShapeOp::ClassEmbedding { classes: 0, dim: 8 },
+            ShapeOp::ClassEmbedding {
+                classes: MAX_DIM,
+                dim: 8,
+            },
+            ShapeOp::ClassEmbedding { classes: 3, dim: 0 },
             ShapeOp::Linear {
                 input: map,
                 out_features: 3,

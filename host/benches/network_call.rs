@@ -87,6 +87,7 @@ fn built_in(name: &str, model: ModelConfig, shape: &[usize]) -> anyhow::Result<M
         shape: shape.to_vec(),
         samples: 0,
         fingerprint: String::new(),
+        subset: Default::default(),
     };
     let config = RunConfig::new(
         model,
@@ -110,6 +111,7 @@ fn models(options: &Options) -> anyhow::Result<Vec<Model>> {
             channel_mults: vec![1, 2],
             blocks_per_level: 1,
             groups: 8,
+            classes: 0,
         })
     };
     let mut models = vec![

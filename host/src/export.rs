@@ -190,6 +190,15 @@ pub fn export_run(
     settings: &ExportSettings,
     device: &Device,
 ) -> Result<ExportedRun> {
+    if let Some(node) = config
+        .graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, ddm_export::graph::Op::ClassEmbedding { .. }))
+    {
+        // Before calibration: the device blob would refuse the graph only after it.
+        return Err(ddm_export::quantize::class_input_unsupported(&node.name).into());
+    }
     let schedule = schedule_spec(config)?;
     let table = schedule.table()?;
     let prediction = config.objective.prediction.into();

@@ -3,7 +3,8 @@
 //! - [`data`]: the data sets (`optdigits`, MNIST, Fashion-MNIST, image folders, 2-D toys).
 //! - [`model`]: MLP and UNet denoisers as exporter graphs, run by a candle executor.
 //! - [`train`]: AdamW, EMA, schedules of the learning rate, checkpoints, the training loop.
-//! - [`sampling`]: generating samples with any [`sampling::Denoiser`].
+//! - [`sampling`]: generating samples with any [`sampling::Denoiser`]; [`guided`]: a
+//!   requested class of a class-conditional one, with classifier-free guidance.
 //! - [`eval`]: sample-quality metrics, each beside its real-vs-real floor.
 //! - [`calibrate`], [`export`](mod@export): timestep-aware calibration, int8 / fp16 / f32
 //!   blobs and ONNX files, and the device runtime run on the host.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod fsutil;
+pub mod guided;
 pub mod image_grid;
 pub mod model;
 pub mod npy;

@@ -1,5 +1,8 @@
 //! Gaussian-mixture specs for the exact-denoiser oracle (`ddm sample --oracle-gmm`).
 //!
+//! The oracle is also class-conditional: class `k` is component `k` alone (`ddm sample
+//! --oracle-gmm SPEC --class k`), the exact reference for classifier-free guidance.
+//!
 //! A spec is JSON: `{"means": [[..], ..], "stds": [..], "weights": [..]}` for `K` components in
 //! `D` dimensions with one isotropic standard deviation per component.
 
@@ -118,6 +121,37 @@ impl Denoiser for MixtureDenoiser<'_> {
 
     fn ve_score(&mut self, x: &[f32], sigma: f64, out: &mut [f32]) -> Result<()> {
         Ok(self.mixture.ve_score(x, sigma as f32, out)?)
+    }
+
+    /// The mixture as a class-conditional model: class `k` is component `k`.
+    fn classes(&self) -> Option<usize> {
+        Some(self.mixture.components())
+    }
+
+    /// The exact eps of component `class` alone (`None`: of the whole mixture).
+    fn predict_class(
+        &mut self,
+        x: &[f32],
+        t: u32,
+        class: Option<u32>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let Some(class) = class else {
+            return self.predict(x, t, out);
+        };
+        let k = class as usize;
+        if k >= self.mixture.components() {
+            return Err(Error::Invalid(format!(
+                "class {class} is outside the mixture's components 0..{}",
+                self.mixture.components() - 1
+            )));
+        }
+        let std = [self.mixture.std(k)];
+        let component =
+            GaussianMixture::new(self.mixture.mean(k), &std, &[1.0], self.mixture.dim())?;
+        let t = t as usize;
+        let (a, s) = (self.schedule.signal(t), self.schedule.noise(t));
+        Ok(component.eps(x, a as f32, s as f32, out)?)
     }
 }
 

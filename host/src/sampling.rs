@@ -21,6 +21,32 @@ pub trait Denoiser {
     /// into `out` (same length).
     fn predict(&mut self, x: &[f32], t: u32, out: &mut [f32]) -> Result<()>;
 
+    /// The number of classes of a class-conditional denoiser, `None` for an unconditional
+    /// one.
+    fn classes(&self) -> Option<usize> {
+        None
+    }
+
+    /// As [`predict`](Self::predict), for every sample asking for class `class` (`< classes()`),
+    /// or for the unconditional prediction when `class` is `None`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a class on an unconditional denoiser or out of range.
+    fn predict_class(
+        &mut self,
+        x: &[f32],
+        t: u32,
+        class: Option<u32>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        match class {
+            None => self.predict(x, t, out),
+            Some(_) => Err(Error::Invalid(
+                "this model is unconditional: it cannot generate a requested class".into(),
+            )),
+        }
+    }
+
     /// Writes the score of the variance-exploding marginal `x0 + sigma e` at `x` into `out`.
     ///
     /// Networks trained on a variance-preserving schedule do not implement this; [`generate`]

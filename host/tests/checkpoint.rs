@@ -24,6 +24,7 @@ fn new_trainer(steps: u64) -> Trainer {
             blocks: 1,
             time_dim: 8,
             norm_groups: 2,
+            classes: 0,
         }),
         DataConfig::new(&spec, &options, &data),
         ScheduleSpec::default(),

@@ -55,6 +55,7 @@ fn teacher() -> Trainer {
             blocks: 2,
             time_dim: 32,
             norm_groups: 0,
+            classes: 0,
         }),
         DataConfig::new(&spec, &options, &data),
         ScheduleSpec {

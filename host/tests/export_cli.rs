@@ -117,6 +117,7 @@ fn mlp_run() -> &'static Path {
                 blocks: 2,
                 time_dim: 16,
                 norm_groups: 4,
+                classes: 0,
             }),
             300,
             64,
@@ -131,6 +132,7 @@ fn tiny_unet_config() -> UnetConfig {
         channel_mults: vec![1, 2],
         blocks_per_level: 1,
         groups: 4,
+        classes: 0,
     }
 }
 
@@ -576,6 +578,7 @@ fn onnx_runs_in_tract_and_matches_candle() {
         blocks: 2,
         time_dim: 16,
         norm_groups: 4,
+        classes: 0,
     })
     .build(&[1, 8, 8])
     .unwrap();

@@ -269,6 +269,7 @@ fn mlp_matches_candle_forward_and_gradients() {
         blocks: 2,
         time_dim: 8,
         norm_groups: 4,
+        classes: 0,
     }
     .build(&[1, 4, 4])
     .unwrap();
@@ -282,6 +283,7 @@ fn unet_matches_candle_forward_and_gradients() {
         channel_mults: vec![1, 2],
         blocks_per_level: 1,
         groups: 4,
+        classes: 0,
     }
     .build(&[1, 8, 8])
     .unwrap();

@@ -48,6 +48,7 @@ fn mlp_learns_eight_gaussians() {
             blocks: 2,
             time_dim: 32,
             norm_groups: 0,
+            classes: 0,
         }),
         DataConfig::new(&spec, &options, &data),
         ScheduleSpec::default(),

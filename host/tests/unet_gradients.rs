@@ -17,6 +17,7 @@ fn tiny_unet() -> UnetConfig {
         channel_mults: vec![1, 2],
         blocks_per_level: 1,
         groups: 2,
+        classes: 0,
     }
 }
 
@@ -127,6 +128,7 @@ fn tiny_unet_takes_training_steps() {
         shape: shape.clone(),
         samples: data.len(),
         fingerprint: ddm::train::config::fingerprint(&data),
+        subset: Default::default(),
     };
     let config = RunConfig::new(
         ddm::model::ModelConfig::Unet(tiny_unet()),

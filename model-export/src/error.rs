@@ -20,6 +20,10 @@ pub enum Error {
     /// The diffusion mathematics refused its arguments (schedule, timesteps, sampler).
     #[error("diffusion core: {0}")]
     Core(#[from] ddm_core::Error),
+    /// The graph holds an operation this export target does not carry yet (the class
+    /// embedding of a class-conditional model).
+    #[error("not exportable: {0}")]
+    Unsupported(String),
     /// Building, encoding or (in tests) running an ONNX model failed.
     #[error("onnx: {0}")]
     Onnx(String),

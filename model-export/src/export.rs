@@ -93,6 +93,7 @@ fn op_name(op: &Op) -> &'static str {
     match op {
         Op::Input => "input",
         Op::TimeEmbedding { .. } => "time_embedding",
+        Op::ClassEmbedding { .. } => "class_embedding",
         Op::Linear { .. } => "linear",
         Op::Conv2d { .. } => "conv2d",
         Op::GroupNorm { .. } => "group_norm",

@@ -216,6 +216,9 @@ fn model(graph: &Graph, weights: &Weights, precision: OnnxPrecision) -> Result<M
         let input = |i: crate::graph::NodeId| names[i.0].as_str();
         match &node.op {
             Op::Input => {}
+            Op::ClassEmbedding { .. } => {
+                return Err(crate::quantize::class_input_unsupported(&node.name))
+            }
             Op::TimeEmbedding { dim, max_period } => {
                 let half = dim / 2;
                 let freq = b.f32s(

@@ -143,6 +143,7 @@ pub fn model_spec(
                 dim: *dim,
                 max_period: *max_period,
             },
+            Op::ClassEmbedding { .. } => return Err(class_input_unsupported(&node.name)),
             Op::Linear {
                 input,
                 weight,
@@ -226,4 +227,12 @@ pub fn model_spec(
         plan: None,
         time_groups: calibration.map_or(vec![], |c| c.time_groups().to_vec()),
     })
+}
+
+/// The error for a class-conditional graph: the device blob has no class input yet.
+pub fn class_input_unsupported(node: &str) -> Error {
+    Error::Unsupported(format!(
+        "{node} is a class embedding: class-conditional models run on the host only (the \
+         device blob and the ONNX model have no class input yet)"
+    ))
 }

@@ -4,8 +4,14 @@
 //! is decoded (the format is recognised by content), converted to grayscale or RGB, and resized
 //! to the requested height and width with a triangle (bilinear, area-aware when shrinking)
 //! filter; the aspect ratio is not kept. An alpha channel is dropped, not composited.
-//! Sub-folders, hidden files (names starting with `.`) and files with other extensions are
-//! skipped. Files are taken in the byte order of their names, so the sample order is stable.
+//! Hidden files (names starting with `.`) and files with other extensions are skipped. Files
+//! are taken in the byte order of their names, so the sample order is stable.
+//!
+//! Labels follow torchvision's `ImageFolder` convention: a folder with no image directly inside
+//! but sub-folders that hold images is a labelled data set, one class per sub-folder, class `k`
+//! the `k`-th sub-folder in the byte order of the names (hidden and image-less sub-folders
+//! skipped). A folder with images directly inside is unlabelled and its sub-folders are
+//! skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -150,7 +156,8 @@ fn convert(image: &DynamicImage, format: ImageFormat) -> Vec<f32> {
 }
 
 /// Loads every image of `dir` (see the [module docs](self)) into a [`Dataset`] named
-/// `folder:DIR`: shape `[channels, height, width]`, values in `[-1, 1]`, no labels.
+/// `folder:DIR`: shape `[channels, height, width]`, values in `[-1, 1]`, labels from the
+/// class sub-folders when `dir` has no image of its own.
 ///
 /// # Errors
 /// [`Error::Invalid`] for a bad `format`; [`Error::Io`] when the folder or a file cannot be
@@ -158,11 +165,23 @@ fn convert(image: &DynamicImage, format: ImageFormat) -> Vec<f32> {
 /// when the folder holds no PNG or JPEG file.
 pub fn load(dir: &Path, format: ImageFormat) -> Result<Dataset> {
     format.validate()?;
-    let files = image_files(dir)?;
+    let mut files = image_files(dir)?;
+    let mut labels = None;
+    if files.is_empty() {
+        let classes = class_folders(dir)?;
+        let mut known = Vec::new();
+        for (label, folder) in (0u32..).zip(&classes) {
+            let class_files = image_files(folder)?;
+            known.extend(std::iter::repeat_n(label, class_files.len()));
+            files.extend(class_files);
+        }
+        labels = Some(known);
+    }
     if files.is_empty() {
         return Err(Error::corrupt(
             dir,
-            "the folder holds no PNG or JPEG images (.png, .jpg, .jpeg)",
+            "the folder holds no PNG or JPEG images (.png, .jpg, .jpeg), directly or in class \
+             sub-folders",
         ));
     }
     let sample_len = format.channels * format.height * format.width;
@@ -174,14 +193,56 @@ pub fn load(dir: &Path, format: ImageFormat) -> Result<Dataset> {
         name: format!("folder:{}", dir.display()),
         shape: format.shape(),
         values,
-        labels: None,
+        labels,
     })
+}
+
+/// The non-hidden sub-folders of `dir` that hold at least one image, in byte order of their
+/// names: the classes of an `ImageFolder`.
+fn class_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut folders = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let hidden = path
+            .file_name()
+            .is_some_and(|name| name.as_encoded_bytes().starts_with(b"."));
+        if path.is_dir() && !hidden && !image_files(&path)?.is_empty() {
+            folders.push(path);
+        }
+    }
+    folders.sort();
+    Ok(folders)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::{GrayImage, Luma, Rgb, RgbImage, RgbaImage};
+
+    #[test]
+    fn class_sub_folders_give_labels_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, count) in [("shoe", 2), ("bag", 1), (".hidden", 3), ("empty", 0)] {
+            let folder = dir.path().join(class);
+            std::fs::create_dir(&folder).unwrap();
+            for i in 0..count {
+                GrayImage::from_pixel(2, 2, Luma([i as u8 * 40]))
+                    .save(folder.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let data = load(dir.path(), ImageFormat::square(2, 1)).unwrap();
+        // bag = 0 (one image), shoe = 1 (two images); hidden and empty folders skipped.
+        assert_eq!(data.labels, Some(vec![0, 1, 1]));
+        assert_eq!(data.class_count(), Some(2));
+        // An image of its own makes the folder an unlabelled set.
+        GrayImage::new(2, 2)
+            .save(dir.path().join("top.png"))
+            .unwrap();
+        let flat = load(dir.path(), ImageFormat::square(2, 1)).unwrap();
+        assert_eq!((flat.len(), flat.labels), (1, None));
+    }
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
         (a - b).abs() <= tol

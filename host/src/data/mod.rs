@@ -7,7 +7,8 @@
 //!   `checkerboard`), and the exact 8-Gaussians mixture for the core's oracle.
 //! - [`optdigits`]: 1797 8x8 digits embedded in the binary.
 //! - [`idx`]: MNIST and Fashion-MNIST IDX files, gzipped or raw, train and test splits.
-//! - [`folder`]: a folder of PNG/JPEG images resized to one size.
+//! - [`folder`]: a folder of PNG/JPEG images resized to one size (labelled by class
+//!   sub-folders, as torchvision's `ImageFolder`).
 //! - [`spec`]: the command line's [`DatasetSpec`] (`optdigits`, `fashion-mnist`, `mnist`,
 //!   `folder:PATH`, `toy:NAME`), [`LoadOptions`] and [`load`].
 
@@ -20,7 +21,7 @@ pub mod toy;
 
 pub use folder::ImageFormat;
 pub use idx::Split;
-pub use spec::{load, DatasetSpec, LoadOptions, SPEC_FORMS};
+pub use spec::{load, DatasetSpec, LoadOptions, Subset, SPEC_FORMS};
 pub use toy::Toy;
 
 /// A loaded data set held in memory.
@@ -50,6 +51,40 @@ impl Dataset {
     /// Whether the data set holds no samples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The number of classes of a labelled data set (its largest label plus one), `None`
+    /// without labels.
+    pub fn class_count(&self) -> Option<usize> {
+        let labels = self.labels.as_ref()?;
+        Some(labels.iter().max().map_or(0, |&y| y as usize + 1))
+    }
+
+    /// The samples labelled `class`, in order, as a data set of their own.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](crate::Error::Invalid) when the data set has no labels or none is
+    /// `class`.
+    pub fn only_class(&self, class: u32) -> crate::Result<Dataset> {
+        let Some(labels) = &self.labels else {
+            return Err(crate::Error::Invalid(format!(
+                "{} has no labels: it has no class {class}",
+                self.name
+            )));
+        };
+        let keep: Vec<usize> = (0..self.len()).filter(|&i| labels[i] == class).collect();
+        if keep.is_empty() {
+            return Err(crate::Error::Invalid(format!(
+                "{} has no sample of class {class}",
+                self.name
+            )));
+        }
+        Ok(Dataset {
+            name: format!("{} class {class}", self.name),
+            shape: self.shape.clone(),
+            values: keep.iter().flat_map(|&i| self.sample(i)).copied().collect(),
+            labels: Some(vec![class; keep.len()]),
+        })
     }
 
     /// Sample `i` as a slice of [`sample_len`](Self::sample_len) values.

@@ -30,7 +30,8 @@ pub enum DatasetSpec {
     /// MNIST in IDX format ([`idx`]), shape `[1, 28, 28]`, 10 classes; from
     /// [`LoadOptions::data_dir`] (required).
     Mnist,
-    /// A folder of PNG/JPEG images ([`folder`]), shape `[C, H, W]` from [`LoadOptions::image`].
+    /// A folder of PNG/JPEG images ([`folder`]), shape `[C, H, W]` from [`LoadOptions::image`];
+    /// labelled when its images sit in one sub-folder per class.
     Folder(PathBuf),
     /// A generated 2-D toy ([`toy`]), shape `[2]`.
     Toy(Toy),
@@ -107,6 +108,66 @@ pub struct LoadOptions {
     pub toy_samples: usize,
     /// Seed of a `toy:` data set.
     pub seed: u64,
+    /// Which part of the data set to keep (all of it by default).
+    pub subset: Subset,
+}
+
+/// A part of a data set: the samples of some classes, then the first `limit` of them (in the
+/// data set's order), e.g. to fine-tune on a few images of new classes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subset {
+    /// Keep only samples with these labels (`None`: every sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<u32>>,
+    /// Keep at most this many samples (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+impl Subset {
+    /// Whether the subset keeps the whole data set.
+    pub fn is_all(&self) -> bool {
+        self.classes.is_none() && self.limit.is_none()
+    }
+
+    /// The kept part of `data`, labels kept as they are.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for classes of a data set without labels, or a subset with no
+    /// sample (no sample of the classes, a limit of 0).
+    pub fn apply(&self, data: Dataset) -> Result<Dataset> {
+        if self.is_all() {
+            return Ok(data);
+        }
+        let keep: Vec<usize> = match &self.classes {
+            None => (0..data.len()).collect(),
+            Some(classes) => {
+                let labels = data.labels.as_ref().ok_or_else(|| {
+                    Error::Invalid(format!("{} has no labels to choose classes by", data.name))
+                })?;
+                (0..data.len())
+                    .filter(|&i| classes.contains(&labels[i]))
+                    .collect()
+            }
+        };
+        let keep = &keep[..keep.len().min(self.limit.unwrap_or(usize::MAX))];
+        if keep.is_empty() {
+            return Err(Error::Invalid(format!(
+                "no sample of {} is left in the subset {self:?}",
+                data.name
+            )));
+        }
+        Ok(Dataset {
+            name: data.name.clone(),
+            shape: data.shape.clone(),
+            values: keep.iter().flat_map(|&i| data.sample(i)).copied().collect(),
+            labels: data
+                .labels
+                .as_ref()
+                .map(|labels| keep.iter().map(|&i| labels[i]).collect()),
+        })
+    }
 }
 
 impl Default for LoadOptions {
@@ -118,6 +179,7 @@ impl Default for LoadOptions {
             image: ImageFormat::default(),
             toy_samples: DEFAULT_TOY_SAMPLES,
             seed: 0,
+            subset: Subset::default(),
         }
     }
 }
@@ -160,7 +222,7 @@ pub fn load(spec: &DatasetSpec, options: &LoadOptions) -> Result<Dataset> {
         )));
     }
     let name = spec.to_string();
-    match spec {
+    let data = match spec {
         DatasetSpec::Optdigits => optdigits::load(),
         DatasetSpec::FashionMnist => {
             let dir = fashion_mnist_dir(options.data_dir.as_deref())?;
@@ -179,12 +241,41 @@ pub fn load(spec: &DatasetSpec, options: &LoadOptions) -> Result<Dataset> {
         }
         DatasetSpec::Folder(dir) => folder::load(dir, options.image),
         DatasetSpec::Toy(toy) => toy::generate(*toy, options.toy_samples, options.seed),
-    }
+    }?;
+    options.subset.apply(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subsets_keep_classes_then_a_prefix() {
+        let data = Dataset {
+            name: "d".into(),
+            shape: vec![1],
+            values: vec![0.0, 1.0, 2.0, 3.0, 4.0],
+            labels: Some(vec![0, 1, 2, 1, 0]),
+        };
+        let subset = |classes: Option<Vec<u32>>, limit| Subset { classes, limit };
+        let ones = subset(Some(vec![1, 2]), None).apply(data.clone()).unwrap();
+        assert_eq!(
+            (ones.values, ones.labels),
+            (vec![1.0, 2.0, 3.0], Some(vec![1, 2, 1]))
+        );
+        let first = subset(Some(vec![0, 1]), Some(2))
+            .apply(data.clone())
+            .unwrap();
+        assert_eq!(first.values, vec![0.0, 1.0]);
+        assert_eq!(subset(None, None).apply(data.clone()).unwrap(), data);
+        assert!(subset(Some(vec![5]), None).apply(data.clone()).is_err());
+        assert!(subset(None, Some(0)).apply(data.clone()).is_err());
+        let unlabelled = Dataset {
+            labels: None,
+            ..data
+        };
+        assert!(subset(Some(vec![0]), None).apply(unlabelled).is_err());
+    }
     use crate::data::idx::{encode_images, encode_labels};
 
     #[test]

@@ -30,6 +30,9 @@ pub struct EvalOptions {
     pub classifier: Option<PathBuf>,
     /// Seed of the floor's draw, KID's subsets and the toys' reference points.
     pub seed: u64,
+    /// The class the samples were asked for: the reference and floor sets hold only real
+    /// images of this class, and the report adds the fraction classified as it.
+    pub class: Option<u32>,
 }
 
 impl Default for EvalOptions {
@@ -40,6 +43,7 @@ impl Default for EvalOptions {
             data_dir: None,
             classifier: None,
             seed: DEFAULT_EVAL_SEED,
+            class: None,
         }
     }
 }
@@ -129,6 +133,11 @@ pub fn evaluate(
         )));
     }
     let mut report = match spec {
+        DatasetSpec::Toy(_) if options.class.is_some() => {
+            return Err(Error::Invalid(
+                "--class evaluates image data sets (optdigits, mnist, fashion-mnist)".into(),
+            ))
+        }
         DatasetSpec::Toy(toy) => {
             let n = requested;
             let values = &samples.values[..n * row_len];
@@ -225,16 +234,26 @@ fn image_report(
             },
         )
     };
-    let pool = load(if spec.has_splits() {
+    let mut pool = load(if spec.has_splits() {
         Split::Test
     } else {
         Split::Train
     })?;
-    let pool_name = if spec.has_splits() {
+    let mut pool_name = if spec.has_splits() {
         format!("the {spec} test split")
     } else {
         format!("{spec} (no test split: all {} digits)", pool.len())
     };
+    if let Some(class) = options.class {
+        if class as usize >= architecture.classes {
+            return Err(Error::Invalid(format!(
+                "--class {class}: {spec} has classes 0..{}",
+                architecture.classes - 1
+            )));
+        }
+        pool = pool.only_class(class)?;
+        pool_name = format!("class {class} of {pool_name}");
+    }
     let n = cap_to_pool(
         requested,
         options.num.is_some(),
@@ -329,6 +348,21 @@ fn image_report(
             floor: Value::Scalar(nearest(&stand_in_b)?),
         },
     ];
+    if let Some(class) = options.class {
+        let accuracy = |labels: &[u32]| {
+            labels.iter().filter(|&&y| y == class).count() as f64 / labels.len().max(1) as f64
+        };
+        report.metrics.insert(
+            0,
+            Metric {
+                key: "class_accuracy",
+                label: "classified as the class",
+                better: "higher (the floor: the classifier on real images of it)",
+                samples: Value::Scalar(accuracy(&embedded_samples.labels)),
+                floor: Value::Scalar(accuracy(&embedded_b.labels)),
+            },
+        );
+    }
     Ok(report)
 }
 

@@ -33,6 +33,24 @@ pub fn forward(
     params: &Params,
     x: &Tensor,
     t: &Tensor,
+    observer: Option<Observer<'_>>,
+) -> Result<Tensor> {
+    forward_conditional(graph, params, x, t, None, observer)
+}
+
+/// Evaluates `graph` on a batch with class labels: as [`forward`], with `classes` (`[B]`,
+/// any integer type) the class of each sample for the graph's class embedding, where
+/// `classes()` is the "no class" label (unconditional prediction). `None` asks every sample
+/// for the unconditional prediction; graphs without a class embedding ignore `classes`.
+///
+/// # Errors
+/// As [`forward`], and [`Error::Invalid`] for labels of the wrong length or out of range.
+pub fn forward_conditional(
+    graph: &Graph,
+    params: &Params,
+    x: &Tensor,
+    t: &Tensor,
+    classes: Option<&Tensor>,
     mut observer: Option<Observer<'_>>,
 ) -> Result<Tensor> {
     let batch = x.dim(0)?;
@@ -67,6 +85,9 @@ pub fn forward(
             match node.op {
                 // The GroupNorm before already applied the SiLU.
                 Op::Silu { input: from } if fused[from.0] => input(from)?.clone(),
+                Op::ClassEmbedding { ref weight, .. } => {
+                    ops::class_embedding(params.require(weight)?, classes, batch)?
+                }
                 _ => eval(&node.op, params, x, &t, input, fused[index])?,
             }
         };
@@ -128,6 +149,9 @@ fn eval<'v>(
     match op {
         Op::Input => Ok(x.clone()),
         Op::TimeEmbedding { dim, max_period } => ops::time_embedding(t, *dim, *max_period),
+        Op::ClassEmbedding { .. } => Err(Error::Invalid(
+            "class embeddings are evaluated by forward_conditional".into(),
+        )),
         Op::Linear {
             input: from,
             weight,

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! x [shape] -> reshape [D] -> linear -> h [hidden]
-//! t -> sinusoidal [time_dim] -> linear -> SiLU -> linear -> SiLU = e       (shared)
+//! t -> sinusoidal [time_dim] -> linear -> SiLU -> linear (+ class y) -> SiLU = e  (shared)
 //! blocks x:  h = h + fc2(SiLU(fc1(SiLU(norm(h))) + time(e)))
 //! out:       reshape(linear_D(SiLU(norm(h))))                              (zero init)
 //! ```
 //!
+//! With `classes > 0` the class embedding of `y` (or its "no class" row) is added to the
+//! time embedding before its last SiLU, as diffusers' `class_embedding` joins `emb`.
 //! `norm` is GroupNorm with `norm_groups` groups over the hidden units (1 group: layer norm)
 //! or nothing when `norm_groups` is 0. The output layer starts at zero, so an untrained model
 //! predicts 0 everywhere.
@@ -28,6 +30,15 @@ pub struct MlpConfig {
     pub time_dim: usize,
     /// GroupNorm groups before each activation of the residual stream (0: no normalisation).
     pub norm_groups: usize,
+    /// Number of classes of a class-conditional model (0: unconditional). A class embedding
+    /// (with a "no class" row for classifier-free guidance) joins the time embedding.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub classes: usize,
+}
+
+/// Whether `n` is 0 (configurations leave an unconditional model's `classes` out).
+pub(crate) fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for MlpConfig {
@@ -38,6 +49,7 @@ impl Default for MlpConfig {
             blocks: 3,
             time_dim: 64,
             norm_groups: 0,
+            classes: 0,
         }
     }
 }
@@ -65,7 +77,11 @@ impl MlpConfig {
         let e = b.time_embedding("time.embed", self.time_dim)?;
         let e = b.linear("time.fc1", e, self.hidden)?;
         let e = b.silu("time.act1", e)?;
-        let e = b.linear("time.fc2", e, self.hidden)?;
+        let mut e = b.linear("time.fc2", e, self.hidden)?;
+        if self.classes > 0 {
+            let class = b.class_embedding("class.embed", self.classes, self.hidden)?;
+            e = b.add("time.add_class", e, class)?;
+        }
         let e = b.silu("time.act2", e)?;
         h = b.linear("in", h, self.hidden)?;
         for i in 0..self.blocks {
@@ -116,6 +132,7 @@ mod tests {
             blocks: 2,
             time_dim: 8,
             norm_groups: 1,
+            classes: 0,
         };
         let toy = config.build(&[2]).unwrap();
         assert_eq!(toy.input_shape(), &[2]);

@@ -9,13 +9,14 @@
 //!
 //! # Deployable operations
 //!
-//! The graph IR only has operations that the int8 device runtime implements, so a graph that
-//! validates is deployable by construction. They are:
+//! The graph IR has the operations that the int8 device runtime implements, and one that only
+//! the host runs yet (the class embedding of class-conditional models). They are:
 //!
 //! | op | meaning | limits on the device |
 //! | --- | --- | --- |
 //! | `Input` | the noisy sample `x_t` | |
 //! | `TimeEmbedding` | `[sin(t f_i), cos(t f_i)]`, `f_i = max_period^(-i / (dim/2))` | even `dim` |
+//! | `ClassEmbedding` | row `y` of a `[classes + 1, dim]` table (last row: no class) | host only for now |
 //! | `Linear` | `W x + b` on a vector | |
 //! | `Conv2d` | square kernel, zero padding | kernel 1 or 3, stride 1 or 2 |
 //! | `GroupNorm` | per-group standardisation, per-channel scale and shift | |
@@ -41,7 +42,7 @@ use ddm_export::graph::{Graph, Op};
 use serde::{Deserialize, Serialize};
 
 pub use denoiser::NetworkDenoiser;
-pub use executor::forward;
+pub use executor::{forward, forward_conditional};
 pub use mlp::MlpConfig;
 pub use params::Params;
 pub use unet::UnetConfig;
@@ -90,6 +91,28 @@ impl ModelConfig {
         }
     }
 
+    /// The number of classes of a class-conditional model (0: unconditional).
+    pub fn classes(&self) -> usize {
+        match self {
+            ModelConfig::Mlp(config) => config.classes,
+            ModelConfig::Unet(config) => config.classes,
+        }
+    }
+
+    /// The same model with `classes` classes (0: unconditional).
+    pub fn with_classes(&self, classes: usize) -> ModelConfig {
+        match self {
+            ModelConfig::Mlp(config) => ModelConfig::Mlp(MlpConfig {
+                classes,
+                ..config.clone()
+            }),
+            ModelConfig::Unet(config) => ModelConfig::Unet(UnetConfig {
+                classes,
+                ..config.clone()
+            }),
+        }
+    }
+
     /// Builds the graph for samples of `sample_shape`.
     ///
     /// # Errors
@@ -103,7 +126,8 @@ impl ModelConfig {
     }
 }
 
-/// Reasons why the device runtime could not run `graph` (empty when it can).
+/// Reasons why the device runtime could not run `graph` (empty when it can): kernel sizes
+/// other than 1 and 3, odd time embeddings, and class embeddings (host only).
 pub fn deployability(graph: &Graph) -> Vec<String> {
     let mut problems = Vec::new();
     for node in &graph.nodes {
@@ -118,6 +142,12 @@ pub fn deployability(graph: &Graph) -> Vec<String> {
             if !matches!(stride, 1 | 2) {
                 problems.push(format!("{}: stride {stride}", node.name));
             }
+        }
+        if let Op::ClassEmbedding { .. } = node.op {
+            problems.push(format!(
+                "{}: class embedding (the device runtime has no class input yet)",
+                node.name
+            ));
         }
         if let Op::TimeEmbedding { dim, .. } = node.op {
             if dim % 2 != 0 {
@@ -160,6 +190,16 @@ mod tests {
             .unwrap();
         assert!(deployability(&mlp).is_empty());
         assert!(deployability(&unet).is_empty());
+        let conditional = ModelConfig::Unet(UnetConfig::default())
+            .with_classes(10)
+            .build(&[1, 8, 8])
+            .unwrap();
+        assert_eq!(conditional.classes(), Some(10));
+        let problems = deployability(&conditional);
+        assert!(
+            problems.len() == 1 && problems[0].contains("class"),
+            "{problems:?}"
+        );
         let mut b = GraphBuilder::new(&[1, 8, 8]);
         let x = b.input();
         let y = b.conv2d("wide", x, 1, 5, 1, 2).unwrap();

@@ -34,6 +34,38 @@ pub fn time_embedding(t: &Tensor, dim: usize, max_period: f32) -> Result<Tensor>
     Ok(Tensor::cat(&[arguments.sin()?, arguments.cos()?], 1)?)
 }
 
+/// Rows of the class embedding table `[classes + 1, dim]`: `table[y_i]` for each class
+/// `y_i` of `classes` (`[B]`, `u32`), or the last row ("no class") for every sample when
+/// `classes` is `None`. Returns `[B, dim]`.
+///
+/// # Errors
+/// [`Error::Invalid`] for a class `>= classes` (the "no class" row itself is allowed) or
+/// labels of another length than the batch.
+pub fn class_embedding(table: &Tensor, classes: Option<&Tensor>, batch: usize) -> Result<Tensor> {
+    let rows = table.dim(0)?;
+    let null = u32::try_from(rows - 1).map_err(|_| Error::Invalid("class table too big".into()))?;
+    let ids = match classes {
+        Some(ids) => {
+            let ids = ids.to_dtype(candle_core::DType::U32)?;
+            let values: Vec<u32> = ids.to_vec1()?;
+            if values.len() != batch {
+                return Err(Error::Invalid(format!(
+                    "expected one class per sample ({batch}), got {}",
+                    values.len()
+                )));
+            }
+            if let Some(bad) = values.iter().find(|&&y| y > null) {
+                return Err(Error::Invalid(format!(
+                    "class {bad} is outside the model's classes 0..{null}"
+                )));
+            }
+            ids
+        }
+        None => Tensor::full(null, batch, table.device())?,
+    };
+    Ok(table.index_select(&ids, 0)?)
+}
+
 /// `y = x W^T + b` for `x: [B, in]`, `weight: [out, in]`, `bias: [out]`. Returns `[B, out]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if fused_applies(&[x, weight]) && bias.is_none_or(|b| fused_applies(&[x, b])) {

@@ -1,7 +1,7 @@
 //! A small UNet denoiser for images `[C, H, W]`.
 //!
 //! ```text
-//! t -> sinusoidal [channels] -> linear 4c -> SiLU -> linear 4c -> SiLU = e          (shared)
+//! t -> sinusoidal [channels] -> linear 4c -> SiLU -> linear 4c (+ class y) -> SiLU = e (shared)
 //! x -> conv3x3 -> [level 0: blocks x res] -> conv3x3/2 -> [level 1 ...] ... -> mid: 2 x res
 //!   -> [level L-1: (blocks + 1) x (concat skip, res)] -> up2x + conv3x3 -> ... level 0
 //!   -> GroupNorm -> SiLU -> conv3x3 -> [C, H, W]                                     (zero init)
@@ -33,6 +33,10 @@ pub struct UnetConfig {
     pub blocks_per_level: usize,
     /// GroupNorm groups; must divide every level's width.
     pub groups: usize,
+    /// Number of classes of a class-conditional model (0: unconditional). A class embedding
+    /// (with a "no class" row for classifier-free guidance) joins the time embedding.
+    #[serde(default, skip_serializing_if = "super::mlp::is_zero")]
+    pub classes: usize,
 }
 
 impl Default for UnetConfig {
@@ -43,6 +47,7 @@ impl Default for UnetConfig {
             channel_mults: vec![1, 2],
             blocks_per_level: 1,
             groups: 8,
+            classes: 0,
         }
     }
 }
@@ -92,7 +97,11 @@ impl UnetConfig {
         let e = b.time_embedding("time.embed", self.channels)?;
         let e = b.linear("time.fc1", e, time_width)?;
         let e = b.silu("time.act1", e)?;
-        let e = b.linear("time.fc2", e, time_width)?;
+        let mut e = b.linear("time.fc2", e, time_width)?;
+        if self.classes > 0 {
+            let class = b.class_embedding("class.embed", self.classes, time_width)?;
+            e = b.add("time.add_class", e, class)?;
+        }
         let e = b.silu("time.act2", e)?;
         let mut blocks = Blocks {
             b: &mut b,
@@ -194,6 +203,7 @@ mod tests {
             channel_mults: vec![1, 2],
             blocks_per_level: 1,
             groups: 4,
+            classes: 0,
         };
         let graph = config.build(&[1, 8, 8]).unwrap();
         assert_eq!(graph.node(graph.output).shape, vec![1, 8, 8]);

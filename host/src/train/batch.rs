@@ -17,17 +17,35 @@ pub struct Batch {
     pub target: Vec<f32>,
     /// Loss weight of each sample.
     pub weight: Vec<f32>,
+    /// For a class-conditional model, each sample's class label, or the number of classes
+    /// (the "no class" label) where the label was dropped; `None` for unconditional models.
+    pub class: Option<Vec<u32>>,
+}
+
+/// What a class-conditional model sees of the labels: `classes` classes, each label dropped
+/// (replaced by `classes`, "no class") with probability `dropout`, so that one network learns
+/// the conditional and the unconditional prediction (Ho & Salimans 2022).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelDropout {
+    /// Number of classes (labels are `0..classes`).
+    pub classes: u32,
+    /// Probability of dropping a label, in `[0, 1]`.
+    pub dropout: f32,
 }
 
 /// Draws a batch of `n` samples from `rng`, in this order: for each sample a data index
 /// (uniform, with replacement) and a timestep (uniform in `0..T`); then the noise of all
-/// samples, row by row. Noising and targets are computed in `f32` with the schedule's
-/// `a_t`, `s_t` rounded to `f32`.
+/// samples, row by row; then, with `labels`, one uniform per sample that decides whether its
+/// label is dropped. Noising and targets are computed in `f32` with the schedule's `a_t`,
+/// `s_t` rounded to `f32`.
+///
+/// # Panics
+/// With `labels` when the data set has no labels (the trainer checks this first).
 pub fn draw(
     data: &Dataset,
     schedule: &Schedule<'_>,
-    prediction: Prediction,
-    weighting: LossWeighting,
+    (prediction, weighting): (Prediction, LossWeighting),
+    labels: Option<LabelDropout>,
     n: usize,
     rng: &mut Rng,
 ) -> Batch {
@@ -49,6 +67,20 @@ pub fn draw(
         t: Vec::with_capacity(n),
         target: Vec::with_capacity(n * len),
         weight: Vec::with_capacity(n),
+        class: labels.map(|dropout| {
+            let known = data.labels.as_deref().expect("a labelled data set");
+            picks
+                .iter()
+                .map(|&(index, _)| {
+                    let dropped = rng.uniform() < dropout.dropout;
+                    if dropped {
+                        dropout.classes
+                    } else {
+                        known[index]
+                    }
+                })
+                .collect()
+        }),
     };
     for ((index, t), eps_row) in picks.into_iter().zip(noise.chunks_exact(len)) {
         let (a, s) = (schedule.signal(t) as f32, schedule.noise(t) as f32);
@@ -81,8 +113,8 @@ mod tests {
             draw(
                 &data,
                 &schedule,
-                prediction,
-                LossWeighting::Simple,
+                (prediction, LossWeighting::Simple),
+                None,
                 8,
                 &mut Rng::new(seed),
             )

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::distill::DistillConfig;
 use super::objective::Objective;
-use crate::data::{self, Dataset, DatasetSpec, ImageFormat, LoadOptions, Split};
+use crate::data::{self, Dataset, DatasetSpec, ImageFormat, LoadOptions, Split, Subset};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::schedule_args::ScheduleSpec;
@@ -51,6 +51,18 @@ pub struct TrainConfig {
     pub preview_samples: usize,
     /// DDIM steps of the previews.
     pub preview_steps: usize,
+    /// Probability of dropping a class-conditional model's label in a training sample (it
+    /// then learns the unconditional prediction that classifier-free guidance needs);
+    /// unused by unconditional models.
+    #[serde(default = "default_label_dropout")]
+    pub label_dropout: f32,
+}
+
+/// The default of [`TrainConfig::label_dropout`]: 0.1, within Ho & Salimans' 0.1 to 0.2.
+pub const DEFAULT_LABEL_DROPOUT: f32 = 0.1;
+
+fn default_label_dropout() -> f32 {
+    DEFAULT_LABEL_DROPOUT
 }
 
 impl Default for TrainConfig {
@@ -72,6 +84,7 @@ impl Default for TrainConfig {
             preview_every: 1000,
             preview_samples: 64,
             preview_steps: 20,
+            label_dropout: DEFAULT_LABEL_DROPOUT,
         }
     }
 }
@@ -106,6 +119,9 @@ impl TrainConfig {
         if self.checkpoint_every == 0 {
             return fail("--checkpoint-every must be > 0");
         }
+        if !(0.0..=1.0).contains(&self.label_dropout) {
+            return fail("--label-dropout must lie in [0, 1]");
+        }
         if self.preview_samples == 0 || self.preview_steps == 0 {
             return fail("--preview-samples and --preview-steps must be > 0");
         }
@@ -133,6 +149,9 @@ pub struct DataConfig {
     pub samples: usize,
     /// FNV-1a hash of the shape and values, to notice data that changed under a run.
     pub fingerprint: String,
+    /// The part of the data set trained on (the whole of it when absent).
+    #[serde(default, skip_serializing_if = "Subset::is_all")]
+    pub subset: Subset,
 }
 
 impl DataConfig {
@@ -151,6 +170,7 @@ impl DataConfig {
             shape: data.shape.clone(),
             samples: data.len(),
             fingerprint: fingerprint(data),
+            subset: options.subset.clone(),
         }
     }
 
@@ -170,6 +190,7 @@ impl DataConfig {
             },
             toy_samples: self.toy_samples,
             seed: self.toy_seed,
+            subset: self.subset.clone(),
         };
         Ok((spec, options))
     }
@@ -253,6 +274,10 @@ pub struct RunConfig {
     /// on data alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillConfig>,
+    /// The run whose weights this one started from (`ddm train --init-from`), or `None` for
+    /// a run initialised from its seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<super::fine_tune::InitFrom>,
 }
 
 impl RunConfig {
@@ -281,6 +306,7 @@ impl RunConfig {
             train,
             progress: Progress::default(),
             distill: None,
+            init_from: None,
         })
     }
 

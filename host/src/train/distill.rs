@@ -418,6 +418,7 @@ pub fn draw(
         t: t.iter().map(|&t| t as f32).collect(),
         target: Vec::with_capacity(n * len),
         weight: vec![1.0; n],
+        class: None,
     };
     let rows = batch.x_t.chunks_exact(len).zip(clean.chunks_exact(len));
     for ((z_row, clean_row), &step) in rows.zip(&t) {

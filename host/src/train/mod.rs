@@ -9,6 +9,7 @@
 //! - [`ema`]: the weights' exponential moving average with warm-up.
 //! - [`distill`]: students that generate in a few steps, trained on a teacher's DDIM steps
 //!   (progressive and consistency distillation).
+//! - [`fine_tune`]: a run that starts from another run's weights (`--init-from`).
 //! - [`student`]: a distilled student's sampler, chosen by measurement.
 //! - [`trainer`]: the state of a run and one optimisation step ([`Trainer`]).
 //! - [`checkpoint`]: crash-safe run folders (safetensors + `config.json`).
@@ -25,6 +26,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod distill;
 pub mod ema;
+pub mod fine_tune;
 pub mod lr;
 pub mod objective;
 pub mod optim;

@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor, Var};
 use ddm_core::{Rng, Schedule};
 use ddm_export::graph::Graph;
 
-use super::batch::{self, Batch};
+use super::batch::{self, Batch, LabelDropout};
 use super::checkpoint::Checkpoint;
 use super::config::RunConfig;
 use super::distill::{self, DistillInputs};
@@ -13,7 +13,7 @@ use super::lr::learning_rate;
 use super::optim::{clip_grad_norm, AdamW};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{forward, NetworkDenoiser, Params};
+use crate::model::{forward_conditional, NetworkDenoiser, Params};
 use crate::seeding::{derive, Purpose};
 
 /// What one call of [`Trainer::step`] did.
@@ -65,6 +65,27 @@ impl Trainer {
             derive(config.train.seed, Purpose::Init),
             device,
         )?;
+        let ema = Ema::new(&params, config.train.ema_decay)?;
+        let vars = to_vars(&config.graph, &params)?;
+        let optimizer = AdamW::new(&config.train, &vars)?;
+        Self::assemble(config, data, device, vars, optimizer, ema, None)
+    }
+
+    /// A fresh run (step 0) that starts from `weights` (fine-tuning, `config.init_from`; see
+    /// [`fine_tune::initial_weights`](super::fine_tune::initial_weights)) with a new optimiser
+    /// state and an EMA that starts at them.
+    ///
+    /// # Errors
+    /// As [`Trainer::new`], and when `weights` do not fit the graph.
+    pub fn fine_tuned(
+        mut config: RunConfig,
+        data: Dataset,
+        weights: &ddm_export::graph::Weights,
+        device: &Device,
+    ) -> Result<Self> {
+        config.train.validate()?;
+        config.progress = Default::default();
+        let params = Params::from_weights(&config.graph, weights, device)?;
         let ema = Ema::new(&params, config.train.ema_decay)?;
         let vars = to_vars(&config.graph, &params)?;
         let optimizer = AdamW::new(&config.train, &vars)?;
@@ -142,6 +163,12 @@ impl Trainer {
                 data.len(),
                 data.shape
             )));
+        }
+        check_labels(&config.graph, &data)?;
+        if config.graph.classes().is_some() && config.distill.is_some() {
+            return Err(Error::Invalid(
+                "distilling a class-conditional model is not supported yet".into(),
+            ));
         }
         let alphas_cumprod = config.schedule.alphas_cumprod()?;
         let schedule = Schedule::new(&alphas_cumprod)?;
@@ -284,11 +311,18 @@ impl Trainer {
                 &mut |x, t| distill::predict(graph, &self.params, x, t, device),
             );
         }
+        let labels = self.config.graph.classes().map(|classes| LabelDropout {
+            classes: classes as u32,
+            dropout: self.config.train.label_dropout,
+        });
         Ok(batch::draw(
             &self.data,
             &schedule,
-            self.config.objective.prediction.into(),
-            self.config.objective.loss_weight.weighting(),
+            (
+                self.config.objective.prediction.into(),
+                self.config.objective.loss_weight.weighting(),
+            ),
+            labels,
             self.config.train.batch_size,
             &mut rng,
         ))
@@ -389,9 +423,43 @@ pub fn loss_on_batch(
     let target = Tensor::from_vec(batch.target.clone(), shape.as_slice(), device)?;
     let t = Tensor::from_vec(batch.t.clone(), batch.n, device)?;
     let weight = Tensor::from_vec(batch.weight.clone(), batch.n, device)?;
-    let output = forward(graph, params, &x, &t, None)?;
+    let class = batch
+        .class
+        .as_ref()
+        .map(|c| Tensor::from_vec(c.clone(), batch.n, device))
+        .transpose()?;
+    let output = forward_conditional(graph, params, &x, &t, class.as_ref(), None)?;
     let per_sample = (output - target)?.sqr()?.flatten_from(1)?.mean(1)?;
     Ok((per_sample * weight)?.mean_all()?)
+}
+
+/// Checks that a class-conditional graph's data set has a label below its class count for
+/// every sample.
+fn check_labels(graph: &Graph, data: &Dataset) -> Result<()> {
+    let Some(classes) = graph.classes() else {
+        return Ok(());
+    };
+    let Some(labels) = &data.labels else {
+        return Err(Error::Invalid(format!(
+            "the model is class-conditional but the data set {} has no labels",
+            data.name
+        )));
+    };
+    if labels.len() != data.len() {
+        return Err(Error::Invalid(format!(
+            "the data set {} has {} labels for {} samples",
+            data.name,
+            labels.len(),
+            data.len()
+        )));
+    }
+    if let Some(bad) = labels.iter().find(|&&y| y as usize >= classes) {
+        return Err(Error::Invalid(format!(
+            "the data set {} has label {bad}, outside the model's {classes} classes",
+            data.name
+        )));
+    }
+    Ok(())
 }
 
 /// Trainable variables for the graph's parameters, in the graph's order.

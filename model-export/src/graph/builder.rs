@@ -72,6 +72,17 @@ impl GraphBuilder {
         )
     }
 
+    /// A class embedding of length `dim` for `classes` classes and the "no class" row;
+    /// parameter `{name}.weight` (`[classes + 1, dim]`, uniform in `[-1, 1]`).
+    pub fn class_embedding(&mut self, name: &str, classes: usize, dim: usize) -> Result<NodeId> {
+        let weight = self.declare(
+            format!("{name}.weight"),
+            vec![classes.saturating_add(1), dim],
+            Init::FanIn { fan_in: 1 },
+        );
+        self.push(name, Op::ClassEmbedding { classes, weight })
+    }
+
     /// A linear layer `input -> out` with bias; parameters `{name}.weight`, `{name}.bias`.
     pub fn linear(&mut self, name: &str, input: NodeId, out: usize) -> Result<NodeId> {
         let fan_in = self.shape(input).iter().product();

@@ -3,8 +3,9 @@
 //! A [`Graph`] is a list of [`Node`]s in execution order. Each node applies one [`Op`] to
 //! earlier nodes and has a known per-sample output shape (the batch dimension is implicit).
 //! Parameters are named tensors ([`ParamSpec`]) referenced by the ops; their values live in
-//! [`Weights`]. These ops are exactly the ones the device runtime implements, so every graph
-//! that validates is deployable.
+//! [`Weights`]. These ops are the ones the device runtime implements, so every graph that
+//! validates is deployable, except for the class embedding of class-conditional models, which
+//! only the host runs yet (export refuses it with [`Error::Unsupported`](crate::Error)).
 //!
 //! Layouts: vectors are `[C]`, feature maps `[C, H, W]` (channel-major). Linear weights are
 //! `[out, in]`, convolution weights `[out, in, k, k]`.
@@ -42,6 +43,15 @@ pub enum Op {
         dim: usize,
         /// Longest period (10000 in DDPM).
         max_period: f32,
+    },
+    /// The requested class's embedding: row `y` of `weight` (`[classes + 1, dim]`) for a
+    /// class `y < classes`, its last row ("no class") for an unconditional prediction, as in
+    /// classifier-free guidance. Output `[dim]`.
+    ClassEmbedding {
+        /// Number of classes.
+        classes: usize,
+        /// The table `[classes + 1, dim]`.
+        weight: String,
     },
     /// `y = W x + b` on a vector.
     Linear {
@@ -115,7 +125,7 @@ impl Op {
     /// The nodes this op reads.
     pub fn inputs(&self) -> Vec<NodeId> {
         match self {
-            Op::Input | Op::TimeEmbedding { .. } => vec![],
+            Op::Input | Op::TimeEmbedding { .. } | Op::ClassEmbedding { .. } => vec![],
             Op::Linear { input, .. }
             | Op::Conv2d { input, .. }
             | Op::GroupNorm { input, .. }
@@ -136,6 +146,7 @@ impl Op {
                 names
             }
             Op::GroupNorm { weight, bias, .. } => vec![weight.as_str(), bias.as_str()],
+            Op::ClassEmbedding { weight, .. } => vec![weight.as_str()],
             _ => vec![],
         }
     }
@@ -236,6 +247,15 @@ impl Graph {
             .iter()
             .find(|n| matches!(n.op, Op::Input))
             .map_or(&[], |n| n.shape.as_slice())
+    }
+
+    /// The number of classes of a class-conditional graph (one with a `ClassEmbedding`), or
+    /// `None` for an unconditional one.
+    pub fn classes(&self) -> Option<usize> {
+        self.nodes.iter().find_map(|n| match n.op {
+            Op::ClassEmbedding { classes, .. } => Some(classes),
+            _ => None,
+        })
     }
 
     /// Total number of parameters.
@@ -366,6 +386,19 @@ fn infer_shape(graph: &Graph, op: &Op) -> std::result::Result<Vec<usize>, String
             shape: runtime_shape(graph.input_shape())?,
         })?,
         &Op::TimeEmbedding { dim, max_period } => rule(ShapeOp::TimeEmbedding { dim, max_period })?,
+        Op::ClassEmbedding { classes, weight } => {
+            let table = param_shape(weight)?;
+            if table.len() != 2 || table[0] != classes.saturating_add(1) {
+                return Err(format!(
+                    "class embedding table {weight} {table:?} must be [{} classes + 1, dim]",
+                    classes
+                ));
+            }
+            rule(ShapeOp::ClassEmbedding {
+                classes: *classes,
+                dim: table[1],
+            })?
+        }
         Op::Linear {
             input,
             weight,

@@ -191,6 +191,7 @@ fn run_presets(args: &Args) -> anyhow::Result<()> {
             shape: shape.clone(),
             samples: data.len(),
             fingerprint: ddm::train::config::fingerprint(&data),
+            subset: Default::default(),
         };
         let train = TrainConfig {
             steps: args.warmup + args.steps.max(3),

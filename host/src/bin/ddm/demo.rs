@@ -49,6 +49,7 @@ pub fn demo_config() -> anyhow::Result<(RunConfig, data::Dataset)> {
             blocks: 3,
             time_dim: 64,
             norm_groups: 0,
+            classes: 0,
         }),
         DataConfig::new(&spec, &options, &data),
         ScheduleSpec {

@@ -28,6 +28,10 @@ pub struct Args {
     /// Classifier weights to use instead of the committed ones (needed for mnist).
     #[arg(long, value_name = "FILE.safetensors")]
     classifier: Option<PathBuf>,
+    /// The class the samples were generated for (`ddm sample --class K`): compare them with
+    /// the real images of that class and report how many are classified as it.
+    #[arg(long, value_name = "K")]
+    class: Option<u32>,
     /// Seed of the floor's real sets and of KID's subsets.
     #[arg(long, default_value_t = DEFAULT_EVAL_SEED)]
     seed: u64,
@@ -39,6 +43,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         classifier: args.classifier.clone(),
         seed: args.seed,
+        class: args.class,
     };
     let report = evaluate_file(&args.dataset, &args.samples, &options)?;
     if args.json {

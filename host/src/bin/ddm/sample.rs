@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use clap::{ArgGroup, Args as ClapArgs};
 use ddm::export::{describe_sampler, generate_on_runtime, read_blob};
-use ddm::image_grid::{is_image_shape, write_grid};
+use ddm::guided::{parse_classes, Guided};
+use ddm::image_grid::{default_scale, grid, is_image_shape, write_grid, write_png};
 use ddm::model::{self, NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
@@ -92,6 +93,16 @@ pub struct Args {
     /// Langevin: step size at the smallest level.
     #[arg(long, default_value_t = 2e-5)]
     langevin_step_size: f64,
+    /// Generate these classes of a class-conditional model (`ddm train --conditional`; for
+    /// --oracle-gmm, class k is component k): a comma-separated list or `all`; --num samples
+    /// of each, class by class (a PNG grid has one row per class).
+    #[arg(long, value_name = "K[,K...]|all", conflicts_with = "model")]
+    class: Option<String>,
+    /// Classifier-free guidance scale with --class, in diffusers' convention (1: the
+    /// conditional model alone; larger: more typical of the class, two network calls per
+    /// step).
+    #[arg(long, default_value_t = ddm::guided::DEFAULT_GUIDANCE, requires = "class")]
+    guidance: f32,
     /// Output file: .npy (f32, [n, ...sample shape], values in [-1, 1] for trained data) or
     /// .png (a grid, for image data).
     #[arg(long, value_name = "FILE")]
@@ -280,15 +291,39 @@ fn sample_and_write(
     check_png_shape(args, output, &shape)?;
     let init = read_init_noise(args.init_noise.as_deref(), &shape)?;
     let num = init.as_ref().map_or(args.num, |a| a.rows());
-    let samples = generate(
-        denoiser,
-        Schedule::new(alphas_cumprod)?,
-        options,
-        num,
-        batch,
-        init.as_ref().map(|a| a.values.as_slice()),
-    )?;
-    write_samples(args, output, &shape, num, &samples)
+    let init = init.as_ref().map(|a| a.values.as_slice());
+    let schedule = Schedule::new(alphas_cumprod)?;
+    let Some(requested) = &args.class else {
+        let samples = generate(denoiser, schedule, options, num, batch, init)?;
+        return write_samples(args, output, &shape, num, &samples);
+    };
+    let classes = denoiser.classes().unwrap_or(0);
+    let mut guided = Guided::new(denoiser, 0, args.guidance)?;
+    let list = parse_classes(requested, classes)?;
+    let mut samples = Vec::new();
+    for &class in &list {
+        guided.set_class(class)?;
+        samples.extend(generate(&mut guided, schedule, options, num, batch, init)?);
+    }
+    println!(
+        "classes {list:?}, guidance {} ({} network calls per step)",
+        args.guidance,
+        if args.guidance == 1.0 { 1 } else { 2 }
+    );
+    match output {
+        Output::Png => {
+            let height = shape.get(1).copied().unwrap_or(1);
+            let image = grid(&samples, &shape, Some(num), default_scale(height))?;
+            write_png(&args.out, &image)?;
+            println!(
+                "wrote {} rows of {num} samples of shape {shape:?} to {}",
+                list.len(),
+                args.out.display()
+            );
+            Ok(())
+        }
+        Output::Npy => write_samples(args, output, &shape, num * list.len(), &samples),
+    }
 }
 
 fn read_init_noise(path: Option<&Path>, shape: &[usize]) -> anyhow::Result<Option<npy::Array>> {

@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args as ClapArgs};
-use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions};
-use ddm::model::{self, MlpConfig, ModelConfig, ModelKind, UnetConfig};
+use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions, Subset};
+use ddm::model::{self, MlpConfig, ModelConfig, ModelKind, Params, UnetConfig};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
+use ddm::seeding::{derive, Purpose};
 use ddm::train::checkpoint;
+use ddm::train::checkpoint::WeightSet;
+use ddm::train::fine_tune::{initial_weights, InitFrom};
 use ddm::train::run::{preview_file, LOSS_CURVE_FILE};
 use ddm::train::{
     self, DataConfig, LossWeightName, LossWeightSpec, Objective, PredictionType, RunConfig,
@@ -51,41 +54,83 @@ pub struct Args {
     #[arg(long, default_value_t = data::toy::DEFAULT_TOY_SAMPLES, group = "definition")]
     toy_samples: usize,
 
+    /// Keep only the samples of these classes (comma-separated labels), e.g. to fine-tune on
+    /// new classes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "K,...",
+        group = "definition"
+    )]
+    only_classes: Option<Vec<u32>>,
+    /// Keep at most the first N samples (after --only-classes).
+    #[arg(long, value_name = "N", group = "definition")]
+    limit: Option<usize>,
+
+    /// Fine-tune: start from the weights of this trained run, with its architecture, noise
+    /// schedule and prediction type, on the data given here (same sample shape) with a new
+    /// optimiser, learning-rate schedule and step count. A class-conditional source gains the
+    /// data's new classes.
+    #[arg(long, value_name = "RUN_DIR", group = "definition")]
+    init_from: Option<PathBuf>,
+    /// Which weights of --init-from to start from.
+    #[arg(long, value_enum, default_value_t = InitWeights::Ema, requires = "init_from", group = "definition")]
+    init_weights: InitWeights,
+
     /// The network: mlp (vectors, flattened small images) or unet (images).
     #[arg(
         long,
         value_enum,
         group = "definition",
-        required_unless_present = "resume"
+        required_unless_present_any = ["resume", "init_from"],
+        conflicts_with = "init_from"
     )]
     model: Option<ModelKind>,
     /// MLP: hidden width [default: 256]; UNet: channels of the first level [default: 32].
-    #[arg(long, group = "definition")]
+    #[arg(long, group = "definition", conflicts_with = "init_from")]
     width: Option<usize>,
     /// MLP: residual blocks [default: 3]; UNet: residual blocks per level [default: 1].
-    #[arg(long, group = "definition")]
+    #[arg(long, group = "definition", conflicts_with = "init_from")]
     depth: Option<usize>,
     /// UNet: width multiplier per level, comma-separated [default: 1,2].
-    #[arg(long, value_delimiter = ',', group = "definition")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        group = "definition",
+        conflicts_with = "init_from"
+    )]
     channel_mults: Option<Vec<usize>>,
     /// GroupNorm groups (MLP: 0 for none) [default: MLP 0, UNet 8].
-    #[arg(long, group = "definition")]
+    #[arg(long, group = "definition", conflicts_with = "init_from")]
     groups: Option<usize>,
     /// MLP: length of the sinusoidal time embedding [default: 64].
-    #[arg(long, group = "definition")]
+    #[arg(long, group = "definition", conflicts_with = "init_from")]
     time_dim: Option<usize>,
+    /// Learn a class-conditional model (one class per label of the data set) for
+    /// `ddm sample --class K --guidance W`.
+    #[arg(long, group = "definition")]
+    conditional: bool,
+    /// Probability of dropping a sample's label in training, so that the model also learns
+    /// the unconditional prediction that guidance needs (with --conditional).
+    #[arg(long, default_value_t = TrainConfig::default().label_dropout, group = "definition", requires = "conditional")]
+    label_dropout: f32,
 
     /// Beta schedule.
-    #[arg(long, value_enum, default_value_t = BetaScheduleName::Linear, group = "definition")]
+    #[arg(long, value_enum, default_value_t = BetaScheduleName::Linear, group = "definition", conflicts_with = "init_from")]
     beta_schedule: BetaScheduleName,
     /// Training steps T of the diffusion.
-    #[arg(long, default_value_t = 1000, group = "definition")]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        group = "definition",
+        conflicts_with = "init_from"
+    )]
     train_steps: usize,
     /// Rescale the schedule to zero terminal SNR.
-    #[arg(long, group = "definition")]
+    #[arg(long, group = "definition", conflicts_with = "init_from")]
     zero_snr: bool,
     /// What the network predicts.
-    #[arg(long, value_enum, default_value_t = PredictionType::Eps, group = "definition")]
+    #[arg(long, value_enum, default_value_t = PredictionType::Eps, group = "definition", conflicts_with = "init_from")]
     prediction: PredictionType,
     /// Per-timestep loss weight.
     #[arg(long, value_enum, default_value_t = LossWeightName::Simple, group = "definition")]
@@ -135,8 +180,17 @@ pub struct Args {
     preview_steps: usize,
 }
 
+/// The weights `--init-from` starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum InitWeights {
+    /// The exponential moving average.
+    Ema,
+    /// The trained weights.
+    Model,
+}
+
 impl Args {
-    fn model_config(&self, kind: ModelKind) -> anyhow::Result<ModelConfig> {
+    fn model_config(&self, kind: ModelKind, classes: usize) -> anyhow::Result<ModelConfig> {
         Ok(match kind {
             ModelKind::Mlp => {
                 if self.channel_mults.is_some() {
@@ -148,6 +202,7 @@ impl Args {
                     blocks: self.depth.unwrap_or(preset.blocks),
                     time_dim: self.time_dim.unwrap_or(preset.time_dim),
                     norm_groups: self.groups.unwrap_or(preset.norm_groups),
+                    classes,
                 })
             }
             ModelKind::Unet => {
@@ -160,6 +215,7 @@ impl Args {
                     channel_mults: self.channel_mults.clone().unwrap_or(preset.channel_mults),
                     blocks_per_level: self.depth.unwrap_or(preset.blocks_per_level),
                     groups: self.groups.unwrap_or(preset.groups),
+                    classes,
                 })
             }
         })
@@ -180,7 +236,90 @@ impl Args {
             preview_every: self.preview_every,
             preview_samples: self.preview_samples,
             preview_steps: self.preview_steps,
+            label_dropout: self.label_dropout,
             ..TrainConfig::default()
+        }
+    }
+
+    /// The trainer of a new run: from the seed, or from `--init-from`'s weights.
+    fn new_trainer(&self, device: &candle_core::Device) -> anyhow::Result<Trainer> {
+        let Some(source_dir) = &self.init_from else {
+            let (config, data) = self.new_run()?;
+            return Ok(Trainer::new(config, data, device)?);
+        };
+        let Some(spec) = &self.dataset else {
+            bail!("--dataset is required for a new run");
+        };
+        let options = self.load_options();
+        let data = data::load(spec, &options)?;
+        let source = checkpoint::read_config(source_dir)?;
+        let set = match self.init_weights {
+            InitWeights::Ema => WeightSet::Ema,
+            InitWeights::Model => WeightSet::Model,
+        };
+        let source_weights = checkpoint::read_weights(source_dir, &source, set)?;
+        if data.shape != source.graph.input_shape() {
+            bail!(
+                "--init-from {}: the source was trained on samples of shape {:?}, {} has {:?}",
+                source_dir.display(),
+                source.graph.input_shape(),
+                data.name,
+                data.shape
+            );
+        }
+        let classes = match (source.model.classes(), self.conditional) {
+            (0, false) => 0,
+            (source_classes, _) => source_classes.max(self.data_classes(&data)?),
+        };
+        let mut config = RunConfig::new(
+            source.model.with_classes(classes),
+            DataConfig::new(spec, &options, &data),
+            source.schedule,
+            Objective {
+                prediction: source.objective.prediction,
+                loss_weight: LossWeightSpec::new(self.loss_weight, self.min_snr_gamma)?,
+            },
+            self.train_config(),
+        )?;
+        config.init_from = Some(InitFrom {
+            run: source_dir.clone(),
+            ema: set == WeightSet::Ema,
+            step: source.progress.step,
+        });
+        let init = Params::init(
+            &config.graph,
+            derive(config.train.seed, Purpose::Init),
+            device,
+        )?
+        .to_weights()?;
+        let weights = initial_weights(&config.graph, (&source.graph, &source_weights), &init)?;
+        Ok(Trainer::fine_tuned(config, data, &weights, device)?)
+    }
+
+    /// How to load the data set of a new run.
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            data_dir: self.data_dir.clone(),
+            image: ImageFormat::square(self.image_size, self.image_channels),
+            toy_samples: self.toy_samples,
+            subset: Subset {
+                classes: self.only_classes.clone(),
+                limit: self.limit,
+            },
+            ..LoadOptions::default()
+        }
+    }
+
+    /// The number of classes `--conditional` gives a model of `data`.
+    fn data_classes(&self, data: &data::Dataset) -> anyhow::Result<usize> {
+        match data.class_count() {
+            Some(classes) if classes > 0 => Ok(classes),
+            _ => bail!(
+                "--conditional needs a labelled data set; {} has no labels (optdigits, \
+                 fashion-mnist, mnist, toy:8gaussians, toy:moons and folder:PATH with one \
+                 sub-folder of images per class have)",
+                data.name
+            ),
         }
     }
 
@@ -189,15 +328,15 @@ impl Args {
         let (Some(spec), Some(kind)) = (&self.dataset, self.model) else {
             bail!("--dataset and --model are required for a new run");
         };
-        let options = LoadOptions {
-            data_dir: self.data_dir.clone(),
-            image: ImageFormat::square(self.image_size, self.image_channels),
-            toy_samples: self.toy_samples,
-            ..LoadOptions::default()
-        };
+        let options = self.load_options();
         let data = data::load(spec, &options)?;
+        let classes = if self.conditional {
+            self.data_classes(&data)?
+        } else {
+            0
+        };
         let config = RunConfig::new(
-            self.model_config(kind)?,
+            self.model_config(kind, classes)?,
             DataConfig::new(spec, &options, &data),
             ScheduleSpec {
                 beta_schedule: self.beta_schedule,
@@ -225,8 +364,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 args.out.display()
             );
         }
-        let (config, data) = args.new_run()?;
-        Trainer::new(config, data, &device)?
+        args.new_trainer(&device)?
     };
     announce(&trainer, &args.out);
     train_and_report(&mut trainer, &args.out, args.stop_after)
@@ -264,6 +402,14 @@ pub fn announce(trainer: &Trainer, dir: &Path) {
         config.train.batch_size,
         dir.display()
     );
+    if let Some(source) = &config.init_from {
+        println!(
+            "starting from the {} weights of {} at step {}",
+            if source.ema { "EMA" } else { "trained" },
+            source.run.display(),
+            source.step
+        );
+    }
     for problem in model::deployability(graph) {
         eprintln!("warning: not deployable on the device runtime: {problem}");
     }

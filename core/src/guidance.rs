@@ -91,6 +91,12 @@ mod tests {
             .unwrap()
             .apply(&u, &mut [0.0; 2])
             .is_err());
+        assert_eq!(
+            Guidance::new(1.0).unwrap(),
+            Guidance::NONE,
+            "1 is the smallest scale"
+        );
+        assert_eq!(Guidance::new(2.5).unwrap().scale(), 2.5);
         for bad in [0.99, 0.0, -1.0, f32::NAN, f32::INFINITY] {
             assert!(Guidance::new(bad).is_err(), "{bad}");
         }

@@ -4,13 +4,16 @@
 # generation"):
 #
 #   scripts/guidance-table.sh [--dataset optdigits] [--num 90] [--seed 0]
-#                             [--guidance "1 1.5 2 3 5"] [--sample-args "..."] RUN
+#                             [--guidance "1 1.5 2 3 5"] [--sample-args "..."]
+#                             [--model BLOB] RUN
 #
 # For each scale, `ddm sample --class K` draws --num samples of every class K and `ddm eval
 # --class K` scores them against the real images of K with the committed classifier. One line
 # per scale: the mean and the worst class's accuracy, the mean per-class FD, and the mean
 # per-class floor (real against real images of the class). Sample files go to RUN/guidance/
-# and are reused when present.
+# and are reused when present. With --model BLOB (RUN's `ddm export`), the samples come from
+# the blob on the device runtime (`ddm sample --model`) instead of the checkpoint, into
+# RUN/guidance/<blob name>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,7 @@ num=90
 seed=0
 scales="1 1.5 2 3 5"
 sample_args=""
+model=""
 run=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -27,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --seed) seed="$2"; shift 2 ;;
     --guidance) scales="$2"; shift 2 ;;
     --sample-args) sample_args="$2"; shift 2 ;;
+    --model) model="$2"; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) run="$1"; shift ;;
     esac
@@ -39,16 +44,22 @@ ddm=${DDM:-target/release/ddm}
 classes=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"]["classes"])' \
     "$run/config.json")
 
-mkdir -p "$run/guidance"
+out="$run/guidance"
+source=(--checkpoint "$run")
+if [[ -n "$model" ]]; then
+    out="$run/guidance/$(basename "$model" .ddm)"
+    source=(--model "$model")
+fi
+mkdir -p "$out"
 printf '| guidance | mean accuracy | worst class | mean class FD | mean class floor |\n'
 printf '| ---: | ---: | ---: | ---: | ---: |\n'
 for scale in $scales; do
     rows=""
     for ((k = 0; k < classes; k++)); do
-        file="$run/guidance/w$scale-class$k.npy"
+        file="$out/w$scale-class$k.npy"
         if [[ ! -s "$file" ]]; then
             # shellcheck disable=SC2086
-            "$ddm" sample --checkpoint "$run" --class "$k" --guidance "$scale" --num "$num" \
+            "$ddm" sample "${source[@]}" --class "$k" --guidance "$scale" --num "$num" \
                 --seed "$seed" $sample_args --out "$file" >/dev/null
         fi
         rows+=$("$ddm" eval --dataset "$dataset" --samples "$file" --class "$k" --json |

@@ -18,6 +18,7 @@ pub const DEFAULT_SCALE: f32 = 1.5;
 
 /// A validated guidance scale.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Guidance {
     scale: f32,
 }
@@ -26,12 +27,17 @@ impl Guidance {
     /// No guidance: the conditional prediction alone (`w = 1`).
     pub const NONE: Guidance = Guidance { scale: 1.0 };
 
+    /// ddm's default guidance, [`DEFAULT_SCALE`].
+    pub const DEFAULT: Guidance = Guidance {
+        scale: DEFAULT_SCALE,
+    };
+
     /// Guidance of scale `scale`.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] unless `scale` is finite and `>= 1` (diffusers applies no
     /// guidance at all for scales `<= 1`; ask for the unconditional model by giving no class).
-    pub fn new(scale: f32) -> Result<Self> {
+    pub const fn new(scale: f32) -> Result<Self> {
         if !(scale.is_finite() && scale >= 1.0) {
             return Err(Error::InvalidParameter(
                 "the guidance scale must be finite and >= 1 (1: no guidance)",

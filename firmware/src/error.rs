@@ -83,6 +83,14 @@ pub enum Error {
         /// Training timestep of the evaluation.
         timestep: u32,
     },
+    /// A class was requested that the model does not have: any class of an unconditional
+    /// model (`classes` 0), or one at or above a conditional model's `classes`.
+    InvalidClass {
+        /// The class requested.
+        class: u32,
+        /// The model's number of classes (0: unconditional).
+        classes: u32,
+    },
     /// A model description given to the writer is inconsistent (the text says what).
     InvalidModel(&'static str),
     /// The diffusion mathematics refused its arguments (sampler settings, step count).
@@ -152,6 +160,15 @@ impl fmt::Display for Error {
             Error::NonFiniteOutput { timestep } => write!(
                 f,
                 "the network produced NaN or infinite values at timestep {timestep}"
+            ),
+            Error::InvalidClass { class, classes: 0 } => write!(
+                f,
+                "class {class} requested of an unconditional model (it has no classes)"
+            ),
+            Error::InvalidClass { class, classes } => write!(
+                f,
+                "class {class} is outside the model's classes 0..{}",
+                classes - 1
             ),
             Error::InvalidModel(what) => write!(f, "invalid model description: {what}"),
             Error::Core(error) => write!(f, "{error}"),

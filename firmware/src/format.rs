@@ -71,6 +71,7 @@
 //! | `Concat` | 7 | first list index / count | int8: requant `[2 count]` i32 | – |
 //! | `Upsample2x` | 8 | input `[C, H, W]` | – | – |
 //! | `Reshape` | 9 | input | – | – |
+//! | `ClassEmbedding` | 10 | – | table `[classes + 1, dim]` | `classes` |
 //!
 //! Weights of linear and conv layers have the blob's precision (i8, f16 or f32). In float blobs
 //! the bias is optional and has the same type; in int8 blobs it is required, `i32`, and has the
@@ -79,6 +80,14 @@
 //! output_scale`), or one per input for `Concat` (`scale_in / (2^20 scale_out)`, applied to
 //! the input shifted left by 20, see [`crate::kernels::concat`]). GroupNorm's
 //! affine parameters are always f32. The time embedding's `dim` is its output `C`.
+//!
+//! `ClassEmbedding` makes a class-conditional model: its output is row `y` of the table for a
+//! requested class `y < classes`, and the last row ("no class") for an unconditional call
+//! ([`crate::Network::run_class`]). A blob has at most one. The table has the weights' type
+//! (f32 or f16) in float blobs; in int8 blobs it is i8 and holds the rows already quantised with
+//! the node's output parameters, which must be the same in every time group (so the table is
+//! stored once). The op came after version 3 without a version change: a reader that predates
+//! it refuses its code as unknown, it never misreads it.
 //!
 //! # Tensors section (id 2)
 //!
@@ -388,6 +397,8 @@ pub enum OpCode {
     Upsample2x,
     /// A new shape over the same data.
     Reshape,
+    /// Row of a class table: the requested class, or the "no class" row.
+    ClassEmbedding,
 }
 
 impl OpCode {
@@ -404,6 +415,7 @@ impl OpCode {
             OpCode::Concat => 7,
             OpCode::Upsample2x => 8,
             OpCode::Reshape => 9,
+            OpCode::ClassEmbedding => 10,
         }
     }
 
@@ -420,6 +432,7 @@ impl OpCode {
             7 => OpCode::Concat,
             8 => OpCode::Upsample2x,
             9 => OpCode::Reshape,
+            10 => OpCode::ClassEmbedding,
             _ => return None,
         })
     }

@@ -4,9 +4,14 @@
 //! `Rng::with_stream(seed, sample_index).fill_normal` and every noise draw of its sampler from
 //! the same generator, exactly as the host's `ddm::sampling::generate` does for sample `i` of
 //! a run; with the same blob the device therefore reproduces the host's bytes.
+//!
+//! A class-conditional blob ([`Blob::classes`]) generates class `y` with classifier-free
+//! guidance ([`ddm_core::Guidance`], diffusers' convention): each step runs the network for
+//! `y`, then, when the scale is not 1, for "no class", and gives the sampler `u + w (c - u)`,
+//! the host's `ddm sample --class` rule in the same order and the same `f32` arithmetic.
 
 use ddm_core::sampler::Sampler;
-use ddm_core::Rng;
+use ddm_core::{Guidance, Rng};
 
 use crate::blob::Blob;
 use crate::cast;
@@ -26,6 +31,11 @@ pub struct GenerateSettings {
     pub seed: u64,
     /// Which sample of the seed's run: selects the random stream.
     pub sample_index: u64,
+    /// The class to generate, for a class-conditional blob; `None` generates from the
+    /// unconditional model (the "no class" row; every blob allows it).
+    pub class: Option<u32>,
+    /// The guidance of a requested class (ignored without one).
+    pub guidance: Guidance,
 }
 
 impl GenerateSettings {
@@ -35,6 +45,38 @@ impl GenerateSettings {
             sampler: SamplerOptions::none(),
             seed,
             sample_index,
+            class: None,
+            guidance: Guidance::DEFAULT,
+        }
+    }
+
+    /// These settings for class `class` with guidance `guidance`.
+    pub const fn with_class(self, class: u32, guidance: Guidance) -> Self {
+        GenerateSettings {
+            class: Some(class),
+            guidance,
+            ..self
+        }
+    }
+
+    /// Whether each step makes a second, unconditional prediction: a class is requested
+    /// with a guidance scale other than 1.
+    pub fn is_guided(&self) -> bool {
+        self.class.is_some() && self.guidance.needs_unconditional()
+    }
+
+    /// Checks the requested class against `blob`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidClass`] for a class of an unconditional blob or one out of range.
+    pub fn check_class(&self, blob: &Blob<'_>) -> Result<()> {
+        let classes = blob.classes().unwrap_or(0);
+        match self.class {
+            Some(class) if class as usize >= classes => Err(Error::InvalidClass {
+                class,
+                classes: classes as u32,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -68,12 +110,13 @@ pub struct StepInfo {
 /// Boards use it to time the network call alone and to checksum the trajectory, so that a
 /// mismatch with the host names its first diverging step.
 pub trait StepObserver {
-    /// Right before the network call of `step`.
+    /// Right before the network call of `step` (before both calls of a guided step).
     fn before_network(&mut self, step: StepInfo) {
         let _ = step;
     }
 
-    /// Right after the network call of `step`, before its output is checked and used.
+    /// Right after the network call of `step` (after both calls of a guided step and their
+    /// combination), before its output is used.
     fn after_network(&mut self, step: StepInfo) {
         let _ = step;
     }
@@ -129,6 +172,7 @@ pub fn generate_observed(
 ) -> Result<()> {
     // Everything that can be refused is checked before the arena is touched.
     let config = settings.resolve(blob)?;
+    settings.check_class(blob)?;
     let steps = config.steps as usize;
     check_len("generated sample", blob.sample_len(), out.len())?;
     let layout = ArenaLayout::new(blob, steps)?;
@@ -149,11 +193,14 @@ pub fn generate_observed(
         .get_mut(layout.activations.start..layout.kernel_scratch.end)
         .ok_or(Error::Malformed("layout"))?;
     let (x, rest) = rest.split_at_mut(layout.output.start - layout.x.start);
-    let (output, rest) = rest.split_at_mut(layout.scratch.start - layout.output.start);
+    let (output, rest) = rest.split_at_mut(layout.unconditional.start - layout.output.start);
+    let (unconditional, rest) =
+        rest.split_at_mut(layout.scratch.start - layout.unconditional.start);
     let (scratch, timesteps) = rest.split_at_mut(layout.timesteps.start - layout.scratch.start);
     let len = |r: &core::ops::Range<usize>| r.end - r.start;
     let x = cast::f32s_mut(&mut x[..len(&layout.x)])?;
     let output = cast::f32s_mut(&mut output[..len(&layout.output)])?;
+    let unconditional = cast::f32s_mut(&mut unconditional[..len(&layout.unconditional)])?;
     let scratch = cast::f32s_mut(&mut scratch[..len(&layout.scratch)])?;
     let timesteps = cast::u32s_mut(&mut timesteps[..len(&layout.timesteps)])?;
 
@@ -171,7 +218,11 @@ pub fn generate_observed(
             timestep,
         };
         observer.before_network(step);
-        network.run(x, timestep, output)?;
+        network.run_class(x, timestep, settings.class, output)?;
+        if settings.is_guided() {
+            network.run_class(x, timestep, None, unconditional)?;
+            settings.guidance.apply(unconditional, output)?;
+        }
         observer.after_network(step);
         sampler.step(x, output, &mut rng)?;
         observer.after_step(step, x);

@@ -135,9 +135,37 @@ impl<'b, 'm> Network<'b, 'm> {
     /// Errors with [`Error::NonFiniteOutput`] when an output is NaN or infinite (a float
     /// blob's finite weights can still overflow); `out` then holds them.
     pub fn run(&mut self, x_t: &[f32], t: u32, out: &mut [f32]) -> Result<()> {
+        self.run_class(x_t, t, None, out)
+    }
+
+    /// [`Network::run`] for class `class` of a class-conditional blob ([`Blob::classes`]):
+    /// its class embedding outputs row `class` of its table, and the last row ("no class")
+    /// for `None`, the unconditional prediction. A blob without a class embedding ignores
+    /// `None`.
+    ///
+    /// Errors with [`Error::InvalidClass`] for a class the blob does not have (every class of
+    /// an unconditional blob), before the arena is touched; otherwise as [`Network::run`].
+    pub fn run_class(
+        &mut self,
+        x_t: &[f32],
+        t: u32,
+        class: Option<u32>,
+        out: &mut [f32],
+    ) -> Result<()> {
         let blob = self.blob;
         check_len("network input", blob.sample_len(), x_t.len())?;
         check_len("network output", blob.sample_len(), out.len())?;
+        let classes = blob.classes().unwrap_or(0);
+        let class_row = match class {
+            None => classes,
+            Some(class) if (class as usize) < classes => class as usize,
+            Some(class) => {
+                return Err(Error::InvalidClass {
+                    class,
+                    classes: classes as u32,
+                })
+            }
+        };
         let group = blob.time_group(t);
         self.group = group;
         let (activations, scratch) = self.arena.split_at_mut(self.scratch.start);
@@ -159,6 +187,7 @@ impl<'b, 'm> Network<'b, 'm> {
                 inputs: &inputs,
                 x_t,
                 t,
+                class_row,
                 group,
                 path: self.path,
             };
@@ -278,6 +307,8 @@ struct Step<'s, 'b> {
     inputs: &'s Inputs<'s>,
     x_t: &'s [f32],
     t: u32,
+    /// The row of the class table this call reads (the class, or the "no class" row).
+    class_row: usize,
     /// The time group whose activation parameters this call uses.
     group: usize,
     /// Where the int8 products run.
@@ -296,6 +327,21 @@ impl<'s> Step<'s, '_> {
     fn maybe_in_place(&self, input: usize) -> Result<Option<&'s [u8]>> {
         self.inputs.input(region_of(self.blob, input)?)
     }
+}
+
+/// The `row_bytes` bytes of row `row` of a class table.
+fn class_row_bytes<'a>(
+    blob: &Blob<'a>,
+    table: u32,
+    row: usize,
+    row_bytes: usize,
+) -> Result<&'a [u8]> {
+    let start = row.checked_mul(row_bytes).ok_or(UNREACHABLE)?;
+    let end = start.checked_add(row_bytes).ok_or(UNREACHABLE)?;
+    blob.tensor(table)?
+        .bytes()
+        .get(start..end)
+        .ok_or(UNREACHABLE)
 }
 
 fn tensor_bytes<'a>(blob: &Blob<'a>, tensor: Option<u32>) -> Result<&'a [u8]> {
@@ -337,6 +383,7 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
         node,
         x_t,
         t,
+        class_row,
         group,
         path,
         ..
@@ -357,6 +404,11 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
         }
         Op::TimeEmbedding { max_period } => {
             time_embedding_s8(t, max_period, params, cast::i8s_mut(out))
+        }
+        Op::ClassEmbedding { table, .. } => {
+            // The rows are stored quantised with this node's parameters.
+            out.copy_from_slice(class_row_bytes(blob, table, class_row, out.len())?);
+            Ok(())
         }
         Op::Linear {
             input,
@@ -461,7 +513,12 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
 
 fn run_float<W: WeightFormat>(step: &Step<'_, '_>, out: &mut [u8]) -> Result<()> {
     let Step {
-        blob, node, x_t, t, ..
+        blob,
+        node,
+        x_t,
+        t,
+        class_row,
+        ..
     } = *step;
     let floats = |input: usize| step.separate(input).and_then(cast::f32s);
     let maybe_in_place = |input: usize| -> Result<Option<&[f32]>> {
@@ -476,6 +533,14 @@ fn run_float<W: WeightFormat>(step: &Step<'_, '_>, out: &mut [u8]) -> Result<()>
             Ok(())
         }
         Op::TimeEmbedding { max_period } => time_embedding_f32(t, max_period, cast::f32s_mut(out)?),
+        Op::ClassEmbedding { table, .. } => {
+            let out = cast::f32s_mut(out)?;
+            let row = class_row_bytes(blob, table, class_row, out.len() * W::SIZE)?;
+            for (o, bytes) in out.iter_mut().zip(row.chunks_exact(W::SIZE)) {
+                *o = W::decode(bytes);
+            }
+            Ok(())
+        }
         Op::Linear {
             input,
             weight,

@@ -6,11 +6,13 @@
 //!
 //! ```text
 //! | activations (the blob's plan: arena_bytes) | kernel scratch | x | network output |
-//! | DPM-Solver++ scratch | timesteps (steps u32) |
+//! | unconditional output | DPM-Solver++ scratch | timesteps (steps u32) |
 //! ```
 //!
 //! each region rounded up to 16 bytes; `x`, the output and the DPM-Solver++ scratch are
-//! `sample_len` f32 each. The kernel scratch ([`Blob::scratch_bytes`]) is the int8
+//! `sample_len` f32 each. The unconditional output, the second prediction of each guided
+//! step, is `sample_len` f32 for a class-conditional blob ([`Blob::classes`]) and empty
+//! otherwise. The kernel scratch ([`Blob::scratch_bytes`]) is the int8
 //! convolutions' im2col buffer, sized at parse for the network's largest fan-in: four int16
 //! columns, 8 bytes per element of the fan-in rounded up to a multiple of 4 (9,216 bytes for a
 //! 3x3 convolution of 128 input channels). It is empty, and takes no bytes, for float blobs
@@ -42,6 +44,8 @@ pub struct ArenaLayout {
     pub x: Range<usize>,
     /// The network output (f32).
     pub output: Range<usize>,
+    /// The unconditional prediction of a guided step (f32; empty for an unconditional blob).
+    pub unconditional: Range<usize>,
     /// DPM-Solver++ 2M's previous x0 estimate (f32).
     pub scratch: Range<usize>,
     /// The inference timesteps (u32).
@@ -68,6 +72,11 @@ impl ArenaLayout {
             kernel_scratch: region(Some(blob.scratch_bytes()))?,
             x: region(sample)?,
             output: region(sample)?,
+            unconditional: region(if blob.classes().is_some() {
+                sample
+            } else {
+                Some(0)
+            })?,
             scratch: region(sample)?,
             timesteps: region(steps.checked_mul(4))?,
         })

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ddm_board_build::sampler_env;
-use ddm_board_support::RunConfig;
+use ddm_board_support::{Guidance, RunConfig};
 use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
 use crate::compare::compare;
@@ -86,6 +86,10 @@ pub struct CheckOptions {
     pub seed: u64,
     /// Number of samples.
     pub num: u64,
+    /// The class to generate, for a class-conditional blob (`None`: unconditional).
+    pub class: Option<u32>,
+    /// The guidance of the class (ignored without one).
+    pub guidance: Guidance,
     /// Longest a run may take before it is killed.
     pub timeout: Duration,
 }
@@ -100,6 +104,8 @@ impl CheckOptions {
             sampler: SamplerOptions::none(),
             seed: 0,
             num: 1,
+            class: None,
+            guidance: Guidance::DEFAULT,
             timeout: Duration::from_secs(600),
         }
     }
@@ -285,11 +291,18 @@ pub fn check(options: &CheckOptions) -> Result<Outcome> {
     })?;
     let model_path = model.to_string_lossy().into_owned();
     let (seed, num) = (options.seed.to_string(), options.num.to_string());
+    let class = options.class.map(|c| c.to_string()).unwrap_or_default();
+    let guidance = match options.class {
+        Some(_) => options.guidance.scale().to_string(),
+        None => String::new(),
+    };
     let sampler = sampler_env(&options.sampler);
     let mut env = vec![
         ("DDM_MODEL_BLOB", model_path.as_str()),
         ("DDM_SEED", seed.as_str()),
         ("DDM_NUM", num.as_str()),
+        ("DDM_CLASS", class.as_str()),
+        ("DDM_GUIDANCE", guidance.as_str()),
     ];
     env.extend(
         sampler
@@ -365,8 +378,7 @@ pub fn check(options: &CheckOptions) -> Result<Outcome> {
 pub fn run_config(blob: &Blob<'_>, options: &CheckOptions) -> RunConfig {
     let settings = GenerateSettings {
         sampler: options.sampler,
-        seed: options.seed,
-        sample_index: 0,
+        ..GenerateSettings::new(options.seed, 0)
     };
     RunConfig {
         sampler: options.sampler,
@@ -376,6 +388,8 @@ pub fn run_config(blob: &Blob<'_>, options: &CheckOptions) -> RunConfig {
             .map_or(blob.sampler_defaults().steps, |config| config.steps),
         seed: options.seed,
         num: options.num,
+        class: options.class,
+        guidance: options.guidance,
     }
 }
 
@@ -389,7 +403,10 @@ fn arena_bytes(blob: &[u8], options: &CheckOptions) -> Option<usize> {
 /// The figures of a passed run: ticks convert to instructions under QEMU `-icount`
 /// ([`instructions_per_tick`]), and are cycles on the DWT.
 fn figures(board: &Board, elf_path: &Path, device: &Report, options: &CheckOptions) -> Figures {
-    let calls = device.steps.len().max(1) as f64;
+    // A step's ticks cover both calls of a guided step.
+    let guided = options.class.is_some() && options.guidance.needs_unconditional();
+    let calls_per_step = if guided { 2 } else { 1 };
+    let calls = (device.steps.len() * calls_per_step as usize).max(1) as f64;
     let mean_ticks = device.steps.iter().map(|s| s.ticks as f64).sum::<f64>() / calls;
     let instructions_per_call = instructions_per_tick(board.runner(), device.board.hz)
         .map(|f| (mean_ticks * f).round() as u64);
@@ -405,6 +422,7 @@ fn figures(board: &Board, elf_path: &Path, device: &Report, options: &CheckOptio
         blob_bytes: device.model.blob_bytes,
         arena_bytes: device.model.arena_bytes,
         macs_per_call: device.model.macs,
+        calls_per_step,
         instructions_per_call,
         cycles_per_call,
         flash_bytes: sizes.map(|s| s.flash_bytes),

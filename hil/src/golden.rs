@@ -41,6 +41,10 @@ pub struct Figures {
     pub arena_bytes: usize,
     /// Multiply-accumulates per network call.
     pub macs_per_call: u64,
+    /// Network calls per sampler step: 2 for a class generated with guidance (the
+    /// conditional and the unconditional prediction), 1 otherwise (absent from the file).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub calls_per_step: u32,
     /// Instructions per network call (mean over all calls), under QEMU `-icount`; `null`
     /// elsewhere.
     pub instructions_per_call: Option<u64>,
@@ -55,6 +59,14 @@ pub struct Figures {
     /// Peak stack use measured on the device, if it reported it (not compared).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_bytes: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(calls: &u32) -> bool {
+    *calls == 1
 }
 
 impl Figures {
@@ -80,6 +92,13 @@ impl fmt::Display for Figures {
             self.model, self.steps
         )?;
         writeln!(f, "MACs per call          {}", self.macs_per_call)?;
+        if self.calls_per_step != 1 {
+            writeln!(
+                f,
+                "calls per step         {} (classifier-free guidance)",
+                self.calls_per_step
+            )?;
+        }
         if let (Some(i), Some(m)) = (self.instructions_per_call, self.macs_per_instruction()) {
             writeln!(
                 f,
@@ -173,6 +192,11 @@ pub fn compare_figures(golden: &Figures, now: &Figures) -> Vec<String> {
         now.arena_bytes as u64,
     );
     exact("macs_per_call", golden.macs_per_call, now.macs_per_call);
+    exact(
+        "calls_per_step",
+        golden.calls_per_step.into(),
+        now.calls_per_step.into(),
+    );
     let mut near = |name: &str, g: Option<u64>, n: Option<u64>, slack: u64| {
         let (Some(g), Some(n)) = (g, n) else {
             if g.is_some() != n.is_some() {
@@ -221,6 +245,7 @@ mod tests {
             blob_bytes: 1000,
             arena_bytes: 100,
             macs_per_call: 5000,
+            calls_per_step: 1,
             instructions_per_call: Some(100_000),
             cycles_per_call: None,
             flash_bytes: Some(200_000),
@@ -251,5 +276,14 @@ mod tests {
         let text = serde_json::to_string(&figures()).unwrap();
         assert_eq!(serde_json::from_str::<Figures>(&text).unwrap(), figures());
         assert!((figures().macs_per_instruction().unwrap() - 0.05).abs() < 1e-12);
+        // One call per step is left out of the file (older files read the same); two stay.
+        assert!(!text.contains("calls_per_step"));
+        let guided = Figures {
+            calls_per_step: 2,
+            ..figures()
+        };
+        let text = serde_json::to_string(&guided).unwrap();
+        assert!(text.contains(r#""calls_per_step":2"#), "{text}");
+        assert_eq!(serde_json::from_str::<Figures>(&text).unwrap(), guided);
     }
 }

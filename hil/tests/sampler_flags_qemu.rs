@@ -55,7 +55,7 @@ fn parse(flags: &[&str]) -> ddm_core::SamplerOptions {
 
 /// What `ddm sample --model BLOB --seed SEED --num NUM` writes for `options`, as bits.
 fn ddm_sample(blob: &[u8], options: ddm_core::SamplerOptions) -> Vec<u32> {
-    ddm::export::generate_on_runtime(blob, options, SEED.parse().unwrap(), NUM)
+    ddm::export::generate_on_runtime(blob, options, SEED.parse().unwrap(), NUM, None)
         .unwrap()
         .iter()
         .map(|v| v.to_bits())

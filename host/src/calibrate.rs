@@ -23,6 +23,12 @@
 //! statistics the range method chooses from. Without them, a rare initial noise saturates the
 //! network at the first, noisiest steps and its sample runs away (see [`tail_probes`]).
 //!
+//! A class-conditional model is calibrated on the samples the device draws from it: every
+//! class in turn, with the default guidance ([`DEFAULT_GUIDANCE`]), so that both the
+//! conditional and the unconditional prediction of each guided step are observed (class `k`
+//! takes its share of the trajectories, from the seed `seed + k`, and of the tail probes).
+//! The inputs kept for the SQNR report are evaluated unconditionally.
+//!
 //! Calibration sample `s` starts from the noise of `Rng::with_stream(seed, s)`, the device's
 //! and the host sampler's rule, so with the same seed it follows exactly the float
 //! trajectories `ddm sample --checkpoint --seed SEED` draws, batched on candle instead of one
@@ -39,7 +45,8 @@ use ddm_export::graph::{Graph, NodeId};
 use ddm_export::{Calibration, CalibrationConfig};
 
 use crate::error::{Error, Result};
-use crate::model::{forward, Params};
+use crate::guided::{Guided, DEFAULT_GUIDANCE};
+use crate::model::{forward_conditional, Params};
 use crate::sampling::{generate, Denoiser, SamplerChoice, SamplingOptions};
 
 /// The calibration seed unless one is given: "calibrat" in ASCII, far from the small seeds
@@ -176,7 +183,21 @@ impl Denoiser for Recorder<'_> {
         self.prediction
     }
 
+    fn classes(&self) -> Option<usize> {
+        self.graph.classes()
+    }
+
     fn predict(&mut self, x: &[f32], t: u32, out: &mut [f32]) -> Result<()> {
+        self.predict_class(x, t, None, out)
+    }
+
+    fn predict_class(
+        &mut self,
+        x: &[f32],
+        t: u32,
+        class: Option<u32>,
+        out: &mut [f32],
+    ) -> Result<()> {
         let shape = self.graph.input_shape();
         let sample_len: usize = shape.iter().product();
         let batch = x.len() / sample_len.max(1);
@@ -190,6 +211,9 @@ impl Denoiser for Recorder<'_> {
         dims.extend_from_slice(shape);
         let input = Tensor::from_vec(x.to_vec(), dims, self.device)?;
         let timesteps = Tensor::from_vec(vec![t as f32; batch], batch, self.device)?;
+        let labels = class
+            .map(|c| Tensor::from_vec(vec![c; batch], batch, self.device))
+            .transpose()?;
         let fraction = self
             .fractions
             .iter()
@@ -219,11 +243,12 @@ impl Denoiser for Recorder<'_> {
                 failure = Some(e);
             }
         };
-        let y = forward(
+        let y = forward_conditional(
             self.graph,
             self.params,
             &input,
             &timesteps,
+            labels.as_ref(),
             Some(&mut observe),
         )?;
         if let Some(e) = failure {
@@ -389,27 +414,78 @@ pub fn calibrate(
         calls: 0,
         bounds_only: false,
     };
-    generate(
-        &mut recorder,
-        schedule,
-        &options,
-        run.samples,
-        run.batch,
-        None,
-    )?;
-    if run.tail_sigma > 0.0 {
-        let sample_len = graph.input_shape().iter().product();
-        let probes = tail_probes(sample_len, run.tail_sigma, run.seed, run.samples as u64);
-        let count = probes.len() / sample_len;
-        recorder.bounds_only = true;
-        generate(
-            &mut recorder,
-            schedule,
-            &options,
-            count,
-            run.batch,
-            Some(&probes),
-        )?;
+    let sample_len = graph.input_shape().iter().product();
+    let probes = (run.tail_sigma > 0.0)
+        .then(|| tail_probes(sample_len, run.tail_sigma, run.seed, run.samples as u64));
+    match graph.classes() {
+        None => {
+            generate(
+                &mut recorder,
+                schedule,
+                &options,
+                run.samples,
+                run.batch,
+                None,
+            )?;
+            if let Some(probes) = &probes {
+                recorder.bounds_only = true;
+                let count = probes.len() / sample_len;
+                generate(
+                    &mut recorder,
+                    schedule,
+                    &options,
+                    count,
+                    run.batch,
+                    Some(probes),
+                )?;
+            }
+        }
+        Some(classes) => {
+            // Every class with the default guidance: both predictions of each guided step
+            // are observed. Class k runs its share of the trajectories from the seed
+            // `seed + k`, and every classes-th tail probe from the k-th.
+            for class in 0..classes as u32 {
+                let trajectories = (run.samples + classes - 1 - class as usize) / classes;
+                if trajectories == 0 {
+                    continue;
+                }
+                let class_options = SamplingOptions {
+                    seed: run.seed.wrapping_add(u64::from(class)),
+                    ..options
+                };
+                let mut guided = Guided::new(&mut recorder, class, DEFAULT_GUIDANCE)?;
+                generate(
+                    &mut guided,
+                    schedule,
+                    &class_options,
+                    trajectories,
+                    run.batch,
+                    None,
+                )?;
+            }
+            if let Some(probes) = &probes {
+                recorder.bounds_only = true;
+                let count = probes.len() / sample_len;
+                for class in 0..classes.min(count) {
+                    let share: Vec<f32> = probes
+                        .chunks_exact(sample_len)
+                        .skip(class)
+                        .step_by(classes)
+                        .flatten()
+                        .copied()
+                        .collect();
+                    let mut guided = Guided::new(&mut recorder, class as u32, DEFAULT_GUIDANCE)?;
+                    generate(
+                        &mut guided,
+                        schedule,
+                        &options,
+                        share.len() / sample_len,
+                        run.batch,
+                        Some(&share),
+                    )?;
+                }
+            }
+        }
     }
     Ok(Calibrated {
         calibration: recorder.calibration,

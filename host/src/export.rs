@@ -21,7 +21,7 @@ use candle_core::Device;
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::sampler::{SamplerKind, SamplerOptions};
 use ddm_core::timesteps::Spacing;
-use ddm_core::{Prediction, Schedule};
+use ddm_core::{Guidance, Prediction, Schedule};
 use ddm_export::graph::Weights;
 use ddm_export::{Export, ExportOptions, RangeMethod};
 use ddm_firmware::settings::ModelSchedule;
@@ -190,15 +190,6 @@ pub fn export_run(
     settings: &ExportSettings,
     device: &Device,
 ) -> Result<ExportedRun> {
-    if let Some(node) = config
-        .graph
-        .nodes
-        .iter()
-        .find(|n| matches!(n.op, ddm_export::graph::Op::ClassEmbedding { .. }))
-    {
-        // Before calibration: the device blob would refuse the graph only after it.
-        return Err(ddm_export::quantize::class_input_unsupported(&node.name).into());
-    }
     let schedule = schedule_spec(config)?;
     let table = schedule.table()?;
     let prediction = config.objective.prediction.into();
@@ -288,29 +279,39 @@ pub fn read_blob(path: &Path) -> Result<Vec<u8>> {
 
 /// Generates samples `0..num` of `seed` with the device runtime on the host: sample `i` is
 /// [`ddm_firmware::generate()`] with `sample_index = i`, with `sampler` over the blob's
-/// defaults (the device's rule, [`GenerateSettings::resolve`]). Samples run in parallel on rayon's global pool, each in its own arena; each is
+/// defaults (the device's rule, [`GenerateSettings::resolve`]), and for `class = Some((k,
+/// guidance))` class `k` of a class-conditional blob with that guidance (the device's rule,
+/// [`ddm_firmware::generate()`]). Samples run in parallel on rayon's global pool, each in its own arena; each is
 /// independent of the others, so the result does not depend on the number of threads.
 /// Returns `[num, sample_len]` row-major.
 ///
 /// # Errors
 /// [`Error::Firmware`] when `blob` does not parse (check files with [`read_blob`] first), the
 /// runtime refuses the settings (e.g. more steps than the schedule has) or the network
-/// produces NaN or infinite values; [`Error::Invalid`] for `num == 0`.
+/// produces NaN or infinite values, or the blob has no class `k`; [`Error::Invalid`] for
+/// `num == 0`.
 pub fn generate_on_runtime(
     blob: &[u8],
     sampler: SamplerOptions,
     seed: u64,
     num: usize,
+    class: Option<(u32, Guidance)>,
 ) -> Result<Vec<f32>> {
     if num == 0 {
         return Err(Error::Invalid("the number of samples must be > 0".into()));
     }
     let parsed = Blob::parse(blob)?;
-    let settings = |sample_index: usize| GenerateSettings {
-        sampler,
-        seed,
-        sample_index: sample_index as u64,
+    let settings = |sample_index: usize| {
+        let settings = GenerateSettings {
+            sampler,
+            ..GenerateSettings::new(seed, sample_index as u64)
+        };
+        match class {
+            Some((class, guidance)) => settings.with_class(class, guidance),
+            None => settings,
+        }
     };
+    settings(0).check_class(&parsed)?;
     let config = settings(0).resolve(&parsed)?;
     let arena_bytes = required_arena_bytes_for_steps(&parsed, config.steps as usize)?;
     let sample_len = parsed.sample_len();

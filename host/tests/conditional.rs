@@ -449,6 +449,102 @@ fn the_command_line_trains_samples_and_refuses_conditional_mistakes() {
         ],
         "no labels",
     );
+}
+
+/// The blob of a conditional run carries its classes: `ddm sample --model --class` on the f32
+/// blob follows `ddm sample --checkpoint --class` (the same sampler, seed and guidance), int8
+/// generates every class, and the mistakes get clear errors.
+#[test]
+fn conditional_runs_export_and_generate_classes_from_the_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let run = path("run");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "optdigits",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "30",
+        "--conditional",
+        "--out",
+        &run,
+    ];
+    args.extend_from_slice(&QUICK);
+    succeeds(&args);
+    let sampler = ["--sampler", "ddim", "--steps", "4", "--spacing", "trailing"];
+    let export = |precision: &str, out: &str| {
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            &run,
+            "--precision",
+            precision,
+            "--calib",
+            "20",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(&sampler);
+        succeeds(&args)
+    };
+    let (f32_blob, int8_blob) = (path("f32.ddm"), path("int8.ddm"));
+    export("f32", &f32_blob);
+    let report = export("int8", &int8_blob);
+    assert!(report.contains("class_embedding"), "{report}");
+    let sample = |source: &[&str], extra: &[&str], out: &str| {
+        let mut args = vec!["sample"];
+        args.extend_from_slice(source);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--seed", "3", "--out", out]);
+        succeeds(&args)
+    };
+    let classes = ["--class", "1,8", "--num", "4", "--guidance", "2"];
+    let (host, device) = (path("host.npy"), path("device.npy"));
+    let mut flags = sampler.to_vec();
+    flags.extend_from_slice(&classes);
+    sample(&["--checkpoint", &run], &flags, &host);
+    sample(&["--model", &f32_blob], &classes, &device);
+    let host = ddm::npy::read_f32(std::path::Path::new(&host)).unwrap();
+    let device = ddm::npy::read_f32(std::path::Path::new(&device)).unwrap();
+    assert_eq!(device.shape, vec![8, 1, 8, 8]);
+    let worst = host
+        .values
+        .iter()
+        .zip(&device.values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "f32 blob against the checkpoint: {worst}");
+    // Guidance and the class change the blob's samples.
+    let unguided = path("unguided.npy");
+    sample(
+        &["--model", &f32_blob],
+        &["--class", "1,8", "--num", "4", "--guidance", "1"],
+        &unguided,
+    );
+    let unguided = ddm::npy::read_f32(std::path::Path::new(&unguided)).unwrap();
+    assert_ne!(unguided.values, device.values);
+    assert_ne!(device.values[..64], device.values[4 * 64..5 * 64]);
+
+    let grid = path("int8.png");
+    let out = sample(
+        &["--model", &int8_blob],
+        &["--class", "all", "--num", "2"],
+        &grid,
+    );
+    assert!(out.contains("10 rows of 2"), "{out}");
+
+    fails_with(
+        &[
+            "sample", "--model", &int8_blob, "--class", "10", "--out", &grid,
+        ],
+        "outside the model's classes 0..9",
+    );
     fails_with(
         &[
             "export",
@@ -457,9 +553,52 @@ fn the_command_line_trains_samples_and_refuses_conditional_mistakes() {
             "--precision",
             "int8",
             "--out",
-            &path("run.ddm"),
+            &path("other.ddm"),
+            "--onnx",
+            &path("run.onnx"),
         ],
-        "class-conditional models run on the host only",
+        "no class input",
+    );
+    assert!(!dir.path().join("other.ddm").exists());
+    let plain = path("plain");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "optdigits",
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "5",
+        "--out",
+        &plain,
+    ];
+    args.extend_from_slice(&QUICK);
+    succeeds(&args);
+    let plain_blob = path("plain.ddm");
+    succeeds(&[
+        "export",
+        "--checkpoint",
+        &plain,
+        "--precision",
+        "f32",
+        "--out",
+        &plain_blob,
+    ]);
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            &plain_blob,
+            "--class",
+            "1",
+            "--out",
+            &grid,
+        ],
+        "unconditional",
     );
 }
 

@@ -69,7 +69,7 @@ fn ddm_sample_model_writes_what_the_runtime_generates_for_the_same_flags() {
             .sampler
             .options()
             .unwrap();
-        let expected: Vec<u32> = ddm::export::generate_on_runtime(&blob, options, 5, 2)
+        let expected: Vec<u32> = ddm::export::generate_on_runtime(&blob, options, 5, 2, None)
             .unwrap()
             .iter()
             .map(|v| v.to_bits())

@@ -337,7 +337,7 @@ impl fmt::Display for ExportReport {
             .max(5);
         writeln!(
             f,
-            "  {:<name_width$}  {:<14}  {:<14}  {:>9}",
+            "  {:<name_width$}  {:<15}  {:<14}  {:>9}",
             "layer", "op", "shape", "SQNR (dB)"
         )?;
         for layer in &self.layers {
@@ -348,7 +348,7 @@ impl fmt::Display for ExportReport {
             };
             writeln!(
                 f,
-                "  {:<name_width$}  {:<14}  {:<14}  {:>9}",
+                "  {:<name_width$}  {:<15}  {:<14}  {:>9}",
                 layer.name,
                 layer.op,
                 format!("{:?}", layer.shape),

@@ -217,7 +217,11 @@ fn model(graph: &Graph, weights: &Weights, precision: OnnxPrecision) -> Result<M
         match &node.op {
             Op::Input => {}
             Op::ClassEmbedding { .. } => {
-                return Err(crate::quantize::class_input_unsupported(&node.name))
+                return Err(Error::Unsupported(format!(
+                    "{} is a class embedding: the ONNX model has no class input (class-conditional \
+                     models run on the host and from device blobs)",
+                    node.name
+                )))
             }
             Op::TimeEmbedding { dim, max_period } => {
                 let half = dim / 2;

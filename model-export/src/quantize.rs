@@ -15,6 +15,9 @@
 //! - Rules per op:
 //!   - `Input`: the calibrated range of `x_t` over the visited timesteps;
 //!   - `TimeEmbedding`: `[-1, 1]`, the range of sine and cosine (no calibration needed);
+//!   - `ClassEmbedding`: the range of its whole table, the same in every time group (its
+//!     output is one of the rows, so every class, calibrated or not, is represented; the
+//!     writer stores the rows quantised with these parameters);
 //!   - `Reshape`, `Upsample2x`: their input's parameters (they move data without changing
 //!     values, and the runtime requires it);
 //!   - `Concat`: **every input keeps its own scale** (in the UNet, the upsampled path and the
@@ -59,6 +62,7 @@ pub struct ExportOptions {
 /// input's.
 fn activation_params(
     graph: &Graph,
+    weights: &Weights,
     calibration: &Calibration,
     range: RangeMethod,
     id: NodeId,
@@ -69,6 +73,12 @@ fn activation_params(
         let (low, high) = match node.op {
             Op::Reshape { .. } | Op::Upsample2x { .. } => return Ok(vec![]),
             Op::TimeEmbedding { .. } => (-1.0, 1.0),
+            Op::ClassEmbedding { ref weight, .. } => {
+                let table = tensor(weights, weight)?;
+                let low = table.iter().copied().fold(f32::INFINITY, f32::min);
+                let high = table.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                (low, high)
+            }
             _ => calibration.range(id, group, range).map_err(|e| match e {
                 Error::Calibration(reason) => {
                     Error::Calibration(format!("node {} ({}): {reason}", id.0, node.name))
@@ -143,7 +153,10 @@ pub fn model_spec(
                 dim: *dim,
                 max_period: *max_period,
             },
-            Op::ClassEmbedding { .. } => return Err(class_input_unsupported(&node.name)),
+            Op::ClassEmbedding { classes, weight } => OpSpec::ClassEmbedding {
+                classes: *classes,
+                table: tensor(weights, weight)?.to_vec(),
+            },
             Op::Linear {
                 input,
                 weight,
@@ -213,7 +226,7 @@ pub fn model_spec(
             },
         };
         let quant = match calibration {
-            Some(c) => activation_params(graph, c, options.range, NodeId(index))?,
+            Some(c) => activation_params(graph, weights, c, options.range, NodeId(index))?,
             None => vec![],
         };
         nodes.push(NodeSpec { op, quant });
@@ -227,12 +240,4 @@ pub fn model_spec(
         plan: None,
         time_groups: calibration.map_or(vec![], |c| c.time_groups().to_vec()),
     })
-}
-
-/// The error for a class-conditional graph: the device blob has no class input yet.
-pub fn class_input_unsupported(node: &str) -> Error {
-    Error::Unsupported(format!(
-        "{node} is a class embedding: class-conditional models run on the host only (the \
-         device blob and the ONNX model have no class input yet)"
-    ))
 }

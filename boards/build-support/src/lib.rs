@@ -17,6 +17,8 @@
 //! | `DDM_FIRST_ORDER_PENULTIMATE` | DPM-Solver++'s first-order penultimate step: `true` or `false` | see below |
 //! | `DDM_SEED` | seed of the random streams | 0 |
 //! | `DDM_NUM` | number of samples (indices `0..num`) | 1 |
+//! | `DDM_CLASS` | the class to generate, for a class-conditional blob | none: the unconditional model |
+//! | `DDM_GUIDANCE` | classifier-free guidance of `DDM_CLASS` (1: none) | `ddm_core::guidance::DEFAULT_SCALE` |
 //!
 //! The sampler variables mean what `ddm sample --model`'s flags of the same names mean
 //! (`--sampler`, `--steps`, `--spacing`, ...; the names are `ddm_core::names`'): each one
@@ -46,6 +48,7 @@ use std::path::{Path, PathBuf};
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::sampler::SamplerKind;
 use ddm_core::timesteps::Spacing;
+use ddm_core::Guidance;
 use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
 pub mod memory_x;
@@ -68,7 +71,7 @@ pub const SAMPLER_ENV: [&str; 8] = [
 ];
 
 /// Every environment variable [`embed_model`] reads.
-pub const SETTINGS_ENV: [&str; 11] = [
+pub const SETTINGS_ENV: [&str; 13] = [
     MODEL_ENV,
     SAMPLER_ENV[0],
     SAMPLER_ENV[1],
@@ -80,6 +83,8 @@ pub const SETTINGS_ENV: [&str; 11] = [
     SAMPLER_ENV[7],
     "DDM_SEED",
     "DDM_NUM",
+    "DDM_CLASS",
+    "DDM_GUIDANCE",
 ];
 
 /// The blob used when `DDM_MODEL_BLOB` is not set: the optdigits int8 MLP of the tests.
@@ -189,6 +194,10 @@ pub struct Embedded {
     pub seed: u64,
     /// Number of samples.
     pub num: u64,
+    /// The class to generate (`None`: the unconditional model).
+    pub class: Option<u32>,
+    /// Its guidance.
+    pub guidance: Guidance,
 }
 
 /// Copies `memory_x` (the board's `memory.x`) into `OUT_DIR` and puts that on the linker's
@@ -241,6 +250,10 @@ pub struct Settings {
     pub seed: u64,
     /// `DDM_NUM`.
     pub num: u64,
+    /// `DDM_CLASS`.
+    pub class: Option<u32>,
+    /// `DDM_GUIDANCE` (the default scale when unset).
+    pub guidance: Guidance,
 }
 
 fn env_value(variable: &'static str) -> Option<String> {
@@ -368,8 +381,32 @@ fn settings_from_env() -> Result<(PathBuf, Settings), BuildError> {
         sampler: sampler_options(|variable| std::env::var(variable).ok())?,
         seed: parse_number("DDM_SEED", env_value("DDM_SEED"), 0u64)?.unwrap_or(0),
         num: parse_number("DDM_NUM", env_value("DDM_NUM"), 1u64)?.unwrap_or(1),
+        class: parse_number("DDM_CLASS", env_value("DDM_CLASS"), 0u32)?,
+        guidance: guidance(env_value("DDM_GUIDANCE"))?,
     };
+    if settings.class.is_none() && env_value("DDM_GUIDANCE").is_some() {
+        return Err(BuildError::InvalidSetting {
+            variable: "DDM_GUIDANCE",
+            value: env_value("DDM_GUIDANCE").unwrap_or_default(),
+            reason: "guidance needs a class (DDM_CLASS)".into(),
+        });
+    }
     Ok((path, settings))
+}
+
+/// `DDM_GUIDANCE`: a scale `>= 1` ([`Guidance::new`]), the default when unset.
+fn guidance(value: Option<String>) -> Result<Guidance, BuildError> {
+    let scale = parse_value("DDM_GUIDANCE", value.clone(), "a number >= 1", |v| {
+        v.parse::<f32>().ok()
+    })?;
+    match scale {
+        None => Ok(Guidance::DEFAULT),
+        Some(scale) => Guidance::new(scale).map_err(|e| BuildError::InvalidSetting {
+            variable: "DDM_GUIDANCE",
+            value: value.unwrap_or_default(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// Validates the blob at `path` and the settings, and writes `model.ddm` and `ddm_model.rs`
@@ -412,7 +449,16 @@ pub fn check(
         sampler: settings.sampler,
         seed: settings.seed,
         sample_index: 0,
+        class: settings.class,
+        guidance: settings.guidance,
     };
+    generate
+        .check_class(&blob)
+        .map_err(|error| BuildError::InvalidSetting {
+            variable: "DDM_CLASS",
+            value: settings.class.map(|c| c.to_string()).unwrap_or_default(),
+            reason: error.to_string(),
+        })?;
     // The runtime's own rule: what the device will resolve, refused here if it would refuse.
     let config = generate
         .resolve(&blob)
@@ -447,6 +493,8 @@ pub fn check(
         steps: config.steps,
         seed: settings.seed,
         num: settings.num,
+        class: settings.class,
+        guidance: settings.guidance,
     })
 }
 
@@ -501,7 +549,10 @@ fn generated_code(embedded: &Embedded, copy: &Path) -> String {
          pub const SAMPLE_LEN: usize = {sample_len};\n\
          /// What to generate.\n\
          pub const RUN: ::ddm_board_support::RunConfig = ::ddm_board_support::RunConfig {{\n    \
-             sampler: {sampler},\n    steps: {steps},\n    seed: {seed},\n    num: {num},\n}};\n",
+             sampler: {sampler},\n    steps: {steps},\n    seed: {seed},\n    num: {num},\n    \
+             class: {class:?},\n    guidance: match ::ddm_board_support::Guidance::new(\
+             f32::from_bits({guidance:#010x})) {{\n        Ok(guidance) => guidance,\n        \
+             Err(_) => panic!(\"invalid DDM_GUIDANCE\"),\n    }},\n}};\n",
         source = embedded.source.display().to_string(),
         blob_bytes = embedded.blob_bytes,
         copy = copy.display().to_string(),
@@ -510,6 +561,8 @@ fn generated_code(embedded: &Embedded, copy: &Path) -> String {
         steps = embedded.steps,
         seed = embedded.seed,
         num = embedded.num,
+        class = embedded.class,
+        guidance = embedded.guidance.scale().to_bits(),
     )
 }
 
@@ -608,6 +661,8 @@ mod tests {
             sampler: SamplerOptions::none(),
             seed: 0,
             num: 1,
+            class: None,
+            guidance: Guidance::DEFAULT,
         };
         let error = check(
             "board",

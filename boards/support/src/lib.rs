@@ -44,6 +44,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+pub use ddm_core::Guidance;
 pub use ddm_firmware::{GenerateSettings, SamplerOptions};
 
 pub mod trace;
@@ -95,6 +96,11 @@ pub struct RunConfig {
     pub seed: u64,
     /// Number of samples (indices `0..num`, each with its own random stream).
     pub num: u64,
+    /// The class to generate (`DDM_CLASS`), for a class-conditional blob; `None`: the
+    /// unconditional model.
+    pub class: Option<u32>,
+    /// The guidance of the class (`DDM_GUIDANCE`; ignored without a class).
+    pub guidance: Guidance,
 }
 
 impl RunConfig {
@@ -108,6 +114,8 @@ impl RunConfig {
             },
             seed: self.seed,
             sample_index,
+            class: self.class,
+            guidance: self.guidance,
         }
     }
 }
@@ -201,8 +209,12 @@ mod tests {
             steps: 7,
             seed: 3,
             num: 2,
+            class: Some(4),
+            guidance: Guidance::new(2.5).unwrap(),
         };
         let settings = config.settings(1);
+        assert_eq!(settings.class, Some(4));
+        assert_eq!(settings.guidance.scale(), 2.5);
         assert_eq!(
             settings.sampler,
             SamplerOptions {

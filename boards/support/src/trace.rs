@@ -127,8 +127,7 @@ mod tests {
             for sample_index in 0..3 {
                 let settings = GenerateSettings {
                     sampler,
-                    seed: 42,
-                    sample_index,
+                    ..GenerateSettings::new(42, sample_index)
                 };
                 let steps = settings.resolve(&blob).unwrap().steps as usize;
                 // One spare byte, so that misaligned starts are exercised too.

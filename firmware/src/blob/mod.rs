@@ -421,6 +421,18 @@ impl<'a> Blob<'a> {
         time_group(boundaries, t)
     }
 
+    /// The number of classes of a class-conditional blob (one with a class embedding), or
+    /// `None` for an unconditional one.
+    pub fn classes(&self) -> Option<usize> {
+        (0..self.node_count).find_map(|index| match self.node(index) {
+            Ok(Node {
+                op: Op::ClassEmbedding { classes, .. },
+                ..
+            }) => Some(classes),
+            _ => None,
+        })
+    }
+
     /// Bytes of the activation arena the memory plan uses.
     pub fn arena_bytes(&self) -> usize {
         self.arena_bytes

@@ -124,6 +124,13 @@ pub enum Op {
         /// Input node.
         input: usize,
     },
+    /// Row of a `[classes + 1, dim]` table: the requested class, or the last row ("no class").
+    ClassEmbedding {
+        /// Number of classes.
+        classes: usize,
+        /// The table (i8 in int8 blobs, the weights' type in float blobs).
+        table: u32,
+    },
 }
 
 impl Op {
@@ -208,6 +215,7 @@ impl Node {
             Op::Concat { .. } => OpCode::Concat,
             Op::Upsample2x { .. } => OpCode::Upsample2x,
             Op::Reshape { .. } => OpCode::Reshape,
+            Op::ClassEmbedding { .. } => OpCode::ClassEmbedding,
         }
     }
 }
@@ -351,6 +359,14 @@ impl<'a> Blob<'a> {
                 },
                 [true, false, false, false, false],
                 0,
+            ),
+            OpCode::ClassEmbedding => (
+                Op::ClassEmbedding {
+                    classes: param(WORD_P0),
+                    table: required(WORD_T0)?,
+                },
+                [false, false, true, false, false],
+                1,
             ),
         };
         let refs = [WORD_IN0, WORD_IN1, WORD_T0, WORD_T1, WORD_T2];

@@ -159,6 +159,32 @@ impl<'a> Blob<'a> {
                 })?;
                 same_quant_as = Some(input);
             }
+            Op::ClassEmbedding { classes, table } => {
+                let dim = out.elements();
+                expect(ShapeOp::ClassEmbedding { classes, dim })?;
+                let len = classes
+                    .checked_add(1)
+                    .and_then(|rows| rows.checked_mul(dim))
+                    .ok_or(fail("class table too large"))?;
+                if int8 {
+                    self.tensor_as(index, table, DType::I8, len)?;
+                    if !self.quant(index, group)?.same_as(&self.quant(index, 0)?) {
+                        return Err(fail(
+                            "a class embedding has the same quantisation in every time group",
+                        ));
+                    }
+                } else {
+                    let table = self.tensor_as(index, table, self.precision.weight_dtype(), len)?;
+                    if !finite(&table) {
+                        return Err(fail("the class table must be finite"));
+                    }
+                }
+                for other in 0..index {
+                    if self.node(other)?.code() == OpCode::ClassEmbedding {
+                        return Err(fail("a blob has at most one class embedding"));
+                    }
+                }
+            }
             Op::Reshape { input } => {
                 expect(ShapeOp::Reshape {
                     input: before(input)?.shape,
@@ -234,16 +260,6 @@ impl<'a> Blob<'a> {
             (_, _, Some(_)) => Err(fail("float layers have no requantisation")),
             (_, bias, None) => {
                 // Float weights and biases must be finite.
-                let finite = |t: &Tensor<'_>| match t.dtype() {
-                    DType::F32 => t.bytes().chunks_exact(4).all(|b| {
-                        b.try_into()
-                            .is_ok_and(|b| f32::from_le_bytes(b).is_finite())
-                    }),
-                    _ => t.bytes().chunks_exact(2).all(|b| {
-                        b.try_into()
-                            .is_ok_and(|b| half::f16::from_bits(u16::from_le_bytes(b)).is_finite())
-                    }),
-                };
                 if !finite(&weights) || bias.is_some_and(|b| !finite(&b)) {
                     return Err(fail("float weights must be finite"));
                 }
@@ -285,7 +301,10 @@ impl<'a> Blob<'a> {
         };
         let disjoint = |(o, l): (usize, usize)| !overlaps(o, l, offset, len);
         match node.op {
-            Op::Input | Op::TimeEmbedding { .. } | Op::Reshape { .. } => Ok(()),
+            Op::Input
+            | Op::TimeEmbedding { .. }
+            | Op::ClassEmbedding { .. }
+            | Op::Reshape { .. } => Ok(()),
             Op::Linear { input, .. } | Op::Conv2d { input, .. } | Op::Upsample2x { input } => {
                 if disjoint(input_region(input)?) {
                     Ok(())
@@ -321,5 +340,19 @@ impl<'a> Blob<'a> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Whether every element of an f32 or f16 tensor is finite.
+fn finite(t: &Tensor<'_>) -> bool {
+    match t.dtype() {
+        DType::F32 => t.bytes().chunks_exact(4).all(|b| {
+            b.try_into()
+                .is_ok_and(|b| f32::from_le_bytes(b).is_finite())
+        }),
+        _ => t.bytes().chunks_exact(2).all(|b| {
+            b.try_into()
+                .is_ok_and(|b| half::f16::from_bits(u16::from_le_bytes(b)).is_finite())
+        }),
     }
 }

@@ -282,6 +282,23 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
                 r.0[10] = max_period.to_bits();
                 r
             }
+            OpSpec::ClassEmbedding { classes, table } => {
+                let mut r = Record::new(OpCode::ClassEmbedding, &shape);
+                r.0[10] = *classes as u32;
+                r.0[7] = if int8 {
+                    let q = quant_in(0, index).ok_or(fail("int8 nodes need quantisation"))?;
+                    if (1..groups).any(|g| quant_in(g, index).is_none_or(|p| !p.same_as(&q))) {
+                        return Err(fail(
+                            "a class embedding has the same quantisation in every time group",
+                        ));
+                    }
+                    let rows: Vec<i8> = table.iter().map(|&v| q.quantize(v)).collect();
+                    tensors.i8s(&rows)
+                } else {
+                    tensors.float(spec.precision, FloatValues::F32(table))
+                };
+                r
+            }
             OpSpec::Linear {
                 input,
                 out_features,

@@ -33,6 +33,18 @@ pub fn infer_shapes(spec: &ModelSpec) -> Result<Vec<Shape>> {
             &OpSpec::TimeEmbedding {
                 dim, max_period, ..
             } => rule(ShapeOp::TimeEmbedding { dim, max_period })?,
+            OpSpec::ClassEmbedding { classes, table } => {
+                let rows = classes.saturating_add(1);
+                if table.is_empty() || table.len() % rows != 0 {
+                    return Err(fail(
+                        "the class table needs classes + 1 rows of equal length",
+                    ));
+                }
+                rule(ShapeOp::ClassEmbedding {
+                    classes: *classes,
+                    dim: table.len() / rows,
+                })?
+            }
             &OpSpec::Linear {
                 out_features,
                 input,

@@ -54,6 +54,14 @@ pub enum OpSpec {
         /// Longest period.
         max_period: f32,
     },
+    /// A class embedding: row `y` of `table` for class `y`, the last row for "no class".
+    ClassEmbedding {
+        /// Number of classes (the table has `classes + 1` rows).
+        classes: usize,
+        /// The table `[classes + 1, dim]`, row-major (in an int8 blob quantised with the
+        /// node's output parameters, which must be the same in every time group).
+        table: Vec<f32>,
+    },
     /// `y = W x + b`.
     Linear {
         /// Input node.
@@ -130,7 +138,9 @@ impl OpSpec {
     /// The nodes this op reads.
     pub fn inputs(&self) -> Vec<usize> {
         match self {
-            OpSpec::Input { .. } | OpSpec::TimeEmbedding { .. } => vec![],
+            OpSpec::Input { .. } | OpSpec::TimeEmbedding { .. } | OpSpec::ClassEmbedding { .. } => {
+                vec![]
+            }
             OpSpec::Linear { input, .. }
             | OpSpec::Conv2d { input, .. }
             | OpSpec::GroupNorm { input, .. }

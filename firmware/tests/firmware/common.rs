@@ -53,6 +53,12 @@ impl Builder {
         )
     }
 
+    /// A class embedding of `classes` classes (`classes + 1` random rows of length `dim`).
+    pub fn class_embedding(&mut self, classes: usize, dim: usize) -> usize {
+        let table = uniform(&mut self.rng, (classes + 1) * dim, 1.5);
+        self.push(OpSpec::ClassEmbedding { classes, table }, vec![dim])
+    }
+
     pub fn linear(&mut self, input: usize, out: usize) -> usize {
         let n_in: usize = self.shapes[input].iter().product();
         let bound = 1.0 / (n_in as f32).sqrt();
@@ -185,6 +191,45 @@ pub fn mlp(train_steps: usize) -> ModelSpec {
     )
 }
 
+/// A class-conditional MLP on 2-D points with `classes` classes: the class embedding is
+/// added to the time embedding's projection, as in the host's models.
+pub fn conditional_mlp(train_steps: usize, classes: usize) -> ModelSpec {
+    let mut b = Builder::new(&[2], 3);
+    let t = b.time_embedding(16);
+    let tp = b.linear(t, 32);
+    let c = b.class_embedding(classes, 32);
+    let tc = b.add(tp, c);
+    let tc = b.silu(tc);
+    let h = b.linear(0, 32);
+    let h = b.add(h, tc);
+    let h = b.silu(h);
+    let h = b.linear(h, 32);
+    let h = b.silu(h);
+    let out = b.linear(h, 2);
+    b.finish(
+        out,
+        train_steps,
+        SamplerConfig::with_spacing(SamplerKind::Ddim, 6, Spacing::Trailing),
+    )
+}
+
+/// The int8 conditional MLP with three time groups (T = 1000, boundaries 100, 600), each
+/// calibrated on inputs of its own timesteps and every class; the class embedding takes its
+/// table's range in every group (the exporter's rule).
+pub fn int8_conditional_mlp_grouped(classes: usize) -> ModelSpec {
+    let float = conditional_mlp(1000, classes);
+    let samples = growing_inputs(&float, 48, 9);
+    let mut q = quantize_model_grouped(&float, &samples, &[100, 600]);
+    for node in &mut q.nodes {
+        if let OpSpec::ClassEmbedding { table, .. } = &node.op {
+            let low = table.iter().copied().fold(0.0f32, f32::min);
+            let high = table.iter().copied().fold(0.0f32, f32::max);
+            node.quant = vec![QuantParams::from_range(low, high).unwrap()];
+        }
+    }
+    q
+}
+
 /// A tiny UNet on `[2, 6, 6]` with every op of the IR (strided and 1x1 convolutions,
 /// broadcast and residual adds, group norms, upsampling, skip concatenation, reshapes).
 pub fn tiny_unet(train_steps: usize) -> ModelSpec {
@@ -263,6 +308,9 @@ pub fn round_weights_to_f16(spec: &ModelSpec) -> ModelSpec {
                 round(b);
             }
         }
+        if let OpSpec::ClassEmbedding { table, .. } = &mut node.op {
+            round(table);
+        }
     }
     spec
 }
@@ -270,12 +318,25 @@ pub fn round_weights_to_f16(spec: &ModelSpec) -> ModelSpec {
 /// Evaluates a float model in `f64`, straight from the definitions. Returns every node's
 /// output and the node shapes.
 pub fn reference(spec: &ModelSpec, x: &[f32], t: u32) -> Vec<Vec<f64>> {
+    reference_class(spec, x, t, None)
+}
+
+/// [`reference`] for class `class` of a class-conditional model (`None`: the "no class" row).
+pub fn reference_class(spec: &ModelSpec, x: &[f32], t: u32, class: Option<u32>) -> Vec<Vec<f64>> {
     let shapes = ddm_firmware::writer::infer_shapes(spec).unwrap();
     let mut values: Vec<Vec<f64>> = Vec::new();
     for (index, node) in spec.nodes.iter().enumerate() {
         let shape = shapes[index];
         let value = match &node.op {
             OpSpec::Input { .. } => x.iter().map(|&v| f64::from(v)).collect(),
+            OpSpec::ClassEmbedding { classes, table } => {
+                let dim = table.len() / (classes + 1);
+                let row = class.map_or(*classes, |c| c as usize);
+                table[row * dim..(row + 1) * dim]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect()
+            }
             OpSpec::TimeEmbedding { dim, max_period } => {
                 let half = dim / 2;
                 let mut out = vec![0.0; *dim];

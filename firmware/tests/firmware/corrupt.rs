@@ -76,7 +76,9 @@ fn exercise(bytes: &[u8], sample: bool, outcomes: &mut Outcomes) {
         .map(|i| (i as f32 * 0.37).sin())
         .collect();
     let mut out = vec![0.0f32; x.len()];
-    let result = Network::new(blob, &mut arena).and_then(|mut n| n.run(&x, 7, &mut out));
+    let class = blob.classes().map(|classes| classes as u32 - 1);
+    let result =
+        Network::new(blob, &mut arena).and_then(|mut n| n.run_class(&x, 7, class, &mut out));
     match result {
         // A blob that runs computes numbers: the parser refuses non-finite parameters, and
         // finite ones that overflow are reported as such.
@@ -91,20 +93,26 @@ fn exercise(bytes: &[u8], sample: bool, outcomes: &mut Outcomes) {
         Err(other) => panic!("a parsed blob failed to run: {other:?}"),
     }
     if sample {
-        let settings = GenerateSettings {
+        let mut settings = GenerateSettings {
             sampler: SamplerOptions {
                 steps: Some(2),
                 ..SamplerOptions::none()
             },
             ..GenerateSettings::new(1, 0)
         };
+        settings.class = class;
         let _ = generate(&blob, &mut arena, &settings, &mut out);
     }
 }
 
 #[test]
 fn every_truncation_is_a_typed_error() {
-    for spec in [int8_unet(100), micro_grouped(), micro(Precision::F16)] {
+    for spec in [
+        int8_unet(100),
+        micro_grouped(),
+        micro(Precision::F16),
+        int8_conditional_mlp_grouped(3),
+    ] {
         let bytes = write_blob(&spec).unwrap();
         for len in 0..bytes.len() {
             let err = Blob::parse(&bytes[..len]).unwrap_err();
@@ -194,7 +202,12 @@ fn extreme_values_in_every_word_are_typed_errors_or_run() {
         0x0001_0000,
         0,
     ];
-    for spec in [int8_unet(100), micro(Precision::F32)] {
+    for spec in [
+        int8_unet(100),
+        micro(Precision::F32),
+        int8_conditional_mlp_grouped(3),
+        conditional_mlp(100, 3),
+    ] {
         let bytes = write_blob(&spec).unwrap();
         let mut outcomes = Outcomes::default();
         for word in (CRC_START..bytes.len()).step_by(4) {

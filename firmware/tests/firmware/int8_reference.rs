@@ -84,7 +84,7 @@ fn requant(blob: &Blob<'_>, tensor: u32, i: usize) -> (i32, i32) {
 }
 
 /// Every node's int8 output for input `x` at timestep `t` (channel-major).
-fn interpret(blob: &Blob<'_>, x: &[f32], t: u32) -> Vec<Vec<i8>> {
+fn interpret(blob: &Blob<'_>, x: &[f32], t: u32, class: Option<u32>) -> Vec<Vec<i8>> {
     let mut values: Vec<Vec<i8>> = Vec::new();
     // The activation parameters of `t`'s time group: counted from the boundaries here.
     let boundaries: Vec<u32> = (0..blob.time_groups() - 1)
@@ -105,6 +105,11 @@ fn interpret(blob: &Blob<'_>, x: &[f32], t: u32) -> Vec<Vec<i8>> {
                 .iter()
                 .map(|&v| quantize(v / out_params.scale, out_params))
                 .collect(),
+            Op::ClassEmbedding { classes, table } => {
+                // The stored rows are already quantised with the node's parameters.
+                let row = class.map_or(classes, |k| k as usize);
+                i8s(blob, table)[row * c..(row + 1) * c].to_vec()
+            }
             Op::TimeEmbedding { max_period } => {
                 let mut floats = vec![0.0f32; c];
                 time_embedding_f32(t, max_period, &mut floats).unwrap();
@@ -317,7 +322,7 @@ fn int8_networks_equal_the_integer_definition_bit_for_bit() {
         for (x, t) in growing_inputs(&spec, 16, 5) {
             let mut out = vec![0.0f32; x.len()];
             network.run(&x, t, &mut out).unwrap();
-            let expected = interpret(&blob, &x, t);
+            let expected = interpret(&blob, &x, t, None);
             for (index, expected) in expected.iter().enumerate() {
                 let NodeOutput::Int8 { values, .. } = network.node_output(index).unwrap() else {
                     panic!("an int8 blob has int8 outputs");
@@ -333,6 +338,39 @@ fn int8_networks_equal_the_integer_definition_bit_for_bit() {
         }
         assert!(compared > 0);
     }
+}
+
+#[test]
+fn conditional_int8_networks_equal_the_integer_definition_for_every_class() {
+    let mut spec = int8_conditional_mlp_grouped(3);
+    spec.plan = Some(naive_plan(&spec));
+    let bytes = write_blob(&spec).unwrap();
+    let blob = Blob::parse(&bytes).unwrap();
+    let mut arena = vec![0u8; network_arena_bytes(&blob).unwrap()];
+    let mut network = Network::new(blob, &mut arena).unwrap();
+    let mut outputs = Vec::new();
+    for (x, t) in growing_inputs(&spec, 12, 6) {
+        for class in [Some(0), Some(1), Some(2), None] {
+            let mut out = vec![0.0f32; x.len()];
+            network.run_class(&x, t, class, &mut out).unwrap();
+            let expected = interpret(&blob, &x, t, class);
+            for (index, expected) in expected.iter().enumerate() {
+                let NodeOutput::Int8 { values, .. } = network.node_output(index).unwrap() else {
+                    panic!("an int8 blob has int8 outputs");
+                };
+                assert_eq!(
+                    values,
+                    expected.as_slice(),
+                    "node {index}, t = {t}, class {class:?}"
+                );
+            }
+            outputs.push(out);
+        }
+    }
+    // The rows are not all quantised to the same values.
+    assert!(outputs
+        .chunks(4)
+        .any(|o| o[0] != o[1] && o[1] != o[2] && o[2] != o[3]));
 }
 
 #[test]

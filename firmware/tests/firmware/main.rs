@@ -2,6 +2,7 @@
 //! corrupt blobs. Everything is built with the writer, parsed and run for real.
 
 mod common;
+mod conditional;
 mod corrupt;
 mod generate;
 mod int8_reference;

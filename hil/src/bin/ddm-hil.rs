@@ -76,6 +76,13 @@ struct CheckArgs {
     /// The sampler and its settings, as `ddm sample --model` takes them.
     #[command(flatten)]
     sampler: BlobSamplerArgs,
+    /// The class to generate, for a class-conditional model (as `ddm sample --class`, one
+    /// class).
+    #[arg(long)]
+    class: Option<u32>,
+    /// Classifier-free guidance of --class (as `ddm sample --guidance`).
+    #[arg(long, default_value_t = ddm_core::guidance::DEFAULT_SCALE, requires = "class")]
+    guidance: f32,
     /// Where to write device.png, host.png, device.npy and host.npy.
     #[arg(long, default_value = "hil-out")]
     out_dir: PathBuf,
@@ -127,6 +134,8 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         sampler: args.sampler.options()?,
         seed: args.seed,
         num: args.num,
+        class: args.class,
+        guidance: ddm_core::Guidance::new(args.guidance)?,
         timeout: Duration::from_secs(args.timeout),
     };
     let report = match check(&options)? {

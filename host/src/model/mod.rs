@@ -9,14 +9,13 @@
 //!
 //! # Deployable operations
 //!
-//! The graph IR has the operations that the int8 device runtime implements, and one that only
-//! the host runs yet (the class embedding of class-conditional models). They are:
+//! The graph IR has the operations that the int8 device runtime implements. They are:
 //!
 //! | op | meaning | limits on the device |
 //! | --- | --- | --- |
 //! | `Input` | the noisy sample `x_t` | |
 //! | `TimeEmbedding` | `[sin(t f_i), cos(t f_i)]`, `f_i = max_period^(-i / (dim/2))` | even `dim` |
-//! | `ClassEmbedding` | row `y` of a `[classes + 1, dim]` table (last row: no class) | host only for now |
+//! | `ClassEmbedding` | row `y` of a `[classes + 1, dim]` table (last row: no class) | at most one; not in ONNX |
 //! | `Linear` | `W x + b` on a vector | |
 //! | `Conv2d` | square kernel, zero padding | kernel 1 or 3, stride 1 or 2 |
 //! | `GroupNorm` | per-group standardisation, per-channel scale and shift | |
@@ -127,7 +126,7 @@ impl ModelConfig {
 }
 
 /// Reasons why the device runtime could not run `graph` (empty when it can): kernel sizes
-/// other than 1 and 3, odd time embeddings, and class embeddings (host only).
+/// other than 1 and 3, odd time embeddings.
 pub fn deployability(graph: &Graph) -> Vec<String> {
     let mut problems = Vec::new();
     for node in &graph.nodes {
@@ -142,12 +141,6 @@ pub fn deployability(graph: &Graph) -> Vec<String> {
             if !matches!(stride, 1 | 2) {
                 problems.push(format!("{}: stride {stride}", node.name));
             }
-        }
-        if let Op::ClassEmbedding { .. } = node.op {
-            problems.push(format!(
-                "{}: class embedding (the device runtime has no class input yet)",
-                node.name
-            ));
         }
         if let Op::TimeEmbedding { dim, .. } = node.op {
             if dim % 2 != 0 {
@@ -195,11 +188,7 @@ mod tests {
             .build(&[1, 8, 8])
             .unwrap();
         assert_eq!(conditional.classes(), Some(10));
-        let problems = deployability(&conditional);
-        assert!(
-            problems.len() == 1 && problems[0].contains("class"),
-            "{problems:?}"
-        );
+        assert!(deployability(&conditional).is_empty());
         let mut b = GraphBuilder::new(&[1, 8, 8]);
         let x = b.input();
         let y = b.conv2d("wide", x, 1, 5, 1, 2).unwrap();

@@ -4,8 +4,8 @@
 //! earlier nodes and has a known per-sample output shape (the batch dimension is implicit).
 //! Parameters are named tensors ([`ParamSpec`]) referenced by the ops; their values live in
 //! [`Weights`]. These ops are the ones the device runtime implements, so every graph that
-//! validates is deployable, except for the class embedding of class-conditional models, which
-//! only the host runs yet (export refuses it with [`Error::Unsupported`](crate::Error)).
+//! validates is deployable as a blob (the ONNX export refuses the class embedding of
+//! class-conditional models with [`Error::Unsupported`](crate::Error): it has no class input).
 //!
 //! Layouts: vectors are `[C]`, feature maps `[C, H, W]` (channel-major). Linear weights are
 //! `[out, in]`, convolution weights `[out, in, k, k]`.

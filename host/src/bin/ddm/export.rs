@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::bail;
 use clap::Args as ClapArgs;
 use ddm::calibrate::{
     CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEED,
@@ -201,6 +202,14 @@ impl Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = ddm::train::checkpoint::read_config(&args.checkpoint)?;
+    if let (Some(path), Some(classes)) = (&args.onnx, config.graph.classes()) {
+        // Before anything is written: the blob carries the classes, the ONNX model cannot.
+        bail!(
+            "--onnx {}: this model is class-conditional ({classes} classes) and the ONNX model \
+             has no class input; export the blob alone",
+            path.display()
+        );
+    }
     let settings = args.settings(config.default_sampler())?;
     let device = model::device(!args.cpu)?;
     let exported = export_checkpoint(&args.checkpoint, &settings, &device)?;

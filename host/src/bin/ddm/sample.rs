@@ -15,7 +15,7 @@ use ddm::sampler_args::{blob_sampler_options, SamplerArgs};
 use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::train::checkpoint::{self, WeightSet};
-use ddm_core::{SamplerConfig, SamplerOptions, Schedule};
+use ddm_core::{Guidance, SamplerConfig, SamplerOptions, Schedule};
 use ddm_firmware::Blob;
 
 /// Default `--sampler` of a checkpoint or the oracle.
@@ -96,7 +96,7 @@ pub struct Args {
     /// Generate these classes of a class-conditional model (`ddm train --conditional`; for
     /// --oracle-gmm, class k is component k): a comma-separated list or `all`; --num samples
     /// of each, class by class (a PNG grid has one row per class).
-    #[arg(long, value_name = "K[,K...]|all", conflicts_with = "model")]
+    #[arg(long, value_name = "K[,K...]|all")]
     class: Option<String>,
     /// Classifier-free guidance scale with --class, in diffusers' convention (1: the
     /// conditional model alone; larger: more typical of the class, two network calls per
@@ -242,8 +242,27 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
         blob.precision().name(),
         describe_sampler(&sampler)
     );
-    let samples = generate_on_runtime(&bytes, overrides, args.seed, args.num)?;
-    write_samples(args, output, &shape, args.num, &samples)
+    let Some(requested) = &args.class else {
+        let samples = generate_on_runtime(&bytes, overrides, args.seed, args.num, None)?;
+        return write_samples(args, output, &shape, args.num, &samples);
+    };
+    let Some(classes) = blob.classes() else {
+        bail!(
+            "{}: this model is unconditional: --class and --guidance need a model trained \
+             with --conditional",
+            path.display()
+        );
+    };
+    let list = parse_classes(requested, classes)?;
+    let guidance = Guidance::new(args.guidance)?;
+    let mut samples = Vec::new();
+    for &class in &list {
+        let condition = Some((class, guidance));
+        samples.extend(generate_on_runtime(
+            &bytes, overrides, args.seed, args.num, condition,
+        )?);
+    }
+    write_class_samples(args, output, &shape, args.num, &list, &samples)
 }
 
 fn check_png_shape(args: &Args, output: Output, shape: &[usize]) -> anyhow::Result<()> {
@@ -305,15 +324,32 @@ fn sample_and_write(
         guided.set_class(class)?;
         samples.extend(generate(&mut guided, schedule, options, num, batch, init)?);
     }
+    write_class_samples(args, output, &shape, num, &list, &samples)
+}
+
+/// Writes `args.num` samples of each class of `list`, class by class: a PNG grid with one row
+/// per class, or one `.npy` array.
+fn write_class_samples(
+    args: &Args,
+    output: Output,
+    shape: &[usize],
+    num: usize,
+    list: &[u32],
+    samples: &[f32],
+) -> anyhow::Result<()> {
     println!(
-        "classes {list:?}, guidance {} ({} network calls per step)",
+        "classes {list:?}, guidance {} ({} per step)",
         args.guidance,
-        if args.guidance == 1.0 { 1 } else { 2 }
+        if args.guidance == 1.0 {
+            "1 network call"
+        } else {
+            "2 network calls"
+        }
     );
     match output {
         Output::Png => {
             let height = shape.get(1).copied().unwrap_or(1);
-            let image = grid(&samples, &shape, Some(num), default_scale(height))?;
+            let image = grid(samples, shape, Some(num), default_scale(height))?;
             write_png(&args.out, &image)?;
             println!(
                 "wrote {} rows of {num} samples of shape {shape:?} to {}",
@@ -322,7 +358,7 @@ fn sample_and_write(
             );
             Ok(())
         }
-        Output::Npy => write_samples(args, output, &shape, num * list.len(), &samples),
+        Output::Npy => write_samples(args, output, shape, num * list.len(), samples),
     }
 }
 

@@ -724,3 +724,99 @@ fn fine_tuning_starts_from_a_run_learns_new_classes_and_resumes() {
         "missing",
     );
 }
+
+/// `--freeze down-path` holds the UNet's input convolution and down levels at the source's
+/// weights through a stop and a resume while the rest trains; a prefix that names nothing,
+/// or freezing without `--init-from`, is refused.
+#[test]
+fn freezing_the_down_path_keeps_it_at_the_source() {
+    use ddm::train::checkpoint::{read_config, read_weights, WeightSet};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (base, tuned, bad) = (path("base"), path("tuned"), path("bad"));
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "optdigits",
+        "--model",
+        "unet",
+        "--width",
+        "8",
+        "--groups",
+        "4",
+        "--steps",
+        "3",
+        "--out",
+        &base,
+    ];
+    args.extend_from_slice(&QUICK);
+    succeeds(&args);
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "optdigits",
+        "--init-from",
+        &base,
+        "--freeze",
+        "down-path",
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--stop-after",
+        "2",
+        "--out",
+        &tuned,
+    ];
+    args.extend_from_slice(&QUICK);
+    succeeds(&args);
+    succeeds(&["train", "--resume", "--out", &tuned]);
+    let source_config = read_config(std::path::Path::new(&base)).unwrap();
+    let source = read_weights(std::path::Path::new(&base), &source_config, WeightSet::Ema).unwrap();
+    let config = read_config(std::path::Path::new(&tuned)).unwrap();
+    assert_eq!(config.progress.step, 6);
+    assert_eq!(config.train.freeze, vec!["down-path".to_string()]);
+    for set in [WeightSet::Model, WeightSet::Ema] {
+        let weights = read_weights(std::path::Path::new(&tuned), &config, set).unwrap();
+        let (mut frozen, mut moved) = (0, 0);
+        for (name, tensor) in &weights {
+            let same = tensor.data == source[name].data;
+            if name.starts_with("conv_in.") || name.starts_with("down") {
+                assert!(same, "{name} is frozen but changed ({set:?})");
+                frozen += 1;
+            } else if !same {
+                moved += 1;
+            }
+        }
+        assert!(frozen >= 4, "{frozen} frozen tensors");
+        assert!(moved > 10, "only {moved} tensors trained");
+    }
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "optdigits",
+        "--init-from",
+        &base,
+        "--freeze",
+        "encoder",
+        "--out",
+        &bad,
+    ];
+    args.extend_from_slice(&QUICK);
+    fails_with(
+        &args,
+        "--freeze encoder: no parameter of this model starts with it",
+    );
+    fails_with(
+        &[
+            "train",
+            "--dataset",
+            "optdigits",
+            "--freeze",
+            "down-path",
+            "--out",
+            &path("bad"),
+        ],
+        "--init-from",
+    );
+}

@@ -215,8 +215,8 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
             return Err(Error::corrupt(&path, format!("unexpected tensor {name}")));
         }
     }
-    check_against_graph(&path, &config.graph, &m, "first moments (m.*): ")?;
-    check_against_graph(&path, &config.graph, &v, "second moments (v.*): ")?;
+    check_moments(&path, &config, &m, "first moments (m.*): ")?;
+    check_moments(&path, &config, &v, "second moments (v.*): ")?;
     let teacher = match config.distill {
         Some(_) => {
             let (path, teacher) = read_tensor_file(dir, TEACHER_FILE, step)?;
@@ -329,6 +329,49 @@ fn decode(bytes: &[u8]) -> std::result::Result<(u64, Weights), String> {
 
 /// Checks that `tensors` holds exactly the graph's parameters, with their shapes and finite
 /// values; `label` starts the error reason.
+/// The optimiser's moments: one tensor of the parameter's shape for every parameter that
+/// trains, none for the frozen ones ([`TrainConfig::is_frozen`](super::TrainConfig::is_frozen))
+/// or for names that are not parameters.
+fn check_moments(path: &Path, config: &RunConfig, tensors: &Weights, label: &str) -> Result<()> {
+    let graph = &config.graph;
+    for spec in &graph.params {
+        let frozen = config.train.is_frozen(&spec.name);
+        match (tensors.get(&spec.name), frozen) {
+            (None, false) => {
+                return Err(Error::corrupt(
+                    path,
+                    format!("{label}missing the moments of {}", spec.name),
+                ))
+            }
+            (Some(t), false)
+                if t.shape != spec.shape || t.data.len() != t.shape.iter().product::<usize>() =>
+            {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "{label}{} has shape {:?}, the parameter {:?}",
+                        spec.name, t.shape, spec.shape
+                    ),
+                ))
+            }
+            (Some(_), true) => {
+                return Err(Error::corrupt(
+                    path,
+                    format!("{label}{} is frozen and has no moments", spec.name),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(extra) = tensors.keys().find(|n| graph.param(n).is_none()) {
+        return Err(Error::corrupt(
+            path,
+            format!("{label}tensor {extra} is not a parameter of the model"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_against_graph(path: &Path, graph: &Graph, tensors: &Weights, label: &str) -> Result<()> {
     graph
         .validate_weights(tensors)
@@ -340,4 +383,105 @@ fn check_against_graph(path: &Path, graph: &Graph, tensors: &Weights, label: &st
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{self, DatasetSpec, LoadOptions, Toy};
+    use crate::model::{MlpConfig, ModelConfig};
+    use crate::schedule_args::ScheduleSpec;
+    use crate::train::{DataConfig, Objective, TrainConfig};
+
+    fn run(freeze: &[&str]) -> RunConfig {
+        let spec = DatasetSpec::Toy(Toy::Moons);
+        let options = LoadOptions {
+            toy_samples: 20,
+            ..LoadOptions::default()
+        };
+        let data = data::load(&spec, &options).unwrap();
+        RunConfig::new(
+            ModelConfig::Mlp(MlpConfig::default()),
+            DataConfig::new(&spec, &options, &data),
+            ScheduleSpec::default(),
+            Objective::default(),
+            TrainConfig {
+                freeze: freeze.iter().map(|p| p.to_string()).collect(),
+                ..TrainConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Zero moments for every parameter `keep` accepts.
+    fn moments(config: &RunConfig, keep: impl Fn(&str) -> bool) -> Weights {
+        config
+            .graph
+            .params
+            .iter()
+            .filter(|p| keep(&p.name))
+            .map(|p| {
+                let tensor = GraphTensor {
+                    shape: p.shape.clone(),
+                    data: vec![0.0; p.shape.iter().product()],
+                };
+                (p.name.clone(), tensor)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frozen_parameters_have_no_moments_and_the_others_have_theirs() {
+        let path = Path::new("optimizer.safetensors");
+        let config = run(&["in.", "block0"]);
+        assert!(config.train.is_frozen("in.weight"));
+        assert!(config.train.is_frozen("block0.fc1.weight"));
+        assert!(!config.train.is_frozen("block1.fc1.weight"));
+        assert!(!config.train.is_frozen("time.fc1.weight"));
+        let trains = |name: &str| !config.train.is_frozen(name);
+        check_moments(path, &config, &moments(&config, trains), "").unwrap();
+        let all = moments(&config, |_| true);
+        let error = check_moments(path, &config, &all, "").unwrap_err();
+        assert!(error.to_string().contains("is frozen"), "{error}");
+        let first_trained = config
+            .graph
+            .params
+            .iter()
+            .find(|p| trains(&p.name))
+            .unwrap();
+        let missing = moments(&config, |n| trains(n) && n != first_trained.name);
+        let error = check_moments(path, &config, &missing, "").unwrap_err();
+        assert!(error.to_string().contains("missing the moments"), "{error}");
+        let mut reshaped = moments(&config, trains);
+        reshaped.get_mut(&first_trained.name).unwrap().shape.push(1);
+        assert!(check_moments(path, &config, &reshaped, "").is_err());
+        let mut extra = moments(&config, trains);
+        extra.insert("nope".into(), reshaped[&first_trained.name].clone());
+        assert!(check_moments(path, &config, &extra, "").is_err());
+        // Nothing frozen: every parameter needs its moments.
+        let plain = run(&[]);
+        check_moments(path, &plain, &moments(&plain, |_| true), "").unwrap();
+        let error = check_moments(path, &plain, &moments(&plain, trains), "").unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn down_path_names_the_unet_encoder() {
+        let config = run(&["down-path"]);
+        for name in [
+            "conv_in.weight",
+            "down0.res0.conv1.weight",
+            "down1.downsample.bias",
+        ] {
+            assert!(config.train.is_frozen(name), "{name}");
+        }
+        for name in [
+            "mid.res0.conv1.weight",
+            "up0.res0.conv1.weight",
+            "conv_in_extra",
+            "in.weight",
+        ] {
+            assert!(!config.train.is_frozen(name), "{name}");
+        }
+    }
 }

@@ -56,6 +56,28 @@ pub struct TrainConfig {
     /// unused by unconditional models.
     #[serde(default = "default_label_dropout")]
     pub label_dropout: f32,
+    /// Parameters held fixed (fine-tuning): every parameter whose name starts with one of
+    /// these prefixes keeps its initial value; [`FREEZE_DOWN_PATH`] stands for the UNet's
+    /// down path. Empty: everything trains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+}
+
+/// The `--freeze` word for the UNet's down path: its input convolution and every down level
+/// (the parameter prefixes [`DOWN_PATH_PREFIXES`]).
+pub const FREEZE_DOWN_PATH: &str = "down-path";
+
+/// The parameter name prefixes of the UNet's down path.
+pub const DOWN_PATH_PREFIXES: [&str; 2] = ["conv_in.", "down"];
+
+impl TrainConfig {
+    /// Whether parameter `name` is held fixed ([`TrainConfig::freeze`]).
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.freeze.iter().any(|prefix| match prefix.as_str() {
+            FREEZE_DOWN_PATH => DOWN_PATH_PREFIXES.iter().any(|p| name.starts_with(p)),
+            prefix => name.starts_with(prefix),
+        })
+    }
 }
 
 /// The default of [`TrainConfig::label_dropout`]: 0.1, within Ho & Salimans' 0.1 to 0.2.
@@ -85,6 +107,7 @@ impl Default for TrainConfig {
             preview_samples: 64,
             preview_steps: 20,
             label_dropout: DEFAULT_LABEL_DROPOUT,
+            freeze: Vec::new(),
         }
     }
 }

@@ -43,8 +43,20 @@ impl Ema {
 
     /// Folds in the current `params` after `updates` optimiser updates (counting this one).
     pub fn update(&mut self, params: &Params, updates: u64) -> Result<()> {
+        self.update_where(params, updates, |_| true)
+    }
+
+    /// [`Ema::update`] of the parameters whose name `averaged` accepts; the others keep their
+    /// average exactly (frozen parameters, whose value never moves: averaging a value with
+    /// itself in floating point need not give it back).
+    pub fn update_where(
+        &mut self,
+        params: &Params,
+        updates: u64,
+        averaged: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         let decay = ema_decay(updates, self.max_decay);
-        for (name, average) in self.tensors.iter_mut() {
+        for (name, average) in self.tensors.iter_mut().filter(|(name, _)| averaged(name)) {
             let current = params.require(name)?.detach();
             *average = ((&*average * decay)? + (current * (1.0 - decay))?)?;
         }

@@ -6,7 +6,7 @@ use ddm_export::graph::Graph;
 
 use super::batch::{self, Batch, LabelDropout};
 use super::checkpoint::Checkpoint;
-use super::config::RunConfig;
+use super::config::{RunConfig, TrainConfig};
 use super::distill::{self, DistillInputs};
 use super::ema::Ema;
 use super::lr::learning_rate;
@@ -44,6 +44,7 @@ pub struct Trainer {
     data: Dataset,
     device: Device,
     alphas_cumprod: Vec<f32>,
+    /// The parameters the optimiser updates (all but the frozen ones).
     vars: Vec<(String, Var)>,
     params: Params,
     optimizer: AdamW,
@@ -67,7 +68,7 @@ impl Trainer {
         )?;
         let ema = Ema::new(&params, config.train.ema_decay)?;
         let vars = to_vars(&config.graph, &params)?;
-        let optimizer = AdamW::new(&config.train, &vars)?;
+        let optimizer = AdamW::new(&config.train, &trainable(&config, &vars)?)?;
         Self::assemble(config, data, device, vars, optimizer, ema, None)
     }
 
@@ -88,7 +89,7 @@ impl Trainer {
         let params = Params::from_weights(&config.graph, weights, device)?;
         let ema = Ema::new(&params, config.train.ema_decay)?;
         let vars = to_vars(&config.graph, &params)?;
-        let optimizer = AdamW::new(&config.train, &vars)?;
+        let optimizer = AdamW::new(&config.train, &trainable(&config, &vars)?)?;
         Self::assemble(config, data, device, vars, optimizer, ema, None)
     }
 
@@ -111,7 +112,7 @@ impl Trainer {
         let teacher = params.detached_copy()?;
         let ema = Ema::new(&params, config.train.ema_decay)?;
         let vars = to_vars(&config.graph, &params)?;
-        let optimizer = AdamW::new(&config.train, &vars)?;
+        let optimizer = AdamW::new(&config.train, &trainable(&config, &vars)?)?;
         Self::assemble(config, data, device, vars, optimizer, ema, Some(teacher))
     }
 
@@ -143,7 +144,12 @@ impl Trainer {
                 optimizer.step, config.progress.step
             )));
         }
-        let optimizer = AdamW::from_state(&config.train, &vars, &optimizer, device)?;
+        let optimizer = AdamW::from_state(
+            &config.train,
+            &trainable(&config, &vars)?,
+            &optimizer,
+            device,
+        )?;
         Self::assemble(config, data, device, vars, optimizer, ema, teacher)
     }
 
@@ -196,6 +202,7 @@ impl Trainer {
             vars.iter()
                 .map(|(name, var)| (name.clone(), var.as_tensor().clone())),
         );
+        let vars = trainable(&config, &vars)?;
         Ok(Trainer {
             config,
             data,
@@ -384,7 +391,11 @@ impl Trainer {
             return Ok(report);
         }
         self.optimizer.step(&self.vars, &grads, lr)?;
-        self.ema.update(&self.params, self.optimizer.steps())?;
+        let train = &self.config.train;
+        self.ema
+            .update_where(&self.params, self.optimizer.steps(), |name| {
+                !train.is_frozen(name)
+            })?;
         self.config.progress.step += 1;
         self.config.progress.losses.push(loss_value);
         if let Some(distill) = &self.config.distill {
@@ -463,6 +474,7 @@ fn check_labels(graph: &Graph, data: &Dataset) -> Result<()> {
 }
 
 /// Trainable variables for the graph's parameters, in the graph's order.
+/// Every parameter of `graph` as a variable.
 fn to_vars(graph: &Graph, params: &Params) -> Result<Vec<(String, Var)>> {
     graph
         .params
@@ -472,4 +484,40 @@ fn to_vars(graph: &Graph, params: &Params) -> Result<Vec<(String, Var)>> {
             Ok((spec.name.clone(), Var::from_tensor(tensor)?))
         })
         .collect()
+}
+
+/// The variables the optimiser updates: all but the frozen ones
+/// ([`TrainConfig::is_frozen`](super::TrainConfig::is_frozen)). Frozen parameters get no
+/// gradient step, no weight decay and no optimiser state.
+///
+/// # Errors
+/// [`Error::Invalid`] when a `freeze` prefix names no parameter, or every parameter would be
+/// frozen.
+fn trainable(config: &RunConfig, vars: &[(String, Var)]) -> Result<Vec<(String, Var)>> {
+    let train = &config.train;
+    for prefix in &train.freeze {
+        let single = TrainConfig {
+            freeze: vec![prefix.clone()],
+            ..TrainConfig::default()
+        };
+        if !vars.iter().any(|(name, _)| single.is_frozen(name)) {
+            let names: Vec<&str> = vars.iter().map(|(name, _)| name.as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "--freeze {prefix}: no parameter of this model starts with it (its parameters: \
+                 {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let trainable: Vec<(String, Var)> = vars
+        .iter()
+        .filter(|(name, _)| !train.is_frozen(name))
+        .cloned()
+        .collect();
+    if trainable.is_empty() {
+        return Err(Error::Invalid(
+            "--freeze holds every parameter fixed: nothing would train".into(),
+        ));
+    }
+    Ok(trainable)
 }

@@ -76,6 +76,16 @@ pub struct Args {
     /// Which weights of --init-from to start from.
     #[arg(long, value_enum, default_value_t = InitWeights::Ema, requires = "init_from", group = "definition")]
     init_weights: InitWeights,
+    /// With --init-from: hold these parameters at the source's values, by name prefix
+    /// (comma-separated); `down-path` is the UNet's input convolution and down levels.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PREFIX,...",
+        requires = "init_from",
+        group = "definition"
+    )]
+    freeze: Vec<String>,
 
     /// The network: mlp (vectors, flattened small images) or unet (images).
     #[arg(
@@ -237,6 +247,7 @@ impl Args {
             preview_samples: self.preview_samples,
             preview_steps: self.preview_steps,
             label_dropout: self.label_dropout,
+            freeze: self.freeze.clone(),
             ..TrainConfig::default()
         }
     }

@@ -70,14 +70,7 @@ impl GenerateSettings {
     /// # Errors
     /// [`Error::InvalidClass`] for a class of an unconditional blob or one out of range.
     pub fn check_class(&self, blob: &Blob<'_>) -> Result<()> {
-        let classes = blob.classes().unwrap_or(0);
-        match self.class {
-            Some(class) if class as usize >= classes => Err(Error::InvalidClass {
-                class,
-                classes: classes as u32,
-            }),
-            _ => Ok(()),
-        }
+        blob.class_row(self.class).map(|_| ())
     }
 
     /// The sampler settings actually used with `blob`: [`SamplerOptions::resolve`] over the

@@ -155,17 +155,7 @@ impl<'b, 'm> Network<'b, 'm> {
         let blob = self.blob;
         check_len("network input", blob.sample_len(), x_t.len())?;
         check_len("network output", blob.sample_len(), out.len())?;
-        let classes = blob.classes().unwrap_or(0);
-        let class_row = match class {
-            None => classes,
-            Some(class) if (class as usize) < classes => class as usize,
-            Some(class) => {
-                return Err(Error::InvalidClass {
-                    class,
-                    classes: classes as u32,
-                })
-            }
-        };
+        let class_row = blob.class_row(class)?;
         let group = blob.time_group(t);
         self.group = group;
         let (activations, scratch) = self.arena.split_at_mut(self.scratch.start);

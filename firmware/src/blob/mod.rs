@@ -63,6 +63,8 @@ pub struct Blob<'a> {
     schedule: ModelSchedule,
     sampler: SamplerConfig,
     alphas: &'a [u8],
+    /// The class embedding's number of classes (found once, at parse).
+    classes: Option<usize>,
 }
 
 impl core::fmt::Debug for Blob<'_> {
@@ -348,6 +350,7 @@ impl<'a> Blob<'a> {
             schedule,
             sampler,
             alphas,
+            classes: None,
         };
         for tensor in 0..tensor_count {
             blob.tensor(tensor as u32)?;
@@ -371,6 +374,13 @@ impl<'a> Blob<'a> {
             });
         }
         blob.scratch_bytes = blob.kernel_scratch_bytes()?;
+        blob.classes = (0..node_count).find_map(|index| match blob.node(index) {
+            Ok(Node {
+                op: Op::ClassEmbedding { classes, .. },
+                ..
+            }) => Some(classes),
+            _ => None,
+        });
         #[cfg(feature = "defmt")]
         defmt::debug!("parsed {}", blob);
         Ok(blob)
@@ -424,13 +434,26 @@ impl<'a> Blob<'a> {
     /// The number of classes of a class-conditional blob (one with a class embedding), or
     /// `None` for an unconditional one.
     pub fn classes(&self) -> Option<usize> {
-        (0..self.node_count).find_map(|index| match self.node(index) {
-            Ok(Node {
-                op: Op::ClassEmbedding { classes, .. },
-                ..
-            }) => Some(classes),
-            _ => None,
-        })
+        self.classes
+    }
+
+    /// The row of the class table a network call for `class` reads: the class itself, or the
+    /// last row ("no class") for `None` (which every blob allows; a blob without a class
+    /// embedding reads no row).
+    ///
+    /// # Errors
+    /// [`Error::InvalidClass`] for a class the blob does not have (every class of an
+    /// unconditional blob).
+    pub fn class_row(&self, class: Option<u32>) -> Result<usize> {
+        let classes = self.classes.unwrap_or(0);
+        match class {
+            None => Ok(classes),
+            Some(class) if (class as usize) < classes => Ok(class as usize),
+            Some(class) => Err(Error::InvalidClass {
+                class,
+                classes: classes as u32,
+            }),
+        }
     }
 
     /// Bytes of the activation arena the memory plan uses.

@@ -8,9 +8,14 @@
 //! 2. With `--reference MODEL-F32.ddm` and/or `--onnx FILE.onnx` (repeatable; needs the `onnx`
 //!    feature, which builds tract), times network calls on `--calls` inputs `(x_t, t)` and
 //!    prints, before `done`, one line per engine:
-//!    `network engine=<int8|f32|onnx:<file>> calls=<n> ns_per_call=<n> max_abs_output=<m>
-//!    max_abs_diff=<d|n/a>`, the difference being the largest `|output - f32 runtime output|`
-//!    over all inputs (`n/a` without `--reference`).
+//!    `network engine=<int8|f32|onnx:<file>> [path=<p>] calls=<n> ns_per_call=<n>
+//!    max_abs_output=<m> max_abs_diff=<d|n/a>`, the difference being the largest
+//!    `|output - f32 runtime output|` over all inputs (`n/a` without `--reference`) and `path`
+//!    the int8 product path of the device runtime's engines (`ddm_firmware::Path`: `neon` or
+//!    `neon-dotprod` here). Without `--reference`, each engine's calls run between its line
+//!    and the line before it, with nothing else but its setup and (for the blob) the making
+//!    of the inputs: scripts/bench-aarch64-instructions.sh counts the instructions between
+//!    them under qemu-aarch64.
 //!
 //! Exit status 0 after `done`; 1 with an `error: ...` line otherwise; 2 for bad arguments.
 
@@ -158,13 +163,15 @@ fn inputs(blob: &Blob<'_>, calls: usize) -> Vec<(Vec<f32>, u32)> {
         .collect()
 }
 
-/// Runs `blob`'s network on every input: the outputs and the mean nanoseconds per call.
+/// Runs `blob`'s network on every input: the outputs, the mean nanoseconds per call and the
+/// int8 product path.
 fn run_network(
     blob: &Blob<'_>,
     inputs: &[(Vec<f32>, u32)],
-) -> Result<(Vec<Vec<f32>>, u128), String> {
+) -> Result<(Vec<Vec<f32>>, u128, &'static str), String> {
     let mut arena = vec![0u8; network_arena_bytes(blob).map_err(|e| e.to_string())?];
     let mut network = Network::new(*blob, &mut arena).map_err(|e| e.to_string())?;
+    let path = network.path().name();
     let started = Instant::now();
     let mut outputs = Vec::new();
     for (x, t) in inputs {
@@ -175,6 +182,7 @@ fn run_network(
     Ok((
         outputs,
         started.elapsed().as_nanos() / inputs.len().max(1) as u128,
+        path,
     ))
 }
 
@@ -248,7 +256,7 @@ fn compare_engines(blob: &Blob<'_>, options: &Options) -> Result<(), String> {
         None => None,
     };
     let line = |engine: &str, outputs: &[Vec<f32>], nanos: u128| {
-        let diff = reference.as_ref().map_or("n/a".to_string(), |(r, _)| {
+        let diff = reference.as_ref().map_or("n/a".to_string(), |(r, _, _)| {
             format!("{:e}", max_abs_diff(outputs, r))
         });
         let max_abs = outputs.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -258,10 +266,14 @@ fn compare_engines(blob: &Blob<'_>, options: &Options) -> Result<(), String> {
             inputs.len()
         );
     };
-    let (outputs, nanos) = run_network(blob, &inputs)?;
-    line(blob.precision().name(), &outputs, nanos);
-    if let Some((outputs, nanos)) = &reference {
-        line("f32", outputs, *nanos);
+    let (outputs, nanos, path) = run_network(blob, &inputs)?;
+    line(
+        &format!("{} path={path}", blob.precision().name()),
+        &outputs,
+        nanos,
+    );
+    if let Some((outputs, nanos, path)) = &reference {
+        line(&format!("f32 path={path}"), outputs, *nanos);
     }
     let (dims, rank) = blob.sample_shape().dims();
     for path in &options.onnx {

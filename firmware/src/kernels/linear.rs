@@ -1,6 +1,6 @@
 //! `y = W x + b` on vectors: `W` is `[out, in]` row-major.
 
-use super::dot::{dot_2x1, dot_3x1, Path};
+use super::dot::{dot_2x1, dot_3x1, linear_rows, Path};
 use super::{float_at, i32_at, requant_at, requantize, WeightFormat};
 use crate::error::{check_len, Result};
 
@@ -21,8 +21,10 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 ///
 /// Three rows at a time share each load of the input (`kernels::dot::dot_3x1`: on Cortex-M4
 /// `SXTB16` + `SMLAD` on four inputs per word), the last one or two rows take
-/// `kernels::dot::dot_2x1`; inputs past the last multiple of 4 are added one by one. Exact
-/// integer sums, so the result is that of any order. The products run on the CPU's fastest
+/// `kernels::dot::dot_2x1`; inputs past the last multiple of 4 are added one by one (on the
+/// x86-64 and NEON dot-product paths, fan-ins that are multiples of 16 take four rows at a
+/// time with the requantisation in vector lanes: `kernels::dot::linear_rows`). Exact integer sums, so the
+/// result is that of any order. The products run on the CPU's fastest
 /// [`Path`] ([`Path::detect`]); [`linear_s8_on`] chooses it.
 pub fn linear_s8(
     x: &[i8],
@@ -60,9 +62,14 @@ pub fn linear_s8_on(
     if n_in == 0 {
         return Ok(());
     }
+    // Rows four at a time with vector requantisation where the path has such a kernel.
+    let first = linear_rows(path, x, weights, bias, requant, output_zero_point, y);
+    let (weights, y) = (&weights[first * n_in..], &mut y[first..]);
+    let n_out = y.len();
     let full = n_in - n_in % 4;
     let (x_head, x_tail) = x.split_at(full);
     let output = |o: usize, acc: i32| {
+        let o = first + o;
         let acc = acc.wrapping_add(i32_at(bias, o));
         let [q] = requantize([acc], requant_at(requant, o), output_zero_point);
         q

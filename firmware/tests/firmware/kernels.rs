@@ -748,7 +748,10 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
                 .map(|_| rng.below(2_000_001) as i32 - 1_000_000)
                 .collect();
             let requant: Vec<Requant> = (0..g.out_channels)
-                .map(|_| Requant::from_real(1e-4 + 0.02 * f64::from(rng.uniform())).unwrap())
+                .map(|_| {
+                    let scale = if rng.below(5) == 0 { 1.5 } else { 1e-4 };
+                    Requant::from_real(scale + 0.02 * f64::from(rng.uniform())).unwrap()
+                })
                 .collect();
             // Output zero points outside int8 too (a kernel's caller may pass any): the
             // SIMD requantisation must hand those to the scalar one.
@@ -789,21 +792,36 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
 
 /// The int8 linear layer as the plain definition (`bias + sum x w` in `i32`, then the same
 /// requantisation) on every path of this CPU: fan-ins around the vector widths (16, the
-/// 4-input groups, the one-by-one tail) and output counts that leave 0, 1 or 2 rows after
-/// the groups of three.
+/// 4-input groups, the one-by-one tail), output counts that leave 0 to 3 rows after the
+/// groups of three or four, and multipliers below and above 1 (non-positive and positive
+/// shifts) mixed in one group of rows.
 #[test]
 fn int8_linear_equals_the_exact_integer_definition_on_every_path() {
     let mut rng = Rng::new(13);
     for n_in in [1, 3, 4, 15, 16, 17, 31, 32, 36, 64, 100, 255] {
-        for n_out in [1, 2, 3, 4, 5, 7] {
+        for n_out in [1, 2, 3, 4, 5, 7, 8, 9] {
+            // Rows with a multiplier above 1 (a positive shift) have zero weights and a small
+            // bias, so that their outputs do not saturate.
+            let amplifies: Vec<bool> = (0..n_out).map(|_| rng.below(5) == 0).collect();
             let x = random_i8(&mut rng, n_in);
-            let w = random_i8(&mut rng, n_out * n_in);
-            let bias: Vec<i32> = (0..n_out)
-                .map(|_| rng.below(2_000_001) as i32 - 1_000_000)
+            let mut w = random_i8(&mut rng, n_out * n_in);
+            let bias: Vec<i32> = amplifies
+                .iter()
+                .map(|&big| match big {
+                    true => rng.below(161) as i32 - 80,
+                    false => rng.below(2_000_001) as i32 - 1_000_000,
+                })
                 .collect();
-            let requant: Vec<Requant> = (0..n_out)
-                .map(|_| Requant::from_real(1e-4 + 0.02 * f64::from(rng.uniform())).unwrap())
+            let requant: Vec<Requant> = amplifies
+                .iter()
+                .map(|&big| {
+                    let scale = if big { 1.2 } else { 1e-4 };
+                    Requant::from_real(scale + 0.02 * f64::from(rng.uniform())).unwrap()
+                })
                 .collect();
+            for (row, _) in w.chunks_exact_mut(n_in).zip(&amplifies).filter(|(_, &b)| b) {
+                row.fill(0);
+            }
             let zy = rng.below(256) as i32 - 128;
             let expected: Vec<i8> = (0..n_out)
                 .map(|o| {

@@ -14,6 +14,10 @@
 //!   and Sapphire Rapids or AMD's Zen 5): `VPDPBUSD`, four unsigned-by-signed int8 products
 //!   summed into each int32 lane, 32 per instruction; its columns are packed as int8 plus 128
 //!   (the unsigned operand), and the weights' sum times 128 is subtracted again;
+//! - **AVX-512 VNNI** (`x86`, x86-64 with `std` on a CPU with AVX-512 VNNI and AVX512VL, such
+//!   as Intel's Ice Lake and later Xeons or AMD's Zen 4): the AVX-VNNI kernels with the EVEX
+//!   encoding of `VPDPBUSD`, on 256-bit vectors (Zen 4 runs 512-bit vectors as two 256-bit
+//!   halves);
 //! - **NEON** (`neon`, every aarch64 CPU): widening multiply-accumulates (`SMLAL`, `SMULL` +
 //!   `SADALP`);
 //! - **NEON dot product** (`neon`, aarch64 with `std` on a CPU with `asimddp`, such as Jetson
@@ -50,6 +54,8 @@ enum Kind {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     Avx2,
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    Avx512Vnni,
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     AvxVnni,
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     Neon,
@@ -63,7 +69,7 @@ impl Path {
         Path(Kind::Portable)
     }
 
-    /// The fastest path of this CPU: AVX-VNNI, else AVX2 on x86-64 CPUs that have them and NEON
+    /// The fastest path of this CPU: AVX-VNNI, else AVX-512 VNNI, else AVX2 on x86-64 CPUs that have them and NEON
     /// dot product on aarch64 CPUs that have it (detected at run time, in `std` builds), plain
     /// NEON on other aarch64 CPUs, else the portable path.
     pub fn detect() -> Path {
@@ -81,18 +87,26 @@ impl Path {
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             std::is_x86_feature_detected!("avx2").then_some(Kind::Avx2),
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            (std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl"))
+            .then_some(Kind::Avx512Vnni),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
             (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni"))
                 .then_some(Kind::AvxVnni),
         ];
         candidates.into_iter().flatten().map(Path)
     }
 
-    /// The path's name: `portable`, `avx2`, `avx-vnni`, `neon` or `neon-dotprod`.
+    /// The path's name: `portable`, `avx2`, `avx512-vnni`, `avx-vnni`, `neon` or
+    /// `neon-dotprod`.
     pub fn name(self) -> &'static str {
         match self.0 {
             Kind::Portable => "portable",
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             Kind::Avx2 => "avx2",
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Kind::Avx512Vnni => "avx512-vnni",
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             Kind::AvxVnni => "avx-vnni",
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -116,8 +130,8 @@ pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
         // SAFETY: `Avx2` exists only where the CPU has AVX2.
         Kind::Avx2 => unsafe { x86::pack_taps(cols) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: `AvxVnni` exists only where the CPU has AVX2 and AVX-VNNI.
-        Kind::AvxVnni => unsafe { x86::pack_taps_u8(cols) },
+        // SAFETY: both kinds exist only where the CPU has AVX2 (and a `VPDPBUSD`).
+        Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::pack_taps_u8(cols) },
         _ => dsp::pack_taps(cols),
     }
 }
@@ -130,7 +144,7 @@ pub(crate) fn group_start(path: Path, g: usize) -> usize {
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => 4 * g,
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => 4 * g,
+        Kind::AvxVnni | Kind::Avx512Vnni => 4 * g,
         _ => 8 * g,
     }
 }
@@ -147,7 +161,9 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kind::Avx2 => unsafe { x86::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => unsafe { x86::dot_1x4_vnni(w, cols, acc) },
+        Kind::AvxVnni => unsafe { x86::avx_vnni::dot_1x4(w, cols, acc) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx512Vnni => unsafe { x86::avx512_vnni::dot_1x4(w, cols, acc) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -157,15 +173,21 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
 
 /// Every output channel's outputs of one run of four positions of an int8 convolution
 /// (`conv2d::block_outputs`) on `path`, from the columns [`pack_taps`] packed for it: on the
-/// x86-64 paths one call whose products and requantisations are inlined.
+/// x86-64 and aarch64 paths one call whose products and requantisations are inlined.
 #[inline]
 pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
     match path.0 {
-        // SAFETY (both arms): the kind exists only where the CPU has its instructions.
+        // SAFETY (each arm): the kind exists only where the CPU has its instructions.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kind::Avx2 => unsafe { x86::conv_block_avx2(block, cols, y) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => unsafe { x86::conv_block_vnni(block, cols, y) },
+        Kind::AvxVnni => unsafe { x86::avx_vnni::conv_block(block, cols, y) },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx512Vnni => unsafe { x86::avx512_vnni::conv_block(block, cols, y) },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => unsafe { neon::conv_block(block, cols, y) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => unsafe { neon::conv_block_s8(block, cols, y) },
         Kind::Portable => block_outputs(
             block,
             y,
@@ -183,12 +205,14 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
 }
 
 /// Whether `path` computes two runs of four positions at once ([`conv_block_pair`]): the
-/// AVX-VNNI path, whose weights then serve eight positions per load.
+/// VNNI and NEON dot-product paths, whose weights then serve eight positions per load.
 #[inline]
 pub(crate) fn pairs_runs(path: Path) -> bool {
     match path.0 {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => true,
+        Kind::AvxVnni | Kind::Avx512Vnni => true,
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => true,
         _ => false,
     }
 }
@@ -209,7 +233,20 @@ pub(crate) fn conv_block_pair(
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kind::AvxVnni => {
             // SAFETY: `AvxVnni` exists only where the CPU has AVX2 and AVX-VNNI.
-            unsafe { x86::conv_block_pair_vnni(block, first, second, y) };
+            unsafe { x86::avx_vnni::conv_block_pair(block, first, second, y) };
+            true
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx512Vnni => {
+            // SAFETY: `Avx512Vnni` exists only where the CPU has AVX2, AVX-512 VNNI and
+            // AVX512VL.
+            unsafe { x86::avx512_vnni::conv_block_pair(block, first, second, y) };
+            true
+        }
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => {
+            // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions.
+            unsafe { neon::conv_block_pair_s8(block, first, second, y) };
             true
         }
         _ => {
@@ -220,19 +257,56 @@ pub(crate) fn conv_block_pair(
 }
 
 /// `sat(zy + requant(acc_j))` for the four accumulators of a [`dot_1x4`]: exactly
-/// `kernels::requantize`, in SIMD lanes on the AVX2 path when the requantisation has the
-/// `FastRequant` form and `zy` is an int8.
+/// `kernels::requantize`, in SIMD lanes on the x86-64 paths when the requantisation has the
+/// `FastRequant` form and `zy` is an int8, and on the NEON paths when it has that form.
 #[inline]
 pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) -> [i8; 4] {
     match path.0 {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx2 | Kind::AvxVnni if (-128..=127).contains(&zy) => match FastRequant::new(requant)
-        {
-            // SAFETY: `Avx2` exists only where the CPU has AVX2.
-            Some(fast) => unsafe { x86::requantize4(acc, fast.multiplier, fast.right, zy) },
-            None => requantize(acc, requant, zy),
-        },
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni if (-128..=127).contains(&zy) => {
+            match FastRequant::new(requant) {
+                // SAFETY: `Avx2` exists only where the CPU has AVX2.
+                Some(fast) => unsafe { x86::requantize4(acc, fast.multiplier, fast.right, zy) },
+                None => requantize(acc, requant, zy),
+            }
+        }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON (and this build enables it).
+        Kind::Neon | Kind::NeonDot => unsafe { neon::requantize4(acc, requant, zy) },
         _ => requantize(acc, requant, zy),
+    }
+}
+
+/// The leading rows of an int8 linear layer computed by a kernel of `path` that takes four
+/// rows at a time with their requantisation in vector lanes (`kernels::linear::linear_s8`'s
+/// arguments, its lengths checked by the caller): the number of rows done, each output
+/// exactly `linear_s8`'s; 0 on paths without such a kernel (the portable path and plain
+/// NEON) and for shapes it does not take.
+#[inline]
+pub(crate) fn linear_rows(
+    path: Path,
+    x: &[i8],
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    zy: i32,
+    y: &mut [i8],
+) -> usize {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: the x86-64 kinds exist only where the CPU has AVX2; the caller checked the
+        // lengths.
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe {
+            x86::linear_rows(x, weights, bias, requant, zy, y)
+        },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions; the
+        // caller checked the lengths.
+        Kind::NeonDot => unsafe { neon::linear_rows_s8(x, weights, bias, requant, zy, y) },
+        _ => {
+            let _ = (x, weights, bias, requant, zy, y);
+            0
+        }
     }
 }
 
@@ -275,7 +349,7 @@ fn simd_rows<const R: usize>(path: Path, x: &[i8], rows: [&[i8]; R], acc: [i32; 
         // SAFETY (each arm): the kind exists only where the CPU has its instructions; every
         // slice holds `n` elements.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx2 | Kind::AvxVnni => unsafe { x86::dot_rows(x, rows, acc) },
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::dot_rows(x, rows, acc) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_rows(x, rows, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -340,6 +414,9 @@ mod tests {
             assert_eq!(has("avx2"), std::is_x86_feature_detected!("avx2"));
             let vnni = std::is_x86_feature_detected!("avxvnni");
             assert_eq!(has("avx-vnni"), has("avx2") && vnni);
+            let vnni512 = std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512vl");
+            assert_eq!(has("avx512-vnni"), has("avx2") && vnni512);
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         assert!(paths.iter().any(|p| p.name() == "neon"));

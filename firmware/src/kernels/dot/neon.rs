@@ -4,15 +4,26 @@
 //!
 //! `SDOT` is written as inline assembly: its intrinsic is not stable in the Rust this crate
 //! supports.
+//!
+//! The convolution blocks ([`conv_block`], [`conv_block_s8`], [`conv_block_pair_s8`]) run
+//! `conv2d::block_outputs` with the products and the requantisation (in NEON lanes,
+//! [`requantize4`]) inlined; on the dot-product path two runs of four positions share each
+//! load of sixteen weights, one `SDOT` by element per group and run.
 
 use core::arch::aarch64::{
-    int32x4_t, int8x16_t, vaddvq_s32, vcreate_s8, vdup_n_u32, vdupq_n_s32, vdupq_n_u32,
-    vget_low_s16, vget_low_s8, vld1q_s16, vld1q_s8, vld1q_u8, vmlal_high_s16, vmlal_s16, vmovl_s8,
-    vmull_high_s8, vmull_s8, vpadalq_s16, vqtbl1q_u8, vreinterpret_s8_u32, vreinterpretq_s8_u32,
-    vst1q_u8, vtbl1_s8,
+    int32x4_t, int8x16_t, vaddq_s32, vaddvq_s32, vandq_s32, vceqq_s32, vcombine_s16, vcreate_s8,
+    vdup_n_u32, vdupq_n_s32, vdupq_n_u32, vget_low_s16, vget_low_s8, vld1q_s16, vld1q_s32,
+    vld1q_s8, vld1q_u8, vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32, vmlal_high_s16, vmlal_s16,
+    vmovl_s8, vmull_high_s8, vmull_s8, vpadalq_s16, vpaddq_s32, vqaddq_s32, vqmovn_s16, vqmovn_s32,
+    vqrdmulhq_s32, vqtbl1q_u8, vreinterpret_s8_u32, vreinterpretq_s8_u32, vrshlq_s32, vshrq_n_s32,
+    vst1_s8, vst1q_s32, vst1q_u8, vtbl1_s8,
 };
 
 use super::plain_dot;
+use crate::format::MIN_SHIFT;
+use crate::kernels::conv2d::{block_outputs, Block};
+use crate::kernels::{requant_at, requantize, FastRequant};
+use crate::quant::Requant;
 
 /// `acc_j + sum_k w[k] c_j[k]` on the int16 packed layout: per group of four weights, their
 /// int16 values in the layout's order `(w0, w2, w1, w3)` (`TBL`, then widened), and one
@@ -200,4 +211,288 @@ pub(super) unsafe fn dot_rows_s8<const R: usize>(
         i += 16;
     }
     finish(x, rows, acc, sums, i, n)
+}
+
+/// `acc +` per lane the four products of that lane's bytes of `a` with the four bytes of
+/// element `I` (0 to 3) of `b`: `SDOT` by element.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn sdot_lane<const I: i32>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: one register-only instruction of the enabled `dotprod` feature; `I` is a lane
+    // index of a 4-lane vector (an out-of-range constant fails to assemble).
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.4b[{i}]",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            i = const I,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// The four int32 lanes of `v`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn lanes(v: int32x4_t) -> [i32; 4] {
+    let mut out = [0i32; 4];
+    // SAFETY: `out` holds four int32.
+    unsafe { vst1q_s32(out.as_mut_ptr(), v) };
+    out
+}
+
+/// `sat_i8(zy + requant(acc_j))` for four accumulators, exactly `kernels::requantize`: when
+/// `requant` has the `FastRequant` form, in NEON lanes as gemmlowp does it (`SQRDMULH` is the
+/// doubling high multiply `(x M + 2^30) >> 31` for `M != i32::MIN`; `SRSHL` by `-right` after
+/// subtracting 1 from negative values is the division by `2^right` rounding ties away from
+/// zero; saturating adds and narrows are the zero point and the clamp), else in scalar code.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn requantize4(acc: [i32; 4], requant: Requant, zy: i32) -> [i8; 4] {
+    let Some(fast) = FastRequant::new(requant) else {
+        return requantize(acc, requant, zy);
+    };
+    // SAFETY: `acc` holds four int32.
+    let x = unsafe { vld1q_s32(acc.as_ptr()) };
+    let v = requantize_lanes(x, fast, zy);
+    let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vqmovn_s32(v)));
+    let mut out = [0i8; 8];
+    // SAFETY: `out` holds eight int8.
+    unsafe { vst1_s8(out.as_mut_ptr(), narrow) };
+    [out[0], out[1], out[2], out[3]]
+}
+
+/// [`requantize4`] for eight accumulators with one requantisation.
+#[inline]
+#[target_feature(enable = "neon")]
+fn requantize8(acc: [i32; 8], requant: Requant, zy: i32) -> [i8; 8] {
+    let Some(fast) = FastRequant::new(requant) else {
+        return requantize(acc, requant, zy);
+    };
+    // SAFETY: `acc` holds eight int32.
+    let (low, high) = unsafe { (vld1q_s32(acc.as_ptr()), vld1q_s32(acc.as_ptr().add(4))) };
+    let (low, high) = (
+        requantize_lanes(low, fast, zy),
+        requantize_lanes(high, fast, zy),
+    );
+    let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(low), vqmovn_s32(high)));
+    let mut out = [0i8; 8];
+    // SAFETY: `out` holds eight int8.
+    unsafe { vst1_s8(out.as_mut_ptr(), narrow) };
+    out
+}
+
+/// `zy + FastRequant::apply(x)` per lane, saturating (the int8 clamp is the caller's narrow).
+#[inline]
+#[target_feature(enable = "neon")]
+fn requantize_lanes(x: int32x4_t, fast: FastRequant, zy: i32) -> int32x4_t {
+    let high = vqrdmulhq_s32(x, vdupq_n_s32(fast.multiplier));
+    // `right` is in 0..=31 (`FastRequant::new`); `SRSHL` by a negative amount shifts right
+    // with rounding half up, so negative values first move down by one (when right > 0: the
+    // sign bit of `-right` is set) to round their ties away from zero.
+    let shift = vdupq_n_s32(fast.right.clamp(0, 31).wrapping_neg());
+    let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+    let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
+    vqaddq_s32(divided, vdupq_n_s32(zy))
+}
+
+/// `conv2d::block_outputs` with [`dot_1x4`] and [`requantize4`] inlined (the plain NEON path).
+///
+/// # Safety
+/// None beyond NEON; `unsafe` for the raw loads of the products.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn conv_block(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
+    block_outputs(
+        block,
+        y,
+        // SAFETY: NEON is enabled; group `g` starts at word `8g`.
+        |w, g, acc| unsafe { dot_1x4(w, &cols[8 * g..], acc) },
+        |acc, requant, zy| requantize4(acc, requant, zy),
+    );
+}
+
+/// `conv2d::block_outputs` with [`dot_1x4_s8`] and [`requantize4`] inlined.
+///
+/// # Safety
+/// The CPU must have the dot-product instructions (`asimddp`).
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn conv_block_s8(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
+    block_outputs(
+        block,
+        y,
+        // SAFETY: as this function's; group `g` starts at word `4g`.
+        |w, g, acc| unsafe { dot_1x4_s8(w, &cols[4 * g..], acc) },
+        |acc, requant, zy| requantize4(acc, requant, zy),
+    );
+}
+
+/// Transposes each group of staged taps in place into the int8 layout of [`dot_1x4_s8`]
+/// (word `4g + j`: position `j`'s values at `k = 4g..4g + 4`): `taps` holds the staged words
+/// (word `k`: the four positions at `k`), a multiple of 4.
+#[inline]
+#[target_feature(enable = "neon")]
+fn transpose_taps_s8(taps: &mut [u32]) {
+    let transpose = [0u8, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+    // SAFETY: the 16 bytes of the local array.
+    let transpose = unsafe { vld1q_u8(transpose.as_ptr()) };
+    for group in taps.chunks_exact_mut(4) {
+        let at = group.as_mut_ptr().cast::<u8>();
+        // SAFETY: `group` holds 16 bytes, read before they are written.
+        unsafe { vst1q_u8(at, vqtbl1q_u8(vld1q_u8(at), transpose)) };
+    }
+}
+
+/// [`dot_1x4_s8`] for two runs of four positions, `first` and `second` packed alike: sixteen
+/// weights (four groups) per load, each group's four multiplied with both runs' columns by one
+/// `SDOT` by element per run; the last groups one at a time.
+///
+/// # Safety
+/// The CPU must have the dot-product instructions (`asimddp`).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot_2x4_s8(w: &[i8], first: &[u32], second: &[u32], acc: [i32; 8]) -> [i32; 8] {
+    let groups = (w.len() / 4).min(first.len() / 4).min(second.len() / 4);
+    // SAFETY (both closures): callers keep `g < groups`, so the 4 words at `4g` of each half
+    // are inside it.
+    let columns = |cols: &[u32], g: usize| unsafe { vld1q_s8(cols.as_ptr().add(4 * g).cast()) };
+    let zero = vdupq_n_s32(0);
+    let (mut a0, mut a1, mut b0, mut b1) = (zero, zero, zero, zero);
+    let mut g = 0;
+    while g + 4 <= groups {
+        // SAFETY: `g + 4 <= groups`: bytes `4g..4g + 16` of `w` are inside it.
+        let wv = unsafe { vld1q_s8(w.as_ptr().add(4 * g)) };
+        a0 = sdot_lane::<0>(a0, columns(first, g), wv);
+        b0 = sdot_lane::<0>(b0, columns(second, g), wv);
+        a1 = sdot_lane::<1>(a1, columns(first, g + 1), wv);
+        b1 = sdot_lane::<1>(b1, columns(second, g + 1), wv);
+        a0 = sdot_lane::<2>(a0, columns(first, g + 2), wv);
+        b0 = sdot_lane::<2>(b0, columns(second, g + 2), wv);
+        a1 = sdot_lane::<3>(a1, columns(first, g + 3), wv);
+        b1 = sdot_lane::<3>(b1, columns(second, g + 3), wv);
+        g += 4;
+    }
+    while g < groups {
+        // SAFETY: `g < groups`: bytes `4g..4g + 4` of `w`.
+        let word = unsafe { w.as_ptr().add(4 * g).cast::<u32>().read_unaligned() };
+        let wv = vreinterpretq_s8_u32(vdupq_n_u32(word));
+        a0 = sdot(a0, columns(first, g), wv);
+        b0 = sdot(b0, columns(second, g), wv);
+        g += 1;
+    }
+    let (a, b) = (lanes(vaddq_s32(a0, a1)), lanes(vaddq_s32(b0, b1)));
+    let mut out = acc;
+    for (j, o) in out.iter_mut().enumerate() {
+        let l = if j < 4 { a[j] } else { b[j - 4] };
+        *o = o.wrapping_add(l);
+    }
+    out
+}
+
+/// `conv2d::block_outputs` for eight positions, two runs of four staged in `first` and
+/// `second`: both halves transposed in place, then [`dot_2x4_s8`] and [`requantize8`]
+/// inlined.
+///
+/// # Safety
+/// The CPU must have the dot-product instructions (`asimddp`).
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn conv_block_pair_s8(
+    block: &Block<'_>,
+    first: &mut [u32],
+    second: &mut [u32],
+    y: &mut [i8],
+) {
+    transpose_taps_s8(first);
+    transpose_taps_s8(second);
+    let (first, second) = (&*first, &*second);
+    block_outputs(
+        block,
+        y,
+        // SAFETY: as this function's; group `g` starts at word `4g` of each half.
+        |w, g, acc| unsafe { dot_2x4_s8(w, &first[4 * g..], &second[4 * g..], acc) },
+        |acc, requant, zy| requantize8(acc, requant, zy),
+    );
+}
+
+/// The leading rows of an int8 linear layer (`kernels::linear::linear_s8`'s arguments: the
+/// input zero point is folded into the bias), four at a time: one `SDOT` per 16 inputs and
+/// row, the four sums reduced into one vector by pairwise adds, the bias added and the four
+/// channels' requantisations applied in NEON lanes (as [`requantize4`], with each lane's own
+/// multiplier and shift; a group whose requantisations do not all have the `FastRequant`
+/// form is requantised in scalar code). Returns the number of rows done: `y.len()` rounded
+/// down to a multiple of 4 when `x.len()` is a non-zero multiple of 16, else 0 (the caller
+/// computes the rest). Every output is exactly `linear_s8`'s.
+///
+/// # Safety
+/// The CPU must have the dot-product instructions (`asimddp`); `weights` must hold
+/// `x.len() y.len()` values, `bias` `4 y.len()` bytes and `requant` `8 y.len()` (the caller
+/// checks).
+#[target_feature(enable = "neon,dotprod")]
+pub(super) unsafe fn linear_rows_s8(
+    x: &[i8],
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    zy: i32,
+    y: &mut [i8],
+) -> usize {
+    let n = x.len();
+    if n == 0 || !n.is_multiple_of(16) {
+        return 0;
+    }
+    let rows = y.len() / 4 * 4;
+    let min_shift = vdupq_n_s32(MIN_SHIFT.max(-31));
+    for (r, (w, y)) in weights
+        .chunks_exact(4 * n)
+        .zip(y.chunks_exact_mut(4))
+        .enumerate()
+    {
+        let mut sums = [vdupq_n_s32(0); 4];
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i + 16 <= n`: 16 bytes of `x` and of each row `k` (bytes `k n + i..`
+            // of `w`, which holds `4 n`) from `i`.
+            unsafe {
+                let xv = vld1q_s8(x.as_ptr().add(i));
+                for (k, sum) in sums.iter_mut().enumerate() {
+                    *sum = sdot(*sum, xv, vld1q_s8(w.as_ptr().add(k * n + i)));
+                }
+            }
+            i += 16;
+        }
+        let totals = vpaddq_s32(vpaddq_s32(sums[0], sums[1]), vpaddq_s32(sums[2], sums[3]));
+        // SAFETY: rows `4r..4r + 4` have 16 bytes of bias and 32 of requantisation (the
+        // caller's lengths); `LD1` and `LD2` take any alignment, and aarch64 Linux is
+        // little-endian like the blob.
+        let (acc, pairs) = unsafe {
+            (
+                vaddq_s32(totals, vld1q_s32(bias.as_ptr().add(16 * r).cast())),
+                vld2q_s32(requant.as_ptr().add(32 * r).cast()),
+            )
+        };
+        let (multipliers, shifts) = (pairs.0, pairs.1);
+        let fast = vmaxvq_s32(shifts) <= 0
+            && vmaxvq_u32(vceqq_s32(multipliers, vdupq_n_s32(i32::MIN))) == 0;
+        if fast {
+            let high = vqrdmulhq_s32(acc, multipliers);
+            // As `requantize_lanes`, with the lanes' own (non-positive) shifts.
+            let shift = vmaxq_s32(shifts, min_shift);
+            let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+            let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
+            let v = vqaddq_s32(divided, vdupq_n_s32(zy));
+            let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vqmovn_s32(v)));
+            let mut out = [0i8; 8];
+            // SAFETY: `out` holds eight int8.
+            unsafe { vst1_s8(out.as_mut_ptr(), narrow) };
+            y.copy_from_slice(&out[..4]);
+        } else {
+            for (k, (y, acc)) in y.iter_mut().zip(lanes(acc)).enumerate() {
+                let [q] = requantize([acc], requant_at(requant, 4 * r + k), zy);
+                *y = q;
+            }
+        }
+    }
+    rows
 }

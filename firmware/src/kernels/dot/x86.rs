@@ -1,11 +1,14 @@
-//! The AVX2 path (x86-64): int8 widened to int16, `VPMADDWD` multiplies 16 pairs and adds
+//! The x86-64 paths. AVX2: int8 widened to int16, `VPMADDWD` multiplies 16 pairs and adds
 //! neighbours into 8 int32 lanes, `VPADDD` accumulates (wrapping, like the portable path).
+//! VNNI ([`avx_vnni`], [`avx512_vnni`]): `VPDPBUSD` on columns packed as unsigned int8, the
+//! same kernels in either encoding of the instruction.
 
 use core::arch::x86_64::*;
 
 use super::plain_dot;
+use crate::format::MIN_SHIFT;
 use crate::kernels::conv2d::{block_outputs, Block};
-use crate::kernels::{requantize, FastRequant};
+use crate::kernels::{requant_at, requantize, FastRequant};
 use crate::quant::Requant;
 
 /// The eight int32 lanes of `v`.
@@ -121,11 +124,8 @@ pub(super) unsafe fn dot_rows<const R: usize>(
     out
 }
 
-/// `sat_i8(zy + rounding_divide_by_pot((x M + 2^30) >> 31, right))` for four accumulators:
-/// `FastRequant::apply`, the zero point and the clamp of `kernels::requantize`, in 64-bit
-/// lanes for the product (`VPMULDQ`), 32-bit lanes for the rounding division and saturating
-/// packs for the clamp. `zy` must be an int8 (the caller checks), so clamping the requantised
-/// value to `+-2^16` first cannot change the result and the addition cannot overflow.
+/// `sat_i8(zy + rounding_divide_by_pot((x M + 2^30) >> 31, right))` for four accumulators
+/// with one multiplier `M` and shift: [`requantize_lanes`] with both broadcast.
 ///
 /// # Safety
 /// The CPU must have AVX2.
@@ -134,21 +134,36 @@ pub(super) unsafe fn dot_rows<const R: usize>(
 pub(super) unsafe fn requantize4(acc: [i32; 4], multiplier: i32, right: i32, zy: i32) -> [i8; 4] {
     // SAFETY: `acc` holds 16 bytes; the load has no alignment requirement.
     let x = unsafe { _mm_loadu_si128(acc.as_ptr().cast::<__m128i>()) };
-    let product = _mm256_mul_epi32(
-        _mm256_cvtepi32_epi64(x),
-        _mm256_set1_epi64x(i64::from(multiplier)),
-    );
+    requantize_lanes(x, _mm_set1_epi32(multiplier), _mm_set1_epi32(right), zy)
+}
+
+/// `sat_i8(zy + rounding_divide_by_pot((x_j M_j + 2^30) >> 31, right_j))` for the four lanes
+/// of `x`, each with its own multiplier `M_j` and shift `right_j` (in `0..=31`):
+/// `FastRequant::apply`, the zero point and the clamp of `kernels::requantize`, in 64-bit
+/// lanes for the product (`VPMULDQ`), 32-bit lanes for the rounding division and saturating
+/// packs for the clamp. `zy` must be an int8 (the caller checks), so clamping the requantised
+/// value to `+-2^16` first cannot change the result and the addition cannot overflow.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn requantize_lanes(x: __m128i, multipliers: __m128i, right: __m128i, zy: i32) -> [i8; 4] {
+    let product = _mm256_mul_epi32(_mm256_cvtepi32_epi64(x), _mm256_cvtepi32_epi64(multipliers));
     // Bits 31..63 of the rounded product: its low 32 bits after the shift are those of the
     // arithmetic shift, which is all `as i32` keeps.
     let shifted = _mm256_srli_epi64::<31>(_mm256_add_epi64(product, _mm256_set1_epi64x(1 << 30)));
     let lows = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     let high = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(shifted, lows));
     // `quant::rounding_divide_by_pot(high, right)`.
-    let exponent = right.clamp(0, 31) as u32;
-    let mask = ((1u32 << exponent) - 1) as i32;
-    let remainder = _mm_and_si128(high, _mm_set1_epi32(mask));
-    let threshold = _mm_add_epi32(_mm_set1_epi32(mask >> 1), _mm_srli_epi32::<31>(high));
-    let quotient = _mm_sra_epi32(high, _mm_cvtsi32_si128(exponent as i32));
+    let exponent = _mm_min_epi32(
+        _mm_max_epi32(right, _mm_setzero_si128()),
+        _mm_set1_epi32(31),
+    );
+    let mask = _mm_sub_epi32(
+        _mm_sllv_epi32(_mm_set1_epi32(1), exponent),
+        _mm_set1_epi32(1),
+    );
+    let remainder = _mm_and_si128(high, mask);
+    let threshold = _mm_add_epi32(_mm_srli_epi32::<1>(mask), _mm_srli_epi32::<31>(high));
+    let quotient = _mm_srav_epi32(high, exponent);
     // `cmpgt` is -1 where the remainder rounds up.
     let value = _mm_sub_epi32(quotient, _mm_cmpgt_epi32(remainder, threshold));
     let bound = 1 << 16;
@@ -161,7 +176,100 @@ pub(super) unsafe fn requantize4(acc: [i32; 4], multiplier: i32, right: i32, zy:
     _mm_cvtsi128_si32(bytes).to_le_bytes().map(|b| b as i8)
 }
 
-/// Packs the staged taps into the unsigned int8 layout of [`dot_1x4_vnni`], in place: group
+/// The leading rows of an int8 linear layer (`kernels::linear::linear_s8`'s arguments: the
+/// input zero point is folded into the bias), four at a time: 16 inputs widened to int16
+/// once for the four rows (`VPMADDWD`), the four sums reduced into one vector by `VPHADDD`,
+/// the bias added and the four channels' requantisations applied in vector lanes
+/// ([`requantize_lanes`], each lane with its own multiplier and shift; a group whose
+/// requantisations do not all have the `FastRequant` form is requantised in scalar code).
+/// Returns the number of rows done: `y.len()` rounded down to a multiple of 4 when `x.len()`
+/// is a non-zero multiple of 16 and `zy` an int8, else 0 (the caller computes the rest).
+/// Every output is exactly `linear_s8`'s.
+///
+/// # Safety
+/// The CPU must have AVX2; `weights` must hold `x.len() y.len()` values, `bias` `4 y.len()`
+/// bytes and `requant` `8 y.len()` (the caller checks).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn linear_rows(
+    x: &[i8],
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    zy: i32,
+    y: &mut [i8],
+) -> usize {
+    let n = x.len();
+    if n == 0 || !n.is_multiple_of(16) || !(-128..=127).contains(&zy) {
+        return 0;
+    }
+    // SAFETY: `i + 16 <= n` at every call, so 16 bytes from `i` are inside the slice.
+    let load = |s: &[i8], i: usize| unsafe {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr().add(i).cast::<__m128i>()))
+    };
+    let rows = y.len() / 4 * 4;
+    for (r, (w, y)) in weights
+        .chunks_exact(4 * n)
+        .zip(y.chunks_exact_mut(4))
+        .enumerate()
+    {
+        let mut sums = [_mm256_setzero_si256(); 4];
+        let mut i = 0;
+        while i < n {
+            let xv = load(x, i);
+            for (k, sum) in sums.iter_mut().enumerate() {
+                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(xv, load(&w[k * n..], i)));
+            }
+            i += 16;
+        }
+        // Lanes 0-3: rows 0-3's sums over their lanes 0-3, lanes 4-7 over their lanes 4-7.
+        let halves = _mm256_hadd_epi32(
+            _mm256_hadd_epi32(sums[0], sums[1]),
+            _mm256_hadd_epi32(sums[2], sums[3]),
+        );
+        let totals = _mm_add_epi32(
+            _mm256_castsi256_si128(halves),
+            _mm256_extracti128_si256::<1>(halves),
+        );
+        // SAFETY: rows `4r..4r + 4` have 16 bytes of bias and 32 of requantisation (the
+        // caller's lengths); the loads have no alignment requirement, and x86-64 is
+        // little-endian like the blob.
+        let (bias, pairs) = unsafe {
+            let at = requant.as_ptr().add(32 * r).cast::<__m128i>();
+            (
+                _mm_loadu_si128(bias.as_ptr().add(16 * r).cast::<__m128i>()),
+                (_mm_loadu_si128(at), _mm_loadu_si128(at.add(1))),
+            )
+        };
+        let acc = _mm_add_epi32(totals, bias);
+        // Words (M0, s0, M1, s1) and (M2, s2, M3, s3) into (M0..M3) and (s0..s3).
+        let (low, high) = (_mm_castsi128_ps(pairs.0), _mm_castsi128_ps(pairs.1));
+        let multipliers = _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(low, high));
+        let shifts = _mm_castps_si128(_mm_shuffle_ps::<0b11_01_11_01>(low, high));
+        let slow = _mm_or_si128(
+            _mm_cmpgt_epi32(shifts, _mm_setzero_si128()),
+            _mm_cmpeq_epi32(multipliers, _mm_set1_epi32(i32::MIN)),
+        );
+        if _mm_movemask_epi8(slow) == 0 {
+            // `FastRequant`'s `right`: `-max(shift, MIN_SHIFT)`.
+            let right = _mm_sub_epi32(
+                _mm_setzero_si128(),
+                _mm_max_epi32(shifts, _mm_set1_epi32(MIN_SHIFT)),
+            );
+            y.copy_from_slice(&requantize_lanes(acc, multipliers, right, zy));
+        } else {
+            let mut lanes = [0i32; 4];
+            // SAFETY: `lanes` holds 16 bytes; the store has no alignment requirement.
+            unsafe { _mm_storeu_si128(lanes.as_mut_ptr().cast(), acc) };
+            for (k, (y, acc)) in y.iter_mut().zip(lanes).enumerate() {
+                let [q] = requantize([acc], requant_at(requant, 4 * r + k), zy);
+                *y = q;
+            }
+        }
+    }
+    rows
+}
+
+/// Packs the staged taps into the unsigned int8 layout of [`avx_vnni::dot_1x4`], in place: group
 /// `g` becomes words `4g..4g + 4`, word `4g + j` holding position `j`'s values at
 /// `k = 4g..4g + 4` plus 128 (a 4x4 byte transpose by `VPSHUFB`, then the sign bit flipped),
 /// the unsigned operand `VPDPBUSD` needs. Each group is written below the taps still to be
@@ -186,83 +294,7 @@ pub(super) unsafe fn pack_taps_u8(cols: &mut [u32]) {
     }
 }
 
-/// `acc_j + sum_k w[k] c_j[k]` on the layout of [`pack_taps_u8`] (`u_j[k] = c_j[k] + 128`):
-/// two groups per `VPDPBUSD` (lanes 0-3 the four positions at group `g`, lanes 4-7 at `g + 1`,
-/// each lane summing four products `u w`), and a second `VPDPBUSD` of ones against the same
-/// weights sums them, so that `sum w c = sum w u - 128 sum w` exactly (wrapping, like every
-/// path).
-///
-/// # Safety
-/// The CPU must have AVX2 and AVX-VNNI.
-#[inline]
-#[target_feature(enable = "avx2,avxvnni")]
-pub(super) unsafe fn dot_1x4_vnni(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
-    let groups = (w.len() / 4).min(cols.len() / 4);
-    let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    let ones = _mm256_set1_epi8(1);
-    // Groups `g` and `g + 1`: their weights, each broadcast over its four lanes, and columns.
-    let operands = |g: usize| {
-        // SAFETY: callers keep `g + 2 <= groups`: bytes `4g..4g + 8` of `w` and words
-        // `4g..4g + 8` of `cols` are inside the slices.
-        let (w8, c) = unsafe {
-            (
-                _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()),
-                _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>()),
-            )
-        };
-        (
-            _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs),
-            c,
-        )
-    };
-    // Two independent chains of each sum (the instruction's latency, not its throughput,
-    // bounds one chain).
-    let zero = _mm256_setzero_si256();
-    let (mut sum0, mut sum1, mut weights0, mut weights1) = (zero, zero, zero, zero);
-    let mut g = 0;
-    while g + 4 <= groups {
-        let (w0, c0) = operands(g);
-        let (w1, c1) = operands(g + 2);
-        sum0 = _mm256_dpbusd_avx_epi32(sum0, c0, w0);
-        sum1 = _mm256_dpbusd_avx_epi32(sum1, c1, w1);
-        weights0 = _mm256_dpbusd_avx_epi32(weights0, ones, w0);
-        weights1 = _mm256_dpbusd_avx_epi32(weights1, ones, w1);
-        g += 4;
-    }
-    if g + 2 <= groups {
-        let (w0, c0) = operands(g);
-        sum0 = _mm256_dpbusd_avx_epi32(sum0, c0, w0);
-        weights0 = _mm256_dpbusd_avx_epi32(weights0, ones, w0);
-        g += 2;
-    }
-    if g < groups {
-        // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights).
-        // SAFETY: `g < groups`: bytes `4g..4g + 4` of `w` and words `4g..4g + 4` of `cols`.
-        let (word, c) = unsafe {
-            (
-                w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
-                _mm_loadu_si128(cols.as_ptr().add(4 * g).cast::<__m128i>()),
-            )
-        };
-        let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
-        let c = _mm256_castsi128_si256(c);
-        sum1 = _mm256_dpbusd_avx_epi32(sum1, c, wv);
-        weights1 = _mm256_dpbusd_avx_epi32(weights1, ones, wv);
-    }
-    let l = lanes(_mm256_add_epi32(sum0, sum1));
-    let s = lanes(_mm256_add_epi32(weights0, weights1));
-    let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
-    let mut out = acc;
-    for (j, a) in out.iter_mut().enumerate() {
-        *a = a
-            .wrapping_add(l[j])
-            .wrapping_add(l[j + 4])
-            .wrapping_sub(correction);
-    }
-    out
-}
-
-/// The requantisation of [`conv_block_avx2`] and [`conv_block_vnni`]: [`requantize4`] when the
+/// The requantisation of [`conv_block_avx2`] and the VNNI blocks: [`requantize4`] when the
 /// pair has the fast form and the zero point is an int8, else the scalar definition.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -291,23 +323,8 @@ pub(super) unsafe fn conv_block_avx2(block: &Block<'_>, cols: &[u32], y: &mut [i
     );
 }
 
-/// `conv2d::block_outputs` with [`dot_1x4_vnni`] and [`requantize_block`] inlined.
-///
-/// # Safety
-/// The CPU must have AVX2 and AVX-VNNI.
-#[target_feature(enable = "avx2,avxvnni")]
-pub(super) unsafe fn conv_block_vnni(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
-    block_outputs(
-        block,
-        y,
-        // SAFETY: as this function's; group `g` starts at word `4g`.
-        |w, g, acc| unsafe { dot_1x4_vnni(w, &cols[4 * g..], acc) },
-        |acc, requant, zy| requantize_block(acc, requant, zy),
-    );
-}
-
 /// Transposes each group of staged taps in place into the unsigned int8 layout of
-/// [`dot_1x4_vnni`] (word `4g + j`: position `j`'s values at `k = 4g..4g + 4`, plus 128):
+/// [`avx_vnni::dot_1x4`] (word `4g + j`: position `j`'s values at `k = 4g..4g + 4`, plus 128):
 /// `taps` holds the staged words (word `k`: the four positions at `k`), a multiple of 4.
 ///
 /// # Safety
@@ -327,80 +344,6 @@ unsafe fn transpose_taps_u8(taps: &mut [u32]) {
     }
 }
 
-/// [`dot_1x4_vnni`] for two runs of four positions, `first` and `second` packed alike: each
-/// pair of groups' weights is loaded and spread once for the eight positions, and their sum
-/// (the correction for the unsigned columns) computed once.
-///
-/// # Safety
-/// The CPU must have AVX2 and AVX-VNNI.
-#[inline]
-#[target_feature(enable = "avx2,avxvnni")]
-unsafe fn dot_2x4_vnni(w: &[i8], first: &[u32], second: &[u32], acc: [i32; 8]) -> [i32; 8] {
-    let groups = (w.len() / 4).min(first.len() / 4).min(second.len() / 4);
-    let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    let ones = _mm256_set1_epi8(1);
-    // SAFETY (the three closures): callers keep `g + 2 <= groups`, so bytes `4g..4g + 8` of
-    // `w` and words `4g..4g + 8` of each half are inside the slices.
-    let weights = |g: usize| {
-        let w8 = unsafe { _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()) };
-        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs)
-    };
-    let load = |cols: &[u32], g: usize| unsafe {
-        _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>())
-    };
-    let zero = _mm256_setzero_si256();
-    let (mut a0, mut a1, mut b0, mut b1, mut s0, mut s1) = (zero, zero, zero, zero, zero, zero);
-    let mut g = 0;
-    while g + 4 <= groups {
-        let (w0, w1) = (weights(g), weights(g + 2));
-        a0 = _mm256_dpbusd_avx_epi32(a0, load(first, g), w0);
-        b0 = _mm256_dpbusd_avx_epi32(b0, load(second, g), w0);
-        s0 = _mm256_dpbusd_avx_epi32(s0, ones, w0);
-        a1 = _mm256_dpbusd_avx_epi32(a1, load(first, g + 2), w1);
-        b1 = _mm256_dpbusd_avx_epi32(b1, load(second, g + 2), w1);
-        s1 = _mm256_dpbusd_avx_epi32(s1, ones, w1);
-        g += 4;
-    }
-    if g + 2 <= groups {
-        let w0 = weights(g);
-        a0 = _mm256_dpbusd_avx_epi32(a0, load(first, g), w0);
-        b0 = _mm256_dpbusd_avx_epi32(b0, load(second, g), w0);
-        s0 = _mm256_dpbusd_avx_epi32(s0, ones, w0);
-        g += 2;
-    }
-    if g < groups {
-        // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights).
-        // SAFETY: `g < groups`: 4 bytes of `w` and 4 words of each half from `4g`.
-        let (word, c0, c1) = unsafe {
-            (
-                w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
-                _mm_loadu_si128(first.as_ptr().add(4 * g).cast::<__m128i>()),
-                _mm_loadu_si128(second.as_ptr().add(4 * g).cast::<__m128i>()),
-            )
-        };
-        let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
-        a1 = _mm256_dpbusd_avx_epi32(a1, _mm256_castsi128_si256(c0), wv);
-        b1 = _mm256_dpbusd_avx_epi32(b1, _mm256_castsi128_si256(c1), wv);
-        s1 = _mm256_dpbusd_avx_epi32(s1, ones, wv);
-    }
-    let (a, b) = (
-        lanes(_mm256_add_epi32(a0, a1)),
-        lanes(_mm256_add_epi32(b0, b1)),
-    );
-    let s = lanes(_mm256_add_epi32(s0, s1));
-    let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
-    let mut out = acc;
-    for (j, o) in out.iter_mut().enumerate() {
-        let l = if j < 4 { &a } else { &b };
-        let j = j % 4;
-        *o = o
-            .wrapping_add(l[j])
-            .wrapping_add(l[j + 4])
-            .wrapping_sub(correction);
-    }
-    out
-}
-
 /// [`requantize_block`] for eight accumulators of one channel (one multiplier and shift).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -418,29 +361,235 @@ fn requantize8(acc: [i32; 8], requant: Requant, zy: i32) -> [i8; 8] {
     ]
 }
 
-/// `conv2d::block_outputs` for eight positions, two runs of four staged in `first` and
-/// `second`: both halves transposed in place, then [`dot_2x4_vnni`] and the requantisation
-/// inlined.
-///
-/// # Safety
-/// The CPU must have AVX2 and AVX-VNNI.
-#[target_feature(enable = "avx2,avxvnni")]
-pub(super) unsafe fn conv_block_pair_vnni(
-    block: &Block<'_>,
-    first: &mut [u32],
-    second: &mut [u32],
-    y: &mut [i8],
-) {
-    // SAFETY (all three calls): as this function's.
-    unsafe {
-        transpose_taps_u8(first);
-        transpose_taps_u8(second);
-    }
-    let (first, second) = (&*first, &*second);
-    block_outputs(
-        block,
-        y,
-        |w, g, acc| unsafe { dot_2x4_vnni(w, &first[4 * g..], &second[4 * g..], acc) },
-        |acc, requant, zy| requantize8(acc, requant, zy),
-    );
+/// The VNNI kernels for one encoding of `VPDPBUSD` on 256-bit vectors, in a module of their
+/// own: every function enables the encoding's instruction set (with AVX2), so that the
+/// instruction and the AVX2 ones around it are inlined into the loops.
+macro_rules! vnni_kernels {
+    ($(#[$doc:meta])* $module:ident, $features:literal, $dpbusd:ident) => {
+        $(#[$doc])*
+        pub(super) mod $module {
+            use core::arch::x86_64::*;
+
+            use super::{lanes, requantize8, requantize_block, transpose_taps_u8};
+            use crate::kernels::conv2d::{block_outputs, Block};
+
+            /// `acc_j + sum_k w[k] c_j[k]` on the layout of [`super::pack_taps_u8`] (`u_j[k] =
+            /// c_j[k] + 128`): two groups per `VPDPBUSD` (lanes 0-3 the four positions at group
+            /// `g`, lanes 4-7 at `g + 1`, each lane summing four products `u w`), and a second
+            /// `VPDPBUSD` of ones against the same weights sums them, so that `sum w c = sum w u -
+            /// 128 sum w` exactly (wrapping, like every path).
+            ///
+            /// # Safety
+            /// The CPU must have the instructions this module enables.
+            #[inline]
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn dot_1x4(
+                w: &[i8],
+                cols: &[u32],
+                acc: [i32; 4],
+            ) -> [i32; 4] {
+                let groups = (w.len() / 4).min(cols.len() / 4);
+                let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+                let ones = _mm256_set1_epi8(1);
+                // Groups `g` and `g + 1`: their weights, each broadcast over its four lanes, and
+                // columns.
+                let operands = |g: usize| {
+                    // SAFETY: callers keep `g + 2 <= groups`: bytes `4g..4g + 8` of `w` and words
+                    // `4g..4g + 8` of `cols` are inside the slices.
+                    let (w8, c) = unsafe {
+                        (
+                            _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()),
+                            _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>()),
+                        )
+                    };
+                    (
+                        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs),
+                        c,
+                    )
+                };
+                // Two independent chains of each sum (the instruction's latency, not its
+                // throughput, bounds one chain).
+                let zero = _mm256_setzero_si256();
+                let (mut sum0, mut sum1, mut weights0, mut weights1) = (zero, zero, zero, zero);
+                let mut g = 0;
+                while g + 4 <= groups {
+                    let (w0, c0) = operands(g);
+                    let (w1, c1) = operands(g + 2);
+                    sum0 = $dpbusd(sum0, c0, w0);
+                    sum1 = $dpbusd(sum1, c1, w1);
+                    weights0 = $dpbusd(weights0, ones, w0);
+                    weights1 = $dpbusd(weights1, ones, w1);
+                    g += 4;
+                }
+                if g + 2 <= groups {
+                    let (w0, c0) = operands(g);
+                    sum0 = $dpbusd(sum0, c0, w0);
+                    weights0 = $dpbusd(weights0, ones, w0);
+                    g += 2;
+                }
+                if g < groups {
+                    // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights). SAFETY: `g <
+                    // groups`: bytes `4g..4g + 4` of `w` and words `4g..4g + 4` of `cols`.
+                    let (word, c) = unsafe {
+                        (
+                            w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
+                            _mm_loadu_si128(cols.as_ptr().add(4 * g).cast::<__m128i>()),
+                        )
+                    };
+                    let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
+                    let c = _mm256_castsi128_si256(c);
+                    sum1 = $dpbusd(sum1, c, wv);
+                    weights1 = $dpbusd(weights1, ones, wv);
+                }
+                let l = lanes(_mm256_add_epi32(sum0, sum1));
+                let s = lanes(_mm256_add_epi32(weights0, weights1));
+                let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
+                let mut out = acc;
+                for (j, a) in out.iter_mut().enumerate() {
+                    *a = a
+                        .wrapping_add(l[j])
+                        .wrapping_add(l[j + 4])
+                        .wrapping_sub(correction);
+                }
+                out
+            }
+
+            /// `conv2d::block_outputs` with [`dot_1x4`] and [`requantize_block`] inlined.
+            ///
+            /// # Safety
+            /// The CPU must have the instructions this module enables.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn conv_block(
+                block: &Block<'_>,
+                cols: &[u32],
+                y: &mut [i8],
+            ) {
+                block_outputs(
+                    block,
+                    y,
+                    // SAFETY: as this function's; group `g` starts at word `4g`.
+                    |w, g, acc| unsafe { dot_1x4(w, &cols[4 * g..], acc) },
+                    |acc, requant, zy| requantize_block(acc, requant, zy),
+                );
+            }
+
+            /// [`dot_1x4`] for two runs of four positions, `first` and `second` packed alike: each
+            /// pair of groups' weights is loaded and spread once for the eight positions, and their
+            /// sum (the correction for the unsigned columns) computed once.
+            ///
+            /// # Safety
+            /// The CPU must have the instructions this module enables.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn dot_2x4(w: &[i8], first: &[u32], second: &[u32], acc: [i32; 8]) -> [i32; 8] {
+                let groups = (w.len() / 4).min(first.len() / 4).min(second.len() / 4);
+                let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+                let ones = _mm256_set1_epi8(1);
+                // SAFETY (the three closures): callers keep `g + 2 <= groups`, so bytes `4g..4g +
+                // 8` of `w` and words `4g..4g + 8` of each half are inside the slices.
+                let weights = |g: usize| {
+                    let w8 = unsafe { _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()) };
+                    _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs)
+                };
+                let load = |cols: &[u32], g: usize| unsafe {
+                    _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>())
+                };
+                let zero = _mm256_setzero_si256();
+                let (mut a0, mut a1, mut b0, mut b1) = (zero, zero, zero, zero);
+                let (mut s0, mut s1) = (zero, zero);
+                let mut g = 0;
+                while g + 4 <= groups {
+                    let (w0, w1) = (weights(g), weights(g + 2));
+                    a0 = $dpbusd(a0, load(first, g), w0);
+                    b0 = $dpbusd(b0, load(second, g), w0);
+                    s0 = $dpbusd(s0, ones, w0);
+                    a1 = $dpbusd(a1, load(first, g + 2), w1);
+                    b1 = $dpbusd(b1, load(second, g + 2), w1);
+                    s1 = $dpbusd(s1, ones, w1);
+                    g += 4;
+                }
+                if g + 2 <= groups {
+                    let w0 = weights(g);
+                    a0 = $dpbusd(a0, load(first, g), w0);
+                    b0 = $dpbusd(b0, load(second, g), w0);
+                    s0 = $dpbusd(s0, ones, w0);
+                    g += 2;
+                }
+                if g < groups {
+                    // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights).
+                    // SAFETY: `g < groups`: 4 bytes of `w` and 4 words of each half from `4g`.
+                    let (word, c0, c1) = unsafe {
+                        (
+                            w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
+                            _mm_loadu_si128(first.as_ptr().add(4 * g).cast::<__m128i>()),
+                            _mm_loadu_si128(second.as_ptr().add(4 * g).cast::<__m128i>()),
+                        )
+                    };
+                    let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
+                    a1 = $dpbusd(a1, _mm256_castsi128_si256(c0), wv);
+                    b1 = $dpbusd(b1, _mm256_castsi128_si256(c1), wv);
+                    s1 = $dpbusd(s1, ones, wv);
+                }
+                let (a, b) = (
+                    lanes(_mm256_add_epi32(a0, a1)),
+                    lanes(_mm256_add_epi32(b0, b1)),
+                );
+                let s = lanes(_mm256_add_epi32(s0, s1));
+                let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
+                let mut out = acc;
+                for (j, o) in out.iter_mut().enumerate() {
+                    let l = if j < 4 { &a } else { &b };
+                    let j = j % 4;
+                    *o = o
+                        .wrapping_add(l[j])
+                        .wrapping_add(l[j + 4])
+                        .wrapping_sub(correction);
+                }
+                out
+            }
+
+            /// `conv2d::block_outputs` for eight positions, two runs of four staged in `first` and
+            /// `second`: both halves transposed in place, then [`dot_2x4`] and the requantisation
+            /// inlined.
+            ///
+            /// # Safety
+            /// The CPU must have the instructions this module enables.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn conv_block_pair(
+                block: &Block<'_>,
+                first: &mut [u32],
+                second: &mut [u32],
+                y: &mut [i8],
+            ) {
+                // SAFETY (all three calls): as this function's.
+                unsafe {
+                    transpose_taps_u8(first);
+                    transpose_taps_u8(second);
+                }
+                let (first, second) = (&*first, &*second);
+                block_outputs(
+                    block,
+                    y,
+                    |w, g, acc| unsafe { dot_2x4(w, &first[4 * g..], &second[4 * g..], acc) },
+                    |acc, requant, zy| requantize8(acc, requant, zy),
+                );
+            }
+        }
+    };
 }
+
+vnni_kernels!(
+    /// `VPDPBUSD` in AVX-VNNI's VEX encoding (Intel's Alder Lake and Sapphire Rapids, AMD's
+    /// Zen 5).
+    avx_vnni,
+    "avx2,avxvnni",
+    _mm256_dpbusd_avx_epi32
+);
+
+vnni_kernels!(
+    /// `VPDPBUSD` in AVX-512 VNNI's EVEX encoding on 256-bit vectors (AVX512VL: Intel's Ice
+    /// Lake and later Xeons, AMD's Zen 4 and Zen 5).
+    avx512_vnni,
+    "avx2,avx512vnni,avx512vl",
+    _mm256_dpbusd_epi32
+);

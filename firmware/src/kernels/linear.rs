@@ -22,8 +22,8 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 /// Three rows at a time share each load of the input (`kernels::dot::dot_3x1`: on Cortex-M4
 /// `SXTB16` + `SMLAD` on four inputs per word), the last one or two rows take
 /// `kernels::dot::dot_2x1`; inputs past the last multiple of 4 are added one by one (on the
-/// x86-64 and NEON dot-product paths, fan-ins that are multiples of 16 take four rows at a
-/// time with the requantisation in vector lanes: `kernels::dot::linear_rows`). Exact integer sums, so the
+/// x86-64 and aarch64 paths, fan-ins that are multiples of 16 take four rows at a time with
+/// the requantisation in vector lanes: `kernels::dot::linear_rows`). Exact integer sums, so the
 /// result is that of any order. The products run on the CPU's fastest
 /// [`Path`] ([`Path::detect`]); [`linear_s8_on`] chooses it.
 pub fn linear_s8(

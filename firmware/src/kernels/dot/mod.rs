@@ -18,12 +18,15 @@
 //!   as Intel's Ice Lake and later Xeons or AMD's Zen 4): the AVX-VNNI kernels with the EVEX
 //!   encoding of `VPDPBUSD`, on 256-bit vectors (Zen 4 runs 512-bit vectors as two 256-bit
 //!   halves);
-//! - **NEON** (`neon`, every aarch64 CPU): widening multiply-accumulates (`SMLAL`, `SMULL` +
-//!   `SADALP`);
+//! - **NEON** (`neon`, every aarch64 CPU): widening multiplies into int16 (`SMULL`) added
+//!   pairwise into int32 (`SADALP`);
 //! - **NEON dot product** (`neon`, aarch64 with `std` on a CPU with `asimddp`, such as Jetson
 //!   Orin's Cortex-A78AE or the Pi 5's A76): `SDOT`, four int8 products summed into each int32
-//!   lane, 16 per instruction; its im2col columns are packed as int8, four reduction indices
-//!   of one column per word, instead of the int16 pairs of the other paths.
+//!   lane, 16 per instruction.
+//!
+//! The NEON paths pack the im2col columns as int8, four reduction indices of one column per
+//! word, as the VNNI paths do (plus 128 there), instead of the int16 pairs of the portable
+//! and AVX2 paths.
 //!
 //! Every path computes the same exact integer sums (modulo 2^32, never reached by a valid
 //! blob), so every path gives the same bytes: the choice changes the speed, never the result.
@@ -123,8 +126,11 @@ impl Path {
 #[inline]
 pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
     match path.0 {
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON.
+        Kind::Neon => unsafe { neon::pack_taps_s8(cols) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions.
+        // SAFETY: as above.
         Kind::NeonDot => unsafe { neon::pack_taps_s8(cols) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         // SAFETY: `Avx2` exists only where the CPU has AVX2.
@@ -141,6 +147,8 @@ pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
 #[inline]
 pub(crate) fn group_start(path: Path, g: usize) -> usize {
     match path.0 {
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => 4 * g,
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => 4 * g,
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -205,12 +213,14 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
 }
 
 /// Whether `path` computes two runs of four positions at once ([`conv_block_pair`]): the
-/// VNNI and NEON dot-product paths, whose weights then serve eight positions per load.
+/// VNNI and NEON paths, whose weights then serve eight positions per load.
 #[inline]
 pub(crate) fn pairs_runs(path: Path) -> bool {
     match path.0 {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kind::AvxVnni | Kind::Avx512Vnni => true,
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => true,
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => true,
         _ => false,
@@ -241,6 +251,12 @@ pub(crate) fn conv_block_pair(
             // SAFETY: `Avx512Vnni` exists only where the CPU has AVX2, AVX-512 VNNI and
             // AVX512VL.
             unsafe { x86::avx512_vnni::conv_block_pair(block, first, second, y) };
+            true
+        }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => {
+            // SAFETY: every aarch64 CPU has NEON.
+            unsafe { neon::conv_block_pair(block, first, second, y) };
             true
         }
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -280,8 +296,8 @@ pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) 
 /// The leading rows of an int8 linear layer computed by a kernel of `path` that takes four
 /// rows at a time with their requantisation in vector lanes (`kernels::linear::linear_s8`'s
 /// arguments, its lengths checked by the caller): the number of rows done, each output
-/// exactly `linear_s8`'s; 0 on paths without such a kernel (the portable path and plain
-/// NEON) and for shapes it does not take.
+/// exactly `linear_s8`'s; 0 on the portable path (whose three rows at a time suit the
+/// Cortex-M) and for shapes the kernel does not take.
 #[inline]
 pub(crate) fn linear_rows(
     path: Path,
@@ -299,6 +315,9 @@ pub(crate) fn linear_rows(
         Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe {
             x86::linear_rows(x, weights, bias, requant, zy, y)
         },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON; the caller checked the lengths.
+        Kind::Neon => unsafe { neon::linear_rows(x, weights, bias, requant, zy, y) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions; the
         // caller checked the lengths.

@@ -1,22 +1,24 @@
-//! The aarch64 paths: plain NEON (every aarch64 CPU: widening multiply-accumulates on the
-//! int16 packed layout of `dsp::pack_taps`) and NEON dot product (`SDOT`, CPUs with
-//! `asimddp`: four int8 products summed into each int32 lane, on an int8 layout).
+//! The aarch64 paths: plain NEON (every aarch64 CPU: `SMULL` into int16 products and
+//! `SADALP` pairwise into int32) and NEON dot product (`SDOT`, CPUs with `asimddp`: four int8
+//! products summed into each int32 lane), both on the same int8 layout of the im2col columns
+//! ([`pack_taps_s8`]).
 //!
 //! `SDOT` is written as inline assembly: its intrinsic is not stable in the Rust this crate
 //! supports.
 //!
 //! The convolution blocks ([`conv_block`], [`conv_block_s8`], [`conv_block_pair_s8`]) run
 //! `conv2d::block_outputs` with the products and the requantisation (in NEON lanes,
-//! [`requantize4`]) inlined; on the dot-product path two runs of four positions share each
-//! load of sixteen weights, one `SDOT` by element per group and run.
+//! [`requantize4`]) inlined; two runs of four positions share each load of sixteen weights
+//! ([`conv_block_pair`], [`conv_block_pair_s8`]: on the dot-product path one `SDOT` by element
+//! per group and run).
 
 use core::arch::aarch64::{
-    int32x4_t, int8x16_t, vaddq_s32, vaddvq_s32, vandq_s32, vceqq_s32, vcombine_s16, vcreate_s8,
-    vdup_n_u32, vdupq_n_s32, vdupq_n_u32, vget_low_s16, vget_low_s8, vld1q_s16, vld1q_s32,
-    vld1q_s8, vld1q_u8, vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32, vmlal_high_s16, vmlal_s16,
-    vmovl_s8, vmull_high_s8, vmull_s8, vpadalq_s16, vpaddq_s32, vqaddq_s32, vqmovn_s16, vqmovn_s32,
-    vqrdmulhq_s32, vqtbl1q_u8, vreinterpret_s8_u32, vreinterpretq_s8_u32, vrshlq_s32, vshrq_n_s32,
-    vst1_s8, vst1q_s32, vst1q_u8, vtbl1_s8,
+    int32x4_t, int8x16_t, vaddq_s32, vaddvq_s32, vandq_s32, vceqq_s32, vcombine_s16,
+    vdupq_laneq_s32, vdupq_n_s32, vdupq_n_u32, vget_low_s8, vld1q_s32, vld1q_s8, vld1q_u8,
+    vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32, vmull_high_s8, vmull_s8, vpadalq_s16, vpaddq_s32,
+    vqaddq_s32, vqmovn_s16, vqmovn_s32, vqrdmulhq_s32, vqtbl1q_u8, vreinterpretq_s32_s8,
+    vreinterpretq_s8_s32, vreinterpretq_s8_u32, vrshlq_s32, vshrq_n_s32, vst1_s8, vst1q_s32,
+    vst1q_u8,
 };
 
 use super::plain_dot;
@@ -25,39 +27,52 @@ use crate::kernels::conv2d::{block_outputs, Block};
 use crate::kernels::{requant_at, requantize, FastRequant};
 use crate::quant::Requant;
 
-/// `acc_j + sum_k w[k] c_j[k]` on the int16 packed layout: per group of four weights, their
-/// int16 values in the layout's order `(w0, w2, w1, w3)` (`TBL`, then widened), and one
-/// `SMLAL` per position into that position's four int32 lanes.
+/// `acc_j + sum_k w[k] c_j[k]` on the int8 layout of [`pack_taps_s8`] without the
+/// dot-product instructions: per group, the four positions' columns times the group's four
+/// weights in every lane by `SMULL` and `SMULL2` (int16 products: an int8 product fits), each
+/// pair of products added into an int32 lane by `SADALP`, the lanes of each position added at
+/// the end.
 ///
 /// # Safety
 /// None beyond NEON, which every aarch64 CPU has; `unsafe` for the raw loads.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn dot_1x4(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
-    let groups = (w.len() / 4).min(cols.len() / 8);
-    let order = vcreate_s8(u64::from_le_bytes([0, 2, 1, 3, 0, 2, 1, 3]));
-    let mut sums = [vdupq_n_s32(0); 4];
+    let groups = (w.len() / 4).min(cols.len() / 4);
+    // Lanes of `low`: positions 0 and 1, two per position; of `high`: positions 2 and 3.
+    let (mut low, mut high) = (vdupq_n_s32(0), vdupq_n_s32(0));
     for g in 0..groups {
-        // SAFETY: `g < groups`: bytes `4g..4g + 4` of `w` and words `8g..8g + 8` of `cols`
-        // are inside the slices.
-        let (word, c01, c23) = unsafe {
+        // SAFETY: `g < groups`: bytes `4g..4g + 4` of `w` and words `4g..4g + 4` of `cols`.
+        let (word, c) = unsafe {
             (
                 w.as_ptr().add(4 * g).cast::<u32>().read_unaligned(),
-                vld1q_s16(cols.as_ptr().add(8 * g).cast()),
-                vld1q_s16(cols.as_ptr().add(8 * g + 4).cast()),
+                vld1q_s8(cols.as_ptr().add(4 * g).cast()),
             )
         };
-        let wq = vmovl_s8(vtbl1_s8(vreinterpret_s8_u32(vdup_n_u32(word)), order));
-        let wl = vget_low_s16(wq);
-        sums[0] = vmlal_s16(sums[0], vget_low_s16(c01), wl);
-        sums[1] = vmlal_high_s16(sums[1], c01, wq);
-        sums[2] = vmlal_s16(sums[2], vget_low_s16(c23), wl);
-        sums[3] = vmlal_high_s16(sums[3], c23, wq);
+        let wv = vreinterpretq_s8_u32(vdupq_n_u32(word));
+        (low, high) = mull_pairs(low, high, c, wv);
     }
+    let sums = lanes(vpaddq_s32(low, high));
     let mut out = acc;
-    for (a, sum) in out.iter_mut().zip(sums) {
-        *a = a.wrapping_add(vaddvq_s32(sum));
+    for (a, s) in out.iter_mut().zip(sums) {
+        *a = a.wrapping_add(s);
     }
     out
+}
+
+/// `SMULL` / `SMULL2` of the columns `c` (four positions' four values) with the weights `w`,
+/// each product pair added into `low` (positions 0, 1) and `high` (positions 2, 3) by `SADALP`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn mull_pairs(
+    low: int32x4_t,
+    high: int32x4_t,
+    c: int8x16_t,
+    w: int8x16_t,
+) -> (int32x4_t, int32x4_t) {
+    (
+        vpadalq_s16(low, vmull_s8(vget_low_s8(c), vget_low_s8(w))),
+        vpadalq_s16(high, vmull_high_s8(c, w)),
+    )
 }
 
 /// `acc_r + sum_i x_i rows[r]_i` (slices of one length): 16 inputs at a time, `SMULL` into
@@ -308,8 +323,8 @@ pub(super) unsafe fn conv_block(block: &Block<'_>, cols: &[u32], y: &mut [i8]) {
     block_outputs(
         block,
         y,
-        // SAFETY: NEON is enabled; group `g` starts at word `8g`.
-        |w, g, acc| unsafe { dot_1x4(w, &cols[8 * g..], acc) },
+        // SAFETY: NEON is enabled; group `g` starts at word `4g`.
+        |w, g, acc| unsafe { dot_1x4(w, &cols[4 * g..], acc) },
         |acc, requant, zy| requantize4(acc, requant, zy),
     );
 }
@@ -416,14 +431,80 @@ pub(super) unsafe fn conv_block_pair_s8(
     );
 }
 
+/// [`dot_1x4`] for two runs of four positions, `first` and `second` packed alike: each
+/// group's four weights spread once (sixteen loaded at a time, `DUP` by lane) for both runs.
+///
+/// # Safety
+/// None beyond NEON; `unsafe` for the raw loads.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot_2x4(w: &[i8], first: &[u32], second: &[u32], acc: [i32; 8]) -> [i32; 8] {
+    let groups = (w.len() / 4).min(first.len() / 4).min(second.len() / 4);
+    // SAFETY: callers keep `g < groups`, so the 4 words at `4g` of each half are inside it.
+    let columns = |cols: &[u32], g: usize| unsafe { vld1q_s8(cols.as_ptr().add(4 * g).cast()) };
+    let zero = vdupq_n_s32(0);
+    let (mut a_low, mut a_high, mut b_low, mut b_high) = (zero, zero, zero, zero);
+    let mut both = |g: usize, wv: int8x16_t| {
+        (a_low, a_high) = mull_pairs(a_low, a_high, columns(first, g), wv);
+        (b_low, b_high) = mull_pairs(b_low, b_high, columns(second, g), wv);
+    };
+    let mut g = 0;
+    while g + 4 <= groups {
+        // SAFETY: `g + 4 <= groups`: bytes `4g..4g + 16` of `w` are inside it.
+        let words = vreinterpretq_s32_s8(unsafe { vld1q_s8(w.as_ptr().add(4 * g)) });
+        both(g, vreinterpretq_s8_s32(vdupq_laneq_s32::<0>(words)));
+        both(g + 1, vreinterpretq_s8_s32(vdupq_laneq_s32::<1>(words)));
+        both(g + 2, vreinterpretq_s8_s32(vdupq_laneq_s32::<2>(words)));
+        both(g + 3, vreinterpretq_s8_s32(vdupq_laneq_s32::<3>(words)));
+        g += 4;
+    }
+    while g < groups {
+        // SAFETY: `g < groups`: bytes `4g..4g + 4` of `w`.
+        let word = unsafe { w.as_ptr().add(4 * g).cast::<u32>().read_unaligned() };
+        both(g, vreinterpretq_s8_u32(vdupq_n_u32(word)));
+        g += 1;
+    }
+    let (a, b) = (
+        lanes(vpaddq_s32(a_low, a_high)),
+        lanes(vpaddq_s32(b_low, b_high)),
+    );
+    let mut out = acc;
+    for (j, o) in out.iter_mut().enumerate() {
+        let l = if j < 4 { a[j] } else { b[j - 4] };
+        *o = o.wrapping_add(l);
+    }
+    out
+}
+
+/// [`conv_block_pair_s8`] on plain NEON: both halves transposed in place, then [`dot_2x4`]
+/// and [`requantize8`] inlined.
+///
+/// # Safety
+/// None beyond NEON; `unsafe` for the raw loads of the products.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn conv_block_pair(
+    block: &Block<'_>,
+    first: &mut [u32],
+    second: &mut [u32],
+    y: &mut [i8],
+) {
+    transpose_taps_s8(first);
+    transpose_taps_s8(second);
+    let (first, second) = (&*first, &*second);
+    block_outputs(
+        block,
+        y,
+        // SAFETY: NEON is enabled; group `g` starts at word `4g` of each half.
+        |w, g, acc| unsafe { dot_2x4(w, &first[4 * g..], &second[4 * g..], acc) },
+        |acc, requant, zy| requantize8(acc, requant, zy),
+    );
+}
+
 /// The leading rows of an int8 linear layer (`kernels::linear::linear_s8`'s arguments: the
 /// input zero point is folded into the bias), four at a time: one `SDOT` per 16 inputs and
-/// row, the four sums reduced into one vector by pairwise adds, the bias added and the four
-/// channels' requantisations applied in NEON lanes (as [`requantize4`], with each lane's own
-/// multiplier and shift; a group whose requantisations do not all have the `FastRequant`
-/// form is requantised in scalar code). Returns the number of rows done: `y.len()` rounded
-/// down to a multiple of 4 when `x.len()` is a non-zero multiple of 16, else 0 (the caller
-/// computes the rest). Every output is exactly `linear_s8`'s.
+/// row, then [`finish_rows4`]. Returns the number of rows done: `y.len()` rounded down to a
+/// multiple of 4 when `x.len()` is a non-zero multiple of 16, else 0 (the caller computes the
+/// rest). Every output is exactly `linear_s8`'s.
 ///
 /// # Safety
 /// The CPU must have the dot-product instructions (`asimddp`); `weights` must hold
@@ -442,8 +523,6 @@ pub(super) unsafe fn linear_rows_s8(
     if n == 0 || !n.is_multiple_of(16) {
         return 0;
     }
-    let rows = y.len() / 4 * 4;
-    let min_shift = vdupq_n_s32(MIN_SHIFT.max(-31));
     for (r, (w, y)) in weights
         .chunks_exact(4 * n)
         .zip(y.chunks_exact_mut(4))
@@ -462,37 +541,104 @@ pub(super) unsafe fn linear_rows_s8(
             }
             i += 16;
         }
-        let totals = vpaddq_s32(vpaddq_s32(sums[0], sums[1]), vpaddq_s32(sums[2], sums[3]));
-        // SAFETY: rows `4r..4r + 4` have 16 bytes of bias and 32 of requantisation (the
-        // caller's lengths); `LD1` and `LD2` take any alignment, and aarch64 Linux is
-        // little-endian like the blob.
-        let (acc, pairs) = unsafe {
-            (
-                vaddq_s32(totals, vld1q_s32(bias.as_ptr().add(16 * r).cast())),
-                vld2q_s32(requant.as_ptr().add(32 * r).cast()),
-            )
-        };
-        let (multipliers, shifts) = (pairs.0, pairs.1);
-        let fast = vmaxvq_s32(shifts) <= 0
-            && vmaxvq_u32(vceqq_s32(multipliers, vdupq_n_s32(i32::MIN))) == 0;
-        if fast {
-            let high = vqrdmulhq_s32(acc, multipliers);
-            // As `requantize_lanes`, with the lanes' own (non-positive) shifts.
-            let shift = vmaxq_s32(shifts, min_shift);
-            let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
-            let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
-            let v = vqaddq_s32(divided, vdupq_n_s32(zy));
-            let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vqmovn_s32(v)));
-            let mut out = [0i8; 8];
-            // SAFETY: `out` holds eight int8.
-            unsafe { vst1_s8(out.as_mut_ptr(), narrow) };
-            y.copy_from_slice(&out[..4]);
-        } else {
-            for (k, (y, acc)) in y.iter_mut().zip(lanes(acc)).enumerate() {
-                let [q] = requantize([acc], requant_at(requant, 4 * r + k), zy);
-                *y = q;
+        // SAFETY: the caller's lengths cover rows `4r..4r + 4`.
+        unsafe { finish_rows4(sums, bias, requant, r, zy, y) };
+    }
+    y.len() / 4 * 4
+}
+
+/// [`linear_rows_s8`] on plain NEON: per 16 inputs and row, `SMULL` and `SMULL2` into int16
+/// products (an int8 product fits) and `SADALP` pairwise into int32.
+///
+/// # Safety
+/// As [`linear_rows_s8`], without the dot-product instructions.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn linear_rows(
+    x: &[i8],
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    zy: i32,
+    y: &mut [i8],
+) -> usize {
+    let n = x.len();
+    if n == 0 || !n.is_multiple_of(16) {
+        return 0;
+    }
+    for (r, (w, y)) in weights
+        .chunks_exact(4 * n)
+        .zip(y.chunks_exact_mut(4))
+        .enumerate()
+    {
+        let mut sums = [vdupq_n_s32(0); 4];
+        let mut i = 0;
+        while i < n {
+            // SAFETY: as in `linear_rows_s8`.
+            unsafe {
+                let xv = vld1q_s8(x.as_ptr().add(i));
+                for (k, sum) in sums.iter_mut().enumerate() {
+                    let wv = vld1q_s8(w.as_ptr().add(k * n + i));
+                    *sum = vpadalq_s16(*sum, vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
+                    *sum = vpadalq_s16(*sum, vmull_high_s8(xv, wv));
+                }
             }
+            i += 16;
+        }
+        // SAFETY: the caller's lengths cover rows `4r..4r + 4`.
+        unsafe { finish_rows4(sums, bias, requant, r, zy, y) };
+    }
+    y.len() / 4 * 4
+}
+
+/// The outputs of rows `4r..4r + 4` of a linear layer from their products' partial sums
+/// (`sums[k]`: row `4r + k`, to be summed over its lanes): the four totals in one vector by
+/// pairwise adds, the bias added, and the four channels' requantisations applied in NEON
+/// lanes (as [`requantize4`], each lane with its own multiplier and shift; rows whose
+/// requantisations do not all have the `FastRequant` form are requantised in scalar code).
+///
+/// Always inlined (the kernels call it once per four rows); NEON is enabled in every aarch64
+/// build, so it needs no `#[target_feature]` of its own.
+///
+/// # Safety
+/// `bias` must hold `16 (r + 1)` bytes and `requant` `32 (r + 1)`; `y` holds four outputs.
+#[inline(always)]
+unsafe fn finish_rows4(
+    sums: [int32x4_t; 4],
+    bias: &[u8],
+    requant: &[u8],
+    r: usize,
+    zy: i32,
+    y: &mut [i8],
+) {
+    let totals = vpaddq_s32(vpaddq_s32(sums[0], sums[1]), vpaddq_s32(sums[2], sums[3]));
+    // SAFETY: rows `4r..4r + 4` have 16 bytes of bias and 32 of requantisation (this
+    // function's contract); `LD1` and `LD2` take any alignment, and aarch64 Linux is
+    // little-endian like the blob.
+    let (acc, pairs) = unsafe {
+        (
+            vaddq_s32(totals, vld1q_s32(bias.as_ptr().add(16 * r).cast())),
+            vld2q_s32(requant.as_ptr().add(32 * r).cast()),
+        )
+    };
+    let (multipliers, shifts) = (pairs.0, pairs.1);
+    let fast =
+        vmaxvq_s32(shifts) <= 0 && vmaxvq_u32(vceqq_s32(multipliers, vdupq_n_s32(i32::MIN))) == 0;
+    if fast {
+        let high = vqrdmulhq_s32(acc, multipliers);
+        // As `requantize_lanes`, with the lanes' own (non-positive) shifts.
+        let shift = vmaxq_s32(shifts, vdupq_n_s32(MIN_SHIFT.max(-31)));
+        let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+        let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
+        let v = vqaddq_s32(divided, vdupq_n_s32(zy));
+        let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vqmovn_s32(v)));
+        let mut out = [0i8; 8];
+        // SAFETY: `out` holds eight int8.
+        unsafe { vst1_s8(out.as_mut_ptr(), narrow) };
+        y.copy_from_slice(&out[..4]);
+    } else {
+        for (k, (y, acc)) in y.iter_mut().zip(lanes(acc)).enumerate() {
+            let [q] = requantize([acc], requant_at(requant, 4 * r + k), zy);
+            *y = q;
         }
     }
-    rows
 }

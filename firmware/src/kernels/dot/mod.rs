@@ -449,6 +449,29 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_kernels_are_the_ones_each_path_takes() {
+        // The bytes are the same either way; these are the speed decisions: eight positions
+        // per weight load on the VNNI and NEON paths, linear layers four rows at a time with
+        // vector requantisation on every SIMD path, for fan-ins that are multiples of 16.
+        let requant: Vec<u8> = (0..5)
+            .flat_map(|_| [(1i32 << 30).to_le_bytes(), (-3i32).to_le_bytes()])
+            .flatten()
+            .collect();
+        for path in Path::available() {
+            let name = path.name();
+            let pairs = matches!(name, "avx-vnni" | "avx512-vnni" | "neon" | "neon-dotprod");
+            assert_eq!(pairs_runs(path), pairs, "{name}");
+            let simd = name != "portable";
+            for (n, expected) in [(16, if simd { 4 } else { 0 }), (12, 0)] {
+                let (x, w) = (bytes(n, 1), bytes(5 * n, 2));
+                let mut y = [0i8; 5];
+                let done = linear_rows(path, &x, &w, &[0; 20], &requant, 0, &mut y);
+                assert_eq!(done, expected, "{name}: fan-in {n}");
+            }
+        }
+    }
+
+    #[test]
     fn every_path_packs_and_multiplies_columns_as_the_plain_dot_product() {
         for path in Path::available() {
             for k in [0, 4, 8, 12, 16, 20, 36, 68, 144, 288] {

@@ -4,7 +4,7 @@ use crate::blob::{Blob, Node, Op};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
 use crate::format::Precision;
-use crate::kernels::add::{add_f32, add_s8};
+use crate::kernels::add::{add_f32, add_s8_on};
 use crate::kernels::concat::{concat_part_f32, concat_part_s8};
 use crate::kernels::conv2d::{conv2d_f32, conv2d_s8_on, ConvGeometry};
 use crate::kernels::dot::Path;
@@ -461,7 +461,8 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
                 rhs: quant(rhs)?.zero_point,
                 output: zero_point,
             };
-            add_s8(
+            add_s8_on(
+                path,
                 &blob.add_params(index, group)?,
                 zero_points,
                 maybe_in_place(lhs)?,

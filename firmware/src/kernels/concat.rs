@@ -17,8 +17,14 @@ pub fn concat_requant(input: f32, output: f32) -> crate::Result<Requant> {
     Requant::from_real(f64::from(input) / (f64::from(1u32 << ADD_LEFT_SHIFT) * f64::from(output)))
 }
 
+/// Inputs from which [`concat_part_s8`] tabulates the rescaling over the 256 int8 values (in
+/// `std` builds; the device keeps the element-by-element loop its figures were measured
+/// with).
+pub const TABLE_MIN_LEN: usize = 512;
+
 /// Copies one int8 input block into its slice of the output, rescaling from `input` to
-/// `output` parameters with `requant` ([`concat_requant`]) unless they are the same.
+/// `output` parameters with `requant` ([`concat_requant`]) unless they are the same (from
+/// [`TABLE_MIN_LEN`] inputs through a table of the same function of each value).
 pub fn concat_part_s8(
     src: &[i8],
     input: QuantParams,
@@ -30,9 +36,20 @@ pub fn concat_part_s8(
     if input.same_as(&output) {
         dst.copy_from_slice(src);
     } else {
-        for (d, &q) in dst.iter_mut().zip(src) {
+        let rescale = |q: i8| {
             let v = requant.apply((i32::from(q) - input.zero_point) << ADD_LEFT_SHIFT);
-            *d = saturate_i8(v.saturating_add(output.zero_point));
+            saturate_i8(v.saturating_add(output.zero_point))
+        };
+        #[cfg(feature = "std")]
+        if dst.len() >= TABLE_MIN_LEN {
+            let table: [i8; 256] = core::array::from_fn(|i| rescale(i as u8 as i8));
+            for (d, &q) in dst.iter_mut().zip(src) {
+                *d = table[usize::from(q as u8)];
+            }
+            return Ok(());
+        }
+        for (d, &q) in dst.iter_mut().zip(src) {
+            *d = rescale(q);
         }
     }
     Ok(())

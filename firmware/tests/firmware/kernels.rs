@@ -9,8 +9,10 @@
 //! rounding. Almost all outputs must be exact.
 
 use ddm_core::Rng;
-use ddm_firmware::kernels::add::{add_f32, add_s8, TABLE_MIN_LEN};
-use ddm_firmware::kernels::concat::{concat_part_s8, concat_requant};
+use ddm_firmware::kernels::add::{add_f32, add_s8, add_s8_on, TABLE_MIN_LEN};
+use ddm_firmware::kernels::concat::{
+    concat_part_s8, concat_requant, TABLE_MIN_LEN as CONCAT_TABLE_MIN_LEN,
+};
 use ddm_firmware::kernels::conv2d::{
     conv2d_f32, conv2d_s8, conv2d_s8_on, s8_scratch_words, ConvGeometry,
 };
@@ -493,6 +495,54 @@ fn int8_silu_is_the_table_in_and_out_of_place() {
     assert_eq!(in_place, y);
 }
 
+/// `add_s8` (the CPU's fastest path) and `add_s8_on` every path of this CPU, each in place
+/// and not: all the same bytes, which are returned.
+fn add_on_every_path(params: &AddParams, zps: AddZeroPoints, lhs: &[i8], rhs: &[i8]) -> Vec<i8> {
+    let mut y = vec![0i8; lhs.len()];
+    add_s8(params, zps, Some(lhs), rhs, &mut y).unwrap();
+    for path in Path::available() {
+        let mut out = vec![0i8; lhs.len()];
+        add_s8_on(path, params, zps, Some(lhs), rhs, &mut out).unwrap();
+        assert_eq!(out, y, "{}", path.name());
+        let mut in_place = lhs.to_vec();
+        add_s8_on(path, params, zps, None, rhs, &mut in_place).unwrap();
+        assert_eq!(in_place, y, "{} in place", path.name());
+    }
+    y
+}
+
+/// Sums of about `2^18` (unit multipliers halving each step) with output zero points outside
+/// int8: every path equals `AddParams::apply`, whose saturating addition no narrower
+/// arithmetic may shortcut.
+#[test]
+fn int8_add_with_large_sums_and_wide_zero_points_equals_its_definition() {
+    let half = Requant {
+        multiplier: 1 << 30,
+        shift: 0,
+    };
+    let params = AddParams {
+        lhs: half,
+        rhs: half,
+        output: half,
+    };
+    let mut rng = Rng::new(17);
+    for output in [-300_000, -70_000, 200, 70_000, 300_000] {
+        let zps = AddZeroPoints {
+            lhs: 3,
+            rhs: -7,
+            output,
+        };
+        let (lhs, rhs) = (random_i8(&mut rng, 37), random_i8(&mut rng, 37));
+        let expected: Vec<i8> = (0..37).map(|i| params.apply(lhs[i], rhs[i], zps)).collect();
+        assert!(expected.iter().any(|&v| v != 127) && expected.iter().any(|&v| v != -128));
+        assert_eq!(
+            add_on_every_path(&params, zps, &lhs, &rhs),
+            expected,
+            "{output}"
+        );
+    }
+}
+
 #[test]
 fn int8_add_matches_the_real_sum() {
     let mut rng = Rng::new(15);
@@ -515,13 +565,9 @@ fn int8_add_matches_the_real_sum() {
                 rhs: rq.zero_point,
                 output: out.zero_point,
             };
-            let mut y = vec![0i8; n];
-            add_s8(&params, zps, Some(&lhs), &rhs, &mut y).unwrap();
+            let y = add_on_every_path(&params, zps, &lhs, &rhs);
             let expected: Vec<i32> = real.iter().map(|&r| quantize_ref(r, out)).collect();
             assert_close(&y, &expected, 0.9, "add");
-            let mut in_place = lhs.clone();
-            add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
-            assert_eq!(in_place, y);
         }
     }
 }
@@ -558,12 +604,35 @@ fn int8_add_equals_its_element_definition_with_and_without_tables() {
                     params.apply(lhs[i], r, zps)
                 })
                 .collect();
-            let mut y = vec![0i8; n];
-            add_s8(&params, zps, Some(&lhs), &rhs, &mut y).unwrap();
+            let y = add_on_every_path(&params, zps, &lhs, &rhs);
             assert_eq!(y, expected, "{channels} x {spatial}, broadcast {broadcast}");
-            let mut in_place = lhs.clone();
-            add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
-            assert_eq!(in_place, expected, "in place, {channels} x {spatial}");
+        }
+    }
+}
+
+/// Around `TABLE_MIN_LEN`, the tabulated rescaling is the element-by-element definition, for
+/// every int8 value.
+#[test]
+fn int8_concat_equals_its_element_definition_with_and_without_the_table() {
+    let mut rng = Rng::new(18);
+    for len in [CONCAT_TABLE_MIN_LEN - 1, CONCAT_TABLE_MIN_LEN, 700] {
+        for _ in 0..4 {
+            let (input, output) = (random_params(&mut rng), random_params(&mut rng));
+            let mut x = random_i8(&mut rng, len);
+            for (i, v) in x.iter_mut().take(256).enumerate() {
+                *v = i as u8 as i8;
+            }
+            let requant = concat_requant(input.scale, output.scale).unwrap();
+            let expected: Vec<i8> = x
+                .iter()
+                .map(|&q| {
+                    let v = requant.apply((i32::from(q) - input.zero_point) << 20);
+                    v.saturating_add(output.zero_point).clamp(-128, 127) as i8
+                })
+                .collect();
+            let mut y = vec![0i8; len];
+            concat_part_s8(&x, input, output, requant, &mut y).unwrap();
+            assert_eq!(y, expected, "{len}");
         }
     }
 }
@@ -967,12 +1036,8 @@ fn int8_add_equals_the_reference_element_by_element() {
                 params.apply(lhs[i], b, zps)
             })
             .collect();
-        let mut y = vec![0i8; n];
-        add_s8(&params, zps, Some(&lhs), &rhs, &mut y).unwrap();
+        let y = add_on_every_path(&params, zps, &lhs, &rhs);
         assert_eq!(y, expected, "trial {trial}");
-        let mut in_place = lhs.clone();
-        add_s8(&params, zps, None, &rhs, &mut in_place).unwrap();
-        assert_eq!(in_place, expected, "trial {trial} in place");
     }
 }
 

@@ -1,5 +1,7 @@
 //! The int8 products inside the linear and convolution kernels, on each target's fastest
-//! instructions, and the choice among them.
+//! instructions, and the choice among them; with them, the vector forms of the
+//! requantisations around the products (linear layers four rows at a time, `linear_rows`)
+//! and of the int8 add (`add_prefix`).
 //!
 //! Three inner loops carry nearly every multiply-accumulate of an int8 network:
 //! [`dot_1x4`] (one convolution weight row against four im2col columns, after
@@ -37,6 +39,7 @@ use super::conv2d::{block_outputs, Block};
 use super::requantize;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 use super::FastRequant;
+use crate::kernels::add::{AddRhs, FastAdd};
 use crate::quant::Requant;
 
 mod dsp;
@@ -324,6 +327,42 @@ pub(crate) fn linear_rows(
         Kind::NeonDot => unsafe { neon::linear_rows_s8(x, weights, bias, requant, zy, y) },
         _ => {
             let _ = (x, weights, bias, requant, zy, y);
+            0
+        }
+    }
+}
+
+/// Whether `path` has a vector kernel for int8 adds ([`add_prefix`]): every path but the
+/// portable one.
+#[inline]
+pub(crate) fn adds_in_lanes(path: Path) -> bool {
+    path.0 != Kind::Portable
+}
+
+/// The leading elements of `dst = lhs + rhs` for an add of the fast form (`lhs` `None`: in
+/// place), computed in vector lanes on `path`, each exactly `AddParams::apply`; `lhs` and an
+/// `Each` right operand have `dst`'s length (the caller checks). Returns the number of
+/// elements done: a multiple of the path's vector width, 0 where [`adds_in_lanes`] is false.
+#[inline]
+pub(crate) fn add_prefix(
+    path: Path,
+    add: &FastAdd,
+    lhs: Option<&[i8]>,
+    rhs: AddRhs<'_>,
+    dst: &mut [i8],
+) -> usize {
+    match path.0 {
+        // SAFETY (each arm): the kind exists only where the CPU has its instructions.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe {
+            x86::add_prefix(add, lhs, rhs, dst)
+        },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Kind::Neon => unsafe { neon::add_prefix(add, lhs, rhs, dst) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        Kind::NeonDot => unsafe { neon::add_prefix(add, lhs, rhs, dst) },
+        _ => {
+            let _ = (add, lhs, rhs, dst);
             0
         }
     }

@@ -13,16 +13,18 @@
 //! per group and run).
 
 use core::arch::aarch64::{
-    int32x4_t, int8x16_t, vaddq_s32, vaddvq_s32, vandq_s32, vceqq_s32, vcombine_s16,
-    vdupq_laneq_s32, vdupq_n_s32, vdupq_n_u32, vget_low_s8, vld1q_s32, vld1q_s8, vld1q_u8,
-    vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32, vmull_high_s8, vmull_s8, vpadalq_s16, vpaddq_s32,
-    vqaddq_s32, vqmovn_s16, vqmovn_s32, vqrdmulhq_s32, vqtbl1q_u8, vreinterpretq_s32_s8,
-    vreinterpretq_s8_s32, vreinterpretq_s8_u32, vrshlq_s32, vshrq_n_s32, vst1_s8, vst1q_s32,
-    vst1q_u8,
+    int32x4_t, int8x16_t, int8x8_t, vaddq_s32, vaddvq_s32, vandq_s32, vceqq_s32, vcombine_s16,
+    vdupq_laneq_s32, vdupq_n_s16, vdupq_n_s32, vdupq_n_u32, vget_low_s16, vget_low_s8, vld1_s8,
+    vld1q_s32, vld1q_s8, vld1q_u8, vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32, vmovl_high_s16,
+    vmovl_s16, vmovl_s8, vmull_high_s8, vmull_s8, vpadalq_s16, vpaddq_s32, vqaddq_s32, vqmovn_s16,
+    vqmovn_s32, vqrdmulhq_s32, vqtbl1q_u8, vreinterpretq_s32_s8, vreinterpretq_s8_s32,
+    vreinterpretq_s8_u32, vrshlq_s32, vshlq_n_s32, vshrq_n_s32, vst1_s8, vst1q_s32, vst1q_u8,
+    vsubq_s16,
 };
 
 use super::plain_dot;
-use crate::format::MIN_SHIFT;
+use crate::format::{ADD_LEFT_SHIFT, MIN_SHIFT};
+use crate::kernels::add::{AddRhs, FastAdd};
 use crate::kernels::conv2d::{block_outputs, Block};
 use crate::kernels::{requant_at, requantize, FastRequant};
 use crate::quant::Requant;
@@ -304,14 +306,80 @@ fn requantize8(acc: [i32; 8], requant: Requant, zy: i32) -> [i8; 8] {
 #[inline]
 #[target_feature(enable = "neon")]
 fn requantize_lanes(x: int32x4_t, fast: FastRequant, zy: i32) -> int32x4_t {
+    vqaddq_s32(fast_apply(x, fast), vdupq_n_s32(zy))
+}
+
+/// `FastRequant::apply` per lane.
+#[inline]
+#[target_feature(enable = "neon")]
+fn fast_apply(x: int32x4_t, fast: FastRequant) -> int32x4_t {
     let high = vqrdmulhq_s32(x, vdupq_n_s32(fast.multiplier));
     // `right` is in 0..=31 (`FastRequant::new`); `SRSHL` by a negative amount shifts right
     // with rounding half up, so negative values first move down by one (when right > 0: the
     // sign bit of `-right` is set) to round their ties away from zero.
     let shift = vdupq_n_s32(fast.right.clamp(0, 31).wrapping_neg());
     let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
-    let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
-    vqaddq_s32(divided, vdupq_n_s32(zy))
+    vrshlq_s32(vqaddq_s32(high, fixup), shift)
+}
+
+/// The leading elements of an int8 add whose three requantisations have the `FastRequant`
+/// form ([`super::add_prefix`]'s contract), eight at a time: the operands widened to int32
+/// lanes, each term `apply((v - z) << ADD_LEFT_SHIFT)`, the sum's requantisation, the zero
+/// point and the clamp, all in NEON lanes. Returns the number of elements done (a multiple
+/// of 8).
+#[target_feature(enable = "neon")]
+pub(super) fn add_prefix(
+    add: &FastAdd,
+    lhs: Option<&[i8]>,
+    rhs: AddRhs<'_>,
+    dst: &mut [i8],
+) -> usize {
+    let n = dst.len() / 8 * 8;
+    let widen = |v: int8x8_t, z: i16| {
+        let centred = vsubq_s16(vmovl_s8(v), vdupq_n_s16(z));
+        (
+            vshlq_n_s32::<ADD_LEFT_SHIFT>(vmovl_s16(vget_low_s16(centred))),
+            vshlq_n_s32::<ADD_LEFT_SHIFT>(vmovl_high_s16(centred)),
+        )
+    };
+    let constant = match rhs {
+        AddRhs::Term(term) => Some(vdupq_n_s32(term)),
+        AddRhs::Each(_) => None,
+    };
+    let zy = vdupq_n_s32(add.zero_points.output);
+    let mut i = 0;
+    while i < n {
+        // SAFETY: `i + 8 <= n <= dst.len()`, and `lhs` and an `Each` right operand have
+        // `dst`'s length (the caller checks).
+        let (a, b) = unsafe {
+            let a = match lhs {
+                Some(lhs) => vld1_s8(lhs.as_ptr().add(i)),
+                None => vld1_s8(dst.as_ptr().add(i)),
+            };
+            let b = match rhs {
+                AddRhs::Each(rhs) => Some(vld1_s8(rhs.as_ptr().add(i))),
+                AddRhs::Term(_) => None,
+            };
+            (a, b)
+        };
+        let (a0, a1) = widen(a, add.zero_points.lhs as i16);
+        let (l0, l1) = (fast_apply(a0, add.lhs), fast_apply(a1, add.lhs));
+        let (r0, r1) = match (b, constant) {
+            (Some(b), _) => {
+                let (b0, b1) = widen(b, add.zero_points.rhs as i16);
+                (fast_apply(b0, add.rhs), fast_apply(b1, add.rhs))
+            }
+            (None, Some(term)) => (term, term),
+            (None, None) => unreachable!("an add's right operand is a slice or a term"),
+        };
+        let out = |l, r| vqaddq_s32(fast_apply(vaddq_s32(l, r), add.output), zy);
+        let (o0, o1) = (out(l0, r0), out(l1, r1));
+        let bytes = vqmovn_s16(vcombine_s16(vqmovn_s32(o0), vqmovn_s32(o1)));
+        // SAFETY: `i + 8 <= dst.len()`.
+        unsafe { vst1_s8(dst.as_mut_ptr().add(i), bytes) };
+        i += 8;
+    }
+    n
 }
 
 /// `conv2d::block_outputs` with [`dot_1x4`] and [`requantize4`] inlined (the plain NEON path).

@@ -6,7 +6,8 @@
 use core::arch::x86_64::*;
 
 use super::plain_dot;
-use crate::format::MIN_SHIFT;
+use crate::format::{ADD_LEFT_SHIFT, MIN_SHIFT};
+use crate::kernels::add::{AddRhs, FastAdd};
 use crate::kernels::conv2d::{block_outputs, Block};
 use crate::kernels::{requant_at, requantize, FastRequant};
 use crate::quant::Requant;
@@ -146,6 +147,22 @@ pub(super) unsafe fn requantize4(acc: [i32; 4], multiplier: i32, right: i32, zy:
 #[inline]
 #[target_feature(enable = "avx2")]
 fn requantize_lanes(x: __m128i, multipliers: __m128i, right: __m128i, zy: i32) -> [i8; 4] {
+    let value = fast_apply(x, multipliers, right);
+    let bound = 1 << 16;
+    let value = _mm_min_epi32(
+        _mm_max_epi32(value, _mm_set1_epi32(-bound)),
+        _mm_set1_epi32(bound),
+    );
+    let out = _mm_add_epi32(value, _mm_set1_epi32(zy));
+    let bytes = _mm_packs_epi16(_mm_packs_epi32(out, out), _mm_packs_epi32(out, out));
+    _mm_cvtsi128_si32(bytes).to_le_bytes().map(|b| b as i8)
+}
+
+/// `FastRequant::apply` for the four lanes of `x`, each with its own multiplier and shift
+/// `right` (in `0..=31`): `rounding_divide_by_pot((x M + 2^30) >> 31, right)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fast_apply(x: __m128i, multipliers: __m128i, right: __m128i) -> __m128i {
     let product = _mm256_mul_epi32(_mm256_cvtepi32_epi64(x), _mm256_cvtepi32_epi64(multipliers));
     // Bits 31..63 of the rounded product: its low 32 bits after the shift are those of the
     // arithmetic shift, which is all `as i32` keeps.
@@ -165,15 +182,72 @@ fn requantize_lanes(x: __m128i, multipliers: __m128i, right: __m128i, zy: i32) -
     let threshold = _mm_add_epi32(_mm_srli_epi32::<1>(mask), _mm_srli_epi32::<31>(high));
     let quotient = _mm_srav_epi32(high, exponent);
     // `cmpgt` is -1 where the remainder rounds up.
-    let value = _mm_sub_epi32(quotient, _mm_cmpgt_epi32(remainder, threshold));
+    _mm_sub_epi32(quotient, _mm_cmpgt_epi32(remainder, threshold))
+}
+
+/// The leading elements of an int8 add whose three requantisations have the `FastRequant`
+/// form ([`super::add_prefix`]'s contract), four at a time: the operands widened to int32
+/// lanes, each term `apply((v - z) << ADD_LEFT_SHIFT)`, the sum's requantisation
+/// ([`fast_apply`]), then the zero point and the clamp as in [`requantize_lanes`]. Returns
+/// the number of elements done (a multiple of 4).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn add_prefix(
+    add: &FastAdd,
+    lhs: Option<&[i8]>,
+    rhs: AddRhs<'_>,
+    dst: &mut [i8],
+) -> usize {
+    let n = dst.len() / 4 * 4;
+    let parts = |f: FastRequant| (_mm_set1_epi32(f.multiplier), _mm_set1_epi32(f.right));
+    let (lm, lr) = parts(add.lhs);
+    let (rm, rr) = parts(add.rhs);
+    let (om, or) = parts(add.output);
+    // SAFETY: callers keep `i + 4` within the slice.
+    let load = |s: &[i8], i: usize| unsafe {
+        _mm_cvtepi8_epi32(_mm_cvtsi32_si128(
+            s.as_ptr().add(i).cast::<i32>().read_unaligned(),
+        ))
+    };
+    let term = |v: __m128i, z: i32, m, r| {
+        let centred = _mm_sub_epi32(v, _mm_set1_epi32(z));
+        fast_apply(_mm_slli_epi32::<ADD_LEFT_SHIFT>(centred), m, r)
+    };
+    let constant = match rhs {
+        AddRhs::Term(t) => _mm_set1_epi32(t),
+        AddRhs::Each(_) => _mm_setzero_si128(),
+    };
     let bound = 1 << 16;
-    let value = _mm_min_epi32(
-        _mm_max_epi32(value, _mm_set1_epi32(-bound)),
-        _mm_set1_epi32(bound),
-    );
-    let out = _mm_add_epi32(value, _mm_set1_epi32(zy));
-    let bytes = _mm_packs_epi16(_mm_packs_epi32(out, out), _mm_packs_epi32(out, out));
-    _mm_cvtsi128_si32(bytes).to_le_bytes().map(|b| b as i8)
+    let mut i = 0;
+    while i < n {
+        let a = match lhs {
+            Some(lhs) => load(lhs, i),
+            None => load(dst, i),
+        };
+        let l = term(a, add.zero_points.lhs, lm, lr);
+        let r = match rhs {
+            AddRhs::Each(rhs) => term(load(rhs, i), add.zero_points.rhs, rm, rr),
+            AddRhs::Term(_) => constant,
+        };
+        let value = fast_apply(_mm_add_epi32(l, r), om, or);
+        let value = _mm_min_epi32(
+            _mm_max_epi32(value, _mm_set1_epi32(-bound)),
+            _mm_set1_epi32(bound),
+        );
+        let out = _mm_add_epi32(value, _mm_set1_epi32(add.zero_points.output));
+        let bytes = _mm_packs_epi16(_mm_packs_epi32(out, out), _mm_packs_epi32(out, out));
+        // SAFETY: `i + 4 <= dst.len()`.
+        unsafe {
+            dst.as_mut_ptr()
+                .add(i)
+                .cast::<i32>()
+                .write_unaligned(_mm_cvtsi128_si32(bytes))
+        };
+        i += 4;
+    }
+    n
 }
 
 /// The leading rows of an int8 linear layer (`kernels::linear::linear_s8`'s arguments: the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Times ddm's MLP and UNet presets re-built in PyTorch (CPU), like `ddm bench-train`.
+"""Times ddm's MLP and UNet presets re-built in PyTorch (CPU or CUDA), like `ddm bench-train`.
 
 The models mirror host/src/model/mlp.rs and host/src/model/unet.rs layer for layer (same
 shapes, same parameter count, which is printed so that it can be checked against ddm's), and
@@ -8,7 +8,8 @@ linear 1000-step schedule, epsilon target), the weighted MSE loss, backward, gra
 clipping to norm 1, AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, no weight decay) and an EMA
 of the weights. "forward" times the batch and the loss under torch.no_grad().
 
-Run by scripts/bench-vs-pytorch.sh; prints one JSON object per line with --json.
+Run by scripts/bench-vs-pytorch.sh (CPU) and scripts/gpu-check.sh (--device cuda, TF32 off as
+in ddm); prints one JSON object per line with --json.
 """
 
 import argparse
@@ -28,7 +29,7 @@ def time_embedding(t, dim, max_period=10_000.0):
     half = dim // 2
     freqs = torch.exp(
         -math.log(max_period) * torch.arange(half, dtype=torch.float64) / half
-    ).to(t.dtype)
+    ).to(device=t.device, dtype=t.dtype)
     args = t[:, None] * freqs[None, :]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
@@ -163,17 +164,18 @@ PRESETS = {
 class Bench:
     """One model, its data, optimiser and EMA, stepping like ddm's trainer."""
 
-    def __init__(self, preset, batch):
+    def __init__(self, preset, batch, device):
         build, shape = PRESETS[preset]
         torch.manual_seed(0)
-        self.model = build(shape)
+        self.device = device
+        self.model = build(shape).to(device)
         self.shape = shape
         self.batch = batch
-        self.data = torch.rand(512, *shape) * 2 - 1
+        self.data = (torch.rand(512, *shape) * 2 - 1).to(device)
         betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
         alpha_bar = torch.cumprod(1 - betas, 0)
-        self.signal = alpha_bar.sqrt().float()
-        self.noise = (1 - alpha_bar).sqrt().float()
+        self.signal = alpha_bar.sqrt().float().to(device)
+        self.noise = (1 - alpha_bar).sqrt().float().to(device)
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
         )
@@ -183,14 +185,14 @@ class Bench:
         return sum(p.numel() for p in self.model.parameters())
 
     def loss(self):
-        index = torch.randint(len(self.data), (self.batch,))
-        t = torch.randint(1000, (self.batch,))
-        eps = torch.randn(self.batch, *self.shape)
+        index = torch.randint(len(self.data), (self.batch,), device=self.device)
+        t = torch.randint(1000, (self.batch,), device=self.device)
+        eps = torch.randn(self.batch, *self.shape, device=self.device)
         x0 = self.data[index]
         a = self.signal[t].view(-1, 1, 1, 1)
         s = self.noise[t].view(-1, 1, 1, 1)
         x_t = a * x0 + s * eps
-        weight = torch.ones(self.batch)
+        weight = torch.ones(self.batch, device=self.device)
         out = self.model(x_t, t.float())
         per_sample = (out - eps).square().flatten(1).mean(1)
         return (per_sample * weight).mean()
@@ -233,14 +235,18 @@ def main():
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (as ddm's --device)")
     args = parser.parse_args()
+    # Full f32 products on the GPU, as ddm's (candle's) CUDA matrix products: no TF32.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(args.threads)
     modes = {"train": ["train"], "forward": ["forward"], "both": ["forward", "train"]}[args.mode]
     if not args.json:
         print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}")
     for preset in args.preset.split(","):
         for mode in modes:
-            bench = Bench(preset, args.batch_size)
+            bench = Bench(preset, args.batch_size, args.device)
             if mode == "train":
                 step = lambda i: bench.train_step(i)
             else:
@@ -255,6 +261,7 @@ def main():
                 "params": bench.params(),
                 "batch": args.batch_size,
                 "threads": torch.get_num_threads(),
+                "device": args.device,
                 "steps": timed,
                 "seconds": seconds,
                 "steps_per_s": timed / seconds,

@@ -63,6 +63,18 @@ QEMU_CPU=cortex-a72 DDM_EXPECT_PATHS=portable,neon \
 QEMU_CPU=cortex-a76 DDM_EXPECT_PATHS=portable,neon,neon-dotprod \
     cargo test -p ddm-firmware --target aarch64-unknown-linux-gnu
 
+say "the CUDA build: cargo build --release --features cuda (and nccl), without a GPU"
+# The toolkit comes from NVIDIA's PyPI wheels (scripts/cuda-toolkit.sh: nvcc, headers,
+# cuBLAS, cuRAND, NVRTC, a driver stub to link against); the kernels are compiled for Hopper
+# (CUDA_COMPUTE_CAP=90). The GPU tests (host/tests/devices.rs) are compiled into the host tests
+# above, which list them as ignored; scripts/gpu-check.sh runs them on a GPU.
+(
+    eval "$(scripts/cuda-toolkit.sh)"
+    cargo build --release --features cuda -p ddm --bin ddm
+    # and with NCCL (data-parallel training over several GPUs): the kernels are reused.
+    cargo build --release --features nccl -p ddm --bin ddm
+)
+
 say "disk space after the build"
 df -h . || true
 du -sh target 2>/dev/null || true

@@ -1,5 +1,6 @@
 //! The host side of ddm: data sets, models, training, sampling and the `ddm` command line.
 //!
+//! - [`device`]: where the host computes (`--device cpu|cuda|cuda:N`).
 //! - [`data`]: the data sets (`optdigits`, MNIST, Fashion-MNIST, image folders, 2-D toys).
 //! - [`model`]: MLP and UNet denoisers as exporter graphs, run by a candle executor.
 //! - [`train`]: AdamW, EMA, schedules of the learning rate, checkpoints, the training loop.
@@ -13,6 +14,7 @@
 
 pub mod calibrate;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -297,3 +297,59 @@ fn sampling_a_checkpoint_writes_npy_for_any_data_and_png_for_images() {
         "config.json",
     );
 }
+
+#[test]
+fn data_parallel_ranks_train_as_one_device_and_resume_with_another_count() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let (one, two, mixed) = (path("one"), path("two"), path("mixed"));
+    assert_success(&ddm(&toy_args(&one, "40", &[])));
+    let output = ddm(&toy_args(&two, "40", &["--ranks", "2"]));
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("data parallel: 2 ranks on CPU threads"),
+        "{stdout}"
+    );
+    // Two ranks stopped at 20 steps, continued on four.
+    assert_success(&ddm(&toy_args(
+        &mixed,
+        "40",
+        &["--ranks", "2", "--stop-after", "20"],
+    )));
+    assert_success(&ddm(&[
+        "train", "--resume", "--ranks", "4", "--out", &mixed,
+    ]));
+    let reference = checkpoint::read_config(Path::new(&one)).unwrap().progress;
+    for dir in [&two, &mixed] {
+        let progress = checkpoint::read_config(Path::new(dir)).unwrap().progress;
+        assert_eq!(progress.step, 40);
+        // The same batches, summed in another order: every step's loss within float rounding
+        // grown over 40 steps, far below what a wrong shard or a missing average moves.
+        for (step, (got, want)) in progress.losses.iter().zip(&reference.losses).enumerate() {
+            assert!(
+                ((got - want) / want).abs() < 1e-3,
+                "{dir}, step {step}: loss {got}, one device {want}"
+            );
+        }
+    }
+    // Rank 0 alone writes: the folder holds what a one-device run's holds.
+    let files = |dir: &str| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(files(&two), files(&one));
+    // 32 samples do not split into 3 equal shards.
+    assert_failure(
+        &ddm(&toy_args(&path("three"), "40", &["--ranks", "3"])),
+        "divisible by 3",
+    );
+    assert_failure(
+        &ddm(&toy_args(&path("gpu"), "40", &["--device", "cuda:7"])),
+        "--device cuda:7",
+    );
+}

@@ -36,7 +36,6 @@ pub mod ops;
 pub mod params;
 pub mod unet;
 
-use candle_core::Device;
 use ddm_export::graph::{Graph, Op};
 use serde::{Deserialize, Serialize};
 
@@ -149,16 +148,6 @@ pub fn deployability(graph: &Graph) -> Vec<String> {
         }
     }
     problems
-}
-
-/// The device to compute on: the first CUDA GPU when built with the `cuda` feature and
-/// `prefer_gpu` is set and one is available, else the CPU.
-pub fn device(prefer_gpu: bool) -> Result<Device> {
-    if prefer_gpu && cfg!(feature = "cuda") {
-        Ok(Device::cuda_if_available(0)?)
-    } else {
-        Ok(Device::Cpu)
-    }
 }
 
 #[cfg(test)]

@@ -197,6 +197,22 @@ impl DataConfig {
         }
     }
 
+    /// Records `data` made in memory (benchmarks, tests): its name, shape and fingerprint;
+    /// such a run cannot reload its data, so resuming it needs the data handed back.
+    pub fn in_memory(data: &Dataset) -> Self {
+        DataConfig {
+            dataset: data.name.clone(),
+            data_dir: None,
+            image: [0, 0, 0],
+            toy_samples: 0,
+            toy_seed: 0,
+            shape: data.shape.clone(),
+            samples: data.len(),
+            fingerprint: fingerprint(data),
+            subset: Subset::default(),
+        }
+    }
+
     /// The spec and options that load the data.
     ///
     /// # Errors

@@ -12,6 +12,8 @@
 //! - [`fine_tune`]: a run that starts from another run's weights (`--init-from`).
 //! - [`student`]: a distilled student's sampler, chosen by measurement.
 //! - [`trainer`]: the state of a run and one optimisation step ([`Trainer`]).
+//! - [`parallel`]: data-parallel training, each rank on its shard of the batch, gradients
+//!   summed over the ranks (threads through host memory, or NCCL on GPUs).
 //! - [`checkpoint`]: crash-safe run folders (safetensors + `config.json`).
 //! - [`run`](mod@run): the loop with progress bar, checkpoints, loss curve and previews.
 //!
@@ -30,6 +32,7 @@ pub mod fine_tune;
 pub mod lr;
 pub mod objective;
 pub mod optim;
+pub mod parallel;
 pub mod run;
 pub mod student;
 pub mod trainer;

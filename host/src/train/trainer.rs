@@ -1,6 +1,6 @@
 //! The training state and one optimisation step.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use ddm_core::{Rng, Schedule};
 use ddm_export::graph::Graph;
 
@@ -11,6 +11,7 @@ use super::distill::{self, DistillInputs};
 use super::ema::Ema;
 use super::lr::learning_rate;
 use super::optim::{clip_grad_norm, AdamW};
+use super::parallel::{check_ranks, Collective};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{forward_conditional, NetworkDenoiser, Params};
@@ -32,6 +33,59 @@ pub struct StepReport {
     pub applied: bool,
 }
 
+impl StepReport {
+    /// The report of step `index` (0-based) before its update is applied.
+    fn skipped(index: u64, loss: f32, lr: f64) -> Self {
+        StepReport {
+            step: index + 1,
+            loss,
+            grad_norm: f32::NAN,
+            lr,
+            applied: false,
+        }
+    }
+}
+
+/// The gradient of `loss` for each of `vars` (zeros for one it does not depend on).
+fn gradients(loss: &Tensor, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
+    let store = loss.backward()?;
+    // Detached: candle leaves a variable's own gradient attached to the forward graph when
+    // the variable is an op's direct argument (convolution kernels), and the optimiser's
+    // moments would then keep every step's graph alive.
+    vars.iter()
+        .map(|(_, var)| match store.get(var.as_tensor()) {
+            Some(grad) => Ok(grad.detach()),
+            None => Ok(var.as_tensor().zeros_like()?),
+        })
+        .collect()
+}
+
+/// The mean over the ranks of `loss` and of each gradient, in one sum of one flat tensor.
+fn mean_over_ranks(
+    collective: &mut dyn Collective,
+    loss: &Tensor,
+    grads: &[Tensor],
+) -> Result<(f32, Vec<Tensor>)> {
+    let mut parts = vec![loss.reshape(1)?.to_dtype(DType::F32)?];
+    for grad in grads {
+        parts.push(grad.flatten_all()?.to_dtype(DType::F32)?);
+    }
+    let sum = collective.sum(&Tensor::cat(&parts, 0)?)?;
+    let mean = (sum / collective.ranks() as f64)?;
+    let loss = mean.narrow(0, 0, 1)?.to_vec1::<f32>()?[0];
+    let mut offset = 1;
+    let grads = grads
+        .iter()
+        .map(|grad| {
+            let len = grad.elem_count();
+            let part = mean.narrow(0, offset, len)?.reshape(grad.shape())?;
+            offset += len;
+            Ok(part.to_dtype(grad.dtype())?)
+        })
+        .collect::<Result<Vec<Tensor>>>()?;
+    Ok((loss, grads))
+}
+
 /// A training run in memory: configuration, data, weights, optimiser and EMA, and for a
 /// distillation ([`RunConfig::distill`]) the current round's teacher.
 ///
@@ -50,6 +104,8 @@ pub struct Trainer {
     optimizer: AdamW,
     ema: Ema,
     teacher: Option<Params>,
+    /// This rank's link to the others in data-parallel training ([`super::parallel`]).
+    collective: Option<Box<dyn Collective>>,
 }
 
 impl Trainer {
@@ -213,7 +269,27 @@ impl Trainer {
             optimizer,
             ema,
             teacher,
+            collective: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run ([`super::parallel`]): each step it
+    /// trains on its shard of the batch and sums losses and gradients with the other ranks
+    /// through `collective`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the rank count does not divide the batch size.
+    pub fn with_collective(mut self, collective: Box<dyn Collective>) -> Result<Self> {
+        check_ranks(self.config.train.batch_size, collective.ranks())?;
+        self.collective = Some(collective);
+        Ok(self)
+    }
+
+    /// This rank and the number of ranks (`(0, 1)` without data parallelism).
+    pub fn rank(&self) -> (usize, usize) {
+        self.collective
+            .as_ref()
+            .map_or((0, 1), |collective| (collective.rank(), collective.ranks()))
     }
 
     /// The run's configuration, with the current progress.
@@ -361,31 +437,32 @@ impl Trainer {
             train.lr,
             train.lr_min,
         );
-        let batch = self.batch(index)?;
-        let loss = loss_on_batch(&self.config.graph, &self.params, &batch, &self.device)?;
-        let loss_value = loss.to_scalar::<f32>()?;
-        let mut report = StepReport {
-            step: index + 1,
-            loss: loss_value,
-            grad_norm: f32::NAN,
-            lr,
-            applied: false,
-        };
-        if !loss_value.is_finite() {
-            return Ok(report);
+        let mut batch = self.batch(index)?;
+        let (rank, ranks) = self.rank();
+        if ranks > 1 {
+            batch = batch.shard(rank, ranks)?;
         }
-        let store = loss.backward()?;
-        // Detached: candle leaves a variable's own gradient attached to the forward graph when
-        // the variable is an op's direct argument (convolution kernels), and the optimiser's
-        // moments would then keep every step's graph alive.
-        let mut grads = self
-            .vars
-            .iter()
-            .map(|(_, var)| match store.get(var.as_tensor()) {
-                Some(grad) => Ok(grad.detach()),
-                None => Ok(var.as_tensor().zeros_like()?),
-            })
-            .collect::<Result<Vec<Tensor>>>()?;
+        let loss = loss_on_batch(&self.config.graph, &self.params, &batch, &self.device)?;
+        let (loss_value, mut grads) = match &mut self.collective {
+            None => {
+                let loss_value = loss.to_scalar::<f32>()?;
+                if !loss_value.is_finite() {
+                    return Ok(StepReport::skipped(index, loss_value, lr));
+                }
+                (loss_value, gradients(&loss, &self.vars)?)
+            }
+            // Every rank takes part in every sum, whatever its own loss, so that all ranks see
+            // the same summed loss and make the same decision.
+            Some(collective) => {
+                let grads = gradients(&loss, &self.vars)?;
+                let (loss_value, grads) = mean_over_ranks(collective.as_mut(), &loss, &grads)?;
+                if !loss_value.is_finite() {
+                    return Ok(StepReport::skipped(index, loss_value, lr));
+                }
+                (loss_value, grads)
+            }
+        };
+        let mut report = StepReport::skipped(index, loss_value, lr);
         report.grad_norm = clip_grad_norm(&mut grads, self.config.train.grad_clip)?;
         if !report.grad_norm.is_finite() {
             return Ok(report);

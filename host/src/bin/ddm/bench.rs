@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use clap::Args as ClapArgs;
 use ddm::data::Dataset;
+use ddm::device::DeviceArgs;
 use ddm::model::kernels::{with_kernels, Kernels};
-use ddm::model::{self, MlpConfig, ModelConfig, UnetConfig};
+use ddm::model::{MlpConfig, ModelConfig, UnetConfig};
 use ddm::schedule_args::ScheduleSpec;
 use ddm::train::{loss_on_batch, DataConfig, Objective, RunConfig, TrainConfig, Trainer};
 use ddm_core::Rng;
@@ -83,9 +84,8 @@ pub struct Args {
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Compute on the CPU even when built with CUDA.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Random data of `shape` in [-1, 1] (the speed does not depend on the values).
@@ -153,7 +153,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn run_presets(args: &Args) -> anyhow::Result<()> {
-    let device = model::device(!args.cpu)?;
+    let device = args.device.open()?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "?".into());
     let modes: &[&str] = match args.mode {
         Mode::Train => &["train"],
@@ -182,17 +182,7 @@ fn run_presets(args: &Args) -> anyhow::Result<()> {
     for &preset in &args.preset {
         let (model, shape) = preset.model();
         let data = random_data(&shape);
-        let data_config = DataConfig {
-            dataset: "random".into(),
-            data_dir: None,
-            image: [0, 0, 0],
-            toy_samples: 0,
-            toy_seed: 0,
-            shape: shape.clone(),
-            samples: data.len(),
-            fingerprint: ddm::train::config::fingerprint(&data),
-            subset: Default::default(),
-        };
+        let data_config = DataConfig::in_memory(&data);
         let train = TrainConfig {
             steps: args.warmup + args.steps.max(3),
             batch_size: args.batch_size,
@@ -236,6 +226,7 @@ fn run_presets(args: &Args) -> anyhow::Result<()> {
                     "macs_per_sample": macs,
                     "batch": args.batch_size,
                     "threads": threads,
+                    "device": args.device.device.to_string(),
                     "steps": timing.steps,
                     "seconds": timing.seconds,
                     "steps_per_s": rate,

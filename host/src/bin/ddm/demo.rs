@@ -6,8 +6,9 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::Args as ClapArgs;
 use ddm::data::{self, DatasetSpec, LoadOptions};
+use ddm::device::DeviceArgs;
 use ddm::image_grid::write_grid;
-use ddm::model::{self, MlpConfig, ModelConfig};
+use ddm::model::{MlpConfig, ModelConfig};
 use ddm::sampling::generate;
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::train::checkpoint;
@@ -32,9 +33,8 @@ pub struct Args {
     /// continues; a finished one is sampled again.
     #[arg(long, default_value = "demo")]
     out: PathBuf,
-    /// Compute on the CPU even when built with CUDA.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// The demo's run: a residual MLP on the flattened 8x8 digits, with settings chosen by
@@ -79,7 +79,7 @@ pub fn demo_config() -> anyhow::Result<(RunConfig, data::Dataset)> {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let device = model::device(!args.cpu)?;
+    let device = args.device.open()?;
     let (config, data) = demo_config()?;
     let dir = args.out.as_path();
     let mut trainer = if checkpoint::exists(dir) {

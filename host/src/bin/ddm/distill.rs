@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args as ClapArgs};
+use ddm::device::DeviceArgs;
 use ddm::export::describe_sampler;
 use ddm::image_grid::is_image_shape;
-use ddm::model;
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm::train::run::save;
 use ddm::train::student::{choose_eta, CHOICE_SAMPLES};
@@ -30,9 +30,8 @@ pub struct Args {
     /// Continue the distillation in --out from its last checkpoint.
     #[arg(long, conflicts_with = "definition")]
     resume: bool,
-    /// Compute on the CPU even when built with CUDA.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Stop after this step's checkpoint as if killed (for testing --resume).
     #[arg(long, hide = true)]
     stop_after: Option<u64>,
@@ -106,7 +105,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let device = model::device(!args.cpu)?;
+    let device = args.device.open()?;
     let mut trainer = if args.resume {
         resume(&args.out, &device)?
     } else {

@@ -11,12 +11,12 @@ use ddm::calibrate::{
     CalibrationRun, TimestepWeighting, DEFAULT_CALIBRATION_SAMPLES, DEFAULT_CALIBRATION_SEED,
     DEFAULT_TAIL_SIGMA, DEFAULT_TIME_GROUPS,
 };
+use ddm::device::DeviceArgs;
 use ddm::export::{
     default_export_sampling, describe_sampler, export_checkpoint, ExportSettings,
     DEFAULT_FLASH_BUDGET,
 };
 use ddm::fsutil::write_atomic;
-use ddm::model;
 use ddm::sampler_args::SamplerArgs;
 use ddm::sampling::{SamplerChoice, SamplingOptions};
 use ddm::train::checkpoint::WeightSet;
@@ -147,9 +147,8 @@ pub struct Args {
     steps: Option<usize>,
     #[command(flatten)]
     settings: SamplerArgs,
-    /// Compute calibration on the CPU even when built with CUDA.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 impl Args {
@@ -211,7 +210,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let settings = args.settings(config.default_sampler())?;
-    let device = model::device(!args.cpu)?;
+    let device = args.device.open()?;
     let exported = export_checkpoint(&args.checkpoint, &settings, &device)?;
     let export = &exported.export;
     write_atomic(&args.out, |w| w.write_all(&export.blob))?;

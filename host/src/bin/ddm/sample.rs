@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{ArgGroup, Args as ClapArgs};
+use ddm::device::DeviceArgs;
 use ddm::export::{describe_sampler, generate_on_runtime, read_blob};
 use ddm::guided::{parse_classes, Guided};
 use ddm::image_grid::{default_scale, grid, is_image_shape, write_grid, write_png};
-use ddm::model::{self, NetworkDenoiser, Params};
+use ddm::model::{NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
 use ddm::sampler_args::{blob_sampler_options, SamplerArgs};
@@ -46,9 +47,8 @@ pub struct Args {
     /// Use the trained weights instead of their EMA.
     #[arg(long, requires = "checkpoint")]
     no_ema: bool,
-    /// Compute on the CPU even when built with CUDA.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// The sampler [default: ddim; a distilled student: its own (ddim); --model: the blob's].
     #[arg(long, value_enum)]
     sampler: Option<SamplerChoice>,
@@ -174,7 +174,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             WeightSet::Ema
         };
         let weights = checkpoint::read_weights(dir, &config, set)?;
-        let device = model::device(!args.cpu)?;
+        let device = args.device.open()?;
         let params = Params::from_weights(&config.graph, &weights, &device)?;
         let mut denoiser = NetworkDenoiser::new(
             config.graph.clone(),

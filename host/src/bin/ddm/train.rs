@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args as ClapArgs};
 use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions, Subset};
+use ddm::device::DeviceArgs;
 use ddm::model::{self, MlpConfig, ModelConfig, ModelKind, Params, UnetConfig};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
 use ddm::seeding::{derive, Purpose};
 use ddm::train::checkpoint;
 use ddm::train::checkpoint::WeightSet;
 use ddm::train::fine_tune::{initial_weights, InitFrom};
+use ddm::train::parallel;
 use ddm::train::run::{preview_file, LOSS_CURVE_FILE};
 use ddm::train::{
     self, DataConfig, LossWeightName, LossWeightSpec, Objective, PredictionType, RunConfig,
@@ -30,9 +32,14 @@ pub struct Args {
     /// Continue the run in --out from its last checkpoint (its settings come from there).
     #[arg(long, conflicts_with = "definition")]
     resume: bool,
-    /// Compute on the CPU even when built with CUDA.
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Data-parallel training over this many ranks, each on its shard of every batch: with
+    /// --device cuda:N the GPUs N, N+1, ... (over NCCL in a build with the nccl feature),
+    /// with --device cpu as many threads. The batch size must be a multiple; a run resumes
+    /// with any rank count.
+    #[arg(long, default_value_t = 1)]
+    ranks: usize,
     /// Stop after this step's checkpoint as if killed (for testing --resume).
     #[arg(long, hide = true)]
     stop_after: Option<u64>,
@@ -365,7 +372,8 @@ impl Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let device = model::device(!args.cpu)?;
+    let devices = args.device.device.open_ranks(args.ranks)?;
+    let device = devices[0].clone();
     let mut trainer = if args.resume {
         resume(&args.out, &device)?
     } else {
@@ -378,7 +386,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.new_trainer(&device)?
     };
     announce(&trainer, &args.out);
-    train_and_report(&mut trainer, &args.out, args.stop_after)
+    if devices.len() == 1 {
+        return train_and_report(&mut trainer, &args.out, args.stop_after);
+    }
+    println!(
+        "data parallel: {} ranks on {}, batch shards of {}, gradients summed through {}",
+        devices.len(),
+        if device.is_cuda() {
+            format!("{} GPUs from {}", devices.len(), args.device.device)
+        } else {
+            "CPU threads".into()
+        },
+        trainer.config().train.batch_size / devices.len(),
+        parallel::collective_name(&device)
+    );
+    let (mut lead, followers) = parallel::data_parallel(trainer, &devices, args.stop_after)?;
+    train_and_report(&mut lead, &args.out, args.stop_after)?;
+    drop(lead);
+    Ok(followers.join()?)
 }
 
 /// A trainer continuing the run in `dir`.

@@ -8,7 +8,8 @@
 #   2. runs the GPU tests (host/tests/devices.rs: loss, gradients, a training step and DDIM
 #      samples on the GPU against the CPU; a data-parallel NCCL rank against the GPU alone);
 #   3. trains the demo's MLP on optdigits with `--device cuda` (stopped half way and resumed),
-#      samples from it there and evaluates the samples;
+#      samples from it there and evaluates the samples (the classifier on the GPU too), and
+#      checks that a diverging run stops at its NaN loss with its last good checkpoint;
 #   4. times training steps of the MLP and UNet presets against PyTorch on the same GPU (same
 #      models, batch, optimiser and EMA; f32 without TF32 on both sides);
 #   5. prints a summary.
@@ -115,12 +116,26 @@ if "$ddm" train --dataset optdigits --model mlp --prediction v --beta-schedule c
     "$ddm" train --resume --device "$device" --out "$out/run" 2>&1 | tail -n 3 &&
     "$ddm" sample --checkpoint "$out/run" --num 898 --seed 1 --clip-sample 1 --device "$device" \
         --out "$out/samples.npy" 2>&1 | tail -n 2 &&
-    "$ddm" eval --dataset optdigits --samples "$out/samples.npy" --num 898 2>&1 |
-    tee "$out/eval.log" | tail -n 12; then
+    "$ddm" eval --dataset optdigits --samples "$out/samples.npy" --num 898 --device "$device" \
+        2>&1 | tee "$out/eval.log" | tail -n 12; then
     cli_result=passed
 else
     cli_result=FAILED
     failed+=("train/sample on the GPU")
+fi
+
+say "the NaN stop on $device (learning rate 1e30, no clipping)"
+rm -rf "$out/nan"
+"$ddm" train --dataset toy:moons --model mlp --steps 20 --batch-size 32 --lr 1e30 --lr-min 0 \
+    --warmup 0 --grad-clip 0 --checkpoint-every 1 --preview-every 0 --device "$device" \
+    --out "$out/nan" >"$out/nan.log" 2>&1 && nan_status=0 || nan_status=$?
+cat "$out/nan.log" | tail -n 2
+if [[ $nan_status -ne 0 ]] && grep -q "the training loss became" "$out/nan.log" &&
+    grep -q "last good checkpoint (step 1)" "$out/nan.log"; then
+    nan_result=passed
+else
+    nan_result=FAILED
+    failed+=("NaN stop on the GPU")
 fi
 
 say "training speed against PyTorch on $device (batch $batch, up to $seconds s per preset)"
@@ -155,7 +170,8 @@ for (framework, model, mode), d in sorted(runs.items()):
     print(f"{model:<8} {mode:<8} {params:>9} | {d['steps_per_s']:>11.2f} {p['steps_per_s']:>9.2f} {ratio:>10.2f}x")
 print("ddm/PyTorch > 1: ddm is faster.")
 EOF
-echo "GPU tests: $tests_result; train/sample/eval on the GPU: $cli_result; logs in $out"
+echo "GPU tests: $tests_result; train/resume/sample/eval on the GPU: $cli_result;" \
+    "NaN stop: $nan_result; logs in $out"
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "error: failed: ${failed[*]}" >&2
     exit 1

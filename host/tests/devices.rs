@@ -20,6 +20,7 @@
 use candle_core::{Device, Tensor, Var};
 use ddm::data::Dataset;
 use ddm::device::DeviceName;
+use ddm::eval::classifier::Classifier;
 use ddm::model::{MlpConfig, ModelConfig, Params, UnetConfig};
 use ddm::sampling::{generate, SamplingOptions};
 use ddm::schedule_args::ScheduleSpec;
@@ -356,4 +357,20 @@ fn one_nccl_rank_on_the_gpu_steps_as_the_gpu_alone() {
         drop(lead);
         followers.join().unwrap();
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU and the cuda feature: scripts/gpu-check.sh runs it"]
+fn the_classifier_embeds_on_the_gpu_as_on_the_cpu() {
+    let gpu = gpu();
+    let spec = ddm::data::DatasetSpec::Optdigits;
+    let digits = ddm::data::optdigits::load().unwrap();
+    let images = &digits.values[..200 * 64];
+    let on_cpu = Classifier::committed(&spec).unwrap();
+    let on_gpu = on_cpu.to_device(&gpu).unwrap();
+    assert!(on_gpu.parameters()[0].device().is_cuda());
+    let (a, b) = (on_cpu.embed(images).unwrap(), on_gpu.embed(images).unwrap());
+    let error = relative_error(&b.features, &a.features);
+    assert!(error < 1e-4, "features differ by {error:e} (relative)");
+    assert_eq!(a.labels, b.labels);
 }

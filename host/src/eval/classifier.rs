@@ -196,6 +196,30 @@ impl Classifier {
         })
     }
 
+    /// The same classifier with its parameters on `device`; [`embed`](Self::embed) then
+    /// computes there.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] when a parameter cannot be copied there.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let parameters = self
+            .parameters
+            .iter()
+            .map(|tensor| tensor.to_device(device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Classifier {
+            architecture: self.architecture,
+            parameters,
+        })
+    }
+
+    /// The device the parameters are on.
+    fn device(&self) -> &Device {
+        self.parameters
+            .first()
+            .map_or(&Device::Cpu, |tensor| tensor.device())
+    }
+
     /// Loads weights in the [file format](self) for `architecture`; `source` names the data
     /// in errors.
     ///
@@ -333,7 +357,7 @@ impl Classifier {
         let mut features = Vec::with_capacity(images.len() / len * self.architecture.features);
         let mut labels = Vec::with_capacity(images.len() / len);
         for batch in images.chunks(EMBED_BATCH * len) {
-            let x = Tensor::from_slice(batch, (batch.len() / len, 1, side, side), &Device::Cpu)?;
+            let x = Tensor::from_slice(batch, (batch.len() / len, 1, side, side), self.device())?;
             let (f, logits) = self.forward(&x)?;
             features.extend(f.flatten_all()?.to_vec1::<f32>()?);
             labels.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);

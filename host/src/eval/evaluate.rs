@@ -13,6 +13,7 @@ use super::report::{Metric, Report, Value};
 use super::toy::EXACT_W2_MAX;
 use super::toy::{exact_w2, median_bandwidth, mmd2_rbf, mode_coverage, sliced_wasserstein};
 use crate::data::{self, toy, DatasetSpec, LoadOptions, Split, Toy};
+use crate::device::DeviceName;
 use crate::error::{Error, Result};
 use crate::npy::{self, Array};
 
@@ -33,10 +34,12 @@ pub struct EvalOptions {
     /// The class the samples were asked for: the reference and floor sets hold only real
     /// images of this class, and the report adds the fraction classified as it.
     pub class: Option<u32>,
+    /// Where the classifier computes the features (the metrics themselves are host code).
+    pub device: DeviceName,
 }
 
 impl Default for EvalOptions {
-    /// All samples, no data dir, the committed classifier, [`DEFAULT_EVAL_SEED`].
+    /// All samples, no data dir, the committed classifier, [`DEFAULT_EVAL_SEED`], the CPU.
     fn default() -> Self {
         EvalOptions {
             num: None,
@@ -44,6 +47,7 @@ impl Default for EvalOptions {
             classifier: None,
             seed: DEFAULT_EVAL_SEED,
             class: None,
+            device: DeviceName::Cpu,
         }
     }
 }
@@ -224,6 +228,7 @@ fn image_report(
             )
         }
     };
+    let classifier = classifier.to_device(&options.device.open()?)?;
     let load = |split| {
         data::load(
             spec,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 use ddm::data::DatasetSpec;
+use ddm::device::DeviceArgs;
 use ddm::eval::{evaluate_file, EvalOptions, DEFAULT_EVAL_SEED};
 
 #[derive(Debug, ClapArgs)]
@@ -35,6 +36,8 @@ pub struct Args {
     /// Seed of the floor's real sets and of KID's subsets.
     #[arg(long, default_value_t = DEFAULT_EVAL_SEED)]
     seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         classifier: args.classifier.clone(),
         seed: args.seed,
         class: args.class,
+        device: args.device.device,
     };
     let report = evaluate_file(&args.dataset, &args.samples, &options)?;
     if args.json {

@@ -145,18 +145,16 @@ impl Collective for ThreadCollective {
         let len = host.len();
         let gone = || Error::Invalid("a rank of the data-parallel run has stopped".into());
         let shared = &*self.shared;
+        // A rank returns only once every rank has read the round (below), so its slot is
+        // empty whenever it enters.
         let mut state = shared.state.lock().map_err(|_| gone())?;
-        // Wait until the previous round has been read by everyone.
-        while state.slots[self.rank].is_some() && !state.closed {
-            state = shared.changed.wait(state).map_err(|_| gone())?;
-        }
         if state.closed {
             return Err(gone());
         }
         let round = state.round;
         state.slots[self.rank] = Some(host);
         shared.changed.notify_all();
-        while state.round == round && state.slots.iter().any(Option::is_none) && !state.closed {
+        while state.slots.iter().any(Option::is_none) && !state.closed {
             state = shared.changed.wait(state).map_err(|_| gone())?;
         }
         if state.closed {

@@ -52,6 +52,9 @@ say "board images (nRF52840-DK, STM32F746G-DISCO, Pico 2, Jetson with tract)"
 
 say "tests (host and QEMU)"
 cargo test --workspace
+# The board build helper lives outside the host workspace (with the boards); its own tests
+# (the DDM_* variables, the generated configuration) run here.
+(cd boards/build-support && cargo test)
 
 say "device runtime tests on aarch64 under qemu-aarch64: Cortex-A72 (NEON) and A76 (NEON dot product)"
 # Every int8 product path this CPU model has is checked against the portable one and the

@@ -44,17 +44,19 @@ impl Spacing {
         Spacing::LogSnr,
     ];
 
-    /// The spacing's name: `leading`, `linspace`, `trailing` or `logsnr`.
+    /// The spacing's name: `leading`, `linspace`, `trailing` or `logsnr`, or `given` for
+    /// [`Spacing::Given`] (which a name alone cannot give: it is not in [`Spacing::ALL`]).
     pub const fn name(self) -> &'static str {
         match self {
             Spacing::Leading => "leading",
             Spacing::Linspace => "linspace",
             Spacing::Trailing => "trailing",
             Spacing::LogSnr => "logsnr",
+            Spacing::Given(_) => "given",
         }
     }
 
-    /// The spacing named `name` ([`Spacing::name`]'s inverse).
+    /// The spacing named `name` ([`Spacing::name`]'s inverse over [`Spacing::ALL`]).
     pub fn from_name(name: &str) -> Option<Spacing> {
         Spacing::ALL
             .into_iter()
@@ -100,6 +102,7 @@ mod tests {
         assert_eq!(SamplerKind::from_name("langevin"), None);
         assert_eq!(SamplerKind::from_name("DDIM"), None);
         assert_eq!(Spacing::from_name("log-snr"), None);
+        assert_eq!(Spacing::from_name("given"), None);
         assert_eq!(ReverseVariance::from_name(""), None);
     }
 }

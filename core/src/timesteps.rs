@@ -8,9 +8,70 @@
 //! which is the same timestep for leading and trailing spacing when `N` divides `T` and differs
 //! otherwise (and for linspace); ddm's rule is right for every spacing: no step is skipped or
 //! taken twice and the last DDIM step always lands on clean data.
+//!
+//! [`Spacing::Given`] carries the timesteps themselves (diffusers' `timesteps=[...]`), for the
+//! few-step samplers whose best timesteps are found by measurement, such as a distilled
+//! student's; it holds at most [`MAX_GIVEN_STEPS`].
 
 use crate::error::{Error, Result};
 use crate::schedule::{Schedule, MIN_ALPHA_BAR};
+
+/// Most timesteps a [`Spacing::Given`] holds.
+pub const MAX_GIVEN_STEPS: usize = 16;
+
+/// Inference timesteps given one by one: 1 to [`MAX_GIVEN_STEPS`] of them, strictly
+/// descending (checked against a schedule's `T` where they are used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GivenTimesteps {
+    len: u8,
+    values: [u32; MAX_GIVEN_STEPS],
+}
+
+impl GivenTimesteps {
+    /// The timesteps `values`, first to last.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when `values` is empty, longer than [`MAX_GIVEN_STEPS`] or
+    /// not strictly descending.
+    pub const fn new(values: &[u32]) -> Result<Self> {
+        if values.is_empty() || values.len() > MAX_GIVEN_STEPS {
+            return Err(Error::InvalidParameter(
+                "given timesteps must number 1 to 16",
+            ));
+        }
+        let mut stored = [0; MAX_GIVEN_STEPS];
+        let mut i = 0;
+        while i < values.len() {
+            if i > 0 && values[i] >= values[i - 1] {
+                return Err(Error::InvalidParameter(
+                    "given timesteps must be strictly descending",
+                ));
+            }
+            stored[i] = values[i];
+            i += 1;
+        }
+        Ok(GivenTimesteps {
+            len: values.len() as u8,
+            values: stored,
+        })
+    }
+
+    /// The timesteps, first (noisiest) to last.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.values[..usize::from(self.len)]
+    }
+
+    /// How many there are (`1..=MAX_GIVEN_STEPS`).
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Always `false`: there is at least one.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 /// How the inference timesteps are spread over `0..T`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +88,17 @@ pub enum Spacing {
     /// timesteps that would coincide are pushed apart by one. Best for few-step solvers on
     /// sharp data, where time-uniform spacings leave one large jump in lambda at the end.
     LogSnr,
+    /// Exactly these timesteps (as many as the sampler's steps, each below `T`).
+    Given(GivenTimesteps),
 }
 
 /// Writes `out.len()` inference timesteps (descending, first to last) for `schedule`.
 /// `steps_offset` only applies to [`Spacing::Leading`].
 ///
 /// Errors with [`Error::InvalidStepCount`] when `out` is empty, longer than the number of
-/// training steps `T`, or the offset pushes a timestep to `T` or beyond.
+/// training steps `T`, or the offset pushes a timestep to `T` or beyond, and for
+/// [`Spacing::Given`] when `out` does not hold as many timesteps as given or one is `T` or
+/// beyond.
 pub fn fill_timesteps(
     schedule: &Schedule<'_>,
     spacing: Spacing,
@@ -46,8 +111,11 @@ pub fn fill_timesteps(
     if steps == 0 || steps > train_steps || train_steps > u32::MAX as usize {
         return Err(invalid);
     }
-    if spacing == Spacing::LogSnr {
-        fill_log_snr(schedule, out);
+    match spacing {
+        Spacing::LogSnr => fill_log_snr(schedule, out),
+        Spacing::Given(given) if given.len() == steps => out.copy_from_slice(given.as_slice()),
+        Spacing::Given(_) => return Err(invalid),
+        _ => {}
     }
     let count = steps as f64;
     let total = train_steps as f64;
@@ -68,7 +136,7 @@ pub fn fill_timesteps(
                 let position = total - i as f64 * (total / count);
                 (libm::rint(position) as usize).saturating_sub(1)
             }
-            Spacing::LogSnr => *slot as usize,
+            Spacing::LogSnr | Spacing::Given(_) => *slot as usize,
         };
         if value >= train_steps {
             return Err(invalid);

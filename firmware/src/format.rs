@@ -148,7 +148,7 @@
 //! | 28 | `u32` | prediction: 0 eps, 1 x0, 2 v |
 //! | 32 | `u32` | default sampler: 0 DDPM, 1 DDIM, 2 DPM-Solver++ 2M |
 //! | 36 | `u32` | default steps (1..=T) |
-//! | 40 | `u32` | default spacing: 0 leading, 1 linspace, 2 trailing, 3 log-SNR |
+//! | 40 | `u32` | default spacing: 0 leading, 1 linspace, 2 trailing, 3 log-SNR, 4 given |
 //! | 44 | `u32` | default steps offset (leading spacing) |
 //! | 48 | `f32` | default DDIM eta (finite, >= 0) |
 //! | 52 | `u32` | default DDPM variance: 0 beta, 1 posterior |
@@ -157,7 +157,11 @@
 //! | 64 | `u32` | DPM-Solver++ takes its second to last step at first order: 0 or 1 |
 //! | 68 | `u32` x 3 | reserved, 0 |
 //! | 80 | `f32` x T | `alphas_cumprod`: in `[0, 1]`, non-increasing |
+//! | 80 + 4T | `u32` x steps | given spacing only: the timesteps, strictly descending, below `T` (1 to 16 of them) |
 //!
+//! The section is exactly `80 + 4 T` bytes, plus `4 steps` with given timesteps. The given
+//! spacing came after version 3 without a version change: a reader that predates it refuses
+//! its code as unknown, it never misreads it.
 //! The sampler settings (offsets 32 to 68) are a [`ddm_core::SamplerConfig`], validated by
 //! its own check against the table. Version 1 blobs differ here (no word 64, table at 64, and
 //! their DPM-Solver++ always took the second to last step at first order); they are refused

@@ -54,6 +54,9 @@ pub(crate) fn sampler_from_code(code: u32) -> Result<SamplerKind> {
     }
 }
 
+/// The spacing code of [`Spacing::Given`], whose timesteps follow the schedule's table.
+pub(crate) const SPACING_GIVEN: u32 = 4;
+
 #[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) fn spacing_code(spacing: Spacing) -> u32 {
     match spacing {
@@ -61,9 +64,11 @@ pub(crate) fn spacing_code(spacing: Spacing) -> u32 {
         Spacing::Linspace => 1,
         Spacing::Trailing => 2,
         Spacing::LogSnr => 3,
+        Spacing::Given(_) => SPACING_GIVEN,
     }
 }
 
+/// The spacing of a code other than [`SPACING_GIVEN`] (whose timesteps are read apart).
 pub(crate) fn spacing_from_code(code: u32) -> Result<Spacing> {
     match code {
         0 => Ok(Spacing::Leading),

@@ -87,7 +87,7 @@ pub fn schedule_spec(config: &RunConfig) -> Result<BlobSchedule> {
 }
 
 /// A readable description of a device sampler, e.g. `DDIM, 10 steps, trailing spacing,
-/// eta 0, clip 1`.
+/// eta 0, clip 1` or `DDIM, 4 steps, timesteps 999,760,500,250, eta 1`.
 pub fn describe_sampler(config: &SamplerConfig) -> String {
     let kind = match config.kind {
         SamplerKind::Ddpm => "DDPM",
@@ -95,12 +95,16 @@ pub fn describe_sampler(config: &SamplerConfig) -> String {
         SamplerKind::DpmSolverPp2m => "DPM-Solver++ 2M",
     };
     let spacing = match config.spacing {
-        Spacing::Leading => "leading",
-        Spacing::Linspace => "linspace",
-        Spacing::Trailing => "trailing",
-        Spacing::LogSnr => "log-SNR",
+        Spacing::Leading => "leading spacing".to_string(),
+        Spacing::Linspace => "linspace spacing".to_string(),
+        Spacing::Trailing => "trailing spacing".to_string(),
+        Spacing::LogSnr => "log-SNR spacing".to_string(),
+        Spacing::Given(given) => {
+            let list: Vec<String> = given.as_slice().iter().map(u32::to_string).collect();
+            format!("timesteps {}", list.join(","))
+        }
     };
-    let mut text = format!("{kind}, {} steps, {spacing} spacing", config.steps);
+    let mut text = format!("{kind}, {} steps, {spacing}", config.steps);
     if config.steps_offset != 0 {
         text.push_str(&format!(", offset {}", config.steps_offset));
     }

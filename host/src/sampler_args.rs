@@ -3,7 +3,8 @@
 //! ([`ddm_core::SamplerOptions::resolve`]).
 
 use ddm_core::loss_weight::ReverseVariance;
-use ddm_core::SamplerOptions;
+use ddm_core::timesteps::GivenTimesteps;
+use ddm_core::{SamplerOptions, Spacing};
 
 use crate::sampling::SamplerChoice;
 use crate::schedule_args::SpacingName;
@@ -35,10 +36,15 @@ pub struct SamplerArgs {
     /// with v or x0; trailing for dpmpp-2m; trailing on a zero-terminal-SNR schedule; leading
     /// for an eps network on a schedule ending in almost pure noise (cosine); a model blob:
     /// its own].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "timesteps")]
     pub spacing: Option<SpacingName>,
+    /// The inference timesteps themselves, noisiest first: 1 to 16 strictly descending
+    /// integers below the training steps T, comma-separated (as diffusers' `timesteps=`);
+    /// they set the step count [default: the spacing's; a distilled student: its own].
+    #[arg(long, value_name = "T1,T2,...", value_parser = parse_timesteps)]
+    pub timesteps: Option<GivenTimesteps>,
     /// Offset added to leading timesteps [default: 0].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "timesteps")]
     pub steps_offset: Option<u32>,
     /// DDIM's eta: 0 is deterministic, 1 matches DDPM's noise [default: 0].
     #[arg(long)]
@@ -56,11 +62,29 @@ pub struct SamplerArgs {
     pub first_order_penultimate: bool,
 }
 
+/// `--timesteps`: comma-separated timesteps, as [`GivenTimesteps::new`] takes them.
+fn parse_timesteps(text: &str) -> std::result::Result<GivenTimesteps, String> {
+    let values = text
+        .split(',')
+        .map(|part| part.trim().parse::<u32>())
+        .collect::<std::result::Result<Vec<u32>, _>>()
+        .map_err(|_| format!("{text:?} is not a comma-separated list of timesteps"))?;
+    GivenTimesteps::new(&values).map_err(|error| error.to_string())
+}
+
 impl SamplerArgs {
+    /// `steps` as given, else as many as `--timesteps` gives.
+    pub fn steps_or_given(&self, steps: Option<usize>) -> Option<usize> {
+        steps.or(self.timesteps.map(|given| given.len()))
+    }
+
     /// The core's options (no sampler kind or step count: the command adds them).
     pub fn options(&self) -> SamplerOptions {
         SamplerOptions {
-            spacing: self.spacing.map(Into::into),
+            spacing: self
+                .timesteps
+                .map(Spacing::Given)
+                .or(self.spacing.map(Into::into)),
             steps_offset: self.steps_offset,
             eta: self.eta,
             variance: self.variance.map(Into::into),
@@ -92,7 +116,8 @@ pub fn blob_sampler_options(
             })
         })
         .transpose()?;
-    let steps = steps
+    let steps = settings
+        .steps_or_given(steps)
         .map(|steps| {
             u32::try_from(steps)
                 .map_err(|_| Error::Invalid(format!("--steps {steps} is too large")))
@@ -134,7 +159,7 @@ impl BlobSamplerArgs {
 mod tests {
     use super::*;
     use clap::ValueEnum;
-    use ddm_core::{SamplerKind, Spacing};
+    use ddm_core::SamplerKind;
 
     fn value_name<T: ValueEnum>(value: &T) -> String {
         value.to_possible_value().unwrap().get_name().to_string()

@@ -11,6 +11,8 @@ use ddm::train::checkpoint::{
     self, CONFIG_FILE, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, TEACHER_FILE,
 };
 use ddm::train::{DistillMethod, Trainer};
+use ddm_core::timesteps::GivenTimesteps;
+use ddm_core::Spacing;
 
 fn ddm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ddm"))
@@ -309,7 +311,7 @@ fn bad_distillations_get_clear_errors() {
 }
 
 #[test]
-fn the_students_eta_is_measured_where_a_classifier_exists_and_given_otherwise() {
+fn the_students_eta_and_timesteps_are_measured_where_a_classifier_exists_and_given_otherwise() {
     let root = tempfile::tempdir().unwrap();
     let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
     let t = path("digits");
@@ -352,14 +354,18 @@ fn the_students_eta_is_measured_where_a_classifier_exists_and_given_otherwise() 
         "--out",
         &s,
     ]));
-    // "student sampler: DDIM, ... eta E (measured ...: eta 0: FD a, eta 0.5: FD b, eta 1: FD c)"
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("student sampler:"))
-        .unwrap_or_else(|| panic!("{stdout}"));
-    let scores: Vec<(f32, f64)> = line
+    // "student eta: E (measured ...: eta 0: FD a, eta 0.5: FD b, eta 1: FD c)"
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .to_string()
+    };
+    let eta_line = line("student eta:");
+    let scores: Vec<(f32, f64)> = eta_line
         .split("eta ")
-        .skip(2)
+        .skip(1)
         .map(|part| {
             let (eta, rest) = part.split_once(": FD ").unwrap();
             let fd = rest
@@ -373,12 +379,93 @@ fn the_students_eta_is_measured_where_a_classifier_exists_and_given_otherwise() 
     assert_eq!(
         scores.iter().map(|s| s.0).collect::<Vec<_>>(),
         vec![0.0, 0.5, 1.0],
-        "{line}"
+        "{eta_line}"
     );
     let best = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
     let config = checkpoint::read_config(Path::new(&s)).unwrap();
     assert_eq!(config.distill.as_ref().unwrap().eta, Some(best));
     assert_eq!(config.default_sampler().unwrap().eta, best);
+
+    // Then the timesteps, on the teacher's grid of 4 (999, 749, 499, 249), the first kept
+    // at T - 1: "student timesteps: [999, t], FD a against the trailing timesteps' b (n sets
+    // ...)", with the trailing pair (999, 499) among those measured and never better.
+    let timesteps_line = line("student timesteps:");
+    let chosen = config.distill.as_ref().unwrap().timesteps.clone().unwrap();
+    assert_eq!(chosen.len(), 2);
+    assert_eq!(chosen[0], 999);
+    assert!([749, 499, 249].contains(&chosen[1]), "{chosen:?}");
+    let figures: Vec<f64> = timesteps_line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|part| part.contains('.'))
+        .map(|part| part.parse().unwrap())
+        .collect();
+    assert!(figures[0] <= figures[1], "{timesteps_line}");
+    assert!(
+        timesteps_line.contains("(3 sets measured"),
+        "{timesteps_line}"
+    );
+    let sampler = config.default_sampler().unwrap();
+    assert_eq!(
+        sampler.spacing,
+        Spacing::Given(GivenTimesteps::new(&chosen).unwrap())
+    );
+    assert!(
+        line("student sampler:").contains(&format!("timesteps 999,{}", chosen[1])),
+        "{stdout}"
+    );
+    // Sampling the student uses them without flags, as --timesteps gives them; the blob
+    // stores them and the device runtime samples with them.
+    let sample = |out: &str, extra: &[&str]| {
+        let mut args = vec!["sample", "--num", "8", "--out", out];
+        args.extend_from_slice(extra);
+        assert_success(&ddm(&args));
+        npy::read_f32(Path::new(out)).unwrap().values
+    };
+    let given = format!("999,{}", chosen[1]);
+    let eta = best.to_string();
+    let own = sample(&path("own.npy"), &["--checkpoint", &s]);
+    let flags = [
+        "--checkpoint",
+        &s,
+        "--sampler",
+        "ddim",
+        "--timesteps",
+        &given,
+        "--eta",
+        &eta,
+    ];
+    assert_eq!(own, sample(&path("flags.npy"), &flags));
+    let other = if chosen[1] == 499 {
+        "999,749"
+    } else {
+        "999,499"
+    };
+    let mut changed = flags;
+    changed[5] = other;
+    assert_ne!(own, sample(&path("other.npy"), &changed));
+    let blob = path("student.ddm");
+    let export = assert_success(&ddm(&[
+        "export",
+        "--checkpoint",
+        &s,
+        "--precision",
+        "f32",
+        "--out",
+        &blob,
+    ]));
+    assert!(
+        export.contains(&format!("DDIM, 2 steps, timesteps 999,{}", chosen[1])),
+        "{export}"
+    );
+    let bytes = std::fs::read(&blob).unwrap();
+    let stored = ddm_firmware::Blob::parse(&bytes)
+        .unwrap()
+        .sampler_defaults();
+    assert_eq!(stored, sampler);
+    let on_runtime = sample(&path("runtime.npy"), &["--model", &blob]);
+    for (a, b) in on_runtime.iter().zip(&own) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
 
     // Given, it is kept; a toy has no classifier and keeps eta 0.
     let given = path("given");
@@ -396,16 +483,29 @@ fn the_students_eta_is_measured_where_a_classifier_exists_and_given_otherwise() 
         "4",
         "--eta",
         "0.25",
+        "--timesteps",
+        "999,300",
         "--out",
         &given,
     ]));
     let config = checkpoint::read_config(Path::new(&given)).unwrap();
     assert_eq!(config.default_sampler().unwrap().eta, 0.25);
+    // Given timesteps are kept too (no measurement), and checked.
+    assert_eq!(
+        config.distill.as_ref().unwrap().timesteps,
+        Some(vec![999, 300])
+    );
     let moons = path("moons");
     teacher(&moons, "v");
     let stdout = assert_success(&ddm(&distill(&moons, &path("toy"), &[])));
     assert!(
-        stdout.contains("eta 0 (no committed classifier"),
+        stdout.contains("student eta: 0 (no committed classifier"),
         "{stdout}"
     );
+    assert!(!stdout.contains("student timesteps:"), "{stdout}");
+    let wrong = path("wrong");
+    for timesteps in ["999,400,100", "400,999"] {
+        let args = distill(&moons, &wrong, &["--timesteps", timesteps]);
+        assert_failure(&ddm(&args), "strictly");
+    }
 }

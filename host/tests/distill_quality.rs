@@ -95,6 +95,7 @@ fn student(teacher: &Trainer, method: DistillMethod, steps: u32, updates: u64) -
         updates_per_round: updates,
         teacher_clip: None,
         eta: None,
+        timesteps: None,
     };
     let mut config = teacher.config().clone();
     config.train = TrainConfig {

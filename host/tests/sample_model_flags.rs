@@ -24,8 +24,15 @@ fn fixture() -> PathBuf {
 fn flags(kind: SamplerKind) -> Vec<&'static str> {
     let mut flags = vec!["--sampler", kind.name(), "--steps", "3"];
     flags.extend_from_slice(match kind {
-        SamplerKind::Ddpm => &["--variance", "beta", "--clip-sample", "1.5"][..],
-        SamplerKind::Ddim => &["--eta", "0.5", "--spacing", "linspace"][..],
+        SamplerKind::Ddpm => &[
+            "--variance",
+            "beta",
+            "--clip-sample",
+            "1.5",
+            "--spacing",
+            "linspace",
+        ][..],
+        SamplerKind::Ddim => &["--eta", "0.5", "--timesteps", "999,640,70"][..],
         SamplerKind::DpmSolverPp2m => &[
             "--spacing",
             "leading",

@@ -9,7 +9,7 @@
 //! | `DDM_MODEL_BLOB` | path of the model blob (relative: to the board crate's directory) | `hil/fixtures/optdigits-mlp-int8.ddm` of this repository |
 //! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m` or `ddpm` | the blob's sampler |
 //! | `DDM_STEPS` | network evaluations per sample | the blob's sampler's |
-//! | `DDM_SPACING` | `leading`, `linspace`, `trailing` or `logsnr` | see below |
+//! | `DDM_SPACING` | `leading`, `linspace`, `trailing` or `logsnr`, or the timesteps, comma-separated (`999,760,500,250`: `--timesteps`) | see below |
 //! | `DDM_STEPS_OFFSET` | offset of leading timesteps | see below |
 //! | `DDM_ETA` | DDIM's eta | see below |
 //! | `DDM_VARIANCE` | DDPM's reverse variance, `beta` or `posterior` | see below |
@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::sampler::SamplerKind;
-use ddm_core::timesteps::Spacing;
+use ddm_core::timesteps::{GivenTimesteps, Spacing};
 use ddm_core::Guidance;
 use ddm_firmware::{required_arena_bytes_for_steps, Blob, GenerateSettings, SamplerOptions};
 
@@ -320,8 +320,11 @@ pub fn sampler_options(
         spacing: parse_value(
             spacing,
             value(spacing),
-            names(&Spacing::ALL, Spacing::name),
-            Spacing::from_name,
+            format_args!(
+                "{} or the timesteps, comma-separated and strictly descending",
+                names(&Spacing::ALL, Spacing::name)
+            ),
+            spacing_from_text,
         )?,
         steps_offset: parse_number(steps_offset, value(steps_offset), 0u32)?,
         eta: parse_value(eta, value(eta), "a number", |v| v.parse::<f32>().ok())?,
@@ -349,6 +352,28 @@ pub fn sampler_options(
     })
 }
 
+/// A spacing's name, or given timesteps as `--timesteps` takes them (`999,700,400,100`).
+fn spacing_from_text(text: &str) -> Option<Spacing> {
+    Spacing::from_name(text).or_else(|| {
+        let values: Vec<u32> = text
+            .split(',')
+            .map(|part| part.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        GivenTimesteps::new(&values).ok().map(Spacing::Given)
+    })
+}
+
+/// `spacing` as [`spacing_from_text`] reads it.
+fn spacing_text(spacing: Spacing) -> String {
+    match spacing {
+        Spacing::Given(given) => {
+            let values: Vec<String> = given.as_slice().iter().map(u32::to_string).collect();
+            values.join(",")
+        }
+        named => named.name().into(),
+    }
+}
+
 /// `options` as the values of the [`SAMPLER_ENV`] variables: each setting given in its
 /// variable's form (numbers exactly: `f32`s in their shortest round-tripping decimal), an
 /// empty value for each one left `None`.
@@ -359,7 +384,7 @@ pub fn sampler_env(options: &SamplerOptions) -> [(&'static str, String); 8] {
     let values = [
         text(options.kind, |k| k.name().into()),
         text(options.steps, |n| n.to_string()),
-        text(options.spacing, |s| s.name().into()),
+        text(options.spacing, spacing_text),
         text(options.steps_offset, |n| n.to_string()),
         text(options.eta, |eta| eta.to_string()),
         text(options.variance, |v| v.name().into()),
@@ -521,7 +546,15 @@ fn options_literal(options: &SamplerOptions) -> String {
          first_order_penultimate: {},\n    }}",
         some(kind, |k| format!("::ddm_board_support::SamplerKind::{k:?}")),
         some(steps, |n| n.to_string()),
-        some(spacing, |s| format!("::ddm_board_support::Spacing::{s:?}")),
+        some(spacing, |s| match s {
+            Spacing::Given(given) => format!(
+                "::ddm_board_support::Spacing::Given(match \
+                 ::ddm_board_support::GivenTimesteps::new(&{:?}) {{ Ok(given) => given, \
+                 Err(_) => panic!(\"invalid timesteps\") }})",
+                given.as_slice()
+            ),
+            named => format!("::ddm_board_support::Spacing::{named:?}"),
+        }),
         some(steps_offset, |n| n.to_string()),
         some(eta, float),
         some(variance, |v| format!(
@@ -599,6 +632,16 @@ mod tests {
         };
         assert_eq!(env_of(&unclipped), Ok(unclipped));
         assert_eq!(env_of(&SamplerOptions::none()), Ok(SamplerOptions::none()));
+        let given = SamplerOptions {
+            spacing: Some(Spacing::Given(
+                GivenTimesteps::new(&[999, 700, 400, 100]).unwrap(),
+            )),
+            ..SamplerOptions::sampler(SamplerKind::Ddim, 4)
+        };
+        assert_eq!(env_of(&given), Ok(given));
+        assert!(sampler_env(&given)
+            .iter()
+            .any(|pair| *pair == ("DDM_SPACING", "999,700,400,100".to_string())));
         assert!(sampler_env(&SamplerOptions::none())
             .iter()
             .all(|(_, value)| value.is_empty()));
@@ -616,6 +659,8 @@ mod tests {
             ("DDM_STEPS", "0"),
             ("DDM_STEPS", "four"),
             ("DDM_SPACING", "log-snr"),
+            ("DDM_SPACING", "100,400"),
+            ("DDM_SPACING", "999,,100"),
             ("DDM_STEPS_OFFSET", "-1"),
             ("DDM_ETA", "x"),
             ("DDM_VARIANCE", "fixed_small"),
@@ -653,6 +698,15 @@ mod tests {
         );
         assert!(code.contains("clip_sample: Some(None)"), "{code}");
         assert!(code.contains("steps: None"), "{code}");
+        let given = SamplerOptions {
+            spacing: Some(Spacing::Given(GivenTimesteps::new(&[999, 500]).unwrap())),
+            ..SamplerOptions::none()
+        };
+        let code = options_literal(&given);
+        assert!(
+            code.contains("::ddm_board_support::GivenTimesteps::new(&[999, 500])"),
+            "{code}"
+        );
     }
 
     #[test]

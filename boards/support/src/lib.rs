@@ -58,7 +58,7 @@ pub mod stack;
 
 pub use ddm_core::loss_weight::ReverseVariance;
 pub use ddm_core::sampler::SamplerKind;
-pub use ddm_core::timesteps::Spacing;
+pub use ddm_core::timesteps::{GivenTimesteps, Spacing};
 pub use trace::{fnv1a, generate_observed, StepObserver};
 
 /// Ends a run on a board driven by a debugger (`probe-rs run`).

@@ -116,7 +116,8 @@ impl SamplerConfig {
     /// Checks every field against `schedule`: `1 <= steps <= T`, `steps_offset < T`, `eta`
     /// finite and `>= 0`, the clip radius finite and `> 0`, and that the spacing and offset
     /// give `steps` distinct timesteps in `0..T` (so that [`SamplerConfig::timesteps`] fails
-    /// only on a buffer of the wrong length).
+    /// only on a buffer of the wrong length): given timesteps must number `steps`, the first
+    /// below `T`.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] or [`Error::InvalidStepCount`], naming what is wrong.
@@ -126,6 +127,11 @@ impl SamplerConfig {
         let train_steps = schedule.train_steps();
         if steps == 0 || steps > train_steps || self.steps_offset as usize >= train_steps {
             return Err(Error::InvalidStepCount { steps, train_steps });
+        }
+        if let Spacing::Given(given) = self.spacing {
+            if given.as_slice()[0] as usize >= train_steps {
+                return Err(Error::InvalidStepCount { steps, train_steps });
+            }
         }
         if self.spacing == Spacing::Leading {
             // The largest leading timestep: (steps - 1) (T / steps) + offset.
@@ -137,8 +143,8 @@ impl SamplerConfig {
         Ok(())
     }
 
-    /// The checks of [`SamplerConfig::validate`] that need no schedule: `steps >= 1`, `eta`
-    /// and the clip radius.
+    /// The checks of [`SamplerConfig::validate`] that need no schedule: `steps >= 1`, `eta`,
+    /// the clip radius, and as many given timesteps as steps.
     ///
     /// # Errors
     /// As [`SamplerConfig::validate`].
@@ -148,6 +154,13 @@ impl SamplerConfig {
         }
         if !(self.eta.is_finite() && self.eta >= 0.0) {
             return Err(Error::InvalidParameter("eta must be finite and >= 0"));
+        }
+        if let Spacing::Given(given) = self.spacing {
+            if given.len() != self.steps as usize {
+                return Err(Error::InvalidParameter(
+                    "the given timesteps must number the sampler's steps",
+                ));
+            }
         }
         super::validate_clip(self.clip_sample)
     }
@@ -277,6 +290,9 @@ impl SamplerOptions {
     /// [`SamplerConfig::new`]'s defaults. A different kind over a base takes that kind's
     /// default spacing unless a spacing is given; the base's other settings carry over (eta,
     /// variance and the DPM-Solver++ order concern one sampler each, clipping all of them).
+    /// Given timesteps ([`Spacing::Given`]) set the step count when none is asked for; a step
+    /// count other than the base's given timesteps takes the kind's default spacing unless a
+    /// spacing is asked for.
     ///
     /// # Errors
     /// Without a base, [`Error::InvalidParameter`] when the sampler or the step count is
@@ -287,10 +303,14 @@ impl SamplerOptions {
         schedule: &Schedule<'_>,
         prediction: Prediction,
     ) -> Result<SamplerConfig> {
+        let given_len = match self.spacing {
+            Some(Spacing::Given(given)) => Some(given.len() as u32),
+            _ => None,
+        };
         let mut config = match base {
             Some(base) => base,
             None => {
-                let (Some(kind), Some(steps)) = (self.kind, self.steps) else {
+                let (Some(kind), Some(steps)) = (self.kind, self.steps.or(given_len)) else {
                     return Err(Error::InvalidParameter(
                         "a sampler and a step count are needed when no default is stored",
                     ));
@@ -312,8 +332,14 @@ impl SamplerOptions {
             first_order_penultimate,
         } = *self;
         config.kind = kind.unwrap_or(config.kind);
-        config.steps = steps.unwrap_or(config.steps);
-        config.spacing = spacing.unwrap_or(config.spacing);
+        config.steps = steps.or(given_len).unwrap_or(config.steps);
+        config.spacing = match (spacing, config.spacing) {
+            (Some(spacing), _) => spacing,
+            (None, Spacing::Given(given)) if given.len() != config.steps as usize => {
+                default_spacing(config.kind, schedule, prediction)
+            }
+            (None, spacing) => spacing,
+        };
         config.steps_offset = steps_offset.unwrap_or(config.steps_offset);
         config.eta = eta.unwrap_or(config.eta);
         config.variance = variance.unwrap_or(config.variance);
@@ -521,5 +547,66 @@ mod tests {
         offset.timesteps(&schedule, &mut out).unwrap();
         assert_eq!(out, [99, 89, 79, 69, 59, 49, 39, 29, 19, 9]);
         assert!(good.timesteps(&schedule, &mut [0u32; 9]).is_err());
+    }
+
+    #[test]
+    fn given_timesteps_are_used_as_given_and_checked() {
+        use crate::timesteps::GivenTimesteps;
+        let table = table(false);
+        let schedule = Schedule::new(&table).unwrap();
+        let given = GivenTimesteps::new(&[99, 70, 31, 5]).unwrap();
+        let config = SamplerConfig::with_spacing(SamplerKind::Ddim, 4, Spacing::Given(given));
+        let mut out = [0u32; 4];
+        config.timesteps(&schedule, &mut out).unwrap();
+        assert_eq!(out, [99, 70, 31, 5]);
+        assert!(config.timesteps(&schedule, &mut [0u32; 3]).is_err());
+        // Too few or too many for the step count, or beyond T.
+        for steps in [3, 5] {
+            let wrong = SamplerConfig { steps, ..config };
+            assert!(wrong.validate_fields().is_err());
+            assert!(wrong.validate(&schedule).is_err());
+        }
+        let beyond = GivenTimesteps::new(&[100, 50]).unwrap();
+        let beyond = SamplerConfig::with_spacing(SamplerKind::Ddim, 2, Spacing::Given(beyond));
+        assert!(beyond.validate_fields().is_ok());
+        assert!(beyond.validate(&schedule).is_err());
+        assert!(beyond.timesteps(&schedule, &mut [0u32; 2]).is_err());
+        // Not descending, empty, too many.
+        assert!(GivenTimesteps::new(&[50, 50]).is_err());
+        assert!(GivenTimesteps::new(&[10, 50]).is_err());
+        assert!(GivenTimesteps::new(&[]).is_err());
+        let many: [u32; 17] = core::array::from_fn(|i| 90 - i as u32);
+        assert!(GivenTimesteps::new(&many).is_err());
+        assert!(GivenTimesteps::new(&many[..16]).is_ok());
+
+        // Options: given timesteps set the step count; another step count over a base with
+        // given timesteps takes the default spacing; a conflicting count is refused.
+        let v = Prediction::V;
+        let options = SamplerOptions {
+            kind: Some(SamplerKind::Ddim),
+            spacing: Some(Spacing::Given(given)),
+            ..SamplerOptions::none()
+        };
+        assert_eq!(options.resolve(None, &schedule, v).unwrap(), config);
+        let two = SamplerOptions {
+            steps: Some(2),
+            ..SamplerOptions::none()
+        };
+        let resolved = two.resolve(Some(config), &schedule, v).unwrap();
+        assert_eq!(resolved.steps, 2);
+        assert_eq!(
+            resolved.spacing,
+            default_spacing(SamplerKind::Ddim, &schedule, v)
+        );
+        let same = SamplerOptions {
+            steps: Some(4),
+            ..SamplerOptions::none()
+        };
+        assert_eq!(same.resolve(Some(config), &schedule, v).unwrap(), config);
+        let conflict = SamplerOptions {
+            steps: Some(3),
+            ..options
+        };
+        assert!(conflict.resolve(None, &schedule, v).is_err());
     }
 }

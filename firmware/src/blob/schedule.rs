@@ -4,8 +4,9 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::settings::{
     betas_from_code, prediction_from_code, sampler_from_code, spacing_from_code,
-    variance_from_code, ModelSchedule,
+    variance_from_code, ModelSchedule, SPACING_GIVEN,
 };
+use ddm_core::timesteps::{GivenTimesteps, Spacing, MAX_GIVEN_STEPS};
 use ddm_core::SamplerConfig;
 
 pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerConfig, &[u8])> {
@@ -22,9 +23,33 @@ pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerCo
     if !(1..=MAX_TRAIN_STEPS).contains(&steps_usize) {
         return Err(fail("train steps out of range"));
     }
-    if section.len() != SCHEDULE_HEADER_LEN + 4 * steps_usize {
-        return Err(fail("section length does not match the train steps"));
+    // Given timesteps (as many as the default steps) follow the table.
+    let given_len = match word(40)? {
+        SPACING_GIVEN => match usize::try_from(word(36)?) {
+            Ok(len @ 1..=MAX_GIVEN_STEPS) => len,
+            _ => return Err(fail("given timesteps must number 1 to 16")),
+        },
+        _ => 0,
+    };
+    let table_end = SCHEDULE_HEADER_LEN + 4 * steps_usize;
+    if section.len() != table_end + 4 * given_len {
+        return Err(fail(
+            "section length does not match the train and given steps",
+        ));
     }
+    let spacing = if given_len > 0 {
+        let mut given = [0u32; MAX_GIVEN_STEPS];
+        for (i, slot) in given.iter_mut().take(given_len).enumerate() {
+            *slot = word(table_end + 4 * i)?;
+        }
+        let values = given.get(..given_len).ok_or(fail("too many given timesteps"))?;
+        Spacing::Given(
+            GivenTimesteps::new(values)
+                .map_err(|_| fail("given timesteps must be strictly descending"))?,
+        )
+    } else {
+        spacing_from_code(word(40)?)?
+    };
     let schedule = ModelSchedule {
         betas: betas_from_code(word(0)?, float(8)?, float(16)?)?,
         train_steps,
@@ -36,7 +61,7 @@ pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerCo
     let sampler = SamplerConfig {
         kind: sampler_from_code(word(32)?)?,
         steps: word(36)?,
-        spacing: spacing_from_code(word(40)?)?,
+        spacing,
         steps_offset: word(44)?,
         eta: f32::from_bits(word(48)?),
         variance: variance_from_code(word(52)?)?,
@@ -50,7 +75,7 @@ pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerCo
         return Err(fail("reserved words must be 0"));
     }
     let alphas = section
-        .get(SCHEDULE_HEADER_LEN..)
+        .get(SCHEDULE_HEADER_LEN..table_end)
         .ok_or(fail("section too short"))?;
     // The same check the samplers' schedule makes (`Blob::alpha_bar_schedule`).
     let table = ddm_core::Schedule::from_le_bytes(alphas)

@@ -15,6 +15,7 @@ use crate::format::*;
 use crate::kernels::concat::concat_requant;
 use crate::quant::{fold_input_zero_point, silu_lut, AddParams, QuantParams, Requant};
 use crate::settings::{betas_code, prediction_code, sampler_code, spacing_code, variance_code};
+use ddm_core::timesteps::Spacing;
 
 /// Tensors collected for the tensors section.
 #[derive(Default)]
@@ -531,6 +532,11 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
     schedule_section.extend_from_slice(&[0; 12]);
     for value in &table {
         schedule_section.extend_from_slice(&value.to_le_bytes());
+    }
+    if let Spacing::Given(given) = sampler.spacing {
+        for &t in given.as_slice() {
+            put_u32(&mut schedule_section, t);
+        }
     }
 
     let mut sections: Vec<(u32, Vec<u8>)> =

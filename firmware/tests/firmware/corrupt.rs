@@ -4,7 +4,7 @@
 //! runtime is bounded by validated sizes, so none can hang.
 
 use ddm_core::sampler::{SamplerKind, SamplerOptions};
-use ddm_core::timesteps::Spacing;
+use ddm_core::timesteps::{GivenTimesteps, Spacing};
 use std::time::Instant;
 
 use ddm_firmware::format::*;
@@ -496,6 +496,7 @@ fn targeted_corruptions_give_the_right_errors() {
         (36, 0),
         (36, 101),
         (40, 4),
+        (40, 5),
         (44, 100),
         (48, f32::NAN.to_bits()),
         (52, 2),
@@ -514,6 +515,59 @@ fn targeted_corruptions_give_the_right_errors() {
                 Error::InvalidSchedule(_)
             ),
             "schedule byte {field} = {value:#x}"
+        );
+    }
+}
+
+#[test]
+fn given_timesteps_follow_the_table_and_are_checked() {
+    let mut spec = micro(Precision::Int8);
+    let given = GivenTimesteps::new(&[31, 20, 9]).unwrap();
+    spec.sampler = SamplerConfig {
+        eta: 0.5,
+        ..SamplerConfig::with_spacing(SamplerKind::Ddim, 3, Spacing::Given(given))
+    };
+    let bytes = write_blob(&spec).unwrap();
+    let blob = Blob::parse(&bytes).unwrap();
+    assert_eq!(blob.sampler_defaults(), spec.sampler);
+    let (schedule, len) = section(&bytes, SECTION_SCHEDULE);
+    assert_eq!(len, SCHEDULE_HEADER_LEN + 4 * 32 + 4 * 3);
+    let table_end = schedule + SCHEDULE_HEADER_LEN + 4 * 32;
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(word(schedule + 40), 4);
+    assert_eq!(
+        [word(table_end), word(table_end + 4), word(table_end + 8)],
+        [31, 20, 9]
+    );
+    // The stored defaults generate as the same settings given explicitly.
+    let run = |settings: &GenerateSettings| {
+        let mut arena = vec![0u8; ddm_firmware::required_arena_bytes(&blob).unwrap()];
+        let mut out = vec![0.0f32; blob.sample_len()];
+        generate(&blob, &mut arena, settings, &mut out).unwrap();
+        out
+    };
+    let explicit = GenerateSettings {
+        sampler: spec.sampler.into(),
+        ..GenerateSettings::new(5, 0)
+    };
+    assert_eq!(run(&GenerateSettings::new(5, 0)), run(&explicit));
+    for (at, value) in [
+        (table_end, 32),     // beyond T
+        (table_end + 4, 31), // not descending
+        (table_end + 8, 20),
+        (schedule + 36, 2), // fewer steps than stored timesteps
+        (schedule + 36, 4),
+        (schedule + 36, 0),
+        (schedule + 36, 17),
+        (schedule + 40, 2), // another spacing, with timesteps after the table
+    ] {
+        assert!(
+            matches!(
+                Blob::parse(&patched(&bytes, at, value)).unwrap_err(),
+                Error::InvalidSchedule(_)
+            ),
+            "byte {} = {value}",
+            at - schedule
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Generation: determinism, independent streams, the host's sampling contract, arena checks.
 
 use ddm_core::sampler::{Sampler, SamplerKind, SamplerOptions};
-use ddm_core::timesteps::Spacing;
+use ddm_core::timesteps::{GivenTimesteps, Spacing};
 use ddm_core::{Rng, Schedule};
 use ddm_firmware::writer::write_blob;
 use ddm_firmware::{
@@ -68,7 +68,16 @@ fn configs() -> Vec<SamplerConfig> {
             spacing: Spacing::Linspace,
             ..SamplerConfig::with_spacing(SamplerKind::Ddpm, 8, Spacing::Leading)
         },
+        SamplerConfig {
+            eta: 0.5,
+            ..SamplerConfig::with_spacing(SamplerKind::Ddim, 4, given(&[99, 61, 30, 7]))
+        },
+        SamplerConfig::with_spacing(SamplerKind::DpmSolverPp2m, 3, given(&[90, 50, 3])),
     ]
+}
+
+fn given(timesteps: &[u32]) -> Spacing {
+    Spacing::Given(GivenTimesteps::new(timesteps).unwrap())
 }
 
 #[test]

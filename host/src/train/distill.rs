@@ -28,6 +28,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use ddm_core::sampler::Ddim;
+use ddm_core::timesteps::GivenTimesteps;
 use ddm_core::{Prediction, Rng, Sampler, SamplerConfig, SamplerKind, Schedule, Spacing};
 use ddm_export::graph::Graph;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,12 @@ pub struct DistillConfig {
     /// (deterministic, 0) until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta: Option<f32>,
+    /// The timesteps of the student's sampler, noisiest first: given, or measured at the end
+    /// of a consistency distillation (`ddm distill`,
+    /// [`choose_timesteps`](super::student::choose_timesteps)); `None`: the `N` trailing
+    /// timesteps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timesteps: Option<Vec<u32>>,
 }
 
 impl DistillConfig {
@@ -115,12 +122,22 @@ impl DistillConfig {
         }
     }
 
-    /// The student's sampler: DDIM with [`DistillConfig::eta`] on `N` trailing timesteps, no
-    /// clamp.
+    /// The student's sampler: DDIM with [`DistillConfig::eta`] on
+    /// [`DistillConfig::timesteps`] (those [`DistillConfig::validate`] accepts; otherwise,
+    /// and without them, on `N` trailing timesteps), no clamp.
     pub fn sampler(&self) -> SamplerConfig {
+        let given = self
+            .timesteps
+            .as_deref()
+            .and_then(|timesteps| GivenTimesteps::new(timesteps).ok())
+            .filter(|given| given.len() == self.steps as usize);
         SamplerConfig {
             eta: self.eta.unwrap_or(0.0),
-            ..SamplerConfig::with_spacing(SamplerKind::Ddim, self.steps, Spacing::Trailing)
+            ..SamplerConfig::with_spacing(
+                SamplerKind::Ddim,
+                self.steps,
+                given.map_or(Spacing::Trailing, Spacing::Given),
+            )
         }
     }
 
@@ -132,7 +149,8 @@ impl DistillConfig {
     /// is its error times `1 / a_{T-1}`: a few-step student cannot start there); `N = 0`;
     /// `K` not `N` times a power of two (progressive, at least `2N`) or below `N`
     /// (consistency), or above `T`; grids that do not nest on this schedule; no updates; a
-    /// clip radius that is not positive; an eta that is negative or not finite.
+    /// clip radius that is not positive; an eta that is negative or not finite; timesteps
+    /// that are not `N` strictly descending ones below `T`.
     pub fn validate(&self, schedule: &Schedule<'_>, prediction: Prediction) -> Result<()> {
         let fail = |what: String| Err(Error::Invalid(what));
         if prediction == Prediction::Eps {
@@ -157,6 +175,19 @@ impl DistillConfig {
             return fail("--eta must be finite and >= 0".into());
         }
         let train_steps = schedule.train_steps();
+        if let Some(timesteps) = &self.timesteps {
+            let valid = timesteps.len() == n as usize
+                && timesteps
+                    .first()
+                    .is_some_and(|&t| (t as usize) < train_steps)
+                && GivenTimesteps::new(timesteps).is_ok();
+            if !valid {
+                return fail(format!(
+                    "the student's timesteps {timesteps:?} must be --steps {n} strictly \
+                     descending timesteps below {train_steps}"
+                ));
+            }
+        }
         if k as usize > train_steps {
             return fail(format!(
                 "--teacher-steps {k} exceeds the schedule's {train_steps} training steps"
@@ -456,6 +487,7 @@ mod tests {
             updates_per_round: 5,
             teacher_clip: Some(1.0),
             eta: None,
+            timesteps: None,
         }
     }
 
@@ -780,5 +812,29 @@ mod tests {
             (sampler.kind, sampler.steps, sampler.spacing),
             (SamplerKind::Ddim, 4, Spacing::Trailing)
         );
+        // Given timesteps: used as given, checked against N and T.
+        let given = DistillConfig {
+            timesteps: Some(vec![999, 800, 400, 100]),
+            ..config(DistillMethod::Consistency, 4, 64)
+        };
+        assert!(given.validate(&schedule, v).is_ok());
+        let mut out = [0u32; 4];
+        given.sampler().timesteps(&schedule, &mut out).unwrap();
+        assert_eq!(out, [999, 800, 400, 100]);
+        for wrong in [
+            vec![999, 800, 400],
+            vec![999, 800, 800, 100],
+            vec![1000, 800, 400, 100],
+        ] {
+            let wrong = DistillConfig {
+                timesteps: Some(wrong),
+                ..given.clone()
+            };
+            assert!(
+                wrong.validate(&schedule, v).is_err(),
+                "{:?}",
+                wrong.timesteps
+            );
+        }
     }
 }

@@ -367,6 +367,26 @@ impl Trainer {
         Ok(())
     }
 
+    /// Sets a distilled student's sampler timesteps ([`DistillConfig::timesteps`](super::DistillConfig::timesteps)).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a run that is not a distillation, or timesteps its
+    /// configuration refuses ([`DistillConfig::validate`](super::DistillConfig::validate)).
+    pub fn set_student_timesteps(&mut self, timesteps: Vec<u32>) -> Result<()> {
+        let schedule = Schedule::new(&self.alphas_cumprod)?;
+        let prediction = self.config.objective.prediction.into();
+        let Some(distill) = self.config.distill.as_mut() else {
+            return Err(Error::Invalid(
+                "only a distilled student has a sampler".into(),
+            ));
+        };
+        let mut changed = distill.clone();
+        changed.timesteps = Some(timesteps);
+        changed.validate(&schedule, prediction)?;
+        *distill = changed;
+        Ok(())
+    }
+
     /// The current round's teacher of a distillation (`None` for a run trained on data).
     pub fn teacher(&self) -> Option<&Params> {
         self.teacher.as_ref()

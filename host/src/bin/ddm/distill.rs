@@ -9,7 +9,7 @@ use ddm::export::describe_sampler;
 use ddm::image_grid::is_image_shape;
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm::train::run::save;
-use ddm::train::student::{choose_eta, CHOICE_SAMPLES};
+use ddm::train::student::{choose_eta, choose_timesteps, CHOICE_SAMPLES};
 use ddm::train::{DistillConfig, DistillMethod, LossWeightSpec, TrainConfig, Trainer};
 
 use crate::train::{announce, resume, train_and_report};
@@ -71,6 +71,18 @@ pub struct Args {
     /// (optdigits, fashion-mnist); 0 without one].
     #[arg(long, group = "definition")]
     eta: Option<f32>,
+    /// The student's sampler timesteps, noisiest first, comma-separated (--steps of them,
+    /// strictly descending) [default: consistency: measured at the end, after eta: the
+    /// timesteps of the teacher's grid whose samples lie closest to the training data
+    /// (Frechet distance, as for eta); progressive, or without a committed classifier: the
+    /// --steps trailing timesteps].
+    #[arg(
+        long,
+        value_name = "T1,T2,...",
+        value_delimiter = ',',
+        group = "definition"
+    )]
+    timesteps: Option<Vec<u32>>,
     /// Distil the teacher's trained weights instead of their EMA.
     #[arg(long, group = "definition")]
     no_teacher_ema: bool,
@@ -134,31 +146,49 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     choose_sampler(&mut trainer, &args.out)
 }
 
-/// Measures the finished student's sampler settings it was not given ([`choose_eta`]) and
-/// saves them with the run.
+/// Measures the finished student's sampler settings it was not given and saves them with the
+/// run: eta first ([`choose_eta`]), then, with that eta, its timesteps
+/// ([`choose_timesteps`]).
 fn choose_sampler(trainer: &mut Trainer, dir: &std::path::Path) -> anyhow::Result<()> {
-    let chosen = trainer.config().distill.as_ref().and_then(|d| d.eta);
-    if !trainer.is_finished() || chosen.is_some() {
-        return Ok(());
-    }
-    let Some((eta, scores)) = choose_eta(trainer)? else {
-        trainer.set_student_eta(0.0)?;
-        save(trainer, dir)?;
-        println!("student sampler: eta 0 (no committed classifier to measure others with)");
+    let Some(distill) = trainer.config().distill.clone() else {
         return Ok(());
     };
-    let measured: Vec<String> = scores
-        .iter()
-        .map(|s| format!("eta {}: FD {:.2}", s.eta, s.frechet))
-        .collect();
-    trainer.set_student_eta(eta)?;
-    save(trainer, dir)?;
+    if !trainer.is_finished() {
+        return Ok(());
+    }
+    if distill.eta.is_none() {
+        match choose_eta(trainer)? {
+            Some((eta, scores)) => {
+                let measured: Vec<String> = scores
+                    .iter()
+                    .map(|s| format!("eta {}: FD {:.2}", s.eta, s.frechet))
+                    .collect();
+                trainer.set_student_eta(eta)?;
+                println!(
+                    "student eta: {eta} (measured against {CHOICE_SAMPLES} training images: {})",
+                    measured.join(", ")
+                );
+            }
+            None => {
+                trainer.set_student_eta(0.0)?;
+                println!("student eta: 0 (no committed classifier to measure others with)");
+            }
+        }
+        save(trainer, dir)?;
+    }
+    if distill.timesteps.is_none() {
+        if let Some(choice) = choose_timesteps(trainer)? {
+            trainer.set_student_timesteps(choice.timesteps.clone())?;
+            save(trainer, dir)?;
+            println!(
+                "student timesteps: {:?}, FD {:.2} against the trailing timesteps' {:.2} \
+                 ({} sets measured against {CHOICE_SAMPLES} training images)",
+                choice.timesteps, choice.frechet, choice.trailing_frechet, choice.measured
+            );
+        }
+    }
     let sampler = trainer.config().default_sampler().expect("a distilled run");
-    println!(
-        "student sampler: {} (measured against {CHOICE_SAMPLES} training images: {})",
-        describe_sampler(&sampler),
-        measured.join(", ")
-    );
+    println!("student sampler: {}", describe_sampler(&sampler));
     Ok(())
 }
 
@@ -204,6 +234,7 @@ fn new_student(args: &Args, device: &candle_core::Device) -> anyhow::Result<Trai
         updates_per_round: args.updates,
         teacher_clip,
         eta: args.eta,
+        timesteps: args.timesteps.clone(),
     };
     distill.updates_per_round = args.updates / distill.rounds();
     if distill.updates_per_round == 0 {

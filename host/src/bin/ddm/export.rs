@@ -159,7 +159,7 @@ impl Args {
             settings: self.settings.options(),
             ..SamplingOptions::for_model(
                 self.sampler,
-                self.steps,
+                self.settings.steps_or_given(self.steps),
                 base,
                 (default.sampler, default.steps),
             )

@@ -115,7 +115,7 @@ impl Args {
     fn sampling_options(&self, base: Option<SamplerConfig>) -> SamplingOptions {
         let model = SamplingOptions::for_model(
             self.sampler,
-            self.steps,
+            self.settings.steps_or_given(self.steps),
             base,
             (DEFAULT_SAMPLER, DEFAULT_STEPS),
         );

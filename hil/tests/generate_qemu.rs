@@ -66,10 +66,16 @@ fn distilled_four_step_student_on_cortex_m4_matches_host_bit_for_bit() {
     let model = fixture("optdigits-student4-int8.ddm");
     let bytes = std::fs::read(&model).unwrap();
     let blob = ddm_firmware::Blob::parse(&bytes).unwrap();
+    // Its own sampler: DDIM on the timesteps `ddm distill` measured.
     let sampler = blob.sampler_defaults();
+    let measured = ddm_core::timesteps::GivenTimesteps::new(&[999, 796, 530, 171]).unwrap();
     assert_eq!(
         (sampler.kind, sampler.steps, sampler.spacing),
-        (ddm_core::SamplerKind::Ddim, 4, ddm_core::Spacing::Trailing)
+        (
+            ddm_core::SamplerKind::Ddim,
+            4,
+            ddm_core::Spacing::Given(measured)
+        )
     );
     assert!(blob.time_groups() > 1);
     let options = CheckOptions {

@@ -42,7 +42,9 @@ pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerCo
         for (i, slot) in given.iter_mut().take(given_len).enumerate() {
             *slot = word(table_end + 4 * i)?;
         }
-        let values = given.get(..given_len).ok_or(fail("too many given timesteps"))?;
+        let values = given
+            .get(..given_len)
+            .ok_or(fail("too many given timesteps"))?;
         Spacing::Given(
             GivenTimesteps::new(values)
                 .map_err(|_| fail("given timesteps must be strictly descending"))?,

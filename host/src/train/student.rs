@@ -31,7 +31,7 @@ use crate::seeding::{derive, Purpose};
 /// The etas [`choose_eta`] compares.
 pub const ETA_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
 /// Samples per candidate and real images [`choose_eta`] compares them with.
-pub const CHOICE_SAMPLES: usize = 500;
+pub const CHOICE_SAMPLES: usize = 1000;
 
 /// One measured candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, value_name = "R", group = "definition")]
     teacher_clip_sample: Option<f32>,
     /// DDIM's eta in the student's sampler [default: measured at the end: each of 0, 0.5 and
-    /// 1 on 500 samples against the training data, with the data set's committed classifier
+    /// 1 on 1000 samples against the training data, with the data set's committed classifier
     /// (optdigits, fashion-mnist); 0 without one].
     #[arg(long, group = "definition")]
     eta: Option<f32>,

@@ -161,7 +161,8 @@
 //!
 //! The section is exactly `80 + 4 T` bytes, plus `4 steps` with given timesteps. The given
 //! spacing came after version 3 without a version change: a reader that predates it refuses
-//! its code as unknown, it never misreads it.
+//! such a section (its length does not match `T`, and its spacing code is unknown), it never
+//! misreads it.
 //! The sampler settings (offsets 32 to 68) are a [`ddm_core::SamplerConfig`], validated by
 //! its own check against the table. Version 1 blobs differ here (no word 64, table at 64, and
 //! their DPM-Solver++ always took the second to last step at first order); they are refused

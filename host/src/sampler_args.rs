@@ -188,6 +188,36 @@ mod tests {
     }
 
     #[test]
+    fn timesteps_are_given_spacing_and_set_the_step_count() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Flags {
+            #[command(flatten)]
+            sampler: BlobSamplerArgs,
+        }
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("ddm").chain(args.iter().copied()))
+                .map(|flags| flags.sampler)
+        };
+        let flags = parse(&["--timesteps", "999,640,70"]).unwrap();
+        let options = flags.options().unwrap();
+        assert_eq!(
+            options.spacing,
+            Some(Spacing::Given(
+                GivenTimesteps::new(&[999, 640, 70]).unwrap()
+            ))
+        );
+        assert_eq!(options.steps, Some(3));
+        // --steps given wins (the core then refuses a mismatch); --spacing conflicts.
+        let flags = parse(&["--timesteps", "999,640,70", "--steps", "4"]).unwrap();
+        assert_eq!(flags.options().unwrap().steps, Some(4));
+        assert!(parse(&["--timesteps", "999,640", "--spacing", "trailing"]).is_err());
+        for bad in ["640,999", "999,,1", "999,x", ""] {
+            assert!(parse(&["--timesteps", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn blob_options_take_only_what_is_given() {
         let args = BlobSamplerArgs {
             sampler: Some(SamplerChoice::DpmppTwoM),

@@ -20,9 +20,11 @@
 //!   (the stop-gradient target network of improved consistency training, EMA decay 0), or the
 //!   teacher's x0 after the last grid point (the boundary condition).
 //!
-//! The student samples with deterministic DDIM on `N` trailing timesteps, which must be every
-//! `K / N`-th timestep of the first grid (true on T = 1000 for every power-of-two `K` and
-//! `N`; [`DistillConfig::validate`] checks it).
+//! The student is trained for DDIM on `N` trailing timesteps, which must be every `K / N`-th
+//! timestep of the first grid (true on T = 1000 for every power-of-two `K` and `N`;
+//! [`DistillConfig::validate`] checks it); a consistency student may sample on other
+//! timesteps of its grid ([`DistillConfig::timesteps`]) and with re-noising
+//! ([`DistillConfig::eta`]).
 
 use std::path::PathBuf;
 
@@ -183,8 +185,8 @@ impl DistillConfig {
                 && GivenTimesteps::new(timesteps).is_ok();
             if !valid {
                 return fail(format!(
-                    "the student's timesteps {timesteps:?} must be --steps {n} strictly \
-                     descending timesteps below {train_steps}"
+                    "the student's timesteps {timesteps:?} must be --steps {n} (1 to 16) \
+                     strictly descending timesteps below {train_steps}"
                 ));
             }
         }

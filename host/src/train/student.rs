@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use ddm_core::timesteps::GivenTimesteps;
+use ddm_core::timesteps::{GivenTimesteps, MAX_GIVEN_STEPS};
 use ddm_core::{SamplerConfig, Schedule, Spacing};
 
 use super::distill::{trailing, DistillMethod};
@@ -30,7 +30,8 @@ use crate::seeding::{derive, Purpose};
 
 /// The etas [`choose_eta`] compares.
 pub const ETA_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
-/// Samples per candidate and real images [`choose_eta`] compares them with.
+/// Samples per candidate of [`choose_eta`] and [`choose_timesteps`], and real images they are
+/// compared with.
 pub const CHOICE_SAMPLES: usize = 1000;
 
 /// One measured candidate.
@@ -131,8 +132,8 @@ pub fn choose_eta(trainer: &Trainer) -> Result<Option<(f32, Vec<EtaScore>)>> {
     Ok(Some((best, scores)))
 }
 
-/// Candidates [`choose_timesteps`] spreads over each timestep's range before refining around
-/// the best.
+/// [`choose_timesteps`] tries every `range / COARSE_CANDIDATES`-th grid point of a timestep's
+/// range (8 to 16 points, every point of a shorter range) before refining around the best.
 pub const COARSE_CANDIDATES: usize = 8;
 /// Most passes of [`choose_timesteps`] over the timesteps.
 pub const MAX_PASSES: usize = 2;
@@ -154,10 +155,11 @@ pub struct TimestepChoice {
 /// to the training data, as [`Measure`] scores them. The first stays at `T - 1`, where the
 /// sampler's pure noise belongs; every other one moves over the teacher's grid (the
 /// timesteps the student was trained on) between its neighbours: coordinate descent from the
-/// `N` trailing timesteps, each range tried at [`COARSE_CANDIDATES`] evenly spread points and
-/// then at every grid point around the best, a move kept only when it lowers the distance, at
-/// most [`MAX_PASSES`] passes. `None` for a run that is not a consistency distillation, a
-/// one-step student, or a data set without a committed classifier.
+/// `N` trailing timesteps, each range tried at evenly spread points ([`COARSE_CANDIDATES`])
+/// and then at every grid point around the best, a move kept only when it lowers the
+/// distance, at most [`MAX_PASSES`] passes. `None` for a run that is not a consistency
+/// distillation, a one-step student, a student with more than [`MAX_GIVEN_STEPS`] steps or
+/// as many as its grid (nothing to move), or a data set without a committed classifier.
 ///
 /// # Errors
 /// Sampling and classifier errors.
@@ -166,7 +168,11 @@ pub fn choose_timesteps(trainer: &Trainer) -> Result<Option<TimestepChoice>> {
     let (Some(distill), Some(base)) = (&config.distill, config.default_sampler()) else {
         return Ok(None);
     };
-    if distill.method != DistillMethod::Consistency || distill.steps < 2 {
+    let steps = distill.steps as usize;
+    if distill.method != DistillMethod::Consistency
+        || !(2..=MAX_GIVEN_STEPS).contains(&steps)
+        || distill.teacher_steps <= distill.steps
+    {
         return Ok(None);
     }
     let schedule = Schedule::new(trainer.alphas_cumprod())?;

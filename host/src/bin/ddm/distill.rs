@@ -44,8 +44,8 @@ pub struct Args {
         required_unless_present = "resume"
     )]
     teacher: Option<PathBuf>,
-    /// Network calls per sample of the student (sampled with deterministic DDIM on trailing
-    /// timesteps).
+    /// Network calls per sample of the student (sampled with DDIM on --steps timesteps, its
+    /// eta and timesteps measured at the end unless given).
     #[arg(long, group = "definition", required_unless_present = "resume")]
     steps: Option<u32>,
     /// The method: consistency (consistency distillation on the teacher's DDIM grid; one
@@ -71,8 +71,8 @@ pub struct Args {
     /// (optdigits, fashion-mnist); 0 without one].
     #[arg(long, group = "definition")]
     eta: Option<f32>,
-    /// The student's sampler timesteps, noisiest first, comma-separated (--steps of them,
-    /// strictly descending) [default: consistency: measured at the end, after eta: the
+    /// The student's sampler timesteps, noisiest first, comma-separated (--steps of them, at
+    /// most 16, strictly descending) [default: consistency: measured at the end, after eta: the
     /// timesteps of the teacher's grid whose samples lie closest to the training data
     /// (Frechet distance, as for eta); progressive, or without a committed classifier: the
     /// --steps trailing timesteps].

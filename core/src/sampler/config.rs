@@ -556,9 +556,17 @@ mod tests {
         let schedule = Schedule::new(&table).unwrap();
         let given = GivenTimesteps::new(&[99, 70, 31, 5]).unwrap();
         let config = SamplerConfig::with_spacing(SamplerKind::Ddim, 4, Spacing::Given(given));
+        assert_eq!((given.len(), given.is_empty()), (4, false));
         let mut out = [0u32; 4];
         config.timesteps(&schedule, &mut out).unwrap();
         assert_eq!(out, [99, 70, 31, 5]);
+        // Filled directly, a buffer of another length is refused, never partly filled.
+        for len in [1, 3, 5] {
+            let mut buffer = [0u32; 5];
+            let out = &mut buffer[..len];
+            let filled = crate::timesteps::fill_timesteps(&schedule, Spacing::Given(given), 0, out);
+            assert!(filled.is_err(), "{len}");
+        }
         assert!(config.timesteps(&schedule, &mut [0u32; 3]).is_err());
         // Too few or too many for the step count, or beyond T.
         for steps in [3, 5] {

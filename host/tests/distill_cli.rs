@@ -308,6 +308,33 @@ fn bad_distillations_get_clear_errors() {
         "the teacher",
     );
     assert!(!Path::new(&path("s")).join(CONFIG_FILE).exists());
+
+    // A student whose config.json was edited into an invalid sampler is refused by every
+    // command that reads it, never sampled on other timesteps.
+    assert_success(&ddm(&distill(&v, &out, &[])));
+    let config_file = Path::new(&out).join(CONFIG_FILE);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_file).unwrap()).unwrap();
+    config["distill"]["timesteps"] = serde_json::json!([999, 999]);
+    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+    let npy = path("x.npy");
+    let sample = ["sample", "--checkpoint", &out, "--num", "4", "--out", &npy];
+    assert_failure(&ddm(&sample), "timesteps [999, 999]");
+    let blob = path("x.ddm");
+    assert_failure(
+        &ddm(&[
+            "export",
+            "--checkpoint",
+            &out,
+            "--precision",
+            "int8",
+            "--out",
+            &blob,
+        ]),
+        "timesteps [999, 999]",
+    );
+    assert_failure(&ddm(&["distill", "--resume", "--out", &out]), "timesteps");
+    assert!(!Path::new(&npy).exists() && !Path::new(&blob).exists());
 }
 
 #[test]

@@ -170,6 +170,13 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
             ),
         ));
     }
+    if let Some(distill) = &config.distill {
+        let alphas_cumprod = config.schedule.alphas_cumprod()?;
+        let schedule = ddm_core::Schedule::new(&alphas_cumprod)?;
+        distill
+            .validate(&schedule, config.objective.prediction.into())
+            .map_err(|e| Error::corrupt(&path, format!("its distillation: {e}")))?;
+    }
     if config.progress.losses.len() as u64 != config.progress.step {
         return Err(Error::corrupt(
             &path,

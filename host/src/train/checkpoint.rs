@@ -138,7 +138,8 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Io`] when it cannot be read; [`Error::Corrupt`] when it is not a valid
-/// configuration of this format version or its graph is malformed.
+/// configuration of this format version, its graph is malformed, or its distillation (a
+/// student's) is not one its schedule and prediction allow ([`DistillConfig::validate`](super::DistillConfig::validate)).
 pub fn read_config(dir: &Path) -> Result<RunConfig> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -171,11 +172,11 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
         ));
     }
     if let Some(distill) = &config.distill {
-        let alphas_cumprod = config.schedule.alphas_cumprod()?;
-        let schedule = ddm_core::Schedule::new(&alphas_cumprod)?;
-        distill
-            .validate(&schedule, config.objective.prediction.into())
-            .map_err(|e| Error::corrupt(&path, format!("its distillation: {e}")))?;
+        let valid = config.schedule.alphas_cumprod().and_then(|alphas_cumprod| {
+            let schedule = ddm_core::Schedule::new(&alphas_cumprod)?;
+            distill.validate(&schedule, config.objective.prediction.into())
+        });
+        valid.map_err(|e| Error::corrupt(&path, format!("its distillation: {e}")))?;
     }
     if config.progress.losses.len() as u64 != config.progress.step {
         return Err(Error::corrupt(

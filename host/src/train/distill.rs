@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use ddm_core::sampler::Ddim;
-use ddm_core::timesteps::GivenTimesteps;
+use ddm_core::timesteps::{GivenTimesteps, MAX_GIVEN_STEPS};
 use ddm_core::{Prediction, Rng, Sampler, SamplerConfig, SamplerKind, Schedule, Spacing};
 use ddm_export::graph::Graph;
 use serde::{Deserialize, Serialize};
@@ -185,8 +185,8 @@ impl DistillConfig {
                 && GivenTimesteps::new(timesteps).is_ok();
             if !valid {
                 return fail(format!(
-                    "the student's timesteps {timesteps:?} must be --steps {n} (1 to 16) \
-                     strictly descending timesteps below {train_steps}"
+                    "the student's timesteps {timesteps:?} must be --steps {n} (1 to \
+                     {MAX_GIVEN_STEPS}) strictly descending timesteps below {train_steps}"
                 ));
             }
         }

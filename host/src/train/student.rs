@@ -107,7 +107,7 @@ impl Measure {
 }
 
 /// The eta of [`ETA_CANDIDATES`] whose samples lie closest to the training data (as
-/// [`Measure`] scores them, with the student's sampler and that eta), with every candidate's
+/// `Measure` scores them, with the student's sampler and that eta), with every candidate's
 /// score. `None` when the run is not a distillation or its data set has no committed
 /// classifier.
 ///
@@ -143,7 +143,7 @@ pub const MAX_PASSES: usize = 2;
 pub struct TimestepChoice {
     /// The chosen timesteps, noisiest first.
     pub timesteps: Vec<u32>,
-    /// Their Frechet distance (as [`Measure`] scores it).
+    /// Their Frechet distance (as `Measure` scores it).
     pub frechet: f64,
     /// The trailing timesteps' Frechet distance, where the search started.
     pub trailing_frechet: f64,
@@ -152,7 +152,7 @@ pub struct TimestepChoice {
 }
 
 /// The timesteps of a consistency student's sampler (with its eta) whose samples lie closest
-/// to the training data, as [`Measure`] scores them. The first stays at `T - 1`, where the
+/// to the training data, as `Measure` scores them. The first stays at `T - 1`, where the
 /// sampler's pure noise belongs; every other one moves over the teacher's grid (the
 /// timesteps the student was trained on) between its neighbours: coordinate descent from the
 /// `N` trailing timesteps, each range tried at evenly spread points ([`COARSE_CANDIDATES`])

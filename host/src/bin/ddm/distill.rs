@@ -18,8 +18,8 @@ use crate::train::{announce, resume, train_and_report};
 /// otherwise: the smallest `N 2^R` at least this.
 pub const DEFAULT_PROGRESSIVE_TEACHER_STEPS: u32 = 64;
 /// A consistency distillation's grid of teacher steps unless `--teacher-steps` says otherwise
-/// (or `N` if more): chosen by measured quality, better than 16, 64 and 128 on optdigits and
-/// than 16 and 64 on Fashion-MNIST (BENCHMARKS.md, "The teacher's grid and its solver").
+/// (or `N` if more), chosen by measured quality (BENCHMARKS.md, "The teacher's grid and its
+/// solver").
 pub const DEFAULT_CONSISTENCY_TEACHER_STEPS: u32 = 32;
 /// Optimisation steps of a distillation unless `--updates` says otherwise.
 pub const DEFAULT_UPDATES: u64 = 8000;

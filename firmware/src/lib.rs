@@ -1,7 +1,9 @@
 //! The ddm device runtime: reads a model blob from flash without copying it and runs the
 //! denoiser (int8, fp16 or f32) and the core samplers in one caller-provided arena.
 //!
-//! `no_std`, no allocation, no panics on untrusted input. The pieces, in the order data flows:
+//! `no_std`, no allocation (in `std` builds the x86-64 and aarch64 SIMD paths keep a copy of
+//! each convolution's input and its packed weights per thread), no panics on untrusted input.
+//! The pieces, in the order data flows:
 //! - [`format`]: the blob layout, byte by byte, and its constants;
 //! - [`blob`]: the zero-copy reader that validates everything once ([`Blob::parse`]);
 //! - [`shape_rule`]: each operator's output shape and the checks that decide it, once, for the
@@ -9,8 +11,8 @@
 //! - [`quant`]: fixed-point requantisation (TFLite Micro / CMSIS-NN), the SiLU table and the
 //!   helpers the exporter shares with the runtime;
 //! - [`kernels`]: one module per op, int8 and float variants; the int8 products on the
-//!   CPU's fastest [`Path`] (the Cortex-M4's DSP instructions, AVX2, AVX-VNNI, NEON, NEON's
-//!   `SDOT`);
+//!   CPU's fastest [`Path`] (the Cortex-M4's DSP instructions, AVX2, AVX-VNNI, AVX-512 VNNI,
+//!   NEON, NEON's `SDOT`);
 //! - [`plan`]: the arena layout and [`required_arena_bytes`];
 //! - [`network`]: one network evaluation ([`Network::run`]; an int8 blob with time groups
 //!   quantises each call's activations with the parameters of its timestep's group), and each

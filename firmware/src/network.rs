@@ -8,9 +8,9 @@ use crate::kernels::add::{add_f32, add_s8_on};
 use crate::kernels::concat::{concat_part_f32, concat_part_s8};
 use crate::kernels::conv2d::{conv2d_f32, conv2d_s8_on, ConvGeometry};
 use crate::kernels::dot::Path;
-use crate::kernels::group_norm::{group_norm_f32, group_norm_s8, GroupNormGeometry};
+use crate::kernels::group_norm::{group_norm_f32, group_norm_s8_on, GroupNormGeometry};
 use crate::kernels::linear::{linear_f32, linear_s8_on};
-use crate::kernels::silu::{silu_f32, silu_s8};
+use crate::kernels::silu::{silu_f32, silu_s8_on};
 use crate::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use crate::kernels::upsample::upsample2x;
 use crate::kernels::{requant_at, F16Weights, F32Weights, WeightFormat};
@@ -440,7 +440,8 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
             eps,
             gamma,
             beta,
-        } => group_norm_s8(
+        } => group_norm_s8_on(
+            path,
             &group_geometry(node, groups),
             eps,
             blob.tensor(gamma)?.bytes(),
@@ -450,7 +451,8 @@ fn run_s8(step: &Step<'_, '_>, out: &mut [u8], scratch: &mut [u32]) -> Result<()
             maybe_in_place(input)?,
             cast::i8s_mut(out),
         ),
-        Op::Silu { input, lut } => silu_s8(
+        Op::Silu { input, lut } => silu_s8_on(
+            path,
             cast::i8s(tensor_bytes(blob, lut)?),
             maybe_in_place(input)?,
             cast::i8s_mut(out),

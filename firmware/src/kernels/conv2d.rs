@@ -6,8 +6,10 @@
 //! zero in real terms) and widened to int16 in a scratch buffer from the arena
 //! ([`s8_scratch_words`]); every output channel's weight row is then multiplied with the four
 //! columns at once, two multiply-accumulates per instruction on Cortex-M4 (`SMLAD`, see
-//! `kernels::dsp`). The sums are exact integers, so the result is the plain definition's on
-//! every target.
+//! `kernels::dsp`). On the x86-64 VNNI paths (`std`) the whole convolution runs instead as a
+//! register-blocked product read straight from a channel-blocked copy of the input
+//! (`kernels::dot::conv_whole`), without the scratch. The sums are exact integers, so the
+//! result is the plain definition's on every target.
 //!
 //! **Float** ([`conv2d_f32`]): loop order output channel, output row, then a chunk of up to
 //! [`CHUNK`] output columns whose accumulators live in a stack array; for each input channel,
@@ -19,7 +21,7 @@
 //! accumulators. The accumulation order is input channel, kernel row, kernel column, then the
 //! bias is added.
 
-use super::dot::{conv_block, conv_block_pair, pack_taps, pairs_runs, Path};
+use super::dot::{conv_block, conv_block_pair, conv_whole, pack_taps, pairs_runs, Path};
 use super::{float_at, WeightFormat};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
@@ -448,7 +450,9 @@ fn stage(g: &ConvGeometry, x: &[i8], zx: i8, out_w: usize, p0: usize, n: usize, 
 ///
 /// The accumulation is exact integer arithmetic (wrapping, never overflowing for a valid
 /// blob), so the result equals the plain `bias + sum x w` in any order. The products run on
-/// the CPU's fastest [`Path`] ([`Path::detect`]); [`conv2d_s8_on`] chooses it.
+/// the CPU's fastest [`Path`] ([`Path::detect`]); [`conv2d_s8_on`] chooses it. The x86-64
+/// VNNI paths compute the whole convolution on their own layout (module docs); the scratch
+/// is checked on every path all the same, so a blob runs, or is refused, alike everywhere.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_s8(
     g: &ConvGeometry,
@@ -518,6 +522,9 @@ pub fn conv2d_s8_on(
     let zx = i8::try_from(input_zero_point).map_err(|_| {
         Error::InvalidQuantization("the input zero point of a convolution must be an int8")
     })?;
+    if conv_whole(path, g, x, zx, weights, bias, requant, output_zero_point, y) {
+        return Ok(());
+    }
     let positions = out_h * out_w;
     let block = |p0: usize, n: usize| Block {
         weights,

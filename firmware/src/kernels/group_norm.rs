@@ -17,11 +17,13 @@
 //! ```
 //!
 //! A channel of at least [`TABLE_MIN_SPATIAL`] positions evaluates `y` once for each of the
-//! 256 int8 inputs and looks the elements up.
+//! 256 int8 inputs and looks the elements up; on x86-64 (`std`) the moments and `y` run in
+//! vector lanes instead (the same bytes).
 //!
 //! float: `mean = sum4(x) / n`, `var = sum4((x - mean)^2) / n`, `rstd = 1 / sqrtf(var + eps)`,
 //! `y = (x - mean) (gamma_c rstd) + beta_c` ([`sum4`] fixes the summation order).
 
+use super::dot::{self, Path};
 use super::{f32_at, sum4};
 use crate::error::{check_len, Error, Result};
 use crate::quant::{round_to_i8, QuantParams};
@@ -86,9 +88,27 @@ fn moments(values: &[i8]) -> (i64, i64) {
     (sum, sum_sq)
 }
 
-/// int8 group norm from `src` (or in place in `dst` when `src` is `None`).
+/// int8 group norm from `src` (or in place in `dst` when `src` is `None`), on the CPU's
+/// fastest [`Path`] ([`group_norm_s8_on`]).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_s8(
+    g: &GroupNormGeometry,
+    eps: f32,
+    gamma: &[u8],
+    beta: &[u8],
+    input: QuantParams,
+    output: QuantParams,
+    src: Option<&[i8]>,
+    dst: &mut [i8],
+) -> Result<()> {
+    group_norm_s8_on(Path::detect(), g, eps, gamma, beta, input, output, src, dst)
+}
+
+/// [`group_norm_s8`] on `path`: the moments and the per-channel `k q + b` in vector lanes where
+/// the path has kernels for them (x86-64), the same bytes on every path.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_s8_on(
+    path: Path,
     g: &GroupNormGeometry,
     eps: f32,
     gamma: &[u8],
@@ -108,7 +128,8 @@ pub fn group_norm_s8(
     for (group, dst) in dst.chunks_exact_mut(group_len).enumerate() {
         let range = group * group_len..(group + 1) * group_len;
         let src = src.map(|s| &s[range]);
-        let (sum, sum_sq) = moments(src.unwrap_or(&*dst));
+        let values = src.unwrap_or(&*dst);
+        let (sum, sum_sq) = dot::moments(path, values).unwrap_or_else(|| moments(values));
         let mean = sum as f32 / nf;
         let var = (n * sum_sq - sum * sum) as f32 / (nf * nf);
         let rstd = 1.0 / libm::sqrtf(var * (s_x * s_x) + eps);
@@ -118,7 +139,9 @@ pub fn group_norm_s8(
             let b = f32_at(beta, channel) / output.scale - k * mean;
             let f = |q: i8| round_to_i8(k * f32::from(q) + b, output.zero_point);
             let src = src.map(|s| &s[c * g.spatial..(c + 1) * g.spatial]);
-            if g.spatial >= TABLE_MIN_SPATIAL {
+            let done = dot::affine_prefix(path, k, b, output.zero_point, src, dst);
+            let (src, dst) = (src.map(|s| &s[done..]), &mut dst[done..]);
+            if g.spatial - done >= TABLE_MIN_SPATIAL {
                 // The same function of the 256 possible inputs, evaluated once each.
                 let table: [i8; 256] = core::array::from_fn(|i| f(i as u8 as i8));
                 super::map_into(src, dst, |q| table[usize::from(q as u8)]);

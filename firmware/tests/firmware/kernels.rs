@@ -16,9 +16,11 @@ use ddm_firmware::kernels::concat::{
 use ddm_firmware::kernels::conv2d::{
     conv2d_f32, conv2d_s8, conv2d_s8_on, s8_scratch_words, ConvGeometry,
 };
-use ddm_firmware::kernels::group_norm::{group_norm_s8, GroupNormGeometry, TABLE_MIN_SPATIAL};
+use ddm_firmware::kernels::group_norm::{
+    group_norm_s8, group_norm_s8_on, GroupNormGeometry, TABLE_MIN_SPATIAL,
+};
 use ddm_firmware::kernels::linear::{linear_s8, linear_s8_on};
-use ddm_firmware::kernels::silu::silu_s8;
+use ddm_firmware::kernels::silu::{silu_s8, silu_s8_on};
 use ddm_firmware::kernels::time_embedding::{time_embedding_f32, time_embedding_s8};
 use ddm_firmware::kernels::upsample::upsample2x;
 use ddm_firmware::kernels::{f16_to_f32, F16Weights, F32Weights, WeightFormat};
@@ -356,14 +358,26 @@ fn kernels_refuse_inconsistent_lengths() {
 fn int8_group_norm_equals_its_formula_with_and_without_tables() {
     let mut rng = Rng::new(17);
     let min = TABLE_MIN_SPATIAL;
-    for &(channels, spatial, groups) in &[(4, min - 1, 2), (4, min, 2), (2, 2 * min + 3, 1)] {
+    // Tabulated and evaluated channels, sizes around the vector width, and a huge gamma
+    // (`k q + b` beyond every int8 and infinite) and a NaN one in the last case.
+    let cases = [
+        (4, min - 1, 2),
+        (4, min, 2),
+        (2, 2 * min + 3, 1),
+        (3, 37, 3),
+        (4, 8, 1),
+    ];
+    for (case, &(channels, spatial, groups)) in cases.iter().enumerate() {
         let input = random_params(&mut rng);
         let output = random_params(&mut rng);
         let mut x = random_i8(&mut rng, channels * spatial);
         for (i, v) in x.iter_mut().take(256).enumerate() {
             *v = i as u8 as i8;
         }
-        let gamma: Vec<f32> = (0..channels).map(|_| 0.5 + rng.uniform()).collect();
+        let mut gamma: Vec<f32> = (0..channels).map(|_| 0.5 + rng.uniform()).collect();
+        if case == cases.len() - 1 {
+            gamma[..4].copy_from_slice(&[1e30, 1e36, -1e36, f32::NAN]);
+        }
         let beta: Vec<f32> = (0..channels).map(|_| rng.normal() * 0.3).collect();
         let eps = 1e-5f32;
         let per = channels / groups * spatial;
@@ -389,7 +403,41 @@ fn int8_group_norm_equals_its_formula_with_and_without_tables() {
             groups,
         };
         let (g_bytes, b_bytes) = (le_f32(&gamma), le_f32(&beta));
-        let mut y = vec![0i8; x.len()];
+        for path in Path::available() {
+            let name = path.name();
+            let mut y = vec![0i8; x.len()];
+            group_norm_s8_on(
+                path,
+                &geometry,
+                eps,
+                &g_bytes,
+                &b_bytes,
+                input,
+                output,
+                Some(&x),
+                &mut y,
+            )
+            .unwrap();
+            assert_eq!(y, expected, "{name}: {channels} x {spatial}");
+            let mut in_place = x.clone();
+            group_norm_s8_on(
+                path,
+                &geometry,
+                eps,
+                &g_bytes,
+                &b_bytes,
+                input,
+                output,
+                None,
+                &mut in_place,
+            )
+            .unwrap();
+            assert_eq!(
+                in_place, expected,
+                "{name}: in place, {channels} x {spatial}"
+            );
+        }
+        let mut in_place = x.clone();
         group_norm_s8(
             &geometry,
             eps,
@@ -397,16 +445,11 @@ fn int8_group_norm_equals_its_formula_with_and_without_tables() {
             &b_bytes,
             input,
             output,
-            Some(&x),
-            &mut y,
+            None,
+            &mut in_place,
         )
         .unwrap();
-        assert_eq!(y, expected, "{channels} x {spatial}");
-        group_norm_s8(
-            &geometry, eps, &g_bytes, &b_bytes, input, output, None, &mut x,
-        )
-        .unwrap();
-        assert_eq!(x, expected, "in place, {channels} x {spatial}");
+        assert_eq!(in_place, expected, "default path, in place");
     }
 }
 
@@ -493,6 +536,24 @@ fn int8_silu_is_the_table_in_and_out_of_place() {
     let mut in_place = x.clone();
     silu_s8(&lut, None, &mut in_place).unwrap();
     assert_eq!(in_place, y);
+    // Every path looks up every entry of a table of distinct bytes, on lengths around the
+    // vector width, from a source and in place.
+    let table: Vec<i8> = (0..=255u8).map(|i| i.wrapping_mul(37) as i8).collect();
+    for len in [0, 15, 16, 17, 256, 300] {
+        let x: Vec<i8> = (0..len).map(|i| (i * 73 % 256) as u8 as i8).collect();
+        let expected: Vec<i8> = x
+            .iter()
+            .map(|&q| table[usize::from(q as u8 ^ 0x80)])
+            .collect();
+        for path in Path::available() {
+            let mut y = vec![0i8; len];
+            silu_s8_on(path, &table, Some(&x), &mut y).unwrap();
+            assert_eq!(y, expected, "{}: {len}", path.name());
+            let mut in_place = x.clone();
+            silu_s8_on(path, &table, None, &mut in_place).unwrap();
+            assert_eq!(in_place, expected, "{}: in place, {len}", path.name());
+        }
+    }
 }
 
 /// `add_s8` (the CPU's fastest path) and `add_s8_on` every path of this CPU, each in place
@@ -805,6 +866,11 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
         g(3, 6, 4, 2, 3, 1, 1),
         g(2, 5, 12, 3, 3, 1, 1),
         g(2, 3, 8, 2, 3, 1, 1),
+        // Rows of 28 and 14 (the 28x28 UNet's), at least 128 positions (the aarch64 paths'
+        // whole-convolution kernels): tiles of 16, 12, 8 and 4 positions.
+        g(3, 6, 28, 5, 3, 1, 1),
+        g(5, 12, 14, 6, 3, 1, 1),
+        g(4, 28, 28, 3, 3, 2, 1),
     ]);
     for g in cases {
         let fan_in = g.in_channels * g.kernel * g.kernel;
@@ -855,6 +921,58 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
                 let name = path.name();
                 assert_eq!(y, expected, "{name}: {g:?}, zx {zx}, zy {zy}");
             }
+        }
+    }
+}
+
+/// The SIMD paths keep each convolution's packed weights between calls (keyed by the weights'
+/// address and checked against their bytes) and correct the bias on every call: weights
+/// changed in place and a bias that changes between calls (as the time groups' do) must give
+/// the definition's bytes on every call.
+#[test]
+fn int8_conv2d_follows_weights_and_bias_changed_between_calls() {
+    let mut rng = Rng::new(21);
+    let g = ConvGeometry {
+        in_channels: 6,
+        in_height: 9,
+        in_width: 20,
+        out_channels: 5,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let fan_in = g.in_channels * 9;
+    let (oh, ow) = g.output_size().unwrap();
+    let x = random_i8(&mut rng, g.in_channels * g.in_height * g.in_width);
+    let mut w = random_i8(&mut rng, g.out_channels * fan_in);
+    let requant: Vec<Requant> = (0..g.out_channels)
+        .map(|_| Requant::from_real(1e-3 + 1e-3 * f64::from(rng.uniform())).unwrap())
+        .collect();
+    for call in 0..4 {
+        if call == 2 {
+            w[7] = w[7].wrapping_add(1);
+        }
+        let bias: Vec<i32> = (0..g.out_channels)
+            .map(|_| rng.below(200_001) as i32 - 100_000)
+            .collect();
+        let expected = conv_s8_reference(&g, &x, 3, &w, &bias, &requant, -2);
+        for path in Path::available() {
+            let mut scratch = vec![0u32; s8_scratch_words(fan_in).unwrap()];
+            let mut y = vec![0i8; g.out_channels * oh * ow];
+            conv2d_s8_on(
+                path,
+                &g,
+                &x,
+                3,
+                &w,
+                &le_i32(&bias),
+                &le_requant(&requant),
+                -2,
+                &mut y,
+                &mut scratch,
+            )
+            .unwrap();
+            assert_eq!(y, expected, "{}: call {call}", path.name());
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The int8 products inside the linear and convolution kernels, on each target's fastest
 //! instructions, and the choice among them; with them, the vector forms of the
-//! requantisations around the products (linear layers four rows at a time, `linear_rows`)
-//! and of the int8 add (`add_prefix`).
+//! requantisations around the products (linear layers four rows at a time, `linear_rows`),
+//! of the int8 add (`add_prefix`) and of group norm's moments and map (`moments`,
+//! `affine_prefix`).
 //!
 //! Three inner loops carry nearly every multiply-accumulate of an int8 network:
 //! [`dot_1x4`] (one convolution weight row against four im2col columns, after
@@ -13,13 +14,15 @@
 //! - **AVX2** (`x86`, x86-64 with `std`, chosen when the CPU has it): int8 widened to int16 and
 //!   multiplied pairwise into int32 with `VPMADDWD`, 16 multiply-accumulates per instruction;
 //! - **AVX-VNNI** (`x86`, x86-64 with `std` on a CPU with AVX-VNNI, such as Intel's Alder Lake
-//!   and Sapphire Rapids or AMD's Zen 5): `VPDPBUSD`, four unsigned-by-signed int8 products
-//!   summed into each int32 lane, 32 per instruction; its columns are packed as int8 plus 128
-//!   (the unsigned operand), and the weights' sum times 128 is subtracted again;
-//! - **AVX-512 VNNI** (`x86`, x86-64 with `std` on a CPU with AVX-512 VNNI and AVX512VL, such
-//!   as Intel's Ice Lake and later Xeons or AMD's Zen 4): the AVX-VNNI kernels with the EVEX
-//!   encoding of `VPDPBUSD`, on 256-bit vectors (Zen 4 runs 512-bit vectors as two 256-bit
-//!   halves);
+//!   and Sapphire Rapids or AMD's Zen 5): whole convolutions (`conv_whole`) as a
+//!   register-blocked product on `VPDPBUSD`, four unsigned-by-signed int8 products summed into
+//!   each int32 lane, 32 per instruction, read straight from a channel-blocked copy of the
+//!   input whose bytes are int8 plus 128 (the unsigned operand; the weights' sum times 128 is
+//!   subtracted from the bias); the rest as on the AVX2 path;
+//! - **AVX-512 VNNI** (`x86`, x86-64 with `std` on a CPU with AVX-512 F, BW, VL and VNNI, such
+//!   as Intel's Ice Lake and later Xeons or AMD's Zen 4 and Zen 5; preferred to AVX-VNNI where
+//!   both exist): the same with the EVEX encoding of `VPDPBUSD`, on 512-bit vectors for rows
+//!   of more than 8 positions;
 //! - **NEON** (`neon`, every aarch64 CPU): widening multiplies into int16 (`SMULL`) added
 //!   pairwise into int32 (`SADALP`);
 //! - **NEON dot product** (`neon`, aarch64 with `std` on a CPU with `asimddp`, such as Jetson
@@ -27,21 +30,22 @@
 //!   lane, 16 per instruction.
 //!
 //! The NEON paths pack the im2col columns as int8, four reduction indices of one column per
-//! word, as the VNNI paths do (plus 128 there), instead of the int16 pairs of the portable
-//! and AVX2 paths.
+//! word, instead of the int16 pairs of the portable and AVX2 paths.
 //!
 //! Every path computes the same exact integer sums (modulo 2^32, never reached by a valid
 //! blob), so every path gives the same bytes: the choice changes the speed, never the result.
 //! The tests check each path against the plain definition, and the kernels on every path
 //! against the portable one.
 
-use super::conv2d::{block_outputs, Block};
+use super::conv2d::{block_outputs, Block, ConvGeometry};
 use super::requantize;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 use super::FastRequant;
 use crate::kernels::add::{AddRhs, FastAdd};
 use crate::quant::Requant;
 
+#[cfg(feature = "std")]
+mod blocked;
 mod dsp;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod neon;
@@ -75,7 +79,7 @@ impl Path {
         Path(Kind::Portable)
     }
 
-    /// The fastest path of this CPU: AVX-VNNI, else AVX-512 VNNI, else AVX2 on x86-64 CPUs that have them and NEON
+    /// The fastest path of this CPU: AVX-512 VNNI, else AVX-VNNI, else AVX2 on x86-64 CPUs that have them and NEON
     /// dot product on aarch64 CPUs that have it (detected at run time, in `std` builds), plain
     /// NEON on other aarch64 CPUs, else the portable path.
     pub fn detect() -> Path {
@@ -93,13 +97,15 @@ impl Path {
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             std::is_x86_feature_detected!("avx2").then_some(Kind::Avx2),
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni"))
+                .then_some(Kind::AvxVnni),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
             (std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vnni")
                 && std::is_x86_feature_detected!("avx512vl"))
             .then_some(Kind::Avx512Vnni),
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni"))
-                .then_some(Kind::AvxVnni),
         ];
         candidates.into_iter().flatten().map(Path)
     }
@@ -136,11 +142,8 @@ pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
         // SAFETY: as above.
         Kind::NeonDot => unsafe { neon::pack_taps_s8(cols) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: `Avx2` exists only where the CPU has AVX2.
-        Kind::Avx2 => unsafe { x86::pack_taps(cols) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        // SAFETY: both kinds exist only where the CPU has AVX2 (and a `VPDPBUSD`).
-        Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::pack_taps_u8(cols) },
+        // SAFETY: the x86-64 kinds exist only where the CPU has AVX2.
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::pack_taps(cols) },
         _ => dsp::pack_taps(cols),
     }
 }
@@ -154,8 +157,6 @@ pub(crate) fn group_start(path: Path, g: usize) -> usize {
         Kind::Neon => 4 * g,
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         Kind::NeonDot => 4 * g,
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni | Kind::Avx512Vnni => 4 * g,
         _ => 8 * g,
     }
 }
@@ -170,11 +171,7 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
         Kind::Portable => dsp::dot_1x4(w, cols, acc),
         // SAFETY (each arm): the kind exists only where the CPU has its instructions.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx2 => unsafe { x86::dot_1x4(w, cols, acc) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => unsafe { x86::avx_vnni::dot_1x4(w, cols, acc) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx512Vnni => unsafe { x86::avx512_vnni::dot_1x4(w, cols, acc) },
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::dot_1x4(w, cols, acc) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -190,11 +187,9 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
     match path.0 {
         // SAFETY (each arm): the kind exists only where the CPU has its instructions.
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx2 => unsafe { x86::conv_block_avx2(block, cols, y) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => unsafe { x86::avx_vnni::conv_block(block, cols, y) },
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx512Vnni => unsafe { x86::avx512_vnni::conv_block(block, cols, y) },
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe {
+            x86::conv_block_avx2(block, cols, y)
+        },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::conv_block(block, cols, y) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -215,13 +210,59 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
     }
 }
 
+/// A whole int8 convolution on `path`'s own layout when it has one (the VNNI paths:
+/// `x86::blocked`), `conv2d::conv2d_s8_on`'s arguments with the lengths it checked: whether
+/// it did (on any other path, or a geometry it does not take, nothing is written and the
+/// caller runs the im2col blocks). The same bytes as every path.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn conv_whole(
+    path: Path,
+    g: &ConvGeometry,
+    x: &[i8],
+    zx: i8,
+    weights: &[i8],
+    bias: &[u8],
+    requant: &[u8],
+    zy: i32,
+    y: &mut [i8],
+) -> bool {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: `AvxVnni` exists only where the CPU has AVX2 and AVX-VNNI; the caller
+        // checked the lengths.
+        Kind::AvxVnni => unsafe {
+            x86::blocked::conv_avx_vnni(g, x, zx, weights, bias, requant, zy, y)
+        },
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: `Avx512Vnni` exists only where the CPU has AVX2, AVX-512 VNNI and AVX512VL;
+        // the caller checked the lengths.
+        Kind::Avx512Vnni => unsafe {
+            x86::blocked::conv_avx512_vnni(g, x, zx, weights, bias, requant, zy, y)
+        },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON; the caller checked the lengths.
+        Kind::Neon => unsafe {
+            neon::blocked::conv(false, g, x, zx, weights, bias, requant, zy, y)
+        },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions; the
+        // caller checked the lengths.
+        Kind::NeonDot => unsafe {
+            neon::blocked::conv(true, g, x, zx, weights, bias, requant, zy, y)
+        },
+        _ => {
+            let _ = (g, x, zx, weights, bias, requant, zy, y);
+            false
+        }
+    }
+}
+
 /// Whether `path` computes two runs of four positions at once ([`conv_block_pair`]): the
-/// VNNI and NEON paths, whose weights then serve eight positions per load.
+/// NEON paths, whose weights then serve eight positions per load.
 #[inline]
 pub(crate) fn pairs_runs(path: Path) -> bool {
     match path.0 {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni | Kind::Avx512Vnni => true,
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => true,
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
@@ -243,19 +284,6 @@ pub(crate) fn conv_block_pair(
     y: &mut [i8],
 ) -> bool {
     match path.0 {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::AvxVnni => {
-            // SAFETY: `AvxVnni` exists only where the CPU has AVX2 and AVX-VNNI.
-            unsafe { x86::avx_vnni::conv_block_pair(block, first, second, y) };
-            true
-        }
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kind::Avx512Vnni => {
-            // SAFETY: `Avx512Vnni` exists only where the CPU has AVX2, AVX-512 VNNI and
-            // AVX512VL.
-            unsafe { x86::avx512_vnni::conv_block_pair(block, first, second, y) };
-            true
-        }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => {
             // SAFETY: every aarch64 CPU has NEON.
@@ -291,7 +319,10 @@ pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) 
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: every aarch64 CPU has NEON (and this build enables it).
-        Kind::Neon | Kind::NeonDot => unsafe { neon::requantize4(acc, requant, zy) },
+        Kind::Neon => unsafe { neon::requantize4(acc, requant, zy) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: as above.
+        Kind::NeonDot => unsafe { neon::requantize4(acc, requant, zy) },
         _ => requantize(acc, requant, zy),
     }
 }
@@ -363,6 +394,120 @@ pub(crate) fn add_prefix(
         Kind::NeonDot => unsafe { neon::add_prefix(add, lhs, rhs, dst) },
         _ => {
             let _ = (add, lhs, rhs, dst);
+            0
+        }
+    }
+}
+
+/// `(sum q, sum q^2)` of int8 values, exact, in vector lanes on `path` where it has a kernel
+/// for them (the x86-64 paths), `None` elsewhere.
+#[inline]
+pub(crate) fn moments(path: Path, values: &[i8]) -> Option<(i64, i64)> {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: the x86-64 kinds exist only where the CPU has AVX2.
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => Some(unsafe { x86::moments(values) }),
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON.
+        Kind::Neon => Some(unsafe { neon::moments(values) }),
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: as above.
+        Kind::NeonDot => Some(unsafe { neon::moments(values) }),
+        _ => {
+            let _ = values;
+            None
+        }
+    }
+}
+
+/// `(sum q, sum q^2)` of `values`, exact, from a vector kernel `blocks` that sums whole
+/// blocks of `block` bytes exactly as long as it is given at most `flush` blocks at a time
+/// (its int32 lanes' limit): the values in runs of `flush` blocks, then the last whole
+/// blocks, then the rest one by one.
+#[cfg(any(
+    all(feature = "std", target_arch = "x86_64"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+fn moments_in_blocks(
+    values: &[i8],
+    block: usize,
+    flush: usize,
+    blocks: impl Fn(&[i8]) -> (i64, i64),
+) -> (i64, i64) {
+    let (mut sum, mut sum_sq) = (0i64, 0i64);
+    let mut runs = values.chunks_exact(block * flush);
+    for run in runs.by_ref() {
+        let (s, q) = blocks(run);
+        sum += s;
+        sum_sq += q;
+    }
+    let rest = runs.remainder();
+    let whole = rest.len() / block * block;
+    let (s, q) = blocks(&rest[..whole]);
+    sum += s;
+    sum_sq += q;
+    for &v in &rest[whole..] {
+        let v = i64::from(v);
+        sum += v;
+        sum_sq += v * v;
+    }
+    (sum, sum_sq)
+}
+
+/// The leading elements of `dst = quant::round_to_i8(k q + b, zy)` for `q` from `src` (or
+/// `dst` in place; `src` as long as `dst`, the caller checks), in vector lanes on `path`,
+/// each exactly the scalar result: the number done, a multiple of the vector width; 0 on
+/// the portable path, and on x86-64 unless `k` and `b` are finite and `zy` in
+/// `-2^15..=2^15`.
+#[inline]
+pub(crate) fn affine_prefix(
+    path: Path,
+    k: f32,
+    b: f32,
+    zy: i32,
+    src: Option<&[i8]>,
+    dst: &mut [i8],
+) -> usize {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => {
+            if !(k.is_finite() && b.is_finite() && (-(1 << 15)..=1 << 15).contains(&zy)) {
+                return 0;
+            }
+            // SAFETY: the x86-64 kinds exist only where the CPU has AVX2; `src` as long as
+            // `dst`.
+            unsafe { x86::affine_prefix(k, b, zy, src, dst) }
+        }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON; `src` as long as `dst`.
+        Kind::Neon => unsafe { neon::affine_prefix(k, b, zy, src, dst) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: as above.
+        Kind::NeonDot => unsafe { neon::affine_prefix(k, b, zy, src, dst) },
+        _ => {
+            let _ = (k, b, zy, src, dst);
+            0
+        }
+    }
+}
+
+/// The leading elements of `dst = lut[q + 128]` (an int8 table, as SiLU's) for `q` from
+/// `src` (or `dst` in place; `src` as long as `dst`, the caller checks), in vector lanes on
+/// `path`: the number done, a multiple of the vector width; 0 on the portable path.
+#[inline]
+pub(crate) fn lut_prefix(path: Path, lut: &[i8; 256], src: Option<&[i8]>, dst: &mut [i8]) -> usize {
+    match path.0 {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        // SAFETY: the x86-64 kinds exist only where the CPU has AVX2; `src` as long as `dst`.
+        Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::lut_prefix(lut, src, dst) },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: every aarch64 CPU has NEON; `src` as long as `dst`.
+        Kind::Neon => unsafe { neon::lut_prefix(lut, src, dst) },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: as above.
+        Kind::NeonDot => unsafe { neon::lut_prefix(lut, src, dst) },
+        _ => {
+            let _ = (lut, src, dst);
             0
         }
     }
@@ -473,7 +618,9 @@ mod tests {
             let vnni = std::is_x86_feature_detected!("avxvnni");
             assert_eq!(has("avx-vnni"), has("avx2") && vnni);
             let vnni512 = std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512vl");
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw");
             assert_eq!(has("avx512-vnni"), has("avx2") && vnni512);
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -490,7 +637,7 @@ mod tests {
     #[test]
     fn the_fast_kernels_are_the_ones_each_path_takes() {
         // The bytes are the same either way; these are the speed decisions: eight positions
-        // per weight load on the VNNI and NEON paths, linear layers four rows at a time with
+        // per weight load on the NEON paths, linear layers four rows at a time with
         // vector requantisation on every SIMD path, for fan-ins that are multiples of 16.
         let requant: Vec<u8> = (0..5)
             .flat_map(|_| [(1i32 << 30).to_le_bytes(), (-3i32).to_le_bytes()])
@@ -498,7 +645,7 @@ mod tests {
             .collect();
         for path in Path::available() {
             let name = path.name();
-            let pairs = matches!(name, "avx-vnni" | "avx512-vnni" | "neon" | "neon-dotprod");
+            let pairs = matches!(name, "neon" | "neon-dotprod");
             assert_eq!(pairs_runs(path), pairs, "{name}");
             let simd = name != "portable";
             for (n, expected) in [(16, if simd { 4 } else { 0 }), (12, 0)] {
@@ -552,6 +699,85 @@ mod tests {
                 let acc = dot_3x1(path, x, &w0, w1, &w2, [5, -7, i32::MIN]);
                 let third = i32::MIN.wrapping_add(plain_dot(&x[..n], &w2[..n]));
                 assert_eq!(acc, [a0, a1, third], "{} n {n}", path.name());
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_maps_k_q_plus_b_as_round_to_i8() {
+        use crate::quant::round_to_i8;
+        // Every int8 input (twice over, so the vector width divides it), under slopes and
+        // offsets that put `k q + b` on halves (the rounding ties), near the clamp, beyond
+        // every int8 and to infinity, with zero points at the kernels' limits.
+        let inputs: Vec<i8> = (0..512).map(|i| i as u8 as i8).collect();
+        let maps = [
+            (0.5, 0.0),
+            (0.5, 0.25),
+            (-1.5, 0.5),
+            (0.999_999_9, -0.5),
+            (0.07, 3.3),
+            (1e-30, -0.5),
+            (300.0, 0.0),
+            (1e30, 1.0),
+            (3e36, -1.0),
+            (-f32::MAX, 0.0),
+            (f32::NAN, 0.0),
+            (1.0, f32::INFINITY),
+        ];
+        for path in Path::available() {
+            for (k, b) in maps {
+                for zy in [
+                    -128,
+                    -3,
+                    0,
+                    127,
+                    1 << 15,
+                    -(1 << 15),
+                    (1 << 15) + 1,
+                    i32::MIN,
+                ] {
+                    let expected: Vec<i8> = inputs
+                        .iter()
+                        .map(|&q| round_to_i8(k * f32::from(q) + b, zy))
+                        .collect();
+                    let mut out = std::vec![0i8; inputs.len()];
+                    let done = affine_prefix(path, k, b, zy, Some(&inputs), &mut out);
+                    for (o, &q) in out[done..].iter_mut().zip(&inputs[done..]) {
+                        *o = round_to_i8(k * f32::from(q) + b, zy);
+                    }
+                    assert_eq!(out, expected, "{} k {k} b {b} zy {zy}", path.name());
+                    let mut in_place = inputs.clone();
+                    let done = affine_prefix(path, k, b, zy, None, &mut in_place);
+                    assert_eq!(
+                        in_place[..done],
+                        expected[..done],
+                        "{} in place",
+                        path.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_sums_moments_exactly() {
+        // Lengths around the 32-byte blocks, and 2^15 blocks (twice the int32 lanes' flush)
+        // of extreme values.
+        let mut long = std::vec![-128i8; (32 << 15) + 77];
+        long[5] = 127;
+        for values in [
+            bytes(0, 1),
+            bytes(31, 2),
+            bytes(32, 3),
+            bytes(1000, 4),
+            long,
+        ] {
+            let sum: i64 = values.iter().map(|&v| i64::from(v)).sum();
+            let sum_sq: i64 = values.iter().map(|&v| i64::from(v) * i64::from(v)).sum();
+            for path in Path::available() {
+                if let Some(got) = moments(path, &values) {
+                    assert_eq!(got, (sum, sum_sq), "{} {}", path.name(), values.len());
+                }
             }
         }
     }

@@ -13,14 +13,19 @@
 //! per group and run).
 
 use core::arch::aarch64::{
-    int32x4_t, int8x16_t, int8x8_t, vaddq_s32, vaddvq_s32, vandq_s32, vceqq_s32, vcombine_s16,
-    vdupq_laneq_s32, vdupq_n_s16, vdupq_n_s32, vdupq_n_u32, vget_low_s16, vget_low_s8, vld1_s8,
-    vld1q_s32, vld1q_s8, vld1q_u8, vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32, vmovl_high_s16,
-    vmovl_s16, vmovl_s8, vmull_high_s8, vmull_s8, vpadalq_s16, vpaddq_s32, vqaddq_s32, vqmovn_s16,
-    vqmovn_s32, vqrdmulhq_s32, vqtbl1q_u8, vreinterpretq_s32_s8, vreinterpretq_s8_s32,
-    vreinterpretq_s8_u32, vrshlq_s32, vshlq_n_s32, vshrq_n_s32, vst1_s8, vst1q_s32, vst1q_u8,
-    vsubq_s16,
+    int32x4_t, int8x16_t, int8x16x4_t, int8x8_t, vaddq_f32, vaddq_s32, vaddvq_s32, vandq_s32,
+    vceqq_s32, vcombine_s16, vcvtaq_s32_f32, vcvtq_f32_s32, vdupq_laneq_s32, vdupq_n_f32,
+    vdupq_n_s16, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, veorq_u8, vget_low_s16, vget_low_s8,
+    vld1_s8, vld1q_s32, vld1q_s8, vld1q_u8, vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32,
+    vmovl_high_s16, vmovl_s16, vmovl_s8, vmull_high_s8, vmull_s8, vmulq_f32, vpadalq_s16,
+    vpaddlq_s8, vpaddq_s32, vqaddq_s32, vqmovn_s16, vqmovn_s32, vqrdmulhq_s32, vqtbl1q_u8,
+    vqtbl4q_s8, vqtbx4q_s8, vreinterpretq_s32_s8, vreinterpretq_s8_s32, vreinterpretq_s8_u32,
+    vrshlq_s32, vshlq_n_s32, vshrq_n_s32, vst1_s8, vst1q_s32, vst1q_s8, vst1q_u8, vsubq_s16,
+    vsubq_u8,
 };
+
+#[cfg(feature = "std")]
+pub(super) mod blocked;
 
 use super::plain_dot;
 use crate::format::{ADD_LEFT_SHIFT, MIN_SHIFT};
@@ -709,4 +714,108 @@ unsafe fn finish_rows4(
             *y = q;
         }
     }
+}
+
+/// `(sum q, sum q^2)` of int8 values, exact: 16 values at a time, the sum by `SADDLP` and
+/// `SADALP`, the squares by `SMULL` / `SMULL2` (int16: an int8 square fits) and `SADALP`
+/// into int32 lanes (at most `2^16` per lane and block), moved into the `i64` totals every
+/// 2^13 blocks (`super::moments_in_blocks`).
+#[target_feature(enable = "neon")]
+pub(super) fn moments(values: &[i8]) -> (i64, i64) {
+    let total = |v: int32x4_t| lanes(v).iter().map(|&l| i64::from(l)).sum::<i64>();
+    super::moments_in_blocks(values, 16, 1 << 13, |run| {
+        let (mut s, mut q) = (vdupq_n_s32(0), vdupq_n_s32(0));
+        for block in run.chunks_exact(16) {
+            // SAFETY: `block` holds 16 bytes.
+            let v = unsafe { vld1q_s8(block.as_ptr()) };
+            s = vpadalq_s16(s, vpaddlq_s8(v));
+            q = vpadalq_s16(q, vmull_s8(vget_low_s8(v), vget_low_s8(v)));
+            q = vpadalq_s16(q, vmull_high_s8(v, v));
+        }
+        (total(s), total(q))
+    })
+}
+
+/// The leading elements of `dst = round_to_i8(k q + b, zy)` for `q` from `src` (or `dst` in
+/// place), eight at a time: `k q` and `+ b` in `f32` lanes as the scalar code computes them,
+/// `FCVTAS` (round to nearest, ties away from zero, saturating, NaN to 0: exactly
+/// `round_to_i32`), the zero point by a saturating add and the clamp by saturating narrows.
+/// Returns the number done (a multiple of 8).
+///
+/// # Safety
+/// `src`, if any, as long as `dst`.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn affine_prefix(
+    k: f32,
+    b: f32,
+    zy: i32,
+    src: Option<&[i8]>,
+    dst: &mut [i8],
+) -> usize {
+    let n = dst.len() / 8 * 8;
+    let (kv, bv, zv) = (vdupq_n_f32(k), vdupq_n_f32(b), vdupq_n_s32(zy));
+    let map = |q: int32x4_t| {
+        let v = vaddq_f32(vmulq_f32(kv, vcvtq_f32_s32(q)), bv);
+        vqaddq_s32(vcvtaq_s32_f32(v), zv)
+    };
+    let mut i = 0;
+    while i < n {
+        let from = match src {
+            Some(src) => src.as_ptr(),
+            None => dst.as_ptr(),
+        };
+        // SAFETY: `i + 8 <= n <= dst.len()`, and `src` as long as `dst`.
+        let q = vmovl_s8(unsafe { vld1_s8(from.add(i)) });
+        let (low, high) = (map(vmovl_s16(vget_low_s16(q))), map(vmovl_high_s16(q)));
+        let bytes = vqmovn_s16(vcombine_s16(vqmovn_s32(low), vqmovn_s32(high)));
+        // SAFETY: `i + 8 <= dst.len()`.
+        unsafe { vst1_s8(dst.as_mut_ptr().add(i), bytes) };
+        i += 8;
+    }
+    n
+}
+
+/// The leading elements of `dst = lut[q + 128]` for `q` from `src` (or `dst` in place), 16 at
+/// a time: the table in four 64-byte parts, one `TBL` and three `TBX` (an index outside a
+/// part's 64 bytes leaves the byte as it is). Returns the number done (a multiple of 16).
+///
+/// # Safety
+/// `src`, if any, as long as `dst`.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn lut_prefix(lut: &[i8; 256], src: Option<&[i8]>, dst: &mut [i8]) -> usize {
+    let n = dst.len() / 16 * 16;
+    let part = |p: usize| {
+        // SAFETY: `p < 4`: bytes `64p..64p + 64` of the table.
+        unsafe {
+            let at = lut.as_ptr().add(64 * p);
+            int8x16x4_t(
+                vld1q_s8(at),
+                vld1q_s8(at.add(16)),
+                vld1q_s8(at.add(32)),
+                vld1q_s8(at.add(48)),
+            )
+        }
+    };
+    let tables = [part(0), part(1), part(2), part(3)];
+    let (flip, sixty_four) = (vdupq_n_u8(0x80), vdupq_n_u8(64));
+    let mut i = 0;
+    while i < n {
+        let from = match src {
+            Some(src) => src.as_ptr(),
+            None => dst.as_ptr(),
+        };
+        // SAFETY: `i + 16 <= n <= dst.len()`, and `src` as long as `dst`.
+        let q = unsafe { vld1q_u8(from.add(i).cast()) };
+        let index = veorq_u8(q, flip);
+        let mut out = vqtbl4q_s8(tables[0], index);
+        let mut at = index;
+        for table in &tables[1..] {
+            at = vsubq_u8(at, sixty_four);
+            out = vqtbx4q_s8(out, *table, at);
+        }
+        // SAFETY: `i + 16 <= dst.len()`.
+        unsafe { vst1q_s8(dst.as_mut_ptr().add(i), out) };
+        i += 16;
+    }
+    n
 }

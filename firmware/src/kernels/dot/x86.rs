@@ -1,9 +1,12 @@
 //! The x86-64 paths. AVX2: int8 widened to int16, `VPMADDWD` multiplies 16 pairs and adds
 //! neighbours into 8 int32 lanes, `VPADDD` accumulates (wrapping, like the portable path).
-//! VNNI ([`avx_vnni`], [`avx512_vnni`]): `VPDPBUSD` on columns packed as unsigned int8, the
-//! same kernels in either encoding of the instruction.
+//! The VNNI paths run whole convolutions on `VPDPBUSD` ([`blocked`], in either encoding of the
+//! instruction) and everything else on the AVX2 kernels here; the element-wise kernels
+//! (adds, group norm's moments and affine map) are AVX2 on every x86-64 path.
 
 use core::arch::x86_64::*;
+
+pub(super) mod blocked;
 
 use super::plain_dot;
 use crate::format::{ADD_LEFT_SHIFT, MIN_SHIFT};
@@ -185,11 +188,49 @@ fn fast_apply(x: __m128i, multipliers: __m128i, right: __m128i) -> __m128i {
     _mm_sub_epi32(quotient, _mm_cmpgt_epi32(remainder, threshold))
 }
 
+/// `FastRequant::apply` for the eight lanes of `x`, one multiplier (broadcast in
+/// `multiplier`) and shift `right` (in `0..=31`, in the low word of `right`) for all:
+/// `rounding_divide_by_pot((x M + 2^30) >> 31, right)`, even and odd lanes' 64-bit products
+/// apart (`VPMULDQ`).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn fast_apply8(x: __m256i, multiplier: __m256i, right: __m128i) -> __m256i {
+    let round = _mm256_set1_epi64x(1 << 30);
+    // Bits 31..63 of the rounded products: their low 32 bits after the shift are those of
+    // the arithmetic shift, which is all `as i32` keeps.
+    let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, multiplier), round));
+    let odd = _mm256_srli_epi64::<31>(_mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), multiplier),
+        round,
+    ));
+    let high = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
+    // `quant::rounding_divide_by_pot(high, right)`.
+    let one = _mm256_set1_epi32(1);
+    let mask = _mm256_sub_epi32(_mm256_sll_epi32(one, right), one);
+    let remainder = _mm256_and_si256(high, mask);
+    let threshold = _mm256_add_epi32(_mm256_srli_epi32::<1>(mask), _mm256_srli_epi32::<31>(high));
+    let quotient = _mm256_sra_epi32(high, right);
+    // `cmpgt` is -1 where the remainder rounds up.
+    _mm256_sub_epi32(quotient, _mm256_cmpgt_epi32(remainder, threshold))
+}
+
+/// The int8 bytes of eight int32 lanes, saturated, in the low 8 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn saturate8(values: __m256i) -> __m128i {
+    let words = _mm256_packs_epi32(values, values);
+    let bytes = _mm256_packs_epi16(words, words);
+    // Dword 0 holds lanes 0-3, dword 4 lanes 4-7.
+    let order = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+    _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(bytes, order))
+}
+
 /// The leading elements of an int8 add whose three requantisations have the `FastRequant`
-/// form ([`super::add_prefix`]'s contract), four at a time: the operands widened to int32
+/// form ([`super::add_prefix`]'s contract), eight at a time: the operands widened to int32
 /// lanes, each term `apply((v - z) << ADD_LEFT_SHIFT)`, the sum's requantisation
-/// ([`fast_apply`]), then the zero point and the clamp as in [`requantize_lanes`]. Returns
-/// the number of elements done (a multiple of 4).
+/// ([`fast_apply8`]), then the zero point and the clamp (to `+-2^16` first, which cannot change
+/// the saturated result, then by saturating packs). Returns the number of elements done (a
+/// multiple of 8).
 ///
 /// # Safety
 /// The CPU must have AVX2.
@@ -200,24 +241,22 @@ pub(super) unsafe fn add_prefix(
     rhs: AddRhs<'_>,
     dst: &mut [i8],
 ) -> usize {
-    let n = dst.len() / 4 * 4;
-    let parts = |f: FastRequant| (_mm_set1_epi32(f.multiplier), _mm_set1_epi32(f.right));
+    let n = dst.len() / 8 * 8;
+    let parts = |f: FastRequant| (_mm256_set1_epi32(f.multiplier), _mm_cvtsi32_si128(f.right));
     let (lm, lr) = parts(add.lhs);
     let (rm, rr) = parts(add.rhs);
     let (om, or) = parts(add.output);
-    // SAFETY: callers keep `i + 4` within the slice.
+    // SAFETY: callers keep `i + 8` within the slice.
     let load = |s: &[i8], i: usize| unsafe {
-        _mm_cvtepi8_epi32(_mm_cvtsi32_si128(
-            s.as_ptr().add(i).cast::<i32>().read_unaligned(),
-        ))
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(s.as_ptr().add(i).cast::<__m128i>()))
     };
-    let term = |v: __m128i, z: i32, m, r| {
-        let centred = _mm_sub_epi32(v, _mm_set1_epi32(z));
-        fast_apply(_mm_slli_epi32::<ADD_LEFT_SHIFT>(centred), m, r)
+    let term = |v: __m256i, z: i32, m, r| {
+        let centred = _mm256_sub_epi32(v, _mm256_set1_epi32(z));
+        fast_apply8(_mm256_slli_epi32::<ADD_LEFT_SHIFT>(centred), m, r)
     };
     let constant = match rhs {
-        AddRhs::Term(t) => _mm_set1_epi32(t),
-        AddRhs::Each(_) => _mm_setzero_si128(),
+        AddRhs::Term(t) => _mm256_set1_epi32(t),
+        AddRhs::Each(_) => _mm256_setzero_si256(),
     };
     let bound = 1 << 16;
     let mut i = 0;
@@ -231,21 +270,18 @@ pub(super) unsafe fn add_prefix(
             AddRhs::Each(rhs) => term(load(rhs, i), add.zero_points.rhs, rm, rr),
             AddRhs::Term(_) => constant,
         };
-        let value = fast_apply(_mm_add_epi32(l, r), om, or);
-        let value = _mm_min_epi32(
-            _mm_max_epi32(value, _mm_set1_epi32(-bound)),
-            _mm_set1_epi32(bound),
+        let value = fast_apply8(_mm256_add_epi32(l, r), om, or);
+        let value = _mm256_min_epi32(
+            _mm256_max_epi32(value, _mm256_set1_epi32(-bound)),
+            _mm256_set1_epi32(bound),
         );
-        let out = _mm_add_epi32(value, _mm_set1_epi32(add.zero_points.output));
-        let bytes = _mm_packs_epi16(_mm_packs_epi32(out, out), _mm_packs_epi32(out, out));
-        // SAFETY: `i + 4 <= dst.len()`.
-        unsafe {
-            dst.as_mut_ptr()
-                .add(i)
-                .cast::<i32>()
-                .write_unaligned(_mm_cvtsi128_si32(bytes))
-        };
-        i += 4;
+        let out = saturate8(_mm256_add_epi32(
+            value,
+            _mm256_set1_epi32(add.zero_points.output),
+        ));
+        // SAFETY: `i + 8 <= dst.len()`; no alignment requirement.
+        unsafe { _mm_storel_epi64(dst.as_mut_ptr().add(i).cast(), out) };
+        i += 8;
     }
     n
 }
@@ -343,32 +379,7 @@ pub(super) unsafe fn linear_rows(
     rows
 }
 
-/// Packs the staged taps into the unsigned int8 layout of [`avx_vnni::dot_1x4`], in place: group
-/// `g` becomes words `4g..4g + 4`, word `4g + j` holding position `j`'s values at
-/// `k = 4g..4g + 4` plus 128 (a 4x4 byte transpose by `VPSHUFB`, then the sign bit flipped),
-/// the unsigned operand `VPDPBUSD` needs. Each group is written below the taps still to be
-/// read.
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn pack_taps_u8(cols: &mut [u32]) {
-    let groups = cols.len() / 8;
-    let transpose = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let flip = _mm_set1_epi8(i8::MIN);
-    let base = cols.as_mut_ptr();
-    for g in 0..groups {
-        // SAFETY: words `4 groups + 4g..+4` and `4g..4g + 4` are inside `cols` (`8 groups`
-        // words); the read precedes the write, which ends at or below the next group's taps.
-        unsafe {
-            let taps = _mm_loadu_si128(base.add(4 * groups + 4 * g).cast::<__m128i>());
-            let packed = _mm_xor_si128(_mm_shuffle_epi8(taps, transpose), flip);
-            _mm_storeu_si128(base.add(4 * g).cast::<__m128i>(), packed);
-        }
-    }
-}
-
-/// The requantisation of [`conv_block_avx2`] and the VNNI blocks: [`requantize4`] when the
+/// The requantisation of [`conv_block_avx2`]: [`requantize4`] when the
 /// pair has the fast form and the zero point is an int8, else the scalar definition.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -397,273 +408,113 @@ pub(super) unsafe fn conv_block_avx2(block: &Block<'_>, cols: &[u32], y: &mut [i
     );
 }
 
-/// Transposes each group of staged taps in place into the unsigned int8 layout of
-/// [`avx_vnni::dot_1x4`] (word `4g + j`: position `j`'s values at `k = 4g..4g + 4`, plus 128):
-/// `taps` holds the staged words (word `k`: the four positions at `k`), a multiple of 4.
+/// `(sum q, sum q^2)` of int8 values, exact: 32 values at a time widened to int16, `VPMADDWD`
+/// against ones and against themselves into int32 lanes (at most `2 x 2^15` per lane and
+/// block), moved into the `i64` totals every 2^14 blocks (`super::moments_in_blocks`).
 ///
 /// # Safety
 /// The CPU must have AVX2.
-#[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn transpose_taps_u8(taps: &mut [u32]) {
-    let transpose = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let flip = _mm_set1_epi8(i8::MIN);
-    for group in taps.chunks_exact_mut(4) {
-        // SAFETY: `group` holds 16 bytes, read before they are written.
-        unsafe {
-            let at = group.as_mut_ptr().cast::<__m128i>();
-            let packed = _mm_xor_si128(_mm_shuffle_epi8(_mm_loadu_si128(at), transpose), flip);
-            _mm_storeu_si128(at, packed);
+pub(super) unsafe fn moments(values: &[i8]) -> (i64, i64) {
+    let ones = _mm256_set1_epi16(1);
+    let total = |v: __m256i| lanes(v).iter().map(|&l| i64::from(l)).sum::<i64>();
+    super::moments_in_blocks(values, 32, 1 << 14, |run| {
+        let (mut s, mut q) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for block in run.chunks_exact(32) {
+            // SAFETY: `block` holds 32 bytes; no alignment requirement.
+            let v = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
+            for half in [_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)] {
+                let wide = _mm256_cvtepi8_epi16(half);
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(wide, ones));
+                q = _mm256_add_epi32(q, _mm256_madd_epi16(wide, wide));
+            }
         }
+        (total(s), total(q))
+    })
+}
+
+/// The leading elements of `dst = round_to_i8(k q + b, zy)` for `q` from `src` (or `dst` in
+/// place), eight at a time: `k q` and `+ b` in `f32` lanes as the scalar code computes them,
+/// clamped to `+-2^16` (which cannot change the saturated result), then `round_to_i32`'s
+/// truncation and step away from zero, the zero point and saturating packs. `k` and `b` must
+/// be finite (so `k q + b` is never NaN) and `zy` in `-2^15..=2^15`; the caller checks.
+/// Returns the number done (a multiple of 8).
+///
+/// # Safety
+/// The CPU must have AVX2; `src`, if any, as long as `dst`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn affine_prefix(
+    k: f32,
+    b: f32,
+    zy: i32,
+    src: Option<&[i8]>,
+    dst: &mut [i8],
+) -> usize {
+    let n = dst.len() / 8 * 8;
+    let (kv, bv, zv) = (_mm256_set1_ps(k), _mm256_set1_ps(b), _mm256_set1_epi32(zy));
+    let bound = 65536.0f32;
+    let (low, high) = (_mm256_set1_ps(-bound), _mm256_set1_ps(bound));
+    let (half, minus_half) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5));
+    let mut i = 0;
+    while i < n {
+        let from = match src {
+            Some(src) => src.as_ptr(),
+            None => dst.as_ptr(),
+        };
+        // SAFETY: `i + 8 <= n <= dst.len()`, and `src` as long as `dst`.
+        let q = unsafe { _mm256_cvtepi8_epi32(_mm_loadl_epi64(from.add(i).cast())) };
+        let v = _mm256_add_ps(_mm256_mul_ps(kv, _mm256_cvtepi32_ps(q)), bv);
+        let v = _mm256_min_ps(_mm256_max_ps(v, low), high);
+        let t = _mm256_cvttps_epi32(v);
+        let fraction = _mm256_sub_ps(v, _mm256_cvtepi32_ps(t));
+        // The comparisons' masks are -1 where true: up subtracts, down adds.
+        let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(fraction, half));
+        let down = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(fraction, minus_half));
+        let rounded = _mm256_add_epi32(_mm256_sub_epi32(t, up), down);
+        let out = saturate8(_mm256_add_epi32(rounded, zv));
+        // SAFETY: as above; no alignment requirement.
+        unsafe { _mm_storel_epi64(dst.as_mut_ptr().add(i).cast(), out) };
+        i += 8;
     }
+    n
 }
 
-/// [`requantize_block`] for eight accumulators of one channel (one multiplier and shift).
-#[inline]
+/// The leading elements of `dst = lut[q + 128]` for `q` from `src` (or `dst` in place), 32 at
+/// a time: the table as sixteen 16-byte rows; each byte's low four index bits pick within
+/// every row (`VPSHUFB`), its high four the row (a compare and a blend per row). Returns the
+/// number done (a multiple of 32).
+///
+/// # Safety
+/// The CPU must have AVX2; `src`, if any, as long as `dst`.
 #[target_feature(enable = "avx2")]
-fn requantize8(acc: [i32; 8], requant: Requant, zy: i32) -> [i8; 8] {
-    let (low, high) = (
-        [acc[0], acc[1], acc[2], acc[3]],
-        [acc[4], acc[5], acc[6], acc[7]],
-    );
-    let (low, high) = (
-        requantize_block(low, requant, zy),
-        requantize_block(high, requant, zy),
-    );
-    [
-        low[0], low[1], low[2], low[3], high[0], high[1], high[2], high[3],
-    ]
-}
-
-/// The VNNI kernels for one encoding of `VPDPBUSD` on 256-bit vectors, in a module of their
-/// own: every function enables the encoding's instruction set (with AVX2), so that the
-/// instruction and the AVX2 ones around it are inlined into the loops.
-macro_rules! vnni_kernels {
-    ($(#[$doc:meta])* $module:ident, $features:literal, $dpbusd:ident) => {
-        $(#[$doc])*
-        pub(super) mod $module {
-            use core::arch::x86_64::*;
-
-            use super::{lanes, requantize8, requantize_block, transpose_taps_u8};
-            use crate::kernels::conv2d::{block_outputs, Block};
-
-            /// `acc_j + sum_k w[k] c_j[k]` on the layout of [`super::pack_taps_u8`] (`u_j[k] =
-            /// c_j[k] + 128`): two groups per `VPDPBUSD` (lanes 0-3 the four positions at group
-            /// `g`, lanes 4-7 at `g + 1`, each lane summing four products `u w`), and a second
-            /// `VPDPBUSD` of ones against the same weights sums them, so that `sum w c = sum w u -
-            /// 128 sum w` exactly (wrapping, like every path).
-            ///
-            /// # Safety
-            /// The CPU must have the instructions this module enables.
-            #[inline]
-            #[target_feature(enable = $features)]
-            pub(in super::super) unsafe fn dot_1x4(
-                w: &[i8],
-                cols: &[u32],
-                acc: [i32; 4],
-            ) -> [i32; 4] {
-                let groups = (w.len() / 4).min(cols.len() / 4);
-                let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-                let ones = _mm256_set1_epi8(1);
-                // Groups `g` and `g + 1`: their weights, each broadcast over its four lanes, and
-                // columns.
-                let operands = |g: usize| {
-                    // SAFETY: callers keep `g + 2 <= groups`: bytes `4g..4g + 8` of `w` and words
-                    // `4g..4g + 8` of `cols` are inside the slices.
-                    let (w8, c) = unsafe {
-                        (
-                            _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()),
-                            _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>()),
-                        )
-                    };
-                    (
-                        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs),
-                        c,
-                    )
-                };
-                // Two independent chains of each sum (the instruction's latency, not its
-                // throughput, bounds one chain).
-                let zero = _mm256_setzero_si256();
-                let (mut sum0, mut sum1, mut weights0, mut weights1) = (zero, zero, zero, zero);
-                let mut g = 0;
-                while g + 4 <= groups {
-                    let (w0, c0) = operands(g);
-                    let (w1, c1) = operands(g + 2);
-                    sum0 = $dpbusd(sum0, c0, w0);
-                    sum1 = $dpbusd(sum1, c1, w1);
-                    weights0 = $dpbusd(weights0, ones, w0);
-                    weights1 = $dpbusd(weights1, ones, w1);
-                    g += 4;
-                }
-                if g + 2 <= groups {
-                    let (w0, c0) = operands(g);
-                    sum0 = $dpbusd(sum0, c0, w0);
-                    weights0 = $dpbusd(weights0, ones, w0);
-                    g += 2;
-                }
-                if g < groups {
-                    // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights). SAFETY: `g <
-                    // groups`: bytes `4g..4g + 4` of `w` and words `4g..4g + 4` of `cols`.
-                    let (word, c) = unsafe {
-                        (
-                            w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
-                            _mm_loadu_si128(cols.as_ptr().add(4 * g).cast::<__m128i>()),
-                        )
-                    };
-                    let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
-                    let c = _mm256_castsi128_si256(c);
-                    sum1 = $dpbusd(sum1, c, wv);
-                    weights1 = $dpbusd(weights1, ones, wv);
-                }
-                let l = lanes(_mm256_add_epi32(sum0, sum1));
-                let s = lanes(_mm256_add_epi32(weights0, weights1));
-                let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
-                let mut out = acc;
-                for (j, a) in out.iter_mut().enumerate() {
-                    *a = a
-                        .wrapping_add(l[j])
-                        .wrapping_add(l[j + 4])
-                        .wrapping_sub(correction);
-                }
-                out
-            }
-
-            /// `conv2d::block_outputs` with [`dot_1x4`] and [`requantize_block`] inlined.
-            ///
-            /// # Safety
-            /// The CPU must have the instructions this module enables.
-            #[target_feature(enable = $features)]
-            pub(in super::super) unsafe fn conv_block(
-                block: &Block<'_>,
-                cols: &[u32],
-                y: &mut [i8],
-            ) {
-                block_outputs(
-                    block,
-                    y,
-                    // SAFETY: as this function's; group `g` starts at word `4g`.
-                    |w, g, acc| unsafe { dot_1x4(w, &cols[4 * g..], acc) },
-                    |acc, requant, zy| requantize_block(acc, requant, zy),
-                );
-            }
-
-            /// [`dot_1x4`] for two runs of four positions, `first` and `second` packed alike: each
-            /// pair of groups' weights is loaded and spread once for the eight positions, and their
-            /// sum (the correction for the unsigned columns) computed once.
-            ///
-            /// # Safety
-            /// The CPU must have the instructions this module enables.
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn dot_2x4(w: &[i8], first: &[u32], second: &[u32], acc: [i32; 8]) -> [i32; 8] {
-                let groups = (w.len() / 4).min(first.len() / 4).min(second.len() / 4);
-                let pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-                let ones = _mm256_set1_epi8(1);
-                // SAFETY (the three closures): callers keep `g + 2 <= groups`, so bytes `4g..4g +
-                // 8` of `w` and words `4g..4g + 8` of each half are inside the slices.
-                let weights = |g: usize| {
-                    let w8 = unsafe { _mm_loadl_epi64(w.as_ptr().add(4 * g).cast::<__m128i>()) };
-                    _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w8), pairs)
-                };
-                let load = |cols: &[u32], g: usize| unsafe {
-                    _mm256_loadu_si256(cols.as_ptr().add(4 * g).cast::<__m256i>())
-                };
-                let zero = _mm256_setzero_si256();
-                let (mut a0, mut a1, mut b0, mut b1) = (zero, zero, zero, zero);
-                let (mut s0, mut s1) = (zero, zero);
-                let mut g = 0;
-                while g + 4 <= groups {
-                    let (w0, w1) = (weights(g), weights(g + 2));
-                    a0 = $dpbusd(a0, load(first, g), w0);
-                    b0 = $dpbusd(b0, load(second, g), w0);
-                    s0 = $dpbusd(s0, ones, w0);
-                    a1 = $dpbusd(a1, load(first, g + 2), w1);
-                    b1 = $dpbusd(b1, load(second, g + 2), w1);
-                    s1 = $dpbusd(s1, ones, w1);
-                    g += 4;
-                }
-                if g + 2 <= groups {
-                    let w0 = weights(g);
-                    a0 = $dpbusd(a0, load(first, g), w0);
-                    b0 = $dpbusd(b0, load(second, g), w0);
-                    s0 = $dpbusd(s0, ones, w0);
-                    g += 2;
-                }
-                if g < groups {
-                    // The last group alone, in lanes 0-3 (lanes 4-7 get zero weights).
-                    // SAFETY: `g < groups`: 4 bytes of `w` and 4 words of each half from `4g`.
-                    let (word, c0, c1) = unsafe {
-                        (
-                            w.as_ptr().add(4 * g).cast::<i32>().read_unaligned(),
-                            _mm_loadu_si128(first.as_ptr().add(4 * g).cast::<__m128i>()),
-                            _mm_loadu_si128(second.as_ptr().add(4 * g).cast::<__m128i>()),
-                        )
-                    };
-                    let wv = _mm256_setr_epi32(word, word, word, word, 0, 0, 0, 0);
-                    a1 = $dpbusd(a1, _mm256_castsi128_si256(c0), wv);
-                    b1 = $dpbusd(b1, _mm256_castsi128_si256(c1), wv);
-                    s1 = $dpbusd(s1, ones, wv);
-                }
-                let (a, b) = (
-                    lanes(_mm256_add_epi32(a0, a1)),
-                    lanes(_mm256_add_epi32(b0, b1)),
-                );
-                let s = lanes(_mm256_add_epi32(s0, s1));
-                let correction = s[0].wrapping_add(s[4]).wrapping_mul(128);
-                let mut out = acc;
-                for (j, o) in out.iter_mut().enumerate() {
-                    let l = if j < 4 { &a } else { &b };
-                    let j = j % 4;
-                    *o = o
-                        .wrapping_add(l[j])
-                        .wrapping_add(l[j + 4])
-                        .wrapping_sub(correction);
-                }
-                out
-            }
-
-            /// `conv2d::block_outputs` for eight positions, two runs of four staged in `first` and
-            /// `second`: both halves transposed in place, then [`dot_2x4`] and the requantisation
-            /// inlined.
-            ///
-            /// # Safety
-            /// The CPU must have the instructions this module enables.
-            #[target_feature(enable = $features)]
-            pub(in super::super) unsafe fn conv_block_pair(
-                block: &Block<'_>,
-                first: &mut [u32],
-                second: &mut [u32],
-                y: &mut [i8],
-            ) {
-                // SAFETY (all three calls): as this function's.
-                unsafe {
-                    transpose_taps_u8(first);
-                    transpose_taps_u8(second);
-                }
-                let (first, second) = (&*first, &*second);
-                block_outputs(
-                    block,
-                    y,
-                    |w, g, acc| unsafe { dot_2x4(w, &first[4 * g..], &second[4 * g..], acc) },
-                    |acc, requant, zy| requantize8(acc, requant, zy),
-                );
-            }
+pub(super) unsafe fn lut_prefix(lut: &[i8; 256], src: Option<&[i8]>, dst: &mut [i8]) -> usize {
+    let n = dst.len() / 32 * 32;
+    let mut rows = [_mm256_setzero_si256(); 16];
+    for (r, row) in rows.iter_mut().enumerate() {
+        // SAFETY: bytes `16r..16r + 16` of the table.
+        *row = _mm256_broadcastsi128_si256(unsafe {
+            _mm_loadu_si128(lut.as_ptr().add(16 * r).cast())
+        });
+    }
+    let (flip, nibble) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi8(0x0F));
+    let mut i = 0;
+    while i < n {
+        let from = match src {
+            Some(src) => src.as_ptr(),
+            None => dst.as_ptr(),
+        };
+        // SAFETY: `i + 32 <= n <= dst.len()`, and `src` as long as `dst`.
+        let index = _mm256_xor_si256(unsafe { _mm256_loadu_si256(from.add(i).cast()) }, flip);
+        let low = _mm256_and_si256(index, nibble);
+        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(index), nibble);
+        let mut out = _mm256_setzero_si256();
+        for (r, &row) in rows.iter().enumerate() {
+            let mine = _mm256_cmpeq_epi8(high, _mm256_set1_epi8(r as i8));
+            out = _mm256_blendv_epi8(out, _mm256_shuffle_epi8(row, low), mine);
         }
-    };
+        // SAFETY: `i + 32 <= dst.len()`; no alignment requirement.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), out) };
+        i += 32;
+    }
+    n
 }
-
-vnni_kernels!(
-    /// `VPDPBUSD` in AVX-VNNI's VEX encoding (Intel's Alder Lake and Sapphire Rapids, AMD's
-    /// Zen 5).
-    avx_vnni,
-    "avx2,avxvnni",
-    _mm256_dpbusd_avx_epi32
-);
-
-vnni_kernels!(
-    /// `VPDPBUSD` in AVX-512 VNNI's EVEX encoding on 256-bit vectors (AVX512VL: Intel's Ice
-    /// Lake and later Xeons, AMD's Zen 4 and Zen 5).
-    avx512_vnni,
-    "avx2,avx512vnni,avx512vl",
-    _mm256_dpbusd_epi32
-);

@@ -9,9 +9,10 @@
 //! column. For stride `s`, kernel tap `(ky, kx)` of output position `(oy, ox)` then reads word
 //! `oy wq + ox` of plane `(ky mod s, kx mod s)`, moved by the tap's offset
 //! `(ky / s) wq + kx / s` (`wq`: the plane's width): consecutive output positions of a row
-//! read consecutive words, for every tap and channel group ([`Blocked`]). The copy ends with
-//! [`SLACK`] spare words, so a tile of up to 16 positions may run past a row's end (onto the
-//! words that follow, whose results are dropped).
+//! read consecutive words, for every tap and channel group ([`Blocked`]). A tile whose last
+//! vector reaches past a row's end computes positions on the words that follow and drops
+//! them; the kernels choose each tile's width so that it reads at most 15 words past its last
+//! valid position, and the copy ends with [`SLACK`] spare words for the last row.
 //!
 //! **The weights.** Each output channel's weights become one word per channel group and
 //! tap, in the product's order (group, kernel row, kernel column; channels past
@@ -28,8 +29,8 @@ use std::vec::Vec;
 
 use crate::kernels::conv2d::ConvGeometry;
 
-/// Spare words at the end of the copy: a tile reads at most 16 words past the last valid
-/// position of the last row of the last plane.
+/// Spare words at the end of the copy: more than the 15 words a tile may read past the last
+/// valid position of the last row of the last plane.
 pub(super) const SLACK: usize = 16;
 
 /// Most packed weight sets kept per thread (a network's convolutions); more clears them.

@@ -30,8 +30,7 @@ use crate::kernels::{requant_at, requantize, FastRequant};
 
 /// Output positions from which a convolution runs here rather than on the im2col blocks: below
 /// it the copy, the packed-weights check and the per-call set-up cost more than the blocks'
-/// staging (measured in instructions under qemu-aarch64: the 8x8 UNet's convolutions, at 8x8
-/// and 4x4, run faster on the blocks, the 28x28 UNet's at 28x28 and 14x14 here).
+/// staging they save (BENCHMARKS.md, "Whole convolutions on a channel-blocked copy").
 const MIN_POSITIONS: usize = 128;
 
 /// What every tile of one call reads.

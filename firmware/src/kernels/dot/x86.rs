@@ -2,7 +2,7 @@
 //! neighbours into 8 int32 lanes, `VPADDD` accumulates (wrapping, like the portable path).
 //! The VNNI paths run whole convolutions on `VPDPBUSD` ([`blocked`], in either encoding of the
 //! instruction) and everything else on the AVX2 kernels here; the element-wise kernels
-//! (adds, group norm's moments and affine map) are AVX2 on every x86-64 path.
+//! (adds, group norm's moments and affine map, table lookups) are AVX2 on every x86-64 path.
 
 use core::arch::x86_64::*;
 

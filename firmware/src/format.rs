@@ -239,6 +239,12 @@ pub const MAX_TRAIN_STEPS: usize = 1 << 20;
 /// `in k k` for convolutions): with `|x w| <= 2^14` and `|bias| <= MAX_BIAS` the `i32`
 /// accumulator can never overflow.
 pub const MAX_FAN_IN: usize = 1 << 16;
+/// Largest magnitude of an int8 weight: int8 weights are symmetric, `-MAX_WEIGHT..=MAX_WEIGHT`
+/// (never -128, as in TensorFlow Lite's int8 scheme), so that the sum of two products of a
+/// weight and an int8 activation, at most `2 * 128 * 127` in magnitude, fits an `i16` lane.
+/// [`quantize_per_channel`](crate::quant::quantize_per_channel) rounds into this range and
+/// [`Blob::parse`](crate::Blob::parse) refuses an int8 blob with a weight of -128.
+pub const MAX_WEIGHT: i8 = 127;
 /// Largest magnitude of an int8 layer's (folded) bias.
 pub const MAX_BIAS: i32 = 1 << 30;
 /// Largest number of elements one GroupNorm group may have (keeps its integer moments exact

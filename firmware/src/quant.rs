@@ -27,7 +27,7 @@
 //! work in `f64` and are meant for the exporter; nothing on the device's hot path uses `f64`.
 
 use crate::error::{Error, Result};
-use crate::format::{ADD_LEFT_SHIFT, MAX_BIAS, MAX_SHIFT, MIN_SHIFT};
+use crate::format::{ADD_LEFT_SHIFT, MAX_BIAS, MAX_SHIFT, MAX_WEIGHT, MIN_SHIFT};
 
 /// Quantisation parameters of an int8 activation tensor: `real = scale (q - zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -318,7 +318,8 @@ pub fn fold_input_zero_point(bias: i32, input_zero_point: i32, weights: &[i8]) -
 
 /// Per-output-channel symmetric int8 quantisation of `weights` (`channels` rows of equal
 /// length): scale `max |w| / 127` per row (1 for an all-zero row), values
-/// `clamp(round(w / scale), -127, 127)`. Returns the values and the scales.
+/// `clamp(round(w / scale), -127, 127)` (the symmetric range [`MAX_WEIGHT`] that blobs
+/// require). Returns the values and the scales.
 pub fn quantize_per_channel(
     weights: &[f32],
     channels: usize,
@@ -342,9 +343,10 @@ pub fn quantize_per_channel(
             return Err(Error::InvalidQuantization("weights must be finite"));
         }
         let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let limit = f32::from(MAX_WEIGHT);
+        *scale = if max > 0.0 { max / limit } else { 1.0 };
         for (q, &v) in q.iter_mut().zip(w) {
-            *q = libm::roundf(v / *scale).clamp(-127.0, 127.0) as i8;
+            *q = libm::roundf(v / *scale).clamp(-limit, limit) as i8;
         }
     }
     Ok(())

@@ -7,15 +7,16 @@
 //!    backend checks the samples bit for bit against the host.
 //! 2. With `--reference MODEL-F32.ddm` and/or `--onnx FILE.onnx` (repeatable; needs the `onnx`
 //!    feature, which builds tract), times network calls on `--calls` inputs `(x_t, t)` and
-//!    prints, before `done`, one line per engine:
+//!    prints, before `done`, `network inputs calls=<n>` once the inputs are made, then one
+//!    line per engine:
 //!    `network engine=<int8|f32|onnx:<file>> [path=<p>] calls=<n> ns_per_call=<n>
 //!    max_abs_output=<m> max_abs_diff=<d|n/a>`, the difference being the largest
 //!    `|output - f32 runtime output|` over all inputs (`n/a` without `--reference`) and `path`
 //!    the int8 product path of the device runtime's engines (`ddm_firmware::Path`: `neon` or
 //!    `neon-dotprod` here). Without `--reference`, each engine's calls run between its line
-//!    and the line before it, with nothing else but its setup and (for the blob) the making
-//!    of the inputs: scripts/bench-aarch64-instructions.sh counts the instructions between
-//!    them under qemu-aarch64.
+//!    and the line before it, with nothing else but its setup:
+//!    scripts/bench-aarch64-instructions.sh counts the instructions between them under
+//!    qemu-aarch64.
 //!
 //! Exit status 0 after `done`; 1 with an `error: ...` line otherwise; 2 for bad arguments.
 
@@ -244,6 +245,7 @@ fn compare_engines(blob: &Blob<'_>, options: &Options) -> Result<(), String> {
         return Ok(());
     }
     let inputs = inputs(blob, options.calls);
+    println!("network inputs calls={}", inputs.len());
     let reference_bytes = match &options.reference {
         Some(path) => Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
         None => None,

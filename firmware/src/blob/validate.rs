@@ -248,6 +248,9 @@ impl<'a> Blob<'a> {
             .transpose()?;
         match (self.precision, bias, requant) {
             (Precision::Int8, Some(bias), Some(requant)) => {
+                if weights.bytes().iter().any(|&w| w as i8 == -MAX_WEIGHT - 1) {
+                    return Err(fail("int8 weights must lie in -127..=127"));
+                }
                 for c in 0..out_channels {
                     let b = bias.word(c).ok_or(fail("bias"))? as i32;
                     if b.unsigned_abs() > MAX_BIAS as u32 {

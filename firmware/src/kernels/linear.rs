@@ -3,6 +3,7 @@
 use super::dot::{dot_2x1, dot_3x1, linear_rows, Path};
 use super::{float_at, i32_at, requant_at, requantize, WeightFormat};
 use crate::error::{check_len, Result};
+use crate::format::MAX_WEIGHT;
 
 /// `sum a_i b_i` in `i32` (vectorises to widening multiply-adds; never overflows for
 /// `len <= MAX_FAN_IN`).
@@ -15,6 +16,11 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 
 /// int8 linear layer: `y_o = sat(zy + requant_o(bias_o + sum_i x_i w_oi))`.
 ///
+/// The weights lie in `-MAX_WEIGHT..=MAX_WEIGHT` (int8 weights are symmetric: see
+/// [`MAX_WEIGHT`]; [`Blob::parse`](crate::Blob::parse) refuses a blob with a weight of -128):
+/// the plain NEON kernel adds two products in each int16 lane. A weight of -128 may give a
+/// wrong sum there, and debug builds panic on it.
+///
 /// `bias` holds `out` little-endian `i32` with the input zero point folded in
 /// ([`fold_input_zero_point`](crate::quant::fold_input_zero_point)), `requant` `out`
 /// `(multiplier, shift)` pairs.
@@ -22,8 +28,8 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 /// Three rows at a time share each load of the input (`kernels::dot::dot_3x1`: on Cortex-M4
 /// `SXTB16` + `SMLAD` on four inputs per word), the last one or two rows take
 /// `kernels::dot::dot_2x1`; inputs past the last multiple of 4 are added one by one (on the
-/// x86-64 and aarch64 paths, fan-ins that are multiples of 16 take four rows at a time with
-/// the requantisation in vector lanes: `kernels::dot::linear_rows`). Exact integer sums, so the
+/// x86-64 and aarch64 paths, fan-ins that are multiples of 16 take four rows at a time, eight on
+/// plain NEON, with the requantisation in vector lanes: `kernels::dot::linear_rows`). Exact integer sums, so the
 /// result is that of any order. The products run on the CPU's fastest
 /// [`Path`] ([`Path::detect`]); [`linear_s8_on`] chooses it.
 pub fn linear_s8(
@@ -59,6 +65,10 @@ pub fn linear_s8_on(
         n_out.saturating_mul(8),
         requant.len(),
     )?;
+    debug_assert!(
+        !weights.contains(&(-MAX_WEIGHT - 1)),
+        "int8 weights lie in -{MAX_WEIGHT}..={MAX_WEIGHT}"
+    );
     if n_in == 0 {
         return Ok(());
     }

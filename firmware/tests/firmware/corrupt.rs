@@ -306,6 +306,44 @@ fn non_finite_float_parameters_are_refused_when_parsing() {
 }
 
 #[test]
+fn an_int8_weight_of_minus_128_is_refused_when_parsing() {
+    // int8 weights are symmetric (`MAX_WEIGHT`): the kernels may add two products in an
+    // int16 lane, which -128 times -128 twice would overflow. -127 at the same place runs.
+    let bytes = write_blob(&micro(Precision::Int8)).unwrap();
+    let blob = Blob::parse(&bytes).unwrap();
+    let weights: Vec<(usize, u32)> = (0..blob.node_count())
+        .filter_map(|index| match blob.node(index).unwrap().op {
+            Op::Linear { weight, .. } | Op::Conv2d { weight, .. } => Some((index, weight)),
+            _ => None,
+        })
+        .collect();
+    assert!(weights.len() >= 4, "{weights:?}");
+    for (node, tensor) in weights {
+        let (offset, _) = tensor_at(&bytes, tensor);
+        let len = blob.tensor(tensor).unwrap().bytes().len();
+        for at in [offset, offset + len - 1] {
+            let with = |value: i8| {
+                let mut bad = bytes.clone();
+                bad[at] = value as u8;
+                seal(&mut bad);
+                bad
+            };
+            match Blob::parse(&with(i8::MIN)) {
+                Err(Error::InvalidNode { node: n, reason }) => {
+                    assert_eq!(n as usize, node);
+                    assert!(reason.contains("-127..=127"), "{reason}");
+                }
+                other => panic!("node {node} byte {at}: {other:?}"),
+            }
+            let fine = with(-MAX_WEIGHT);
+            let mut outcomes = Outcomes::default();
+            exercise(&fine, false, &mut outcomes);
+            assert_eq!(outcomes.runs, 1, "node {node} byte {at}: {outcomes:?}");
+        }
+    }
+}
+
+#[test]
 fn targeted_corruptions_give_the_right_errors() {
     let bytes = write_blob(&int8_unet(100)).unwrap();
     let parse = |b: &[u8]| Blob::parse(b).unwrap_err();

@@ -9,6 +9,7 @@
 //! rounding. Almost all outputs must be exact.
 
 use ddm_core::Rng;
+use ddm_firmware::format::MAX_WEIGHT;
 use ddm_firmware::kernels::add::{add_f32, add_s8, add_s8_on, TABLE_MIN_LEN};
 use ddm_firmware::kernels::concat::{
     concat_part_s8, concat_requant, TABLE_MIN_LEN as CONCAT_TABLE_MIN_LEN,
@@ -985,13 +986,15 @@ fn int8_conv2d_follows_weights_and_bias_changed_between_calls() {
 #[test]
 fn int8_linear_equals_the_exact_integer_definition_on_every_path() {
     let mut rng = Rng::new(13);
-    for n_in in [1, 3, 4, 15, 16, 17, 31, 32, 36, 64, 100, 255] {
-        for n_out in [1, 2, 3, 4, 5, 7, 8, 9] {
+    for n_in in [
+        1, 3, 4, 15, 16, 17, 31, 32, 36, 48, 64, 80, 100, 128, 208, 255, 256,
+    ] {
+        for n_out in [1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 21] {
             // Rows with a multiplier above 1 (a positive shift) have zero weights and a small
             // bias, so that their outputs do not saturate.
             let amplifies: Vec<bool> = (0..n_out).map(|_| rng.below(5) == 0).collect();
             let x = random_i8(&mut rng, n_in);
-            let mut w = random_i8(&mut rng, n_out * n_in);
+            let mut w = random_weights(&mut rng, n_out * n_in);
             let bias: Vec<i32> = amplifies
                 .iter()
                 .map(|&big| match big {
@@ -1035,6 +1038,64 @@ fn int8_linear_equals_the_exact_integer_definition_on_every_path() {
                 )
                 .unwrap();
                 assert_eq!(y, expected, "{}: {n_in} -> {n_out}", path.name());
+            }
+        }
+    }
+}
+
+/// The largest sums the int8 linear layer meets: inputs at -128 and 127 against weights at
+/// -127 and 127 (the symmetric range), in every sign pattern, so that every int16 lane of the
+/// NEON kernels holds two products of 128 x 127; the requantisation (2^-16) moves the output
+/// by one for an error of 2^16 in a sum, so a lane that wrapped would show.
+#[test]
+fn int8_linear_is_exact_at_the_weights_limits_on_every_path() {
+    let limit = MAX_WEIGHT;
+    let requant = Requant::from_real(1.0 / 65536.0).unwrap();
+    for n_in in [16, 64, 80, 256] {
+        let n_out = 12;
+        type Input = fn(usize) -> i8;
+        type Weight = fn(usize, usize) -> i8;
+        let patterns: [(Input, Weight); 4] = [
+            (|_| -128, |_, _| -MAX_WEIGHT),
+            (|_| -128, |_, _| MAX_WEIGHT),
+            (|_| 127, |_, _| -MAX_WEIGHT),
+            (
+                |i| if i % 3 == 0 { 127 } else { -128 },
+                |o, i| {
+                    if (o + i) % 2 == 0 {
+                        MAX_WEIGHT
+                    } else {
+                        -MAX_WEIGHT
+                    }
+                },
+            ),
+        ];
+        for (k, (input, weight)) in patterns.into_iter().enumerate() {
+            let x: Vec<i8> = (0..n_in).map(input).collect();
+            let w: Vec<i8> = (0..n_out * n_in)
+                .map(|k| weight(k / n_in, k % n_in))
+                .collect();
+            assert!(w.iter().all(|&v| v.abs() == limit));
+            let expected: Vec<i8> = (0..n_out)
+                .map(|o| {
+                    let dot: i32 = (0..n_in)
+                        .map(|i| i32::from(x[i]) * i32::from(w[o * n_in + i]))
+                        .sum();
+                    requant.apply(dot).clamp(-128, 127) as i8
+                })
+                .collect();
+            // The uniform patterns' sums are far from 0 and within the output's range.
+            if k < 3 {
+                assert!(
+                    expected.iter().all(|&v| v.abs() > 1 && v.abs() < 127),
+                    "{expected:?}"
+                );
+            }
+            let requant = le_requant(&vec![requant; n_out]);
+            for path in Path::available() {
+                let mut y = vec![0i8; n_out];
+                linear_s8_on(path, &x, &w, &vec![0; 4 * n_out], &requant, 0, &mut y).unwrap();
+                assert_eq!(y, expected, "{}: fan-in {n_in}", path.name());
             }
         }
     }
@@ -1095,7 +1156,7 @@ fn int8_linear_equals_the_exact_integer_definition() {
         (1025, 3),
     ] {
         let x = random_i8(&mut rng, n_in);
-        let w = random_i8(&mut rng, n_in * n_out);
+        let w = random_weights(&mut rng, n_in * n_out);
         let bias: Vec<i32> = (0..n_out)
             .map(|_| rng.below(2_000_001) as i32 - 1_000_000)
             .collect();

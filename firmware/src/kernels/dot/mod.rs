@@ -1,8 +1,8 @@
 //! The int8 products inside the linear and convolution kernels, on each target's fastest
 //! instructions, and the choice among them; with them, the vector forms of the
-//! requantisations around the products (linear layers four rows at a time, `linear_rows`),
-//! of the int8 add (`add_prefix`) and of group norm's moments and map (`moments`,
-//! `affine_prefix`).
+//! requantisations around the products (linear layers four or eight rows at a time,
+//! `linear_rows`), of the int8 add (`add_prefix`) and of group norm's moments and map
+//! (`moments`, `affine_prefix`).
 //!
 //! Three inner loops carry nearly every multiply-accumulate of an int8 network:
 //! [`dot_1x4`] (one convolution weight row against four im2col columns, after
@@ -48,6 +48,8 @@ use crate::quant::Requant;
 mod blocked;
 mod dsp;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+// Without `std` no CPU feature is detected at run time, so the dot-product kernels are unused.
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 mod neon;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86;
@@ -328,8 +330,9 @@ pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) 
 }
 
 /// The leading rows of an int8 linear layer computed by a kernel of `path` that takes four
-/// rows at a time with their requantisation in vector lanes (`kernels::linear::linear_s8`'s
-/// arguments, its lengths checked by the caller): the number of rows done, each output
+/// rows at a time (plain NEON: eight, then four) with their requantisation in vector lanes
+/// (`kernels::linear::linear_s8`'s arguments, its lengths checked by the caller; the weights in
+/// `-MAX_WEIGHT..=MAX_WEIGHT`): the number of rows done, each output
 /// exactly `linear_s8`'s; 0 on the portable path (whose three rows at a time suit the
 /// Cortex-M) and for shapes the kernel does not take.
 #[inline]

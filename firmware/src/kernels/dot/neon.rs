@@ -17,11 +17,11 @@ use core::arch::aarch64::{
     vceqq_s32, vcombine_s16, vcvtaq_s32_f32, vcvtq_f32_s32, vdupq_laneq_s32, vdupq_n_f32,
     vdupq_n_s16, vdupq_n_s32, vdupq_n_u32, vdupq_n_u8, veorq_u8, vget_low_s16, vget_low_s8,
     vld1_s8, vld1q_s32, vld1q_s8, vld1q_u8, vld2q_s32, vmaxq_s32, vmaxvq_s32, vmaxvq_u32,
-    vmovl_high_s16, vmovl_s16, vmovl_s8, vmull_high_s8, vmull_s8, vmulq_f32, vpadalq_s16,
-    vpaddlq_s8, vpaddq_s32, vqaddq_s32, vqmovn_s16, vqmovn_s32, vqrdmulhq_s32, vqtbl1q_u8,
-    vqtbl4q_s8, vqtbx4q_s8, vreinterpretq_s32_s8, vreinterpretq_s8_s32, vreinterpretq_s8_u32,
-    vrshlq_s32, vshlq_n_s32, vshrq_n_s32, vst1_s8, vst1q_s32, vst1q_s8, vst1q_u8, vsubq_s16,
-    vsubq_u8,
+    vmlal_high_s8, vmovl_high_s16, vmovl_s16, vmovl_s8, vmull_high_s8, vmull_s8, vmulq_f32,
+    vorrq_u32, vpadalq_s16, vpaddlq_s8, vpaddq_s32, vqaddq_s32, vqmovn_s16, vqmovn_s32,
+    vqrdmulhq_s32, vqtbl1q_u8, vqtbl4q_s8, vqtbx4q_s8, vreinterpretq_s32_s8, vreinterpretq_s8_s32,
+    vreinterpretq_s8_u32, vrshlq_s32, vshlq_n_s32, vshrq_n_s32, vst1_s8, vst1q_s32, vst1q_s8,
+    vst1q_u8, vsubq_s16, vsubq_u8,
 };
 
 #[cfg(feature = "std")]
@@ -575,7 +575,7 @@ pub(super) unsafe fn conv_block_pair(
 
 /// The leading rows of an int8 linear layer (`kernels::linear::linear_s8`'s arguments: the
 /// input zero point is folded into the bias), four at a time: one `SDOT` per 16 inputs and
-/// row, then [`finish_rows4`]. Returns the number of rows done: `y.len()` rounded down to a
+/// row, then [`finish_rows`]. Returns the number of rows done: `y.len()` rounded down to a
 /// multiple of 4 when `x.len()` is a non-zero multiple of 16, else 0 (the caller computes the
 /// rest). Every output is exactly `linear_s8`'s.
 ///
@@ -615,16 +615,19 @@ pub(super) unsafe fn linear_rows_s8(
             i += 16;
         }
         // SAFETY: the caller's lengths cover rows `4r..4r + 4`.
-        unsafe { finish_rows4(sums, bias, requant, r, zy, y) };
+        unsafe { finish_rows(sums, bias, requant, r, zy, y) };
     }
     y.len() / 4 * 4
 }
 
-/// [`linear_rows_s8`] on plain NEON: per 16 inputs and row, `SMULL` and `SMULL2` into int16
-/// products (an int8 product fits) and `SADALP` pairwise into int32.
+/// [`linear_rows_s8`] on plain NEON: per 16 inputs and row, `SMULL` and `SMLAL2` put two
+/// products in each int16 lane ([`products16`]: the weights' symmetric range makes them fit)
+/// and `SADALP` adds the lanes pairwise into int32. Eight rows at a time, 64 inputs per step
+/// ([`rows8_steps64`]), then 16 at a time; a last group of four rows alone.
 ///
 /// # Safety
-/// As [`linear_rows_s8`], without the dot-product instructions.
+/// As [`linear_rows_s8`], without the dot-product instructions; the weights must lie in
+/// `-MAX_WEIGHT..=MAX_WEIGHT` (a weight of -128 may give a wrong sum, not undefined behaviour).
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn linear_rows(
     x: &[i8],
@@ -638,80 +641,230 @@ pub(super) unsafe fn linear_rows(
     if n == 0 || !n.is_multiple_of(16) {
         return 0;
     }
-    for (r, (w, y)) in weights
-        .chunks_exact(4 * n)
-        .zip(y.chunks_exact_mut(4))
-        .enumerate()
-    {
+    let mut eights = weights.chunks_exact(8 * n).zip(y.chunks_exact_mut(8));
+    for (r, (w, y)) in (&mut eights).enumerate() {
+        let steps = n / 64;
+        // SAFETY: `x` holds `n >= 64 steps` bytes and `w` eight rows of `n`.
+        let mut sums = unsafe { rows8_steps64(x.as_ptr(), w.as_ptr(), n, steps) };
+        // SAFETY: as above, from `64 steps` on.
+        unsafe { add_rows(&mut sums, x, w, 64 * steps) };
+        // SAFETY: the caller's lengths cover rows `8r..8r + 8`, quads `2r` and `2r + 1`.
+        unsafe { finish_rows(sums, bias, requant, 2 * r, zy, y) };
+    }
+    let four = 8 * (y.len() / 8);
+    if let (Some(w), Some(y)) = (
+        weights.get(four * n..(four + 4) * n),
+        y.get_mut(four..four + 4),
+    ) {
         let mut sums = [vdupq_n_s32(0); 4];
-        let mut i = 0;
-        while i < n {
-            // SAFETY: as in `linear_rows_s8`.
-            unsafe {
-                let xv = vld1q_s8(x.as_ptr().add(i));
-                for (k, sum) in sums.iter_mut().enumerate() {
-                    let wv = vld1q_s8(w.as_ptr().add(k * n + i));
-                    *sum = vpadalq_s16(*sum, vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
-                    *sum = vpadalq_s16(*sum, vmull_high_s8(xv, wv));
-                }
-            }
-            i += 16;
-        }
-        // SAFETY: the caller's lengths cover rows `4r..4r + 4`.
-        unsafe { finish_rows4(sums, bias, requant, r, zy, y) };
+        // SAFETY: `w` holds four rows of `n`.
+        unsafe { add_rows(&mut sums, x, w, 0) };
+        // SAFETY: the caller's lengths cover rows `four..four + 4`.
+        unsafe { finish_rows(sums, bias, requant, four / 4, zy, y) };
     }
     y.len() / 4 * 4
 }
 
-/// The outputs of rows `4r..4r + 4` of a linear layer from their products' partial sums
-/// (`sums[k]`: row `4r + k`, to be summed over its lanes): the four totals in one vector by
-/// pairwise adds, the bias added, and the four channels' requantisations applied in NEON
-/// lanes (as [`requantize4`], each lane with its own multiplier and shift; rows whose
-/// requantisations do not all have the `FastRequant` form are requantised in scalar code).
-///
-/// Always inlined (the kernels call it once per four rows); NEON is enabled in every aarch64
-/// build, so it needs no `#[target_feature]` of its own.
+/// Adds to `sums[k]` the products of row `k` (`w[k n..]`, `n = x.len()`) with `x` from input
+/// `from` on, 16 at a time ([`products16`]).
 ///
 /// # Safety
-/// `bias` must hold `16 (r + 1)` bytes and `requant` `32 (r + 1)`; `y` holds four outputs.
+/// `n - from` must be a multiple of 16 and `w` hold `R n` values in `-MAX_WEIGHT..=MAX_WEIGHT`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn add_rows<const R: usize>(sums: &mut [int32x4_t; R], x: &[i8], w: &[i8], from: usize) {
+    let n = x.len();
+    let mut i = from;
+    while i < n {
+        // SAFETY: `i + 16 <= n` (the contract), 16 bytes of `x` and of row `k` (bytes
+        // `k n + i..` of `w`, which holds `R n`) from `i`.
+        unsafe {
+            let xv = vld1q_s8(x.as_ptr().add(i));
+            for (k, sum) in sums.iter_mut().enumerate() {
+                *sum = products16(*sum, xv, vld1q_s8(w.as_ptr().add(k * n + i)));
+            }
+        }
+        i += 16;
+    }
+}
+
+/// `SMULL`, `SMLAL2` and `SADALP` (as [`products16`]) of four rows' 16 weights (registers
+/// `$w`) with 16 inputs (register `$x`) into the four rows' sums (operands `$s`), with
+/// `v16`..`v19` holding the int16 products: the text of twelve instructions.
+#[rustfmt::skip]
+macro_rules! products16_x4 {
+    ($x:literal, [$w0:literal, $w1:literal, $w2:literal, $w3:literal],
+     [$s0:literal, $s1:literal, $s2:literal, $s3:literal]) => {
+        concat!(
+            "smull v16.8h, ", $w0, ".8b, ", $x, ".8b\n",
+            "smull v17.8h, ", $w1, ".8b, ", $x, ".8b\n",
+            "smull v18.8h, ", $w2, ".8b, ", $x, ".8b\n",
+            "smull v19.8h, ", $w3, ".8b, ", $x, ".8b\n",
+            "smlal2 v16.8h, ", $w0, ".16b, ", $x, ".16b\n",
+            "smlal2 v17.8h, ", $w1, ".16b, ", $x, ".16b\n",
+            "smlal2 v18.8h, ", $w2, ".16b, ", $x, ".16b\n",
+            "smlal2 v19.8h, ", $w3, ".16b, ", $x, ".16b\n",
+            "sadalp {", $s0, ":v}.4s, v16.8h\n",
+            "sadalp {", $s1, ":v}.4s, v17.8h\n",
+            "sadalp {", $s2, ":v}.4s, v18.8h\n",
+            "sadalp {", $s3, ":v}.4s, v19.8h\n",
+        )
+    };
+}
+
+/// `products16_x4` over 64 inputs (`v0`..`v3`) and four rows' 64 weights, loaded from the
+/// row pointers `$r` (post-incremented) into `v4`..`v7` and `v20`..`v31`.
+#[rustfmt::skip]
+macro_rules! products64_x4 {
+    ([$r0:literal, $r1:literal, $r2:literal, $r3:literal], $s:tt) => {
+        concat!(
+            "ld1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [{", $r0, "}], #64\n",
+            "ld1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [{", $r1, "}], #64\n",
+            "ld1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [{", $r2, "}], #64\n",
+            "ld1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [{", $r3, "}], #64\n",
+            products16_x4!("v0", ["v4", "v20", "v24", "v28"], $s),
+            products16_x4!("v1", ["v5", "v21", "v25", "v29"], $s),
+            products16_x4!("v2", ["v6", "v22", "v26", "v30"], $s),
+            products16_x4!("v3", ["v7", "v23", "v27", "v31"], $s),
+        )
+    };
+}
+
+/// The partial sums (as [`finish_rows`] takes them) of eight rows `w + k n` (`k < 8`) times
+/// `x` over their first `64 steps` values, 64 per step: one `LD1` of four registers for the
+/// input and for each row, then [`products16`]'s `SMULL`, `SMLAL2` and `SADALP` on each 16:
+/// 107 instructions for 512 products (written out because the compiler splits each `LD1`
+/// into two `LDP` and adds an address computation per row).
+///
+/// # Safety
+/// `x` must be readable for `64 steps` bytes and `w` for `7 n + 64 steps`; the weights must
+/// lie in `-MAX_WEIGHT..=MAX_WEIGHT`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn rows8_steps64(x: *const i8, w: *const i8, n: usize, steps: usize) -> [int32x4_t; 8] {
+    let [mut s0, mut s1, mut s2, mut s3, mut s4, mut s5, mut s6, mut s7] = [vdupq_n_s32(0); 8];
+    if steps > 0 {
+        // SAFETY: the loop reads `64 steps` bytes from `x` and from each row pointer (this
+        // function's contract), register-only arithmetic otherwise.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ld1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{x}], #64",
+                "subs {steps}, {steps}, #1",
+                products64_x4!(["w0", "w1", "w2", "w3"], ["s0", "s1", "s2", "s3"]),
+                products64_x4!(["w4", "w5", "w6", "w7"], ["s4", "s5", "s6", "s7"]),
+                "b.ne 2b",
+                x = inout(reg) x => _,
+                w0 = inout(reg) w => _,
+                w1 = inout(reg) w.add(n) => _,
+                w2 = inout(reg) w.add(2 * n) => _,
+                w3 = inout(reg) w.add(3 * n) => _,
+                w4 = inout(reg) w.add(4 * n) => _,
+                w5 = inout(reg) w.add(5 * n) => _,
+                w6 = inout(reg) w.add(6 * n) => _,
+                w7 = inout(reg) w.add(7 * n) => _,
+                steps = inout(reg) steps => _,
+                s0 = inout(vreg) s0,
+                s1 = inout(vreg) s1,
+                s2 = inout(vreg) s2,
+                s3 = inout(vreg) s3,
+                s4 = inout(vreg) s4,
+                s5 = inout(vreg) s5,
+                s6 = inout(vreg) s6,
+                s7 = inout(vreg) s7,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+                out("v24") _, out("v25") _, out("v26") _, out("v27") _,
+                out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+                options(readonly, nostack)
+            );
+        }
+    }
+    [s0, s1, s2, s3, s4, s5, s6, s7]
+}
+
+/// `sum` plus the 16 products `x_i w_i`, by lanes: `SMULL` multiplies the low halves into
+/// int16, `SMLAL2` adds the high halves' products to the same lanes and `SADALP` adds the
+/// int16 lanes pairwise into `sum`'s int32 lanes. Exact while no `w_i` is -128: a product is
+/// then at most `128 * 127` in magnitude and two of them fit an int16 lane (with `w = x =
+/// -128` twice a lane would wrap).
+#[inline]
+#[target_feature(enable = "neon")]
+fn products16(sum: int32x4_t, x: int8x16_t, w: int8x16_t) -> int32x4_t {
+    vpadalq_s16(
+        sum,
+        vmlal_high_s8(vmull_s8(vget_low_s8(x), vget_low_s8(w)), x, w),
+    )
+}
+
+/// The outputs of rows `4q..4q + S` of a linear layer (`S / 4` groups of four from group
+/// `q`) from their products' partial sums (`sums[k]`: row `4q + k`, to be summed over its
+/// lanes): each group's four totals in one vector by pairwise adds, the bias added, and the
+/// channels' requantisations applied in NEON lanes (as [`requantize4`], each lane with its own
+/// multiplier and shift; unless every requantisation of the rows has the `FastRequant` form,
+/// the rows are requantised in scalar code).
+///
+/// Always inlined (the kernels call it once per four or eight rows); NEON is enabled in every
+/// aarch64 build, so it needs no `#[target_feature]` of its own.
+///
+/// # Safety
+/// `S` must be 4 or 8; `bias` must hold `4 (4q + S)` bytes and `requant` `8 (4q + S)`; `y`
+/// holds `S` outputs.
 #[inline(always)]
-unsafe fn finish_rows4(
-    sums: [int32x4_t; 4],
+unsafe fn finish_rows<const S: usize>(
+    sums: [int32x4_t; S],
     bias: &[u8],
     requant: &[u8],
-    r: usize,
+    q: usize,
     zy: i32,
     y: &mut [i8],
 ) {
-    let totals = vpaddq_s32(vpaddq_s32(sums[0], sums[1]), vpaddq_s32(sums[2], sums[3]));
-    // SAFETY: rows `4r..4r + 4` have 16 bytes of bias and 32 of requantisation (this
-    // function's contract); `LD1` and `LD2` take any alignment, and aarch64 Linux is
-    // little-endian like the blob.
-    let (acc, pairs) = unsafe {
-        (
-            vaddq_s32(totals, vld1q_s32(bias.as_ptr().add(16 * r).cast())),
-            vld2q_s32(requant.as_ptr().add(32 * r).cast()),
-        )
-    };
-    let (multipliers, shifts) = (pairs.0, pairs.1);
-    let fast =
-        vmaxvq_s32(shifts) <= 0 && vmaxvq_u32(vceqq_s32(multipliers, vdupq_n_s32(i32::MIN))) == 0;
-    if fast {
-        let high = vqrdmulhq_s32(acc, multipliers);
-        // As `requantize_lanes`, with the lanes' own (non-positive) shifts.
-        let shift = vmaxq_s32(shifts, vdupq_n_s32(MIN_SHIFT.max(-31)));
-        let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
-        let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
-        let v = vqaddq_s32(divided, vdupq_n_s32(zy));
-        let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(v), vqmovn_s32(v)));
+    let groups = S / 4;
+    let mut acc = [vdupq_n_s32(0); 2];
+    let (mut multipliers, mut shifts) = (acc, acc);
+    for g in 0..groups {
+        let s = &sums[4 * g..4 * g + 4];
+        let totals = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+        // SAFETY: group `q + g` has 16 bytes of bias and 32 of requantisation (this
+        // function's contract); `LD1` and `LD2` take any alignment, and aarch64 Linux is
+        // little-endian like the blob.
+        let pairs = unsafe {
+            acc[g] = vaddq_s32(totals, vld1q_s32(bias.as_ptr().add(16 * (q + g)).cast()));
+            vld2q_s32(requant.as_ptr().add(32 * (q + g)).cast())
+        };
+        (multipliers[g], shifts[g]) = (pairs.0, pairs.1);
+    }
+    // Fast when no shift is positive and no multiplier is i32::MIN, in every lane.
+    let (mut slow, mut largest_shift) = (vdupq_n_u32(0), vdupq_n_s32(0));
+    for g in 0..groups {
+        slow = vorrq_u32(slow, vceqq_s32(multipliers[g], vdupq_n_s32(i32::MIN)));
+        largest_shift = vmaxq_s32(largest_shift, shifts[g]);
+    }
+    if vmaxvq_s32(largest_shift) <= 0 && vmaxvq_u32(slow) == 0 {
+        let mut v = acc;
+        for g in 0..groups {
+            let high = vqrdmulhq_s32(acc[g], multipliers[g]);
+            // As `requantize_lanes`, with the lanes' own (non-positive) shifts.
+            let shift = vmaxq_s32(shifts[g], vdupq_n_s32(MIN_SHIFT.max(-31)));
+            let fixup = vshrq_n_s32::<31>(vandq_s32(high, shift));
+            let divided = vrshlq_s32(vqaddq_s32(high, fixup), shift);
+            v[g] = vqaddq_s32(divided, vdupq_n_s32(zy));
+        }
+        let narrow = vqmovn_s16(vcombine_s16(vqmovn_s32(v[0]), vqmovn_s32(v[groups - 1])));
         let mut out = [0i8; 8];
         // SAFETY: `out` holds eight int8.
         unsafe { vst1_s8(out.as_mut_ptr(), narrow) };
-        y.copy_from_slice(&out[..4]);
+        y.copy_from_slice(&out[..S]);
     } else {
-        for (k, (y, acc)) in y.iter_mut().zip(lanes(acc)).enumerate() {
-            let [q] = requantize([acc], requant_at(requant, 4 * r + k), zy);
-            *y = q;
+        for (k, (y, acc)) in y
+            .iter_mut()
+            .zip(acc.iter().flat_map(|&a| lanes(a)))
+            .enumerate()
+        {
+            let [out] = requantize([acc], requant_at(requant, 4 * q + k), zy);
+            *y = out;
         }
     }
 }

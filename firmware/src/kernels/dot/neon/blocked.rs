@@ -141,6 +141,8 @@ fn tile_dot<const V: usize>(t: &Tiles<'_>, at: At, y: &mut [i8]) {
         // inside the slices (`operands`).
         let w = unsafe { vld1q_s8(words.as_ptr().add(4 * step).cast()) };
         let at = base.wrapping_add(offset);
+        // `acc[lane][v]`: the loop over `v` indexes four rows of `acc` at once.
+        #[allow(clippy::needless_range_loop)]
         for v in 0..V {
             // SAFETY: as above.
             let c: int8x16_t = unsafe { vld1q_s8(at.add(4 * v).cast()) };

@@ -3,7 +3,8 @@
 # Jetson binary, boards/jetson) against tract on the f32 ONNX export of the same trained
 # model, batch 1, one thread, counted by QEMU (a TCG plugin, scripts/qemu_insn_marks.c), not
 # timed. For each CPU model the int8 runtime takes the path that CPU has (`neon-dotprod` on a
-# Cortex-A76 / A78AE, `neon` on a Cortex-A72); tract picks its own kernels for the CPU.
+# Cortex-A76 / A78AE, `neon` on a Cortex-A72, `neon-i8mm` on QEMU's `max`); tract picks its
+# own kernels for the CPU.
 # Each count is the difference between a run with CALLS_HIGH and one with CALLS_LOW calls,
 # divided by the difference, so model loading, tract's optimisation and the process's start
 # are not counted. Prints a table with the ratio tract / ddm int8 (above 1: ddm runs fewer

@@ -56,7 +56,7 @@ cargo test --workspace
 # (the DDM_* variables, the generated configuration) run here.
 (cd boards/build-support && cargo test)
 
-say "device runtime tests on aarch64 under qemu-aarch64: Cortex-A72 (NEON) and A76 (NEON dot product)"
+say "device runtime tests on aarch64 under qemu-aarch64: Cortex-A72 (NEON), A76 (NEON dot product) and QEMU's max CPU (int8 matrix multiply)"
 # Every int8 product path this CPU model has is checked against the portable one and the
 # plain definition; DDM_EXPECT_PATHS makes a path missing on that model fail the run.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
@@ -64,6 +64,8 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 QEMU_CPU=cortex-a72 DDM_EXPECT_PATHS=portable,neon \
     cargo test -p ddm-firmware --target aarch64-unknown-linux-gnu
 QEMU_CPU=cortex-a76 DDM_EXPECT_PATHS=portable,neon,neon-dotprod \
+    cargo test -p ddm-firmware --target aarch64-unknown-linux-gnu
+QEMU_CPU=max DDM_EXPECT_PATHS=portable,neon,neon-dotprod,neon-i8mm \
     cargo test -p ddm-firmware --target aarch64-unknown-linux-gnu
 
 say "the CUDA build: cargo build --release --features cuda (and nccl), without a GPU"

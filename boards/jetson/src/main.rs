@@ -12,9 +12,9 @@
 //!    `network engine=<int8|f32|onnx:<file>> [path=<p>] calls=<n> ns_per_call=<n>
 //!    max_abs_output=<m> max_abs_diff=<d|n/a>`, the difference being the largest
 //!    `|output - f32 runtime output|` over all inputs (`n/a` without `--reference`) and `path`
-//!    the int8 product path of the device runtime's engines (`ddm_firmware::Path`: `neon` or
-//!    `neon-dotprod` here). Without `--reference`, each engine's calls run between its line
-//!    and the line before it, with nothing else but its setup:
+//!    the int8 product path of the device runtime's engines (`ddm_firmware::Path`: `neon`,
+//!    `neon-dotprod` or `neon-i8mm` here). Without `--reference`, each engine's calls run
+//!    between its line and the line before it, with nothing else but its setup:
 //!    scripts/bench-aarch64-instructions.sh counts the instructions between them under
 //!    qemu-aarch64.
 //!

@@ -868,10 +868,19 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
         g(2, 5, 12, 3, 3, 1, 1),
         g(2, 3, 8, 2, 3, 1, 1),
         // Rows of 28 and 14 (the 28x28 UNet's), at least 128 positions (the aarch64 paths'
-        // whole-convolution kernels): tiles of 16, 12, 8 and 4 positions.
+        // whole-convolution kernels): tiles of 16, 12, 8 and 4 positions, one and two groups.
         g(3, 6, 28, 5, 3, 1, 1),
         g(5, 12, 14, 6, 3, 1, 1),
         g(4, 28, 28, 3, 3, 2, 1),
+        // Three channel groups (the int8 matrix multiply takes them two by two: a last odd
+        // group pairs with padding), at stride 1 and 2.
+        g(9, 8, 16, 4, 3, 1, 1),
+        g(10, 24, 24, 3, 3, 2, 1),
+        // Stride 2 without padding: every row starts on an even column.
+        g(6, 32, 32, 2, 3, 2, 0),
+        // Rows of 8 to 15 pixels at stride 2 (the NEON copy's 8-pixel steps).
+        g(5, 38, 14, 2, 3, 2, 1),
+        g(3, 40, 9, 2, 3, 2, 0),
     ]);
     for g in cases {
         let fan_in = g.in_channels * g.kernel * g.kernel;

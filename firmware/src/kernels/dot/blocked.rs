@@ -11,8 +11,10 @@
 //! `(ky / s) wq + kx / s` (`wq`: the plane's width): consecutive output positions of a row
 //! read consecutive words, for every tap and channel group ([`Blocked`]). A tile whose last
 //! vector reaches past a row's end computes positions on the words that follow and drops
-//! them; the kernels choose each tile's width so that it reads at most 15 words past its last
-//! valid position, and the copy ends with [`SLACK`] spare words for the last row.
+//! them; the kernels choose each tile's width so that it reads at most 15 positions past its
+//! last valid position, and the copy ends with [`SLACK`] spare positions for the last row.
+//! For products that take eight channels of a pixel at once (`SMMLA`), two groups' words lie
+//! side by side at each pixel ([`Blocked::depth`]).
 //!
 //! **The weights.** Each output channel's weights become one word per channel group and
 //! tap, in the product's order (group, kernel row, kernel column; channels past
@@ -29,8 +31,8 @@ use std::vec::Vec;
 
 use crate::kernels::conv2d::ConvGeometry;
 
-/// Spare words at the end of the copy: more than the 15 words a tile may read past the last
-/// valid position of the last row of the last plane.
+/// Spare positions (of `depth` words) at the end of the copy: more than the 15 positions a
+/// tile may read past the last valid position of the last row of the last plane.
 pub(super) const SLACK: usize = 16;
 
 /// Most packed weight sets kept per thread (a network's convolutions); more clears them.
@@ -41,6 +43,10 @@ const MAX_PACKED: usize = 256;
 pub(super) struct Blocked {
     /// Channel groups of four (`ceil(in_channels / 4)`).
     pub(super) groups: usize,
+    /// Channel groups side by side at each pixel: 1, or 2 for products that take eight
+    /// channels of a pixel at once (a pixel's words of groups `2j` and `2j + 1` then lie next
+    /// to each other, the pixels two words apart; a last odd group's partner is padding).
+    pub(super) depth: usize,
     pub(super) stride: usize,
     kernel: usize,
     /// Height and width of each plane, in words.
@@ -51,14 +57,16 @@ pub(super) struct Blocked {
 }
 
 impl Blocked {
-    /// The copy for `g` (already checked by the caller), `None` for sizes that overflow.
-    pub(super) fn new(g: &ConvGeometry) -> Option<Self> {
+    /// The copy for `g` (already checked by the caller) with `depth` (1 or 2) groups side by
+    /// side, `None` for sizes that overflow.
+    pub(super) fn new(g: &ConvGeometry, depth: usize) -> Option<Self> {
         let (out_h, out_w) = g.output_size()?;
         let s = g.stride;
         let hp = g.in_height.checked_add(g.padding.checked_mul(2)?)?;
         let wp = g.in_width.checked_add(g.padding.checked_mul(2)?)?;
         let b = Blocked {
             groups: g.in_channels.div_ceil(4),
+            depth,
             stride: s,
             kernel: g.kernel,
             hq: hp.div_ceil(s),
@@ -67,9 +75,10 @@ impl Blocked {
             out_w,
         };
         b.groups
-            .checked_mul(s * s)?
+            .div_ceil(depth)
+            .checked_mul(depth * s * s)?
             .checked_mul(b.hq.checked_mul(b.wq)?)?
-            .checked_add(SLACK)?;
+            .checked_add(depth * SLACK)?;
         Some(b)
     }
 
@@ -77,23 +86,25 @@ impl Blocked {
         self.hq * self.wq
     }
 
-    /// Words of the copy, spare words included.
+    /// Words of the copy, spare words included (`depth` [`SLACK`]s).
     pub(super) fn words(&self) -> usize {
-        self.groups * self.stride * self.stride * self.plane() + SLACK
+        let d = self.depth;
+        self.groups.div_ceil(d) * d * self.stride * self.stride * self.plane() + d * SLACK
     }
 
     /// Where word `(row, col)` of plane `(ry, rx)` of channel group `group` lies.
     pub(super) fn at(&self, group: usize, ry: usize, rx: usize, row: usize, col: usize) -> usize {
-        let s = self.stride;
-        ((group * s + ry) * s + rx) * self.plane() + row * self.wq + col
+        let (s, d) = (self.stride, self.depth);
+        ((((group / d) * s + ry) * s + rx) * self.plane() + row * self.wq + col) * d + group % d
     }
 
-    /// The word offset of each step of the product (channel group, kernel row, kernel column),
-    /// from output position `(0, 0)`; an output position `(oy, ox)` adds `oy wq + ox`.
+    /// The word offset of each step of the product (`depth` channel groups from a multiple of
+    /// `depth`, kernel row, kernel column), from output position `(0, 0)`; an output position
+    /// `(oy, ox)` adds `(oy wq + ox) depth`.
     pub(super) fn offsets(&self, out: &mut Vec<usize>) {
-        let (s, k) = (self.stride, self.kernel);
+        let (s, k, d) = (self.stride, self.kernel, self.depth);
         out.clear();
-        for group in 0..self.groups {
+        for group in (0..self.groups).step_by(d) {
             for ky in 0..k {
                 for kx in 0..k {
                     out.push(self.at(group, ky % s, kx % s, ky / s, kx / s));
@@ -103,7 +114,7 @@ impl Blocked {
     }
 
     /// `buf` cleared to the copy's size, every word the padding (`zx` plus `offset` in each
-    /// byte); the caller writes the pixels.
+    /// byte, which a last odd group's partner keeps); the caller writes the pixels.
     pub(super) fn fill(&self, zx: i8, offset: u8, buf: &mut Vec<u32>) {
         buf.clear();
         buf.resize(self.words(), u32::from_le_bytes([(zx as u8) ^ offset; 4]));
@@ -120,16 +131,24 @@ impl Blocked {
         from: usize,
         buf: &mut [u32],
     ) {
-        let (h, w, p, s) = (g.in_height, g.in_width, g.padding, g.stride);
+        let (h, w, p, s, d) = (g.in_height, g.in_width, g.padding, g.stride, self.depth);
         for group in 0..self.groups {
             for iy in 0..h {
                 let (ry, row) = ((iy + p) % s, (iy + p) / s);
                 let rows = channel_rows(g, x, group, iy);
+                // Column `c` of the padded row lies in plane `c mod s` at word `c / s`, both
+                // followed from column `from + p` on.
+                let start = self.at(group, ry, 0, row, 0);
+                let plane_words = self.plane() * d;
+                let (mut rx, mut col) = ((from + p) % s, (from + p) / s);
                 for ix in from..w {
                     let byte = |j: usize| (rows[j].map_or(zx, |r| r[ix]) as u8) ^ offset;
-                    let column = ix + p;
-                    buf[self.at(group, ry, column % s, row, column / s)] =
+                    buf[start + rx * plane_words + col * d] =
                         u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
+                    rx += 1;
+                    if rx == s {
+                        (rx, col) = (0, col + 1);
+                    }
                 }
             }
         }

@@ -27,7 +27,11 @@
 //!   pairwise into int32 (`SADALP`);
 //! - **NEON dot product** (`neon`, aarch64 with `std` on a CPU with `asimddp`, such as Jetson
 //!   Orin's Cortex-A78AE or the Pi 5's A76): `SDOT`, four int8 products summed into each int32
-//!   lane, 16 per instruction.
+//!   lane, 16 per instruction;
+//! - **NEON int8 matrix multiply** (`neon`, aarch64 with `std` on a CPU with `asimddp` and
+//!   `i8mm`, such as Neoverse V1 / V2 / N2 and Cortex-A710 or later): the dot-product path's
+//!   kernels, except whole convolutions, which multiply 2x8 by 8x2 int8 matrices (`SMMLA`, 32
+//!   products per instruction) on a copy with eight channels per pixel.
 //!
 //! The NEON paths pack the im2col columns as int8, four reduction indices of one column per
 //! word, instead of the int16 pairs of the portable and AVX2 paths.
@@ -47,6 +51,8 @@ use crate::quant::Requant;
 #[cfg(feature = "std")]
 mod blocked;
 mod dsp;
+#[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+use neon::blocked::Product;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 // Without `std` no CPU feature is detected at run time, so the dot-product kernels are unused.
 #[cfg_attr(not(feature = "std"), allow(dead_code))]
@@ -73,6 +79,9 @@ enum Kind {
     Neon,
     #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
     NeonDot,
+    /// NEON dot product and the int8 matrix multiply (`SMMLA`) on the channel-blocked copy.
+    #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+    NeonI8mm,
 }
 
 impl Path {
@@ -81,9 +90,10 @@ impl Path {
         Path(Kind::Portable)
     }
 
-    /// The fastest path of this CPU: AVX-512 VNNI, else AVX-VNNI, else AVX2 on x86-64 CPUs that have them and NEON
-    /// dot product on aarch64 CPUs that have it (detected at run time, in `std` builds), plain
-    /// NEON on other aarch64 CPUs, else the portable path.
+    /// The fastest path of this CPU: AVX-512 VNNI, else AVX-VNNI, else AVX2 on x86-64 CPUs
+    /// that have them, and NEON int8 matrix multiply, else NEON dot product on aarch64 CPUs
+    /// that have them (detected at run time, in `std` builds), plain NEON on other aarch64
+    /// CPUs, else the portable path.
     pub fn detect() -> Path {
         Path::available().last().unwrap_or(Path::portable())
     }
@@ -96,6 +106,10 @@ impl Path {
             Some(Kind::Neon),
             #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
             std::arch::is_aarch64_feature_detected!("dotprod").then_some(Kind::NeonDot),
+            #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+            (std::arch::is_aarch64_feature_detected!("dotprod")
+                && std::arch::is_aarch64_feature_detected!("i8mm"))
+            .then_some(Kind::NeonI8mm),
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             std::is_x86_feature_detected!("avx2").then_some(Kind::Avx2),
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -112,8 +126,8 @@ impl Path {
         candidates.into_iter().flatten().map(Path)
     }
 
-    /// The path's name: `portable`, `avx2`, `avx512-vnni`, `avx-vnni`, `neon` or
-    /// `neon-dotprod`.
+    /// The path's name: `portable`, `avx2`, `avx512-vnni`, `avx-vnni`, `neon`, `neon-dotprod`
+    /// or `neon-i8mm`.
     pub fn name(self) -> &'static str {
         match self.0 {
             Kind::Portable => "portable",
@@ -127,6 +141,8 @@ impl Path {
             Kind::Neon => "neon",
             #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
             Kind::NeonDot => "neon-dotprod",
+            #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+            Kind::NeonI8mm => "neon-i8mm",
         }
     }
 }
@@ -142,7 +158,7 @@ pub(crate) fn pack_taps(path: Path, cols: &mut [u32]) {
         Kind::Neon => unsafe { neon::pack_taps_s8(cols) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: as above.
-        Kind::NeonDot => unsafe { neon::pack_taps_s8(cols) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::pack_taps_s8(cols) },
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         // SAFETY: the x86-64 kinds exist only where the CPU has AVX2.
         Kind::Avx2 | Kind::AvxVnni | Kind::Avx512Vnni => unsafe { x86::pack_taps(cols) },
@@ -158,7 +174,7 @@ pub(crate) fn group_start(path: Path, g: usize) -> usize {
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => 4 * g,
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => 4 * g,
+        Kind::NeonDot | Kind::NeonI8mm => 4 * g,
         _ => 8 * g,
     }
 }
@@ -177,7 +193,7 @@ pub(crate) fn dot_1x4(path: Path, w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_1x4(w, cols, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => unsafe { neon::dot_1x4_s8(w, cols, acc) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::dot_1x4_s8(w, cols, acc) },
     }
 }
 
@@ -195,7 +211,7 @@ pub(crate) fn conv_block(path: Path, block: &Block<'_>, cols: &[u32], y: &mut [i
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::conv_block(block, cols, y) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => unsafe { neon::conv_block_s8(block, cols, y) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::conv_block_s8(block, cols, y) },
         Kind::Portable => block_outputs(
             block,
             y,
@@ -245,13 +261,19 @@ pub(crate) fn conv_whole(
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: every aarch64 CPU has NEON; the caller checked the lengths.
         Kind::Neon => unsafe {
-            neon::blocked::conv(false, g, x, zx, weights, bias, requant, zy, y)
+            neon::blocked::conv(Product::Plain, g, x, zx, weights, bias, requant, zy, y)
         },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions; the
         // caller checked the lengths.
         Kind::NeonDot => unsafe {
-            neon::blocked::conv(true, g, x, zx, weights, bias, requant, zy, y)
+            neon::blocked::conv(Product::Dot, g, x, zx, weights, bias, requant, zy, y)
+        },
+        #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
+        // SAFETY: `NeonI8mm` exists only where the CPU has the dot-product and int8 matrix
+        // multiply instructions; the caller checked the lengths.
+        Kind::NeonI8mm => unsafe {
+            neon::blocked::conv(Product::Matrix, g, x, zx, weights, bias, requant, zy, y)
         },
         _ => {
             let _ = (g, x, zx, weights, bias, requant, zy, y);
@@ -268,7 +290,7 @@ pub(crate) fn pairs_runs(path: Path) -> bool {
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => true,
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => true,
+        Kind::NeonDot | Kind::NeonI8mm => true,
         _ => false,
     }
 }
@@ -293,8 +315,9 @@ pub(crate) fn conv_block_pair(
             true
         }
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => {
-            // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions.
+        Kind::NeonDot | Kind::NeonI8mm => {
+            // SAFETY: `NeonDot` and `NeonI8mm` exist only where the CPU has the dot-product
+            // instructions.
             unsafe { neon::conv_block_pair_s8(block, first, second, y) };
             true
         }
@@ -324,7 +347,7 @@ pub(crate) fn requantize4(path: Path, acc: [i32; 4], requant: Requant, zy: i32) 
         Kind::Neon => unsafe { neon::requantize4(acc, requant, zy) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: as above.
-        Kind::NeonDot => unsafe { neon::requantize4(acc, requant, zy) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::requantize4(acc, requant, zy) },
         _ => requantize(acc, requant, zy),
     }
 }
@@ -356,9 +379,11 @@ pub(crate) fn linear_rows(
         // SAFETY: every aarch64 CPU has NEON; the caller checked the lengths.
         Kind::Neon => unsafe { neon::linear_rows(x, weights, bias, requant, zy, y) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        // SAFETY: `NeonDot` exists only where the CPU has the dot-product instructions; the
-        // caller checked the lengths.
-        Kind::NeonDot => unsafe { neon::linear_rows_s8(x, weights, bias, requant, zy, y) },
+        // SAFETY: `NeonDot` and `NeonI8mm` exist only where the CPU has the dot-product
+        // instructions; the caller checked the lengths.
+        Kind::NeonDot | Kind::NeonI8mm => unsafe {
+            neon::linear_rows_s8(x, weights, bias, requant, zy, y)
+        },
         _ => {
             let _ = (x, weights, bias, requant, zy, y);
             0
@@ -394,7 +419,7 @@ pub(crate) fn add_prefix(
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::add_prefix(add, lhs, rhs, dst) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => unsafe { neon::add_prefix(add, lhs, rhs, dst) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::add_prefix(add, lhs, rhs, dst) },
         _ => {
             let _ = (add, lhs, rhs, dst);
             0
@@ -415,7 +440,7 @@ pub(crate) fn moments(path: Path, values: &[i8]) -> Option<(i64, i64)> {
         Kind::Neon => Some(unsafe { neon::moments(values) }),
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: as above.
-        Kind::NeonDot => Some(unsafe { neon::moments(values) }),
+        Kind::NeonDot | Kind::NeonI8mm => Some(unsafe { neon::moments(values) }),
         _ => {
             let _ = values;
             None
@@ -486,7 +511,7 @@ pub(crate) fn affine_prefix(
         Kind::Neon => unsafe { neon::affine_prefix(k, b, zy, src, dst) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: as above.
-        Kind::NeonDot => unsafe { neon::affine_prefix(k, b, zy, src, dst) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::affine_prefix(k, b, zy, src, dst) },
         _ => {
             let _ = (k, b, zy, src, dst);
             0
@@ -508,7 +533,7 @@ pub(crate) fn lut_prefix(path: Path, lut: &[i8; 256], src: Option<&[i8]>, dst: &
         Kind::Neon => unsafe { neon::lut_prefix(lut, src, dst) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
         // SAFETY: as above.
-        Kind::NeonDot => unsafe { neon::lut_prefix(lut, src, dst) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::lut_prefix(lut, src, dst) },
         _ => {
             let _ = (lut, src, dst);
             0
@@ -559,7 +584,7 @@ fn simd_rows<const R: usize>(path: Path, x: &[i8], rows: [&[i8]; R], acc: [i32; 
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Kind::Neon => unsafe { neon::dot_rows(x, rows, acc) },
         #[cfg(all(feature = "std", target_arch = "aarch64", target_feature = "neon"))]
-        Kind::NeonDot => unsafe { neon::dot_rows_s8(x, rows, acc) },
+        Kind::NeonDot | Kind::NeonI8mm => unsafe { neon::dot_rows_s8(x, rows, acc) },
         _ => {
             let mut acc = acc;
             for (a, row) in acc.iter_mut().zip(rows) {
@@ -648,7 +673,7 @@ mod tests {
             .collect();
         for path in Path::available() {
             let name = path.name();
-            let pairs = matches!(name, "neon" | "neon-dotprod");
+            let pairs = matches!(name, "neon" | "neon-dotprod" | "neon-i8mm");
             assert_eq!(pairs_runs(path), pairs, "{name}");
             let simd = name != "portable";
             for (n, expected) in [(16, if simd { 4 } else { 0 }), (12, 0)] {

@@ -3,8 +3,9 @@
 //! products summed into each int32 lane), both on the same int8 layout of the im2col columns
 //! ([`pack_taps_s8`]).
 //!
-//! `SDOT` is written as inline assembly: its intrinsic is not stable in the Rust this crate
-//! supports.
+//! `SDOT` and `SMMLA` (the int8 matrix multiply of CPUs with `i8mm`, which the whole
+//! convolutions of `blocked` use) are written as inline assembly: their intrinsics are not
+//! stable in the Rust this crate supports.
 //!
 //! The convolution blocks ([`conv_block`], [`conv_block_s8`], [`conv_block_pair_s8`]) run
 //! `conv2d::block_outputs` with the products and the requantisation (in NEON lanes,
@@ -139,6 +140,25 @@ fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     unsafe {
         core::arch::asm!(
             "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// `acc + a b^T` on 2x2 int32 (lanes `[r0 c0, r0 c1, r1 c0, r1 c1]`): row `r` of `a` and row
+/// `c` of `b` are their 8-byte halves, each lane the sum of eight int8 products (`SMMLA`).
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+pub(super) fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: one register-only instruction of the enabled `i8mm` feature.
+    unsafe {
+        core::arch::asm!(
+            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
             acc = inout(vreg) acc,
             a = in(vreg) a,
             b = in(vreg) b,

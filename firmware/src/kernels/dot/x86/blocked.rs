@@ -203,7 +203,7 @@ macro_rules! blocked_conv {
             zy: i32,
             y: &mut [i8],
         ) -> bool {
-            let Some(b) = Blocked::new(g) else {
+            let Some(b) = Blocked::new(g, 1) else {
                 return false;
             };
 

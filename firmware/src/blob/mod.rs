@@ -14,7 +14,7 @@
 //!   with the writer and the exporter), every dimension is in `1..=MAX_DIM` and every element
 //!   count fits in `u32`;
 //! - tensor lengths equal what the op needs; int8 accumulations cannot overflow
-//!   ([`MAX_FAN_IN`], [`MAX_BIAS`]);
+//!   ([`MAX_FAN_IN`], [`MAX_BIAS`]); int8 weights are symmetric ([`MAX_WEIGHT`]);
 //! - every output lies inside the arena, f32 outputs 4-byte aligned, and no output overlaps an
 //!   input except the allowed exact in-place cases.
 //!

@@ -57,7 +57,7 @@ impl<'a> Blob<'a> {
                     out_features: out.channels(),
                 })?;
                 let fan_in = input.elements();
-                self.validate_weights(index, weight, bias, requant, out.channels(), fan_in)?;
+                self.validate_weights(index, group, weight, bias, requant, out.channels(), fan_in)?;
             }
             Op::Conv2d {
                 input,
@@ -80,7 +80,7 @@ impl<'a> Blob<'a> {
                     .channels()
                     .checked_mul(kernel * kernel)
                     .ok_or(fail("fan-in too large"))?;
-                self.validate_weights(index, weight, bias, requant, out.channels(), fan_in)?;
+                self.validate_weights(index, group, weight, bias, requant, out.channels(), fan_in)?;
             }
             Op::GroupNorm {
                 input,
@@ -221,10 +221,13 @@ impl<'a> Blob<'a> {
         }
     }
 
-    /// Weight, bias and requantisation tensors of a linear or convolution layer.
+    /// Weight, bias and requantisation tensors of a linear or convolution layer in time group
+    /// `group` (every group shares the weights, whose values group 0 checks).
+    #[allow(clippy::too_many_arguments)]
     fn validate_weights(
         &self,
         index: usize,
+        group: usize,
         weight: u32,
         bias: Option<u32>,
         requant: Option<u32>,
@@ -248,7 +251,7 @@ impl<'a> Blob<'a> {
             .transpose()?;
         match (self.precision, bias, requant) {
             (Precision::Int8, Some(bias), Some(requant)) => {
-                if weights.bytes().iter().any(|&w| w as i8 == -MAX_WEIGHT - 1) {
+                if group == 0 && weights.bytes().contains(&((-MAX_WEIGHT - 1) as u8)) {
                     return Err(fail("int8 weights must lie in -127..=127"));
                 }
                 for c in 0..out_channels {

@@ -28,10 +28,10 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 /// Three rows at a time share each load of the input (`kernels::dot::dot_3x1`: on Cortex-M4
 /// `SXTB16` + `SMLAD` on four inputs per word), the last one or two rows take
 /// `kernels::dot::dot_2x1`; inputs past the last multiple of 4 are added one by one (on the
-/// x86-64 and aarch64 paths, fan-ins that are multiples of 16 take four rows at a time, eight on
-/// plain NEON, with the requantisation in vector lanes: `kernels::dot::linear_rows`). Exact integer sums, so the
-/// result is that of any order. The products run on the CPU's fastest
-/// [`Path`] ([`Path::detect`]); [`linear_s8_on`] chooses it.
+/// x86-64 and aarch64 paths, fan-ins that are multiples of 16 take four rows at a time, eight
+/// on plain NEON, with the requantisation in vector lanes: `kernels::dot::linear_rows`).
+/// Exact integer sums, so the result is that of any order. The products run on the CPU's
+/// fastest [`Path`] ([`Path::detect`]); [`linear_s8_on`] chooses it.
 pub fn linear_s8(
     x: &[i8],
     weights: &[i8],
@@ -44,7 +44,8 @@ pub fn linear_s8(
     linear_s8_on(path, x, weights, bias, requant, output_zero_point, y)
 }
 
-/// [`linear_s8`] with its products on `path`: the same bytes on every path.
+/// [`linear_s8`] with its products on `path`: the same bytes on every path, for weights in
+/// `-MAX_WEIGHT..=MAX_WEIGHT`.
 ///
 /// # Errors
 /// As [`linear_s8`].
@@ -72,7 +73,8 @@ pub fn linear_s8_on(
     if n_in == 0 {
         return Ok(());
     }
-    // Rows four at a time with vector requantisation where the path has such a kernel.
+    // Rows four (plain NEON: eight) at a time with vector requantisation where the path has
+    // such a kernel.
     let first = linear_rows(path, x, weights, bias, requant, output_zero_point, y);
     let (weights, y) = (&weights[first * n_in..], &mut y[first..]);
     let n_out = y.len();

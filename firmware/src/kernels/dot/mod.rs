@@ -665,8 +665,9 @@ mod tests {
     #[test]
     fn the_fast_kernels_are_the_ones_each_path_takes() {
         // The bytes are the same either way; these are the speed decisions: eight positions
-        // per weight load on the NEON paths, linear layers four rows at a time with
-        // vector requantisation on every SIMD path, for fan-ins that are multiples of 16.
+        // per weight load on the NEON paths, linear layers four (plain NEON: eight) rows at a
+        // time with vector requantisation on every SIMD path, for fan-ins that are multiples
+        // of 16.
         let requant: Vec<u8> = (0..5)
             .flat_map(|_| [(1i32 << 30).to_le_bytes(), (-3i32).to_le_bytes()])
             .flatten()

@@ -3,8 +3,7 @@
 //! offset 0; one 16-byte load holds a step's weight words for a tile's four channels).
 //!
 //! A tile is four output channels by up to 16 (dot product, matrix multiply) or 8 (plain
-//! NEON) positions of
-//! one output row, positions in lanes, four per vector:
+//! NEON) positions of one output row, positions in lanes, four per vector:
 //!
 //! - **NEON dot product**: per channel group and tap, one weight load, one column load per
 //!   four positions and one `SDOT` by element per channel and column vector (16 products);
@@ -58,7 +57,7 @@ struct Tiles<'a> {
     copy: &'a [u32],
     offsets: &'a [usize],
     /// The largest offset: a tile of `4 V` positions from word `q` reads below
-    /// `q + reach + 4 V`.
+    /// `q + reach + 4 V depth`.
     reach: usize,
     packed: &'a Packed,
     /// Each channel's corrected bias (`Workspace::correct`).
@@ -334,8 +333,12 @@ fn copy_columns(g: &ConvGeometry, b: &Blocked, x: &[i8], zx: i8, buf: &mut [u32]
         for iy in 0..h {
             let (ry, row) = ((iy + p) % s, (iy + p) / s);
             let own = channel_rows(g, x, first, iy);
-            // A last odd group's partner: channels past `in_channels`, the padding.
-            let partner = channel_rows(g, x, first + 1, iy);
+            // With depth 2, the pair's second group (a last odd group's partner: channels past
+            // `in_channels`, the padding).
+            let partner = match d {
+                1 => [None; 4],
+                _ => channel_rows(g, x, first + 1, iy),
+            };
             let last = w - n;
             for ix in (0..last).step_by(n).chain([last]) {
                 let a = words(&own, ix);

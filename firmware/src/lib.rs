@@ -12,7 +12,7 @@
 //!   helpers the exporter shares with the runtime;
 //! - [`kernels`]: one module per op, int8 and float variants; the int8 products on the
 //!   CPU's fastest [`Path`] (the Cortex-M4's DSP instructions, AVX2, AVX-VNNI, AVX-512 VNNI,
-//!   NEON, NEON's `SDOT`);
+//!   NEON, NEON's `SDOT`, the int8 matrix multiply `SMMLA`);
 //! - [`plan`]: the arena layout and [`required_arena_bytes`];
 //! - [`network`]: one network evaluation ([`Network::run`]; an int8 blob with time groups
 //!   quantises each call's activations with the parameters of its timestep's group), and each

@@ -881,6 +881,10 @@ fn int8_conv2d_equals_the_exact_integer_definition() {
         // Rows of 8 to 15 pixels at stride 2 (the NEON copy's 8-pixel steps).
         g(5, 38, 14, 2, 3, 2, 1),
         g(3, 40, 9, 2, 3, 2, 0),
+        // The portable copy on the aarch64 paths (rows under 8 pixels) at stride 1 and 2,
+        // with two channel groups (side by side for the int8 matrix multiply).
+        g(5, 64, 7, 2, 3, 2, 1),
+        g(6, 24, 6, 2, 3, 1, 1),
     ]);
     for g in cases {
         let fan_in = g.in_channels * g.kernel * g.kernel;

@@ -661,8 +661,8 @@ pub(super) unsafe fn linear_rows(
     if n == 0 || !n.is_multiple_of(16) {
         return 0;
     }
-    let mut eights = weights.chunks_exact(8 * n).zip(y.chunks_exact_mut(8));
-    for (r, (w, y)) in (&mut eights).enumerate() {
+    let eights = weights.chunks_exact(8 * n).zip(y.chunks_exact_mut(8));
+    for (r, (w, y)) in eights.enumerate() {
         let steps = n / 64;
         // SAFETY: `x` holds `n >= 64 steps` bytes and `w` eight rows of `n`.
         let mut sums = unsafe { rows8_steps64(x.as_ptr(), w.as_ptr(), n, steps) };

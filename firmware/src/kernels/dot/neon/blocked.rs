@@ -276,11 +276,11 @@ fn tile_plain<const V: usize>(t: &Tiles<'_>, at: At, y: &mut [i8]) {
 
 /// Copies every input row into the channel-blocked copy `buf` (already filled), 16 pixels at
 /// a time (8 for rows of 8 to 15; the last step of a row overlaps the one before it when the
-/// width is not a multiple), and returns the columns done: `in_width`, or 0 for strides above
-/// 2 and rows of fewer than 8 pixels, which the portable copy takes. The rows of a group's four
-/// channels are interleaved by `ZIP` into one word per pixel, with depth 2 the words of the
-/// pair's two groups interleaved again, and for stride 2 the pixels of even and odd padded
-/// columns parted by `UZP` into their planes.
+/// width is not a multiple), and returns the columns done: `in_width`, or 0 for rows of fewer
+/// than 8 pixels, which the portable copy takes. The rows of a group's four channels are
+/// interleaved by `ZIP` into one word per pixel, with depth 2 the words of the pair's two
+/// groups interleaved again, and for stride 2 (the other stride `ConvGeometry` allows is 1)
+/// the pixels of even and odd padded columns parted by `UZP` into their planes.
 #[target_feature(enable = "neon")]
 fn copy_columns(g: &ConvGeometry, b: &Blocked, x: &[i8], zx: i8, buf: &mut [u32]) -> usize {
     let (h, w, p, s, d) = (g.in_height, g.in_width, g.padding, g.stride, b.depth);
@@ -289,9 +289,6 @@ fn copy_columns(g: &ConvGeometry, b: &Blocked, x: &[i8], zx: i8, buf: &mut [u32]
         8..16 => 8,
         _ => return 0,
     };
-    if s > 2 {
-        return 0;
-    }
     let padding = vdupq_n_s8(zx);
     // A group's words for pixels `ix..ix + n`: four vectors of four pixels (with `n` 8, the
     // last two repeat the first two).

@@ -218,7 +218,7 @@ pub fn digest() -> Result<Digest, Error> {
         }
         while let Some(sigma) = langevin.sigma() {
             mixture.ve_score(&x, sigma as f32, &mut output)?;
-            langevin.step(&mut x, &output, &mut rng)?;
+            langevin.step_with_score(&mut x, &output, &mut rng)?;
         }
         hash_of(&x)
     };

@@ -194,6 +194,13 @@ impl<'a> GaussianMixture<'a> {
     pub fn ve_score(&self, x: &[f32], sigma: f32, out: &mut [f32]) -> Result<()> {
         self.score(x, 1.0, sigma, out)
     }
+
+    /// The exact noise prediction `E[e | x]` for rows of the variance-exploding perturbation
+    /// `x = x0 + sigma e`: `-sigma` times [`ve_score`](Self::ve_score), what a perfectly
+    /// trained noise-conditional score network outputs at level `sigma`.
+    pub fn ve_eps(&self, x: &[f32], sigma: f32, out: &mut [f32]) -> Result<()> {
+        self.eps(x, 1.0, sigma, out)
+    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,12 @@
 //! - [`timesteps`]: choosing `N` inference timesteps out of `T` (leading, linspace, trailing).
 //! - [`prediction`]: eps / x0 / v parameterisations and conversions between them.
 //! - [`loss_weight`]: training loss weights (simple, ELBO, min-SNR-gamma).
-//! - [`sampler`]: DDPM, DDIM (and its inversion), DPM-Solver++ 2M and annealed Langevin
-//!   dynamics, as step-by-step state machines that ask the caller for the network output, and
-//!   what each sampler name means ([`SamplerConfig`]: its defaults and its validation).
+//! - [`noise_levels`]: the variance-exploding perturbation `x0 + sigma z` of score-based
+//!   models at geometric noise levels, and NCSNv2's rules that choose them.
+//! - [`sampler`]: DDPM, DDIM (and its inversion), DPM-Solver++ 2M; annealed Langevin dynamics,
+//!   the predictor-corrector sampler and the probability flow ODE over noise levels; as
+//!   step-by-step state machines that ask the caller for the network output, and what each
+//!   sampler name means ([`SamplerConfig`]: its defaults and its validation).
 //! - [`guidance`]: classifier-free guidance of a class-conditional network's predictions.
 //! - [`names`]: the words that choose a sampler, a spacing and a variance, everywhere.
 //! - [`rng`]: a portable seeded generator with a Gaussian sampler.
@@ -30,6 +33,7 @@ pub mod gmm;
 pub mod guidance;
 pub mod loss_weight;
 pub mod names;
+pub mod noise_levels;
 pub mod prediction;
 pub mod rng;
 pub mod sampler;
@@ -40,6 +44,7 @@ pub use error::{check_len, Error, Result};
 pub use gmm::GaussianMixture;
 pub use guidance::Guidance;
 pub use loss_weight::LossWeighting;
+pub use noise_levels::NoiseLevels;
 pub use prediction::Prediction;
 pub use rng::Rng;
 pub use sampler::{Sampler, SamplerConfig, SamplerKind, SamplerOptions};

@@ -6,8 +6,10 @@
 //! generator before the step, so the expected value uses the very draw the step uses.
 
 use ddm_core::loss_weight::{LossWeighting, ReverseVariance};
-use ddm_core::sampler::{AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m, Sampler};
-use ddm_core::{Prediction, Rng, Schedule};
+use ddm_core::sampler::{
+    AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m, PredictorCorrector, ProbabilityFlowHeun, Sampler,
+};
+use ddm_core::{NoiseLevels, Prediction, Rng, Schedule};
 
 const TABLE: [f32; 4] = [0.9, 0.5, 0.2, 0.05];
 
@@ -251,10 +253,194 @@ fn langevin_drift_noise_level_scaling_and_final_denoising() {
             x + sigma_min * sigma_min * g
         };
         assert_eq!(langevin.steps_taken(), k);
-        langevin.step(&mut v, &[g as f32], &mut rng).unwrap();
+        langevin
+            .step_with_score(&mut v, &[g as f32], &mut rng)
+            .unwrap();
         close(v[0], expected, &format!("Langevin step {k}"));
     }
     assert_eq!(langevin.sigma(), None);
+}
+
+#[test]
+fn langevin_as_a_sampler_takes_eps_at_its_level_index() {
+    // The same run driven by eps = -sigma g through the Sampler trait, level indices counted
+    // from sigma_min: 4.0, 1.0, 0.25 are levels 2, 1, 0.
+    let make = || AnnealedLangevin::new(4.0, 0.25, 3, 2, 1e-3, true).unwrap();
+    let (mut by_score, mut by_eps) = (make(), make());
+    let (mut a, mut b) = ([0.2f32, -0.7], [0.2f32, -0.7]);
+    let (mut rng_a, mut rng_b) = (Rng::new(3), Rng::new(3));
+    let mut levels = Vec::new();
+    while let Some(level) = by_eps.timestep() {
+        levels.push(level);
+        let sigma = by_score.sigma().unwrap();
+        assert_eq!(by_eps.noise_levels().sigma(level as usize), sigma);
+        let score = [0.5f32 - a[0], -0.3 - a[1]];
+        let eps = [
+            (-sigma * f64::from(score[0])) as f32,
+            (-sigma * f64::from(score[1])) as f32,
+        ];
+        by_score
+            .step_with_score(&mut a, &score, &mut rng_a)
+            .unwrap();
+        by_eps.step(&mut b, &eps, &mut rng_b).unwrap();
+        for i in 0..2 {
+            close(b[i], f64::from(a[i]), "Langevin by eps");
+        }
+    }
+    assert_eq!(levels, [2, 2, 1, 1, 0, 0, 0]);
+    assert_eq!(Sampler::num_steps(&by_eps), 7);
+}
+
+#[test]
+fn predictor_corrector_corrector_and_predictor_steps() {
+    // Levels sigma = 0.5, 1, 2 (indices 0..3); the sampler walks 2 then 0, one corrector step
+    // per level. On two elements: corrector e = 2 (r |z| / |g|)^2, x + e g + sqrt(2e) z with
+    // g = -eps / sigma; predictor x + (s^2 - s'^2) g + sqrt(s^2 - s'^2) z; the last predictor
+    // x - sigma eps with no noise.
+    let noise = NoiseLevels::new(0.5, 2.0, 3).unwrap();
+    let levels = [2u32, 0];
+    let snr = 0.2f64;
+    let mut pc = PredictorCorrector::new(noise, &levels, 1, snr).unwrap();
+    assert_eq!(pc.num_steps(), 4);
+    let mut x = [0.3f32, -1.1];
+    let mut rng = Rng::new(9);
+    let outputs = [[0.4f32, -0.2], [1.3, 0.6], [-0.5, 0.25], [0.7, -0.9]];
+    let sigmas = [2.0f64, 2.0, 0.5, 0.5];
+    for (k, eps) in outputs.iter().enumerate() {
+        let sigma = sigmas[k];
+        assert_eq!(pc.timestep(), Some(if k < 2 { 2 } else { 0 }), "step {k}");
+        assert!((pc.sigma().unwrap() - sigma).abs() < 1e-12);
+        let v: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let g: Vec<f64> = eps.iter().map(|&e| -f64::from(e) / sigma).collect();
+        let mut draws = rng.clone();
+        let z = [f64::from(draws.normal()), f64::from(draws.normal())];
+        let expected: Vec<f64> = match k {
+            0 | 2 => {
+                let z_norm = (z[0] * z[0] + z[1] * z[1]).sqrt();
+                let g_norm = (g[0] * g[0] + g[1] * g[1]).sqrt();
+                let e = 2.0 * (snr * z_norm / g_norm).powi(2);
+                (0..2)
+                    .map(|i| v[i] + e * g[i] + (2.0 * e).sqrt() * z[i])
+                    .collect()
+            }
+            1 => {
+                let variance = 2.0f64 * 2.0 - 0.5 * 0.5;
+                (0..2)
+                    .map(|i| v[i] + variance * g[i] + variance.sqrt() * z[i])
+                    .collect()
+            }
+            _ => (0..2).map(|i| v[i] - sigma * f64::from(eps[i])).collect(),
+        };
+        assert_eq!(pc.steps_taken(), k);
+        pc.step(&mut x, eps, &mut rng).unwrap();
+        for i in 0..2 {
+            close(x[i], expected[i], &format!("PC step {k}[{i}]"));
+        }
+    }
+    assert_eq!(pc.timestep(), None);
+    assert!(pc.step(&mut x, &[0.0, 0.0], &mut rng).is_err());
+    // A zero score takes no corrector step, and still draws its noise: the predictor after it
+    // uses the draws that follow.
+    let mut pc = PredictorCorrector::new(noise, &levels, 1, snr).unwrap();
+    let mut x = [0.3f32, -1.1];
+    let mut rng = Rng::new(9);
+    pc.step(&mut x, &[0.0, 0.0], &mut rng).unwrap();
+    assert_eq!(x, [0.3, -1.1]);
+    let mut skipped = Rng::new(9);
+    skipped.normal();
+    skipped.normal();
+    assert_eq!(rng.normal(), skipped.normal());
+}
+
+#[test]
+fn probability_flow_heun_steps_and_the_final_euler_step() {
+    // Levels 0.5, 1, 2: from 2 to 1 an Euler step x' = x + (1 - 2) eps1 and the Heun
+    // correction x + (1 - 2) (eps1 + eps2) / 2; from 1 to 0.5 likewise; then x - 0.5 eps.
+    let noise = NoiseLevels::new(0.5, 2.0, 3).unwrap();
+    let levels = [2u32, 1, 0];
+    let mut scratch = [0.0f32; 1];
+    let mut ode = ProbabilityFlowHeun::new(noise, &levels, &mut scratch)
+        .unwrap()
+        .with_clip_sample(Some(10.0))
+        .unwrap();
+    assert_eq!(ode.num_steps(), 5);
+    let mut x = [0.8f32];
+    let mut rng = Rng::new(1);
+    let untouched = rng.clone();
+    let eps = [0.3f64, -0.4, 0.9, 0.1, -1.2];
+    let mut start = 0.8f64;
+    let walk = [
+        (2u32, 2.0f64, 1.0f64),
+        (1, 1.0, 1.0),
+        (1, 1.0, 0.5),
+        (0, 0.5, 0.5),
+        (0, 0.5, 0.0),
+    ];
+    for (k, &e) in eps.iter().enumerate() {
+        let (level, sigma, next) = walk[k];
+        assert_eq!(ode.timestep(), Some(level), "step {k}");
+        let expected = match k {
+            0 | 2 => start + (next - sigma) * e,
+            1 | 3 => {
+                let (from, to) = if k == 1 { (2.0, 1.0) } else { (1.0, 0.5) };
+                start += (to - from) * (eps[k - 1] + e) / 2.0;
+                start
+            }
+            _ => start - 0.5 * e,
+        };
+        assert_eq!(ode.steps_taken(), k);
+        ode.step(&mut x, &[e as f32], &mut rng).unwrap();
+        close(x[0], expected, &format!("Heun step {k}"));
+    }
+    assert_eq!(ode.timestep(), None);
+    assert_eq!(
+        rng.normal(),
+        untouched.clone().normal(),
+        "no noise is drawn"
+    );
+    // The final x0 estimate is clamped.
+    let mut scratch = [0.0f32; 1];
+    let mut ode = ProbabilityFlowHeun::new(noise, &[0], &mut scratch)
+        .unwrap()
+        .with_clip_sample(Some(1.0))
+        .unwrap();
+    let mut x = [0.8f32];
+    ode.step(&mut x, &[-4.0], &mut rng).unwrap();
+    assert_eq!(x, [1.0]);
+}
+
+#[test]
+fn noise_level_samplers_refuse_what_they_cannot_walk() {
+    let noise = NoiseLevels::new(0.5, 2.0, 3).unwrap();
+    for levels in [&[][..], &[3], &[1, 2], &[1, 1]] {
+        assert!(
+            PredictorCorrector::new(noise, levels, 1, 0.16).is_err(),
+            "{levels:?}"
+        );
+        assert!(
+            ProbabilityFlowHeun::new(noise, levels, &mut [0.0]).is_err(),
+            "{levels:?}"
+        );
+    }
+    for snr in [0.0, -0.1, f64::NAN, f64::INFINITY] {
+        assert!(
+            PredictorCorrector::new(noise, &[2, 0], 1, snr).is_err(),
+            "{snr}"
+        );
+    }
+    let mut pc = PredictorCorrector::new(noise, &[2, 0], 0, 0.16).unwrap();
+    assert!(pc.step(&mut [0.0; 2], &[0.0; 3], &mut Rng::new(0)).is_err());
+    let mut scratch = [0.0f32; 2];
+    let mut ode = ProbabilityFlowHeun::new(noise, &[2, 0], &mut scratch).unwrap();
+    assert!(ode
+        .step(&mut [0.0; 3], &[0.0; 3], &mut Rng::new(0))
+        .is_err());
+    for radius in [0.0f32, -1.0, f32::NAN] {
+        assert!(PredictorCorrector::new(noise, &[2, 0], 0, 0.16)
+            .unwrap()
+            .with_clip_sample(Some(radius))
+            .is_err());
+    }
 }
 
 #[test]

@@ -18,14 +18,22 @@
 //!
 //! The seed comes from `DDM_TEST_SEED` (default 0): the suite passes for every seed, and was
 //! run for seeds 0 to 19. The tolerances reject deliberately wrong samplers (the last test): a
-//! 3-step DDIM run, DDIM with a 5% error in the noise prediction, and a Langevin run without
-//! annealing.
+//! 3-step DDIM run, DDIM with a 5% error in the noise prediction, a Langevin run without
+//! annealing, a predictor-corrector run whose corrector steps at four times its
+//! signal-to-noise ratio, the reverse diffusion predictor on 10 levels, the probability flow
+//! ODE on 4 levels and with a 10% error in the noise prediction.
+//!
+//! The variance-exploding samplers (Langevin, predictor-corrector, the probability flow ODE)
+//! start from `N(0, sigma_max^2 I)` with `sigma_max = 5`, about the largest distance between
+//! two points of the mixture (NCSNv2's rule), and end at `sigma_min = 0.01`.
 
 use ddm_core::loss_weight::ReverseVariance;
-use ddm_core::sampler::{self, AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m};
+use ddm_core::sampler::{
+    self, AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m, PredictorCorrector, ProbabilityFlowHeun,
+};
 use ddm_core::schedule::{Schedule, ScheduleConfig};
 use ddm_core::timesteps::{fill_timesteps, Spacing};
-use ddm_core::{GaussianMixture, Prediction, Rng};
+use ddm_core::{GaussianMixture, NoiseLevels, Prediction, Rng, Sampler};
 
 const N: usize = 4000;
 const DIM: usize = 2;
@@ -99,9 +107,53 @@ fn run_langevin(mixture: &Mixture, mut langevin: AnnealedLangevin, sigma_max: f3
     let mut score = vec![0.0f32; N * DIM];
     while let Some(sigma) = langevin.sigma() {
         oracle.ve_score(&x, sigma as f32, &mut score).unwrap();
-        langevin.step(&mut x, &score, &mut rng).unwrap();
+        langevin.step_with_score(&mut x, &score, &mut rng).unwrap();
     }
     x
+}
+
+/// The noise levels of the variance-exploding samplers: 1000 from 0.01 to 5.
+fn ve_levels() -> NoiseLevels {
+    NoiseLevels::new(0.01, 5.0, 1000).unwrap()
+}
+
+/// `count` of [`ve_levels`] evenly spread, noisiest first.
+fn spread(count: usize) -> Vec<u32> {
+    let mut levels = vec![0u32; count];
+    ve_levels().spread(&mut levels).unwrap();
+    levels
+}
+
+/// Runs a variance-exploding sampler on the whole batch at once (the predictor-corrector's
+/// norms are then the batch's: in two dimensions a single sample's score norm comes near zero
+/// too often for per-sample steps) from `N(0, sigma_max^2 I)` with the mixture's exact eps,
+/// scaled by `bias`.
+fn run_ve<S: Sampler>(mixture: &Mixture, mut sampler: S, bias: f32, seed: u64) -> Vec<f32> {
+    let oracle = mixture.oracle();
+    let noise = ve_levels();
+    let mut x = vec![0.0f32; N * DIM];
+    let mut rng = Rng::new(seed);
+    rng.fill_normal(&mut x);
+    x.iter_mut().for_each(|v| *v *= noise.sigma_max() as f32);
+    let mut eps = vec![0.0f32; N * DIM];
+    sampler::run(&mut sampler, &mut x, &mut eps, &mut rng, |x, level, out| {
+        oracle.ve_eps(x, noise.sigma(level as usize) as f32, out)?;
+        out.iter_mut().for_each(|e| *e *= bias);
+        Ok::<(), ddm_core::Error>(())
+    })
+    .unwrap();
+    x
+}
+
+fn run_pc(mixture: &Mixture, levels: &[u32], corrector_steps: usize, snr: f64) -> Vec<f32> {
+    let sampler = PredictorCorrector::new(ve_levels(), levels, corrector_steps, snr).unwrap();
+    run_ve(mixture, sampler, 1.0, seed(5))
+}
+
+fn run_ode(mixture: &Mixture, levels: &[u32], bias: f32) -> Vec<f32> {
+    let mut slope = vec![0.0f32; N * DIM];
+    let sampler = ProbabilityFlowHeun::new(ve_levels(), levels, &mut slope).unwrap();
+    run_ve(mixture, sampler, bias, seed(6))
 }
 
 /// Sliced Wasserstein-1 distance over 128 random directions.
@@ -366,6 +418,54 @@ fn annealed_langevin() {
 }
 
 #[test]
+fn annealed_langevin_driven_by_eps_at_its_levels() {
+    // The same sampler through the Sampler trait: noise predictions at level indices of the
+    // sampler's own table.
+    let mixture = Mixture::eight_gaussians();
+    let langevin = AnnealedLangevin::new(5.0, 0.01, 20, 100, 2e-5, true).unwrap();
+    let levels = langevin.noise_levels();
+    let oracle = mixture.oracle();
+    let mut rng = Rng::new(seed(7));
+    let mut x = vec![0.0f32; N * DIM];
+    rng.fill_normal(&mut x);
+    x.iter_mut().for_each(|v| *v *= 5.0);
+    let mut output = vec![0.0f32; N * DIM];
+    let mut langevin = langevin;
+    sampler::run(
+        &mut langevin,
+        &mut x,
+        &mut output,
+        &mut rng,
+        |x, level, out| oracle.ve_eps(x, levels.sigma(level as usize) as f32, out),
+    )
+    .unwrap();
+    assert_matches("Langevin by eps", &mixture, &x);
+}
+
+#[test]
+fn predictor_corrector_500_levels() {
+    // 1000 evaluations: 500 levels, one corrector step each at the paper's r = 0.16.
+    let mixture = Mixture::eight_gaussians();
+    let x = run_pc(&mixture, &spread(500), 1, 0.16);
+    assert_matches("PC-500", &mixture, &x);
+}
+
+#[test]
+fn reverse_diffusion_1000_levels() {
+    // The predictor alone: the SMLD reverse diffusion of the paper.
+    let mixture = Mixture::eight_gaussians();
+    let x = run_pc(&mixture, &spread(1000), 0, 0.16);
+    assert_matches("reverse diffusion 1000", &mixture, &x);
+}
+
+#[test]
+fn probability_flow_heun_100_levels() {
+    let mixture = Mixture::eight_gaussians();
+    let x = run_ode(&mixture, &spread(100), 1.0);
+    assert_matches("probability flow ODE, 100 levels", &mixture, &x);
+}
+
+#[test]
 fn the_checks_reject_wrong_samplers() {
     let mixture = Mixture::eight_gaussians();
     let table = linear_table();
@@ -400,4 +500,23 @@ fn the_checks_reject_wrong_samplers() {
         !violations(&mixture, &x).is_empty(),
         "unannealed Langevin passed"
     );
+    // A corrector at four times its signal-to-noise ratio takes 16 times its steps.
+    let x = run_pc(&mixture, &spread(500), 1, 0.64);
+    let failures = violations(&mixture, &x);
+    eprintln!("{failures:?}");
+    assert!(!failures.is_empty(), "PC at r = 0.64 passed");
+    // Ten reverse diffusion steps from sigma 5.
+    let x = run_pc(&mixture, &spread(10), 0, 0.16);
+    assert!(
+        !violations(&mixture, &x).is_empty(),
+        "10-level reverse diffusion passed"
+    );
+    // Four Heun steps from sigma 5.
+    let x = run_ode(&mixture, &spread(4), 1.0);
+    assert!(!violations(&mixture, &x).is_empty(), "4-level ODE passed");
+    // A network that under-predicts the noise by 10%.
+    let x = run_ode(&mixture, &spread(100), 0.9);
+    let failures = violations(&mixture, &x);
+    eprintln!("{failures:?}");
+    assert!(!failures.is_empty(), "biased ODE passed");
 }

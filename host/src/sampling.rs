@@ -360,7 +360,7 @@ fn run_langevin(
     rngs: &mut [Rng],
 ) -> Result<()> {
     let template = options.langevin_sampler(&schedule)?;
-    let sigma_max = template.level_sigma(0) as f32;
+    let sigma_max = template.noise_levels().sigma_max() as f32;
     x.iter_mut().for_each(|v| *v *= sigma_max);
     let mut samplers = vec![template; rngs.len()];
     let mut score = vec![0.0f32; x.len()];
@@ -392,7 +392,7 @@ fn run_langevin(
             )
             .zip(rngs.iter_mut())
         {
-            sampler.step(row, g, rng)?;
+            sampler.step_with_score(row, g, rng)?;
         }
     }
     Ok(())

@@ -15,12 +15,16 @@ mod ddim;
 mod ddpm;
 mod dpm_solver;
 mod langevin;
+mod predictor_corrector;
+mod probability_flow;
 
 pub use config::{default_spacing, SamplerConfig, SamplerOptions, EPS_START_MIN_ALPHA_BAR};
 pub use ddim::{Ddim, DdimInversion};
 pub use ddpm::Ddpm;
 pub use dpm_solver::DpmSolverPp2m;
-pub use langevin::AnnealedLangevin;
+pub use langevin::{ncsnv2_step_size, AnnealedLangevin};
+pub use predictor_corrector::PredictorCorrector;
+pub use probability_flow::ProbabilityFlowHeun;
 
 use crate::error::{Error, Result};
 use crate::prediction::Prediction;
@@ -28,10 +32,15 @@ use crate::rng::Rng;
 use crate::schedule::{nonzero_alpha_bar, Schedule};
 use crate::timesteps::previous;
 
-/// A reverse-process sampler over the timesteps of a variance-preserving schedule.
+/// A reverse-process sampler: over the timesteps of a variance-preserving schedule (DDPM,
+/// DDIM, DPM-Solver++), or over the levels of a variance-exploding [`NoiseLevels`] table
+/// (annealed Langevin, predictor-corrector, the probability flow ODE).
+///
+/// [`NoiseLevels`]: crate::noise_levels::NoiseLevels
 pub trait Sampler {
-    /// The training timestep at which the network must be evaluated before the next
-    /// [`step`](Self::step), or `None` when sampling is finished.
+    /// The training timestep (or noise level index, for the variance-exploding samplers) at
+    /// which the network must be evaluated before the next [`step`](Self::step), or `None`
+    /// when sampling is finished.
     fn timestep(&self) -> Option<u32>;
 
     /// Advances one step: `x` is the current sample, `output` the network's output for it at

@@ -6,6 +6,7 @@
 //! `f32` in a caller buffer; [`Schedule`] borrows that table and derives everything else.
 
 use crate::error::{check_len, Error, Result};
+use crate::noise_levels::NoiseLevels;
 
 /// The shape of `beta_t` over the training steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +41,19 @@ pub enum BetaSchedule {
         beta_start: f64,
         /// Upper asymptote (default 0.02).
         beta_end: f64,
+    },
+    /// The variance-exploding perturbation `x0 + sigma z` of score-based models over the
+    /// geometric [`NoiseLevels`] `sigma_t` from `sigma_min` (`t = 0`) to `sigma_max`
+    /// (`t = T - 1`), as a variance-preserving schedule: `alpha_bar_t = 1 / (1 + sigma_t^2)`,
+    /// so `x_t = a_t x0 + s_t z = a_t (x0 + sigma_t z)` and [`Schedule::ve_sigma`] is
+    /// `sigma_t`. A network trained on it with the eps loss learns the noise-conditional score
+    /// `-eps(a_t x, t) / sigma_t` by denoising score matching with NCSN's weight `sigma^2`;
+    /// the input scaling `a_t` keeps its inputs in the data's range at every level.
+    VarianceExploding {
+        /// The smallest noise level (NCSN: 0.01).
+        sigma_min: f64,
+        /// The largest (NCSNv2: about the largest distance between two training points).
+        sigma_max: f64,
     },
 }
 
@@ -118,6 +132,28 @@ impl BetaSchedule {
                 let sigmoid = 1.0 / (1.0 + libm::exp(-z));
                 sigmoid * (beta_end - beta_start) + beta_start
             }
+            BetaSchedule::VarianceExploding { .. } => {
+                // 1 - alpha_bar_t / alpha_bar_{t-1} = (sigma_t^2 - sigma_{t-1}^2) / (1 + sigma_t^2);
+                // NaN for sigmas that `validate` refuses.
+                let Some(levels) = self.noise_levels(train_steps) else {
+                    return f64::NAN;
+                };
+                let sigma = levels.sigma(t);
+                let before = if t == 0 { 0.0 } else { levels.sigma(t - 1) };
+                (sigma * sigma - before * before) / (1.0 + sigma * sigma)
+            }
+        }
+    }
+
+    /// The noise levels of a [`VarianceExploding`](BetaSchedule::VarianceExploding) schedule
+    /// over `train_steps` steps (`None` for the other shapes, or invalid sigmas).
+    pub fn noise_levels(&self, train_steps: usize) -> Option<NoiseLevels> {
+        match *self {
+            BetaSchedule::VarianceExploding {
+                sigma_min,
+                sigma_max,
+            } if self.validate().is_ok() => ve_levels(sigma_min, sigma_max, train_steps),
+            _ => None,
         }
     }
 
@@ -136,15 +172,32 @@ impl BetaSchedule {
                 beta_end,
             } => beta_start > 0.0 && beta_end >= beta_start && beta_end < 1.0,
             BetaSchedule::Cosine { s, max_beta } => s >= 0.0 && max_beta > 0.0 && max_beta <= 1.0,
+            BetaSchedule::VarianceExploding {
+                sigma_min,
+                sigma_max,
+            } => sigma_min > 0.0 && sigma_max > sigma_min && sigma_max.is_finite(),
         };
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidParameter(
-                "beta schedule bounds must satisfy 0 < start <= end < 1 (cosine: s >= 0, 0 < max_beta <= 1)",
+                "beta schedule bounds must satisfy 0 < start <= end < 1 (cosine: s >= 0, \
+                 0 < max_beta <= 1; variance exploding: 0 < sigma_min < sigma_max, finite)",
             ))
         }
     }
+}
+
+/// `train_steps` geometric levels from `sigma_min` to `sigma_max` (one step: `sigma_max`);
+/// `None` for invalid sigmas, no steps or more than `u32::MAX`.
+fn ve_levels(sigma_min: f64, sigma_max: f64, train_steps: usize) -> Option<NoiseLevels> {
+    let count = u32::try_from(train_steps).ok()?;
+    let levels = if count == 1 {
+        NoiseLevels::new(sigma_max, sigma_max, 1)
+    } else {
+        NoiseLevels::new(sigma_min, sigma_max, count)
+    };
+    levels.ok()
 }
 
 /// A complete schedule description: the beta shape, the number of training steps and whether
@@ -184,6 +237,11 @@ impl ScheduleConfig {
             ));
         }
         self.betas.validate()?;
+        if self.zero_terminal_snr && matches!(self.betas, BetaSchedule::VarianceExploding { .. }) {
+            return Err(Error::InvalidParameter(
+                "zero-terminal-SNR rescaling does not apply to a variance-exploding schedule",
+            ));
+        }
         if (0..steps).any(|t| !(0.0..=1.0).contains(&self.betas.beta(t, steps))) {
             return Err(Error::InvalidParameter(
                 "betas leave [0, 1] for this many training steps (linear betas scale with 1000 / T)",
@@ -458,6 +516,61 @@ mod tests {
         let mut out = [0.0f32; 1000];
         config.fill_alphas_cumprod(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn variance_exploding_is_the_geometric_sigmas_scaled_into_the_unit_variance() {
+        let betas = BetaSchedule::VarianceExploding {
+            sigma_min: 0.01,
+            sigma_max: 50.0,
+        };
+        let config = ScheduleConfig {
+            betas,
+            train_steps: 1000,
+            zero_terminal_snr: false,
+        };
+        let alphas = table(config);
+        let schedule = Schedule::new(&alphas).unwrap();
+        let levels = betas.noise_levels(1000).unwrap();
+        assert_eq!(
+            (levels.sigma_min(), levels.sigma_max(), levels.len()),
+            (0.01, 50.0, 1000)
+        );
+        for t in [0usize, 1, 333, 998, 999] {
+            let sigma = levels.sigma(t);
+            let expected = 1.0 / (1.0 + sigma * sigma);
+            assert!(
+                (f64::from(alphas[t]) - expected).abs() <= 1e-7 * expected,
+                "{t}: {} vs {expected}",
+                alphas[t]
+            );
+            // The table's sigma, from an f32 alpha_bar, within 1e-3 of the level's.
+            let relative = (schedule.ve_sigma(t) - sigma).abs() / sigma;
+            assert!(relative < 1e-3, "{t}: {relative}");
+        }
+        assert!(BetaSchedule::linear().noise_levels(1000).is_none());
+        let one = BetaSchedule::VarianceExploding {
+            sigma_min: 0.5,
+            sigma_max: 2.0,
+        };
+        assert_eq!(one.noise_levels(1).unwrap().sigma(0), 2.0);
+        for (sigma_min, sigma_max) in [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (0.1, f64::INFINITY)] {
+            let bad = ScheduleConfig {
+                betas: BetaSchedule::VarianceExploding {
+                    sigma_min,
+                    sigma_max,
+                },
+                ..config
+            };
+            assert!(bad.fill_alphas_cumprod(&mut [0.0; 1000]).is_err());
+            assert!(bad.betas.noise_levels(1000).is_none());
+            assert!(bad.betas.beta(3, 1000).is_nan());
+        }
+        let zero_snr = ScheduleConfig {
+            zero_terminal_snr: true,
+            ..config
+        };
+        assert!(zero_snr.fill_alphas_cumprod(&mut [0.0; 1000]).is_err());
     }
 
     #[test]

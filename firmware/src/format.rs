@@ -461,6 +461,9 @@ pub mod beta_code {
     pub const SIGMOID: u32 = 3;
     /// User betas: only the table is stored.
     pub const CUSTOM: u32 = 4;
+    /// A variance-exploding schedule: the parameters are `sigma_min` and `sigma_max`. A reader
+    /// older than this code refuses it as an unknown beta schedule, never misreads it.
+    pub const VARIANCE_EXPLODING: u32 = 5;
 }
 
 /// The time group of training timestep `t` given the group boundaries (ascending): the number

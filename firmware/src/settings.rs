@@ -130,6 +130,10 @@ pub(crate) fn betas_code(betas: Option<BetaSchedule>) -> (u32, f64, f64) {
             beta_start,
             beta_end,
         }) => (beta_code::SIGMOID, beta_start, beta_end),
+        Some(BetaSchedule::VarianceExploding {
+            sigma_min,
+            sigma_max,
+        }) => (beta_code::VARIANCE_EXPLODING, sigma_min, sigma_max),
         None => (beta_code::CUSTOM, 0.0, 0.0),
     }
 }
@@ -153,6 +157,10 @@ pub(crate) fn betas_from_code(code: u32, a: f64, b: f64) -> Result<Option<BetaSc
         beta_code::SIGMOID => BetaSchedule::Sigmoid {
             beta_start: a,
             beta_end: b,
+        },
+        beta_code::VARIANCE_EXPLODING => BetaSchedule::VarianceExploding {
+            sigma_min: a,
+            sigma_max: b,
         },
         beta_code::CUSTOM if a == 0.0 && b == 0.0 => return Ok(None),
         beta_code::CUSTOM => {

@@ -52,19 +52,17 @@ pub fn default_export_sampling() -> SamplingOptions {
 /// sampler).
 ///
 /// # Errors
-/// [`Error::Invalid`] for Langevin; the core's validation errors.
+/// [`Error::Invalid`] for a sampler the device runtime does not have
+/// ([`SamplerChoice::device_kind`]); the core's validation errors.
 pub fn sampler_config(
     options: &SamplingOptions,
     schedule: &Schedule<'_>,
     prediction: Prediction,
 ) -> Result<SamplerConfig> {
+    options.sampler.device_kind()?;
     options
         .sampler_config(schedule, prediction)?
-        .ok_or_else(|| {
-            Error::Invalid(
-                "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
-            )
-        })
+        .ok_or_else(|| Error::Invalid("no timestep sampler".into()))
 }
 
 /// The run's schedule as the blob stores it: its settings, prediction type and the exact
@@ -76,7 +74,7 @@ pub fn schedule_spec(config: &RunConfig) -> Result<BlobSchedule> {
     let schedule = &config.schedule;
     Ok(BlobSchedule {
         schedule: ModelSchedule {
-            betas: Some(schedule.beta_schedule.betas()),
+            betas: Some(schedule.config().betas),
             train_steps: u32::try_from(schedule.train_steps)
                 .map_err(|_| Error::Invalid("the schedule has too many steps".into()))?,
             zero_terminal_snr: schedule.zero_snr,

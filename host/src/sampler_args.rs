@@ -100,22 +100,14 @@ impl SamplerArgs {
 /// option not given is left to the blob.
 ///
 /// # Errors
-/// [`Error::Invalid`] for Langevin (the device runtime has no Langevin sampler) or a step
-/// count beyond `u32`.
+/// [`Error::Invalid`] for a sampler the device runtime does not have
+/// ([`SamplerChoice::device_kind`]) or a step count beyond `u32`.
 pub fn blob_sampler_options(
     sampler: Option<SamplerChoice>,
     steps: Option<usize>,
     settings: &SamplerArgs,
 ) -> Result<SamplerOptions> {
-    let kind = sampler
-        .map(|choice| {
-            choice.kind().ok_or_else(|| {
-                Error::Invalid(
-                    "the device runtime has no Langevin sampler: use ddpm, ddim or dpmpp-2m".into(),
-                )
-            })
-        })
-        .transpose()?;
+    let kind = sampler.map(SamplerChoice::device_kind).transpose()?;
     let steps = settings
         .steps_or_given(steps)
         .map(|steps| {

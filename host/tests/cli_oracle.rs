@@ -238,3 +238,155 @@ fn bad_input_is_a_one_line_error() {
     );
     assert!(!Path::new(out).exists(), "a failed run wrote output");
 }
+
+/// `ddm sample --oracle-gmm SPEC` on a variance-exploding schedule from 0.01 to 5 over 1000
+/// levels with `args`; the samples' values.
+fn sample_ve(spec: &Path, out: &Path, args: &[&str]) -> Vec<f32> {
+    let mut all = vec![
+        "sample",
+        "--oracle-gmm",
+        spec.to_str().unwrap(),
+        "--beta-schedule",
+        "ve",
+        "--sigma-max",
+        "5",
+        "--train-steps",
+        "1000",
+        "--num",
+        "1000",
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let output = ddm(&all);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    npy::read_f32(out).unwrap().values
+}
+
+#[test]
+fn variance_exploding_samplers_draw_the_mixture() {
+    // Every sampler over the levels of a variance-exploding schedule puts the samples on the
+    // modes (radius 2, stds <= 0.3) in the mixture's proportions: the two modes at angle 0 and
+    // pi carry 0.2 each.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_path();
+    for (name, args) in [
+        ("pf-ode", &["--sampler", "pf-ode", "--steps", "199"][..]),
+        (
+            "reverse diffusion",
+            &[
+                "--sampler",
+                "pc",
+                "--pc-corrector-steps",
+                "0",
+                "--steps",
+                "1000",
+            ],
+        ),
+        (
+            "langevin",
+            &[
+                "--sampler",
+                "langevin",
+                "--levels",
+                "100",
+                "--steps",
+                "1000",
+            ],
+        ),
+    ] {
+        let values = sample_ve(&spec, &dir.path().join("ve.npy"), args);
+        let near = values
+            .chunks(2)
+            .filter(|v| ((v[0] * v[0] + v[1] * v[1]).sqrt() - 2.0).abs() < 0.75)
+            .count();
+        assert!(near > 985, "{name}: {near} of 1000 near the circle");
+        let east = values
+            .chunks(2)
+            .filter(|v| v[0] > 1.7 && v[1].abs() < 0.7)
+            .count();
+        // Binomial(1000, 0.2): standard deviation 12.6.
+        assert!((140..260).contains(&east), "{name}: {east} at angle 0");
+    }
+}
+
+#[test]
+fn predictor_corrector_draws_a_mixture_of_images_size() {
+    // The corrector's step comes from each sample's own norms, which concentrate in image
+    // dimensions: 784 here (in 16 the state-dependent step inflates the variance by a third,
+    // see `PcOptions`). Two components at -m and +m (|m| = 3), weights 0.3 and 0.7, std 0.5.
+    const DIM: usize = 784;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("two.json");
+    let offset = 3.0 / (DIM as f32).sqrt();
+    let json = serde_json::json!({
+        "means": [vec![-offset; DIM], vec![offset; DIM]],
+        "stds": [0.5, 0.5],
+        "weights": [0.3, 0.7],
+    });
+    std::fs::write(&spec, json.to_string()).unwrap();
+    let values = sample_ve(
+        &spec,
+        &dir.path().join("pc.npy"),
+        &["--sampler", "pc", "--steps", "1000"],
+    );
+    let mut negative = 0;
+    let mut squared = 0.0f64;
+    for row in values.chunks(DIM) {
+        let side: f32 = row.iter().sum::<f32>().signum();
+        negative += usize::from(side < 0.0);
+        squared += row
+            .iter()
+            .map(|&v| f64::from(v - side * offset).powi(2))
+            .sum::<f64>();
+    }
+    // Binomial(1000, 0.3): standard deviation 14.5. The per-coordinate variance is 0.25 up to
+    // the discretisation (0.257 in a reference simulation with batch norms, 0.258 with
+    // per-sample ones); a sampler that leaves a tenth of sigma_max's noise or blurs the modes
+    // lies far outside.
+    assert!(
+        (250..350).contains(&negative),
+        "{negative} on the negative side"
+    );
+    let variance = squared / (1000 * DIM) as f64;
+    assert!((variance - 0.255).abs() < 0.01, "variance {variance}");
+}
+
+#[test]
+fn level_samplers_and_sigmas_are_refused_where_they_do_not_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.npy");
+    let spec = spec_path();
+    for sampler in ["pc", "pf-ode"] {
+        let output = ddm(&[
+            "sample",
+            "--oracle-gmm",
+            spec.to_str().unwrap(),
+            "--sampler",
+            sampler,
+            "--steps",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_one_line_failure(&output, "variance-exploding model");
+    }
+    let output = ddm(&[
+        "sample",
+        "--oracle-gmm",
+        spec.to_str().unwrap(),
+        "--sigma-max",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&output, "apply to --beta-schedule ve only");
+    let output = ddm(&["schedule", "--beta-schedule", "ve"]);
+    assert_one_line_failure(&output, "needs --sigma-max");
+}

@@ -353,3 +353,120 @@ fn data_parallel_ranks_train_as_one_device_and_resume_with_another_count() {
         "--device cuda:7",
     );
 }
+
+#[test]
+fn a_variance_exploding_run_chooses_its_levels_by_the_rules_and_samples_with_each_sampler() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let digits = path("ve");
+    let train = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "train",
+            "--dataset",
+            "optdigits",
+            "--model",
+            "mlp",
+            "--width",
+            "32",
+            "--depth",
+            "1",
+            "--steps",
+            "10",
+            "--batch-size",
+            "16",
+            "--preview-every",
+            "0",
+            "--preview-samples",
+            "4",
+            "--beta-schedule",
+            "ve",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        ddm(&args)
+    };
+    assert_success(&train(&[], &digits));
+    // optdigits: 17 grey levels 2/16 apart in [-1, 1]; the largest distance between two of
+    // the first 2000 digits 9.63; NCSNv2's ratio for 64 dimensions, 1.361, gives 16 levels.
+    let config = checkpoint::read_config(Path::new(&digits)).unwrap();
+    let sigmas = config.schedule.sigmas.unwrap();
+    assert_eq!(sigmas.sigma_min, 0.125);
+    assert!(
+        (sigmas.sigma_max - 9.63).abs() < 0.01,
+        "{}",
+        sigmas.sigma_max
+    );
+    assert_eq!(config.schedule.train_steps, 16);
+    let levels = config.schedule.noise_levels().unwrap();
+    assert_eq!((levels.sigma_min(), levels.len()), (0.125, 16));
+    for (sampler, steps) in [
+        ("pc", "40"),
+        ("pf-ode", "7"),
+        ("langevin", "33"),
+        ("ddim", "4"),
+    ] {
+        let out = path(&format!("{sampler}.npy"));
+        assert_success(&ddm(&[
+            "sample",
+            "--checkpoint",
+            &digits,
+            "--sampler",
+            sampler,
+            "--steps",
+            steps,
+            "--num",
+            "3",
+            "--clip-sample",
+            "1",
+            "--out",
+            &out,
+        ]));
+        let samples = npy::read_f32(Path::new(&out)).unwrap();
+        assert_eq!(samples.shape, vec![3, 1, 8, 8], "{sampler}");
+        assert!(samples.values.iter().all(|v| v.abs() <= 1.0), "{sampler}");
+    }
+    // Given sigmas and levels are kept; two-dimensional data has no NCSNv2 level count.
+    let given = path("given");
+    assert_success(&train(
+        &[
+            "--sigma-min",
+            "0.02",
+            "--sigma-max",
+            "12",
+            "--train-steps",
+            "100",
+        ],
+        &given,
+    ));
+    let config = checkpoint::read_config(Path::new(&given)).unwrap();
+    let sigmas = config.schedule.sigmas.unwrap();
+    assert_eq!((sigmas.sigma_min, sigmas.sigma_max), (0.02, 12.0));
+    assert_eq!(config.schedule.train_steps, 100);
+    let toy = path("toy");
+    assert_failure(
+        &ddm(&toy_args(&toy, "5", &["--beta-schedule", "ve"])),
+        "at least 5 dimensions",
+    );
+    assert_failure(
+        &ddm(&toy_args(&toy, "5", &["--sigma-max", "3"])),
+        "apply to --beta-schedule ve only",
+    );
+    // The level samplers need a variance-exploding model.
+    let vp = path("vp");
+    assert_success(&ddm(&toy_args(&vp, "5", &[])));
+    for sampler in ["pc", "pf-ode"] {
+        assert_failure(
+            &ddm(&[
+                "sample",
+                "--checkpoint",
+                &vp,
+                "--sampler",
+                sampler,
+                "--out",
+                &path("x.npy"),
+            ]),
+            "variance-exploding model",
+        );
+    }
+}

@@ -81,8 +81,7 @@ fn train(model: ModelConfig, steps: u64, batch_size: usize) -> TempDir {
         DataConfig::new(&spec, &options, &data),
         ScheduleSpec {
             beta_schedule: BetaScheduleName::Cosine,
-            train_steps: 1000,
-            zero_snr: false,
+            ..ScheduleSpec::default()
         },
         Objective {
             prediction: PredictionType::V,
@@ -618,7 +617,7 @@ fn bad_inputs_are_one_line_errors() {
     assert_one_line_failure(&run_args(export_args(&missing)), "config.json");
     let mut langevin = export_args(mlp_run());
     langevin.extend(["--sampler", "langevin"].map(String::from));
-    assert_one_line_failure(&run_args(langevin), "no Langevin sampler");
+    assert_one_line_failure(&run_args(langevin), "no langevin sampler");
     let mut too_many = export_args(mlp_run());
     too_many.extend(["--steps", "5000"].map(String::from));
     assert_one_line_failure(
@@ -661,10 +660,12 @@ fn bad_inputs_are_one_line_errors() {
         &sample_model(&out, &["--steps", "5000"]),
         "cannot choose 5000 inference steps",
     );
-    assert_one_line_failure(
-        &sample_model(&out, &["--sampler", "langevin"]),
-        "no Langevin sampler",
-    );
+    for sampler in ["langevin", "pc", "pf-ode"] {
+        assert_one_line_failure(
+            &sample_model(&out, &["--sampler", sampler]),
+            &format!("no {sampler} sampler"),
+        );
+    }
     assert_one_line_failure(
         &sample_model(&out, &["--init-noise", "x.npy"]),
         "do not apply to --model",

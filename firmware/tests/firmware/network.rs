@@ -1,8 +1,8 @@
 //! Whole networks: float blobs against the `f64` reference, int8 against float, memory plans,
 //! and what the blob reports about itself.
 
-use ddm_core::ScheduleConfig;
-use ddm_firmware::writer::{plan_greedy_by_size, write_blob, ModelSpec, OpSpec};
+use ddm_core::{BetaSchedule, Prediction, ScheduleConfig};
+use ddm_firmware::writer::{plan_greedy_by_size, write_blob, ModelSpec, OpSpec, ScheduleSpec};
 use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Path, Precision};
 
 use crate::common::*;
@@ -248,6 +248,22 @@ fn the_blob_describes_its_model() {
     assert_eq!(bits(&stored), bits(&table));
     assert_eq!(blob.alpha_bar(999), Some(table[999]));
     assert_eq!(blob.alpha_bar(1000), None);
+    // A variance-exploding schedule is stored with its sigmas and read back as written.
+    let mut ve = spec.clone();
+    let config = ScheduleConfig {
+        betas: BetaSchedule::VarianceExploding {
+            sigma_min: 0.01,
+            sigma_max: 40.0,
+        },
+        ..ScheduleConfig::ddpm()
+    };
+    ve.schedule = ScheduleSpec::from_config(config, Prediction::Eps);
+    let bytes = write_blob(&ve).unwrap();
+    let blob = Blob::parse(&bytes).unwrap();
+    assert_eq!(blob.schedule(), ve.schedule.schedule);
+    config.fill_alphas_cumprod(&mut table).unwrap();
+    blob.copy_alphas_cumprod(&mut stored).unwrap();
+    assert_eq!(bits(&stored), bits(&table));
     // MACs: the sum over linear and convolution layers.
     let shapes = ddm_firmware::writer::infer_shapes(&spec).unwrap();
     let macs: u64 = spec

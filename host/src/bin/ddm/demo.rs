@@ -56,6 +56,7 @@ pub fn demo_config() -> anyhow::Result<(RunConfig, data::Dataset)> {
             beta_schedule: BetaScheduleName::Cosine,
             train_steps: 1000,
             zero_snr: false,
+            sigmas: None,
         },
         Objective {
             prediction: PredictionType::V,

@@ -13,8 +13,10 @@ use ddm::model::{NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
 use ddm::sampler_args::{blob_sampler_options, SamplerArgs};
-use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
-use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
+use ddm::sampling::{
+    generate, Denoiser, LangevinOptions, PcOptions, SamplerChoice, SamplingOptions,
+};
+use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, VeArgs};
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm_core::{Guidance, SamplerConfig, SamplerOptions, Schedule};
 use ddm_firmware::Blob;
@@ -67,6 +69,9 @@ pub struct Args {
     /// Rescale the oracle's schedule to zero terminal SNR.
     #[arg(long)]
     zero_snr: bool,
+    /// The oracle's variance-exploding schedule (--beta-schedule ve).
+    #[command(flatten)]
+    ve: VeArgs,
     /// Seed of the random streams (sample i uses stream i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -81,18 +86,31 @@ pub struct Args {
     /// parallel over --threads].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Langevin: number of noise levels.
-    #[arg(long, default_value_t = 10)]
-    levels: usize,
-    /// Langevin: largest noise level [default: the schedule's sigma at T-1].
+    /// Langevin: number of noise levels [default: a variance-exploding model's own; 10 for
+    /// another].
     #[arg(long)]
-    sigma_max: Option<f64>,
-    /// Langevin: smallest noise level [default: the schedule's sigma at step 0].
+    levels: Option<usize>,
+    /// Langevin: largest noise level [default: a variance-exploding model's sigma_max; the
+    /// schedule's sigma at T-1 for another].
     #[arg(long)]
-    sigma_min: Option<f64>,
-    /// Langevin: step size at the smallest level.
-    #[arg(long, default_value_t = 2e-5)]
-    langevin_step_size: f64,
+    langevin_sigma_max: Option<f64>,
+    /// Langevin: smallest noise level [default: a variance-exploding model's sigma_min; the
+    /// schedule's sigma at step 0 for another].
+    #[arg(long)]
+    langevin_sigma_min: Option<f64>,
+    /// Langevin: step size at the smallest level [default: NCSNv2's rule for the levels'
+    /// ratio and the steps per level].
+    #[arg(long)]
+    langevin_step_size: Option<f64>,
+    /// Predictor-corrector (--sampler pc): Langevin corrector steps per noise level (0: the
+    /// reverse diffusion predictor alone); --steps / (this + 1) of the model's levels are
+    /// walked [default: 1; on a model with fewer than --steps / 2 levels, enough to walk them
+    /// all in --steps].
+    #[arg(long)]
+    pc_corrector_steps: Option<usize>,
+    /// Predictor-corrector: the corrector's signal-to-noise ratio.
+    #[arg(long, default_value_t = PcOptions::default().snr)]
+    pc_snr: f64,
     /// Generate these classes of a class-conditional model (`ddm train --conditional`; for
     /// --oracle-gmm, class k is component k): a comma-separated list or `all`; --num samples
     /// of each, class by class (a PNG grid has one row per class).
@@ -124,10 +142,14 @@ impl Args {
             seed: self.seed,
             langevin: LangevinOptions {
                 levels: self.levels,
-                sigma_max: self.sigma_max,
-                sigma_min: self.sigma_min,
+                sigma_max: self.langevin_sigma_max,
+                sigma_min: self.langevin_sigma_min,
                 step_size: self.langevin_step_size,
                 final_denoise: true,
+            },
+            pc: PcOptions {
+                corrector_steps: self.pc_corrector_steps,
+                snr: self.pc_snr,
             },
             ..model
         }
@@ -145,7 +167,10 @@ impl Args {
 
     /// Whether an oracle schedule option was given.
     fn oracle_schedule_given(&self) -> bool {
-        self.beta_schedule.is_some() || self.train_steps.is_some() || self.zero_snr
+        self.beta_schedule.is_some()
+            || self.train_steps.is_some()
+            || self.zero_snr
+            || self.ve != VeArgs::default_values()
     }
 }
 
@@ -163,8 +188,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else if let Some(dir) = &args.checkpoint {
         if args.oracle_schedule_given() {
             bail!(
-                "--beta-schedule, --train-steps and --zero-snr apply to --oracle-gmm only: a \
-                 checkpoint brings its own schedule"
+                "--beta-schedule, --train-steps, --zero-snr, --sigma-min and --sigma-max apply \
+                 to --oracle-gmm only: a checkpoint brings its own schedule"
             );
         }
         let config = checkpoint::read_config(dir)?;
@@ -184,7 +209,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
         let table = config.schedule.alphas_cumprod()?;
         let batch = args.batch_size.unwrap_or(NETWORK_BATCH);
-        let options = args.sampling_options(config.default_sampler());
+        let options = SamplingOptions {
+            model_levels: config.schedule.noise_levels(),
+            ..args.sampling_options(config.default_sampler())
+        };
         sample_and_write(args, &options, output, &mut denoiser, &table, batch)
     } else if let Some(spec_path) = &args.oracle_gmm {
         let spec = MixtureSpec::from_file(spec_path)?;
@@ -192,11 +220,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             beta_schedule: args.beta_schedule.unwrap_or_default(),
             train_steps: args.train_steps.unwrap_or(1000),
             zero_snr: args.zero_snr,
+            sigmas: args
+                .ve
+                .sigmas(args.beta_schedule.unwrap_or_default(), None)?,
         };
         let table = schedule_spec.alphas_cumprod()?;
         let mut denoiser = MixtureDenoiser::new(&spec, Schedule::new(&table)?)?;
         let batch = args.batch_size.unwrap_or(ORACLE_BATCH);
-        let options = args.sampling_options(None);
+        let options = SamplingOptions {
+            model_levels: schedule_spec.noise_levels(),
+            ..args.sampling_options(None)
+        };
         sample_and_write(args, &options, output, &mut denoiser, &table, batch)
     } else {
         bail!(
@@ -210,8 +244,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
     if args.oracle_schedule_given() {
         bail!(
-            "--beta-schedule, --train-steps and --zero-snr apply to --oracle-gmm only: a model \
-             blob brings its own schedule"
+            "--beta-schedule, --train-steps, --zero-snr, --sigma-min and --sigma-max apply to \
+             --oracle-gmm only: a model blob brings its own schedule"
         );
     }
     if args.init_noise.is_some() || args.batch_size.is_some() {

@@ -1,7 +1,7 @@
 //! `ddm schedule`: print a schedule and its inference timesteps.
 
 use clap::Args as ClapArgs;
-use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, SpacingName};
+use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, SpacingName, VeArgs};
 use ddm_core::timesteps::{fill_timesteps, previous};
 use ddm_core::Schedule;
 use serde_json::json;
@@ -26,6 +26,8 @@ pub struct Args {
     /// Rescale the schedule to zero terminal SNR.
     #[arg(long)]
     zero_snr: bool,
+    #[command(flatten)]
+    ve: VeArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -36,6 +38,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         beta_schedule: args.beta_schedule,
         train_steps: args.train_steps,
         zero_snr: args.zero_snr,
+        sigmas: args.ve.sigmas(args.beta_schedule, None)?,
     };
     let table = spec.alphas_cumprod()?;
     let schedule = Schedule::new(&table)?;

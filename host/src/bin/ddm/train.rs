@@ -7,7 +7,7 @@ use clap::{ArgGroup, Args as ClapArgs};
 use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions, Subset};
 use ddm::device::DeviceArgs;
 use ddm::model::{self, MlpConfig, ModelConfig, ModelKind, Params, UnetConfig};
-use ddm::schedule_args::{BetaScheduleName, ScheduleSpec};
+use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, VeArgs};
 use ddm::seeding::{derive, Purpose};
 use ddm::train::checkpoint;
 use ddm::train::checkpoint::WeightSet;
@@ -18,6 +18,7 @@ use ddm::train::{
     self, DataConfig, LossWeightName, LossWeightSpec, Objective, PredictionType, RunConfig,
     RunOptions, TrainConfig, Trainer,
 };
+use ddm_core::NoiseLevels;
 
 fn parse_dataset(text: &str) -> Result<DatasetSpec, String> {
     text.parse().map_err(|e: ddm::Error| e.to_string())
@@ -135,17 +136,16 @@ pub struct Args {
     /// Beta schedule.
     #[arg(long, value_enum, default_value_t = BetaScheduleName::Linear, group = "definition", conflicts_with = "init_from")]
     beta_schedule: BetaScheduleName,
-    /// Training steps T of the diffusion.
-    #[arg(
-        long,
-        default_value_t = 1000,
-        group = "definition",
-        conflicts_with = "init_from"
-    )]
-    train_steps: usize,
+    /// Training steps T of the diffusion (noise levels L of --beta-schedule ve) [default: 1000;
+    /// ve: NCSNv2's rule, levels whose ratio puts about half of one level's samples in the
+    /// next level's typical shell].
+    #[arg(long, group = "definition", conflicts_with = "init_from")]
+    train_steps: Option<usize>,
     /// Rescale the schedule to zero terminal SNR.
     #[arg(long, group = "definition", conflicts_with = "init_from")]
     zero_snr: bool,
+    #[command(flatten)]
+    ve: VeArgs,
     /// What the network predicts.
     #[arg(long, value_enum, default_value_t = PredictionType::Eps, group = "definition", conflicts_with = "init_from")]
     prediction: PredictionType,
@@ -353,13 +353,25 @@ impl Args {
         } else {
             0
         };
+        let dim: usize = data.shape.iter().product();
+        let sigmas = self
+            .ve
+            .sigmas(self.beta_schedule, Some((&data.values, dim)))?;
+        let train_steps = match (self.train_steps, sigmas) {
+            (Some(steps), _) => steps,
+            (None, Some(sigmas)) => NoiseLevels::ncsnv2(sigmas.sigma_min, sigmas.sigma_max, dim)
+                .context("--train-steps: NCSNv2's rule for the noise levels")?
+                .len(),
+            (None, None) => 1000,
+        };
         let config = RunConfig::new(
             self.model_config(kind, classes)?,
             DataConfig::new(spec, &options, &data),
             ScheduleSpec {
                 beta_schedule: self.beta_schedule,
-                train_steps: self.train_steps,
+                train_steps,
                 zero_snr: self.zero_snr,
+                sigmas,
             },
             Objective {
                 prediction: self.prediction,

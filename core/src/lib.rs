@@ -15,9 +15,10 @@
 //! - [`noise_levels`]: the variance-exploding perturbation `x0 + sigma z` of score-based
 //!   models at geometric noise levels, and NCSNv2's rules that choose them.
 //! - [`sampler`]: DDPM, DDIM (and its inversion), DPM-Solver++ 2M; annealed Langevin dynamics,
-//!   the predictor-corrector sampler and the probability flow ODE over noise levels; as
-//!   step-by-step state machines that ask the caller for the network output, and what each
-//!   sampler name means ([`SamplerConfig`]: its defaults and its validation).
+//!   and the predictor-corrector sampler and the probability flow ODE of the
+//!   variance-exploding SDE; as step-by-step state machines that ask the caller for the
+//!   network output, and what each sampler name means ([`SamplerConfig`]: its defaults and
+//!   its validation).
 //! - [`guidance`]: classifier-free guidance of a class-conditional network's predictions.
 //! - [`names`]: the words that choose a sampler, a spacing and a variance, everywhere.
 //! - [`rng`]: a portable seeded generator with a Gaussian sampler.

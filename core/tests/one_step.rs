@@ -9,7 +9,7 @@ use ddm_core::loss_weight::{LossWeighting, ReverseVariance};
 use ddm_core::sampler::{
     AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m, PredictorCorrector, ProbabilityFlowHeun, Sampler,
 };
-use ddm_core::{NoiseLevels, Prediction, Rng, Schedule};
+use ddm_core::{Prediction, Rng, Schedule};
 
 const TABLE: [f32; 4] = [0.9, 0.5, 0.2, 0.05];
 
@@ -291,57 +291,66 @@ fn langevin_as_a_sampler_takes_eps_at_its_level_index() {
     assert_eq!(Sampler::num_steps(&by_eps), 7);
 }
 
+/// `(a_t, sigma_t = s_t / a_t)` of the four-step table.
+fn ve(t: usize) -> (f64, f64) {
+    let a = ab(t).sqrt();
+    (a, (1.0 - ab(t)).sqrt() / a)
+}
+
 #[test]
 fn predictor_corrector_corrector_and_predictor_steps() {
-    // Levels sigma = 0.5, 1, 2 (indices 0..3); the sampler walks 2 then 0, one corrector step
-    // per level. On two elements: corrector e = 2 (r |z| / |g|)^2, x + e g + sqrt(2e) z with
-    // g = -eps / sigma; predictor x + (s^2 - s'^2) g + sqrt(s^2 - s'^2) z; the last predictor
-    // x - sigma eps with no noise.
-    let noise = NoiseLevels::new(0.5, 2.0, 3).unwrap();
-    let levels = [2u32, 0];
+    // Timesteps 3 then 1, one corrector step each, v prediction (eps = s x + a v). On the
+    // variance-exploding sample y = x / a with g = -eps / sigma: corrector
+    // y + e g + sqrt(2e) w with e = 2 (r |w| / |g|)^2; predictor y + (s^2 - s'^2) g +
+    // sqrt(s^2 - s'^2) w; the last predictor y - sigma eps with no noise; x = a y throughout.
+    let timesteps = [3u32, 1];
     let snr = 0.2f64;
-    let mut pc = PredictorCorrector::new(noise, &levels, 1, snr).unwrap();
+    let mut pc = PredictorCorrector::new(schedule(), &timesteps, Prediction::V, 1, snr).unwrap();
     assert_eq!(pc.num_steps(), 4);
     let mut x = [0.3f32, -1.1];
     let mut rng = Rng::new(9);
     let outputs = [[0.4f32, -0.2], [1.3, 0.6], [-0.5, 0.25], [0.7, -0.9]];
-    let sigmas = [2.0f64, 2.0, 0.5, 0.5];
-    for (k, eps) in outputs.iter().enumerate() {
-        let sigma = sigmas[k];
-        assert_eq!(pc.timestep(), Some(if k < 2 { 2 } else { 0 }), "step {k}");
-        assert!((pc.sigma().unwrap() - sigma).abs() < 1e-12);
+    let at = [3usize, 3, 1, 1];
+    for (k, out) in outputs.iter().enumerate() {
+        let t = at[k];
+        assert_eq!(pc.timestep(), Some(t as u32), "step {k}");
+        let (a, sigma) = ve(t);
+        let s = (1.0 - ab(t)).sqrt();
         let v: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-        let g: Vec<f64> = eps.iter().map(|&e| -f64::from(e) / sigma).collect();
+        let eps: Vec<f64> = (0..2).map(|i| s * v[i] + a * f64::from(out[i])).collect();
+        let y: Vec<f64> = v.iter().map(|v| v / a).collect();
+        let g: Vec<f64> = eps.iter().map(|e| -e / sigma).collect();
         let mut draws = rng.clone();
-        let z = [f64::from(draws.normal()), f64::from(draws.normal())];
+        let w = [f64::from(draws.normal()), f64::from(draws.normal())];
         let expected: Vec<f64> = match k {
             0 | 2 => {
-                let z_norm = (z[0] * z[0] + z[1] * z[1]).sqrt();
+                let w_norm = (w[0] * w[0] + w[1] * w[1]).sqrt();
                 let g_norm = (g[0] * g[0] + g[1] * g[1]).sqrt();
-                let e = 2.0 * (snr * z_norm / g_norm).powi(2);
+                let e = 2.0 * (snr * w_norm / g_norm).powi(2);
                 (0..2)
-                    .map(|i| v[i] + e * g[i] + (2.0 * e).sqrt() * z[i])
+                    .map(|i| a * (y[i] + e * g[i] + (2.0 * e).sqrt() * w[i]))
                     .collect()
             }
             1 => {
-                let variance = 2.0f64 * 2.0 - 0.5 * 0.5;
+                let (a_next, sigma_next) = ve(1);
+                let variance = sigma * sigma - sigma_next * sigma_next;
                 (0..2)
-                    .map(|i| v[i] + variance * g[i] + variance.sqrt() * z[i])
+                    .map(|i| a_next * (y[i] + variance * g[i] + variance.sqrt() * w[i]))
                     .collect()
             }
-            _ => (0..2).map(|i| v[i] - sigma * f64::from(eps[i])).collect(),
+            _ => (0..2).map(|i| y[i] - sigma * eps[i]).collect(),
         };
         assert_eq!(pc.steps_taken(), k);
-        pc.step(&mut x, eps, &mut rng).unwrap();
+        pc.step(&mut x, out, &mut rng).unwrap();
         for i in 0..2 {
             close(x[i], expected[i], &format!("PC step {k}[{i}]"));
         }
     }
     assert_eq!(pc.timestep(), None);
     assert!(pc.step(&mut x, &[0.0, 0.0], &mut rng).is_err());
-    // A zero score takes no corrector step, and still draws its noise: the predictor after it
-    // uses the draws that follow.
-    let mut pc = PredictorCorrector::new(noise, &levels, 1, snr).unwrap();
+    // A zero noise prediction takes no corrector step, and still draws its noise: the
+    // predictor after it uses the draws that follow.
+    let mut pc = PredictorCorrector::new(schedule(), &timesteps, Prediction::Eps, 1, snr).unwrap();
     let mut x = [0.3f32, -1.1];
     let mut rng = Rng::new(9);
     pc.step(&mut x, &[0.0, 0.0], &mut rng).unwrap();
@@ -354,12 +363,12 @@ fn predictor_corrector_corrector_and_predictor_steps() {
 
 #[test]
 fn probability_flow_heun_steps_and_the_final_euler_step() {
-    // Levels 0.5, 1, 2: from 2 to 1 an Euler step x' = x + (1 - 2) eps1 and the Heun
-    // correction x + (1 - 2) (eps1 + eps2) / 2; from 1 to 0.5 likewise; then x - 0.5 eps.
-    let noise = NoiseLevels::new(0.5, 2.0, 3).unwrap();
-    let levels = [2u32, 1, 0];
+    // Timesteps 3, 2, 0, eps prediction, on y = x / a: from sigma_3 to sigma_2 an Euler step
+    // y' = y + (sigma_2 - sigma_3) eps1 and the Heun correction y + (sigma_2 - sigma_3)
+    // (eps1 + eps2) / 2; from sigma_2 to sigma_0 likewise; then y - sigma_0 eps; x = a y.
+    let timesteps = [3u32, 2, 0];
     let mut scratch = [0.0f32; 1];
-    let mut ode = ProbabilityFlowHeun::new(noise, &levels, &mut scratch)
+    let mut ode = ProbabilityFlowHeun::new(schedule(), &timesteps, Prediction::Eps, &mut scratch)
         .unwrap()
         .with_clip_sample(Some(10.0))
         .unwrap();
@@ -368,25 +377,21 @@ fn probability_flow_heun_steps_and_the_final_euler_step() {
     let mut rng = Rng::new(1);
     let untouched = rng.clone();
     let eps = [0.3f64, -0.4, 0.9, 0.1, -1.2];
-    let mut start = 0.8f64;
-    let walk = [
-        (2u32, 2.0f64, 1.0f64),
-        (1, 1.0, 1.0),
-        (1, 1.0, 0.5),
-        (0, 0.5, 0.5),
-        (0, 0.5, 0.0),
-    ];
+    let walk = [(3usize, 2usize), (2, 2), (2, 0), (0, 0), (0, 0)];
+    let mut y = 0.8 / ve(3).0;
     for (k, &e) in eps.iter().enumerate() {
-        let (level, sigma, next) = walk[k];
-        assert_eq!(ode.timestep(), Some(level), "step {k}");
+        let (from, to) = walk[k];
+        let evaluated = [3u32, 2, 2, 0, 0][k];
+        assert_eq!(ode.timestep(), Some(evaluated), "step {k}");
+        let h = ve(to).1 - ve(from).1;
         let expected = match k {
-            0 | 2 => start + (next - sigma) * e,
+            0 | 2 => ve(to).0 * (y + h * e),
             1 | 3 => {
-                let (from, to) = if k == 1 { (2.0, 1.0) } else { (1.0, 0.5) };
-                start += (to - from) * (eps[k - 1] + e) / 2.0;
-                start
+                let (from, to) = if k == 1 { (3, 2) } else { (2, 0) };
+                y += (ve(to).1 - ve(from).1) * (eps[k - 1] + e) / 2.0;
+                ve(to).0 * y
             }
-            _ => start - 0.5 * e,
+            _ => y - ve(0).1 * e,
         };
         assert_eq!(ode.steps_taken(), k);
         ode.step(&mut x, &[e as f32], &mut rng).unwrap();
@@ -400,7 +405,7 @@ fn probability_flow_heun_steps_and_the_final_euler_step() {
     );
     // The final x0 estimate is clamped.
     let mut scratch = [0.0f32; 1];
-    let mut ode = ProbabilityFlowHeun::new(noise, &[0], &mut scratch)
+    let mut ode = ProbabilityFlowHeun::new(schedule(), &[0], Prediction::Eps, &mut scratch)
         .unwrap()
         .with_clip_sample(Some(1.0))
         .unwrap();
@@ -411,35 +416,32 @@ fn probability_flow_heun_steps_and_the_final_euler_step() {
 
 #[test]
 fn noise_level_samplers_refuse_what_they_cannot_walk() {
-    let noise = NoiseLevels::new(0.5, 2.0, 3).unwrap();
-    for levels in [&[][..], &[3], &[1, 2], &[1, 1]] {
-        assert!(
-            PredictorCorrector::new(noise, levels, 1, 0.16).is_err(),
-            "{levels:?}"
-        );
-        assert!(
-            ProbabilityFlowHeun::new(noise, levels, &mut [0.0]).is_err(),
-            "{levels:?}"
-        );
+    for timesteps in [&[][..], &[4], &[1, 2], &[1, 1]] {
+        let pc = PredictorCorrector::new(schedule(), timesteps, Prediction::Eps, 1, 0.16);
+        assert!(pc.is_err(), "{timesteps:?}");
+        let mut scratch = [0.0f32];
+        let ode = ProbabilityFlowHeun::new(schedule(), timesteps, Prediction::Eps, &mut scratch);
+        assert!(ode.is_err(), "{timesteps:?}");
     }
     for snr in [0.0, -0.1, f64::NAN, f64::INFINITY] {
-        assert!(
-            PredictorCorrector::new(noise, &[2, 0], 1, snr).is_err(),
-            "{snr}"
-        );
+        let pc = PredictorCorrector::new(schedule(), &[2, 0], Prediction::Eps, 1, snr);
+        assert!(pc.is_err(), "{snr}");
     }
-    let mut pc = PredictorCorrector::new(noise, &[2, 0], 0, 0.16).unwrap();
+    let mut pc = PredictorCorrector::new(schedule(), &[2, 0], Prediction::Eps, 0, 0.16).unwrap();
     assert!(pc.step(&mut [0.0; 2], &[0.0; 3], &mut Rng::new(0)).is_err());
     let mut scratch = [0.0f32; 2];
-    let mut ode = ProbabilityFlowHeun::new(noise, &[2, 0], &mut scratch).unwrap();
+    let mut ode =
+        ProbabilityFlowHeun::new(schedule(), &[2, 0], Prediction::Eps, &mut scratch).unwrap();
     assert!(ode
         .step(&mut [0.0; 3], &[0.0; 3], &mut Rng::new(0))
         .is_err());
     for radius in [0.0f32, -1.0, f32::NAN] {
-        assert!(PredictorCorrector::new(noise, &[2, 0], 0, 0.16)
-            .unwrap()
-            .with_clip_sample(Some(radius))
-            .is_err());
+        assert!(
+            PredictorCorrector::new(schedule(), &[2, 0], Prediction::Eps, 0, 0.16)
+                .unwrap()
+                .with_clip_sample(Some(radius))
+                .is_err()
+        );
     }
 }
 

@@ -23,17 +23,19 @@
 //! signal-to-noise ratio, the reverse diffusion predictor on 10 levels, the probability flow
 //! ODE on 4 levels and with a 10% error in the noise prediction.
 //!
-//! The variance-exploding samplers (Langevin, predictor-corrector, the probability flow ODE)
-//! start from `N(0, sigma_max^2 I)` with `sigma_max = 5`, about the largest distance between
-//! two points of the mixture (NCSNv2's rule), and end at `sigma_min = 0.01`.
+//! The variance-exploding samplers run from `sigma_max = 5`, about the largest distance
+//! between two points of the mixture (NCSNv2's rule), to `sigma_min = 0.01`: Langevin on its
+//! own levels from `N(0, 25 I)`; the predictor-corrector sampler and the probability flow ODE
+//! on a variance-exploding schedule of 1000 levels, from `N(0, I)` in its variance-preserving
+//! form (`N(0, 26 I)` as `x0 + sigma z`).
 
 use ddm_core::loss_weight::ReverseVariance;
 use ddm_core::sampler::{
     self, AnnealedLangevin, Ddim, Ddpm, DpmSolverPp2m, PredictorCorrector, ProbabilityFlowHeun,
 };
-use ddm_core::schedule::{Schedule, ScheduleConfig};
+use ddm_core::schedule::{BetaSchedule, Schedule, ScheduleConfig};
 use ddm_core::timesteps::{fill_timesteps, Spacing};
-use ddm_core::{GaussianMixture, NoiseLevels, Prediction, Rng, Sampler};
+use ddm_core::{GaussianMixture, Prediction, Rng, Sampler};
 
 const N: usize = 4000;
 const DIM: usize = 2;
@@ -112,32 +114,52 @@ fn run_langevin(mixture: &Mixture, mut langevin: AnnealedLangevin, sigma_max: f3
     x
 }
 
-/// The noise levels of the variance-exploding samplers: 1000 from 0.01 to 5.
-fn ve_levels() -> NoiseLevels {
-    NoiseLevels::new(0.01, 5.0, 1000).unwrap()
+/// The variance-exploding schedule of the level samplers: 1000 geometric levels from 0.01 to
+/// 5, as `alpha_bar = 1 / (1 + sigma^2)`.
+fn ve_table() -> Vec<f32> {
+    let mut table = vec![0.0f32; 1000];
+    ScheduleConfig {
+        betas: BetaSchedule::VarianceExploding {
+            sigma_min: 0.01,
+            sigma_max: 5.0,
+        },
+        train_steps: 1000,
+        zero_terminal_snr: false,
+    }
+    .fill_alphas_cumprod(&mut table)
+    .unwrap();
+    table
 }
 
-/// `count` of [`ve_levels`] evenly spread, noisiest first.
+/// `count` timesteps of the variance-exploding schedule, evenly spread from 999 to 0 (even in
+/// log sigma).
 fn spread(count: usize) -> Vec<u32> {
-    let mut levels = vec![0u32; count];
-    ve_levels().spread(&mut levels).unwrap();
-    levels
+    let table = ve_table();
+    let mut out = vec![0u32; count];
+    fill_timesteps(
+        &Schedule::new(&table).unwrap(),
+        Spacing::Linspace,
+        0,
+        &mut out,
+    )
+    .unwrap();
+    out
 }
 
 /// Runs a variance-exploding sampler on the whole batch at once (the predictor-corrector's
 /// norms are then the batch's: in two dimensions a single sample's score norm comes near zero
-/// too often for per-sample steps) from `N(0, sigma_max^2 I)` with the mixture's exact eps,
-/// scaled by `bias`.
-fn run_ve<S: Sampler>(mixture: &Mixture, mut sampler: S, bias: f32, seed: u64) -> Vec<f32> {
+/// too often for per-sample steps) with the mixture's exact eps scaled by `bias`.
+fn run_ve<S: Sampler>(mixture: &Mixture, sampler: &mut S, bias: f32, seed: u64) -> Vec<f32> {
+    let table = ve_table();
+    let schedule = Schedule::new(&table).unwrap();
     let oracle = mixture.oracle();
-    let noise = ve_levels();
-    let mut x = vec![0.0f32; N * DIM];
     let mut rng = Rng::new(seed);
+    let mut x = vec![0.0f32; N * DIM];
     rng.fill_normal(&mut x);
-    x.iter_mut().for_each(|v| *v *= noise.sigma_max() as f32);
-    let mut eps = vec![0.0f32; N * DIM];
-    sampler::run(&mut sampler, &mut x, &mut eps, &mut rng, |x, level, out| {
-        oracle.ve_eps(x, noise.sigma(level as usize) as f32, out)?;
+    let mut output = vec![0.0f32; N * DIM];
+    sampler::run(sampler, &mut x, &mut output, &mut rng, |x, t, out| {
+        let (a, s) = (schedule.signal(t as usize), schedule.noise(t as usize));
+        oracle.eps(x, a as f32, s as f32, out)?;
         out.iter_mut().for_each(|e| *e *= bias);
         Ok::<(), ddm_core::Error>(())
     })
@@ -145,15 +167,22 @@ fn run_ve<S: Sampler>(mixture: &Mixture, mut sampler: S, bias: f32, seed: u64) -
     x
 }
 
-fn run_pc(mixture: &Mixture, levels: &[u32], corrector_steps: usize, snr: f64) -> Vec<f32> {
-    let sampler = PredictorCorrector::new(ve_levels(), levels, corrector_steps, snr).unwrap();
-    run_ve(mixture, sampler, 1.0, seed(5))
+fn run_pc(mixture: &Mixture, timesteps: &[u32], corrector_steps: usize, snr: f64) -> Vec<f32> {
+    let table = ve_table();
+    let schedule = Schedule::new(&table).unwrap();
+    let mut sampler =
+        PredictorCorrector::new(schedule, timesteps, Prediction::Eps, corrector_steps, snr)
+            .unwrap();
+    run_ve(mixture, &mut sampler, 1.0, seed(5))
 }
 
-fn run_ode(mixture: &Mixture, levels: &[u32], bias: f32) -> Vec<f32> {
+fn run_ode(mixture: &Mixture, timesteps: &[u32], bias: f32) -> Vec<f32> {
+    let table = ve_table();
+    let schedule = Schedule::new(&table).unwrap();
     let mut slope = vec![0.0f32; N * DIM];
-    let sampler = ProbabilityFlowHeun::new(ve_levels(), levels, &mut slope).unwrap();
-    run_ve(mixture, sampler, bias, seed(6))
+    let mut sampler =
+        ProbabilityFlowHeun::new(schedule, timesteps, Prediction::Eps, &mut slope).unwrap();
+    run_ve(mixture, &mut sampler, bias, seed(6))
 }
 
 /// Sliced Wasserstein-1 distance over 128 random directions.
@@ -463,6 +492,24 @@ fn probability_flow_heun_100_levels() {
     let mixture = Mixture::eight_gaussians();
     let x = run_ode(&mixture, &spread(100), 1.0);
     assert_matches("probability flow ODE, 100 levels", &mixture, &x);
+}
+
+#[test]
+fn predictor_corrector_and_the_ode_on_a_variance_preserving_schedule() {
+    // The same samplers walk any schedule in its variance-exploding form: DDPM's linear one
+    // (sigma from 0.01 to 157).
+    let mixture = Mixture::eight_gaussians();
+    let table = linear_table();
+    let schedule = Schedule::new(&table).unwrap();
+    let ts = timesteps(500, Spacing::Linspace);
+    let mut pc = PredictorCorrector::new(schedule, &ts, Prediction::Eps, 1, 0.16).unwrap();
+    let x = run_vp(&mixture, schedule, &mut pc, seed(8));
+    assert_matches("PC-500 on the linear schedule", &mixture, &x);
+    let ts = timesteps(100, Spacing::Linspace);
+    let mut slope = vec![0.0f32; N * DIM];
+    let mut ode = ProbabilityFlowHeun::new(schedule, &ts, Prediction::Eps, &mut slope).unwrap();
+    let x = run_vp(&mixture, schedule, &mut ode, seed(9));
+    assert_matches("ODE-100 on the linear schedule", &mixture, &x);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use ddm_core::sampler::{
     ncsnv2_step_size, AnnealedLangevin, PredictorCorrector, ProbabilityFlowHeun, SamplerConfig,
     SamplerKind, SamplerOptions,
 };
+use ddm_core::timesteps::{fill_timesteps, Spacing};
 use ddm_core::{NoiseLevels, Prediction, Rng, Sampler, Schedule};
 
 use crate::error::{Error, Result};
@@ -81,11 +82,10 @@ pub enum SamplerChoice {
     DpmppTwoM,
     /// Annealed Langevin dynamics.
     Langevin,
-    /// The predictor-corrector sampler of the variance-exploding SDE (variance-exploding
-    /// models only).
+    /// The predictor-corrector sampler of the variance-exploding SDE (any schedule, in its
+    /// variance-exploding form).
     Pc,
-    /// The probability flow ODE of the variance-exploding SDE, Heun's method
-    /// (variance-exploding models only).
+    /// The probability flow ODE of the variance-exploding SDE, Heun's method.
     #[value(name = "pf-ode")]
     #[serde(rename = "pf-ode")]
     PfOde,
@@ -134,9 +134,9 @@ impl Default for LangevinOptions {
 /// dimensions, take the probability flow ODE, Langevin or the predictor alone.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PcOptions {
-    /// Langevin corrector steps per level (0: the reverse diffusion predictor alone; `None`:
-    /// one, as the score SDE paper ran it, or more on a model with fewer than `steps / 2`
-    /// levels, so that the budget walks every level: `steps / L - 1`).
+    /// Langevin corrector steps per timestep (0: the reverse diffusion predictor alone;
+    /// `None`: one, as the score SDE paper ran it, or more on a schedule of fewer than
+    /// `steps / 2` timesteps, so that the budget walks every one: `steps / T - 1`).
     pub corrector_steps: Option<usize>,
     /// The corrector's signal-to-noise ratio `r`.
     pub snr: f64,
@@ -173,9 +173,8 @@ pub struct SamplingOptions {
     /// Predictor-corrector settings.
     pub pc: PcOptions,
     /// The noise levels of a variance-exploding model (its schedule's,
-    /// [`ScheduleSpec::noise_levels`](crate::schedule_args::ScheduleSpec::noise_levels)):
-    /// the levels that the predictor-corrector sampler and the probability flow ODE walk and
-    /// that Langevin anneals over by default. `None` for another model.
+    /// [`ScheduleSpec::noise_levels`](crate::schedule_args::ScheduleSpec::noise_levels)),
+    /// which Langevin anneals over by default. `None` for another model.
     pub model_levels: Option<NoiseLevels>,
     /// The sampler the model was trained for, if any (a distilled student's,
     /// [`RunConfig::default_sampler`](crate::train::RunConfig::default_sampler)): the base
@@ -349,47 +348,40 @@ impl SamplingOptions {
         .with_clip_sample(self.settings.clip_sample.flatten())?)
     }
 
-    /// The predictor-corrector's corrector steps per level on `levels` ([`PcOptions`]).
-    pub fn corrector_steps(&self, levels: &NoiseLevels) -> usize {
+    /// The predictor-corrector's corrector steps per timestep on a schedule of `train_steps`
+    /// ([`PcOptions::corrector_steps`]).
+    pub fn corrector_steps(&self, train_steps: usize) -> usize {
         self.pc.corrector_steps.unwrap_or_else(|| {
-            if levels.len() >= self.steps / 2 {
+            if train_steps >= self.steps / 2 {
                 1
             } else {
-                (self.steps / levels.len()).max(1) - 1
+                (self.steps / train_steps.max(1)).max(1) - 1
             }
         })
     }
 
-    /// The levels that the predictor-corrector sampler or the probability flow ODE walks in
-    /// [`SamplingOptions::steps`] evaluations: `steps / (M + 1)` with `M` corrector steps, or
-    /// `(steps + 1) / 2` Heun steps, of the model's levels, evenly spread
-    /// ([`NoiseLevels::spread`]); every level when that asks for more than the model has.
+    /// The timesteps that the predictor-corrector sampler or the probability flow ODE walks
+    /// in [`SamplingOptions::steps`] evaluations: `steps / (M + 1)` with `M` corrector steps,
+    /// or `(steps + 1) / 2` Heun steps, at most all `T`, spread evenly from `T - 1` to 0
+    /// ([`Spacing::Linspace`]: even in log sigma on a variance-exploding schedule).
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a model that is not variance exploding, or a step count that
-    /// gives no levels.
-    pub fn level_list(&self) -> Result<(NoiseLevels, Vec<u32>)> {
-        let Some(levels) = self.model_levels else {
-            return Err(Error::Invalid(
-                "--sampler pc and pf-ode walk the noise levels of a variance-exploding model \
-                 (ddm train --beta-schedule ve)"
-                    .into(),
-            ));
-        };
+    /// [`Error::Invalid`] for a step count that gives no timestep.
+    pub fn level_timesteps(&self, schedule: &Schedule<'_>) -> Result<Vec<u32>> {
         let count = match self.sampler {
-            SamplerChoice::Pc => self.steps / (self.corrector_steps(&levels) + 1),
+            SamplerChoice::Pc => self.steps / (self.corrector_steps(schedule.train_steps()) + 1),
             _ => self.steps.div_ceil(2),
         }
-        .min(levels.len());
+        .min(schedule.train_steps());
         if count == 0 {
             return Err(Error::Invalid(format!(
                 "--steps {} is too few for one noise level",
                 self.steps
             )));
         }
-        let mut list = vec![0u32; count];
-        levels.spread(&mut list)?;
-        Ok((levels, list))
+        let mut timesteps = vec![0u32; count];
+        fill_timesteps(schedule, Spacing::Linspace, 0, &mut timesteps)?;
+        Ok(timesteps)
     }
 }
 
@@ -479,6 +471,19 @@ fn run_timestep_sampler(
         .chunks_exact_mut(sample_len)
         .map(|scratch| config.build(prediction, schedule, timesteps, scratch))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let samplers = samplers.iter_mut().map(|s| s as &mut dyn Sampler).collect();
+    run_samplers(denoiser, samplers, x, sample_len, rngs)
+}
+
+/// Steps one sampler per sample (`samplers[i]` on row `i` of `x`, with `rngs[i]`) until
+/// they finish, one network call for all of them per step.
+fn run_samplers<'b>(
+    denoiser: &mut dyn Denoiser,
+    mut samplers: Vec<&mut (dyn Sampler + 'b)>,
+    x: &mut [f32],
+    sample_len: usize,
+    rngs: &mut [Rng],
+) -> Result<()> {
     let mut output = vec![0.0f32; x.len()];
     while let Some(t) = samplers[0].timestep() {
         denoiser.predict(x, t, &mut output)?;
@@ -544,8 +549,8 @@ fn run_langevin(
     Ok(())
 }
 
-/// The predictor-corrector sampler or the probability flow ODE over a variance-exploding
-/// model's levels: level `l` is the model's timestep `l`, where it sees `a_l x`.
+/// The predictor-corrector sampler or the probability flow ODE, over
+/// [`SamplingOptions::level_timesteps`].
 fn run_level_sampler(
     denoiser: &mut dyn Denoiser,
     schedule: Schedule<'_>,
@@ -554,10 +559,10 @@ fn run_level_sampler(
     sample_len: usize,
     rngs: &mut [Rng],
 ) -> Result<()> {
-    let (levels, list) = options.level_list()?;
+    let timesteps = options.level_timesteps(&schedule)?;
     let clip = options.settings.clip_sample.flatten();
-    let sigma_max = levels.sigma_max() as f32;
-    x.iter_mut().for_each(|v| *v *= sigma_max);
+    let prediction = denoiser.prediction();
+    let corrector_steps = options.corrector_steps(schedule.train_steps());
     let mut scratch = vec![0.0f32; x.len()];
     let mut samplers = scratch
         .chunks_exact_mut(sample_len)
@@ -565,47 +570,23 @@ fn run_level_sampler(
             Ok(match options.sampler {
                 SamplerChoice::Pc => Box::new(
                     PredictorCorrector::new(
-                        levels,
-                        &list,
-                        options.corrector_steps(&levels),
+                        schedule,
+                        &timesteps,
+                        prediction,
+                        corrector_steps,
                         options.pc.snr,
                     )?
                     .with_clip_sample(clip)?,
                 ),
                 _ => Box::new(
-                    ProbabilityFlowHeun::new(levels, &list, slope)?.with_clip_sample(clip)?,
+                    ProbabilityFlowHeun::new(schedule, &timesteps, prediction, slope)?
+                        .with_clip_sample(clip)?,
                 ),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let prediction = denoiser.prediction();
-    let mut input = vec![0.0f32; x.len()];
-    let mut output = vec![0.0f32; x.len()];
-    while let Some(t) = samplers[0].timestep() {
-        let (a, s) = (
-            schedule.signal(t as usize) as f32,
-            schedule.noise(t as usize) as f32,
-        );
-        for (value, &v) in input.iter_mut().zip(x.iter()) {
-            *value = a * v;
-        }
-        denoiser.predict(&input, t, &mut output)?;
-        check_finite(&output, t)?;
-        for (out, &value) in output.iter_mut().zip(&input) {
-            *out = prediction.to_x0_eps(value, *out, a, s).1;
-        }
-        for ((sampler, (row, eps)), rng) in samplers
-            .iter_mut()
-            .zip(
-                x.chunks_exact_mut(sample_len)
-                    .zip(output.chunks_exact(sample_len)),
-            )
-            .zip(rngs.iter_mut())
-        {
-            sampler.step(row, eps, rng)?;
-        }
-    }
-    Ok(())
+    let samplers = samplers.iter_mut().map(|s| s.as_mut()).collect();
+    run_samplers(denoiser, samplers, x, sample_len, rngs)
 }
 
 fn check_finite(output: &[f32], t: u32) -> Result<()> {

@@ -359,23 +359,44 @@ fn predictor_corrector_draws_a_mixture_of_images_size() {
 }
 
 #[test]
-fn level_samplers_and_sigmas_are_refused_where_they_do_not_apply() {
+fn level_samplers_walk_a_variance_preserving_schedule_too_and_sigmas_need_ve() {
+    // DDPM's linear schedule in its variance-exploding form (sigma 0.01 to 157).
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.npy");
     let spec = spec_path();
-    for sampler in ["pc", "pf-ode"] {
-        let output = ddm(&[
+    for args in [
+        &["--sampler", "pf-ode", "--steps", "199"][..],
+        &[
+            "--sampler",
+            "pc",
+            "--pc-corrector-steps",
+            "0",
+            "--steps",
+            "1000",
+        ],
+    ] {
+        let mut all = vec![
             "sample",
             "--oracle-gmm",
             spec.to_str().unwrap(),
-            "--sampler",
-            sampler,
-            "--steps",
-            "20",
+            "--num",
+            "500",
             "--out",
             out.to_str().unwrap(),
-        ]);
-        assert_one_line_failure(&output, "variance-exploding model");
+        ];
+        all.extend_from_slice(args);
+        let output = ddm(&all);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let values = npy::read_f32(&out).unwrap().values;
+        let near = values
+            .chunks(2)
+            .filter(|v| ((v[0] * v[0] + v[1] * v[1]).sqrt() - 2.0).abs() < 0.75)
+            .count();
+        assert!(near > 490, "{args:?}: {near} of 500 near the circle");
     }
     let output = ddm(&[
         "sample",

@@ -32,15 +32,15 @@ use crate::rng::Rng;
 use crate::schedule::{nonzero_alpha_bar, Schedule};
 use crate::timesteps::previous;
 
-/// A reverse-process sampler: over the timesteps of a variance-preserving schedule (DDPM,
-/// DDIM, DPM-Solver++), or over the levels of a variance-exploding [`NoiseLevels`] table
-/// (annealed Langevin, predictor-corrector, the probability flow ODE).
-///
-/// [`NoiseLevels`]: crate::noise_levels::NoiseLevels
+/// A reverse-process sampler over the timesteps of a schedule: DDPM, DDIM and DPM-Solver++
+/// on its variance-preserving form, the predictor-corrector sampler and the probability flow
+/// ODE on its variance-exploding form (each holding the variance-preserving `x_t` between
+/// steps, so that every sampler runs in the same loop). [`AnnealedLangevin`] anneals over its
+/// own noise levels and names them by their index.
 pub trait Sampler {
-    /// The training timestep (or noise level index, for the variance-exploding samplers) at
-    /// which the network must be evaluated before the next [`step`](Self::step), or `None`
-    /// when sampling is finished.
+    /// The training timestep (for [`AnnealedLangevin`], the index of its noise level) at which
+    /// the network must be evaluated before the next [`step`](Self::step), or `None` when
+    /// sampling is finished.
     fn timestep(&self) -> Option<u32>;
 
     /// Advances one step: `x` is the current sample, `output` the network's output for it at

@@ -1,30 +1,31 @@
 //! The probability flow ODE of the variance-exploding SDE, solved with Heun's method (Song et
 //! al. 2021; the second-order sampler of Karras et al. 2022, "Elucidating the Design Space").
 
-use super::{validate_clip, Sampler};
+use super::predictor_corrector::ve_levels;
+use super::{validate_clip, validate_timesteps, Sampler};
 use crate::error::{check_len, Error, Result};
-use crate::noise_levels::NoiseLevels;
+use crate::prediction::Prediction;
 use crate::rng::Rng;
+use crate::schedule::Schedule;
 
-/// Deterministic sampling along the probability flow `dx / dsigma = -sigma score(x, sigma) =
-/// eps(x, sigma)` over noise levels `sigma_{l_0} > sigma_{l_1} > ...` of a [`NoiseLevels`]
-/// table, noisiest first, starting from `x ~ N(0, sigma_max^2 I)`.
+/// Deterministic sampling along the probability flow `dy / dsigma = -sigma score(y, sigma) =
+/// eps(y, sigma)` of the variance-exploding sample `y = x0 + sigma_t z`, over timesteps
+/// `t_0 > t_1 > ...` of a schedule (`sigma_t = s_t / a_t`). As for
+/// [`PredictorCorrector`](super::PredictorCorrector), the state the caller holds and the
+/// network's input is `x_t = a_t y`, starting from `x ~ N(0, I)`.
 ///
-/// Each step from `sigma` to the next level `sigma'` is a Heun step: an Euler step
-/// `x' = x + (sigma' - sigma) eps(x, sigma)`, then the correction
-/// `x <- x + (sigma' - sigma) (eps(x, sigma) + eps(x', sigma')) / 2`. The last step, to
-/// `sigma = 0`, is Euler's alone: `x - sigma eps`, the x0 estimate, clamped when
-/// [`with_clip_sample`](Self::with_clip_sample) sets a radius. `N` levels take `2N - 1`
+/// Each step from `sigma` to the next timestep's `sigma'` is a Heun step: an Euler step
+/// `y' = y + (sigma' - sigma) eps(y, sigma)`, then the correction
+/// `y <- y + (sigma' - sigma) (eps(y, sigma) + eps(y', sigma')) / 2`. The last step, to
+/// `sigma = 0`, is Euler's alone: `y - sigma eps`, the x0 estimate, clamped when
+/// [`with_clip_sample`](Self::with_clip_sample) sets a radius. `N` timesteps take `2N - 1`
 /// network evaluations. The first slope waits in the caller's scratch (one element per
 /// element of `x`). No noise is drawn.
-///
-/// As a [`Sampler`], its timestep is the index in the table of the level where the network
-/// is evaluated next, and the network output it takes is the noise prediction
-/// `eps = -sigma score`.
 #[derive(Debug)]
 pub struct ProbabilityFlowHeun<'a> {
-    noise: NoiseLevels,
-    levels: &'a [u32],
+    schedule: Schedule<'a>,
+    timesteps: &'a [u32],
+    prediction: Prediction,
     slope: &'a mut [f32],
     clip_sample: Option<f32>,
     index: usize,
@@ -32,17 +33,23 @@ pub struct ProbabilityFlowHeun<'a> {
 }
 
 impl<'a> ProbabilityFlowHeun<'a> {
-    /// A sampler over `levels` (indices into `noise`, strictly decreasing), keeping the first
-    /// slope of each step in `scratch`, which must have the length of the samples given to
-    /// [`step`](Sampler::step).
+    /// A sampler over `timesteps` (strictly decreasing, below `T`, each with `alpha_bar < 1`)
+    /// for a network predicting `prediction`, keeping the first slope of each step in
+    /// `scratch`, which must have the length of the samples given to [`step`](Sampler::step).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for invalid levels.
-    pub fn new(noise: NoiseLevels, levels: &'a [u32], scratch: &'a mut [f32]) -> Result<Self> {
-        noise.validate(levels)?;
+    /// [`Error::InvalidParameter`] for invalid timesteps.
+    pub fn new(
+        schedule: Schedule<'a>,
+        timesteps: &'a [u32],
+        prediction: Prediction,
+        scratch: &'a mut [f32],
+    ) -> Result<Self> {
+        validate_timesteps(&schedule, timesteps)?;
         Ok(ProbabilityFlowHeun {
-            noise,
-            levels,
+            schedule,
+            timesteps,
+            prediction,
             slope: scratch,
             clip_sample: None,
             index: 0,
@@ -59,63 +66,65 @@ impl<'a> ProbabilityFlowHeun<'a> {
         self.clip_sample = clip_sample;
         Ok(self)
     }
-
-    /// The noise level at which the network must be evaluated next, or `None` when finished.
-    pub fn sigma(&self) -> Option<f64> {
-        self.timestep()
-            .map(|level| self.noise.sigma(level as usize))
-    }
 }
 
 impl Sampler for ProbabilityFlowHeun<'_> {
     fn timestep(&self) -> Option<u32> {
-        let position = self.index + usize::from(self.correcting);
-        if self.index < self.levels.len() {
-            self.levels.get(position).copied()
+        if self.index < self.timesteps.len() {
+            self.timesteps
+                .get(self.index + usize::from(self.correcting))
+                .copied()
         } else {
             None
         }
     }
 
     fn step(&mut self, x: &mut [f32], output: &[f32], _rng: &mut Rng) -> Result<()> {
-        if self.timestep().is_none() {
-            return Err(Error::Finished);
-        }
+        let t = self.timestep().ok_or(Error::Finished)?;
         check_len("network output", x.len(), output.len())?;
         check_len("scratch", x.len(), self.slope.len())?;
-        let sigma = self.noise.sigma(self.levels[self.index] as usize);
-        let next = self.levels.get(self.index + 1);
-        let next_sigma = next.map_or(0.0, |&level| self.noise.sigma(level as usize));
-        let h = next_sigma - sigma;
+        let (a, s, _) = ve_levels(&self.schedule, Some(t));
+        let (a32, s32) = (a as f32, s as f32);
+        let prediction = self.prediction;
+        let start = Some(self.timesteps[self.index]);
+        let next = self.timesteps.get(self.index + 1).copied();
+        let (_, _, sigma) = ve_levels(&self.schedule, start);
+        let (a_next, _, sigma_next) = ve_levels(&self.schedule, next);
+        let h = sigma_next - sigma;
         if self.correcting {
-            let half = (0.5 * h) as f32;
-            for ((value, &e), &first) in x.iter_mut().zip(output).zip(self.slope.iter()) {
-                *value += half * (e - first);
+            // At t' = next: x' = a' y' holds the Euler step; x <- x' + a' h (eps2 - eps1) / 2.
+            let half = (0.5 * a_next * h) as f32;
+            for ((value, &o), &first) in x.iter_mut().zip(output).zip(self.slope.iter()) {
+                let eps = prediction.to_x0_eps(*value, o, a32, s32).1;
+                *value += half * (eps - first);
             }
             self.correcting = false;
             self.index += 1;
-        } else if next.is_none() {
-            let h = h as f32;
-            for (value, &e) in x.iter_mut().zip(output) {
-                *value += h * e;
+            return Ok(());
+        }
+        // x' = a' (y + h eps) = (a' / a) x + a' h eps.
+        let (keep, drift) = ((a_next / a) as f32, (a_next * h) as f32);
+        let last = next.is_none();
+        for ((value, &o), first) in x.iter_mut().zip(output).zip(self.slope.iter_mut()) {
+            let eps = prediction.to_x0_eps(*value, o, a32, s32).1;
+            *first = eps;
+            *value = keep * *value + drift * eps;
+            if last {
                 if let Some(radius) = self.clip_sample {
                     *value = value.clamp(-radius, radius);
                 }
             }
+        }
+        if last {
             self.index += 1;
         } else {
-            let h = h as f32;
-            for ((value, &e), first) in x.iter_mut().zip(output).zip(self.slope.iter_mut()) {
-                *first = e;
-                *value += h * e;
-            }
             self.correcting = true;
         }
         Ok(())
     }
 
     fn num_steps(&self) -> usize {
-        2 * self.levels.len() - 1
+        2 * self.timesteps.len() - 1
     }
 
     fn steps_taken(&self) -> usize {

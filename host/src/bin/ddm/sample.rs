@@ -54,8 +54,9 @@ pub struct Args {
     /// The sampler [default: ddim; a distilled student: its own (ddim); --model: the blob's].
     #[arg(long, value_enum)]
     sampler: Option<SamplerChoice>,
-    /// Network evaluations (Langevin: levels x steps per level, plus one final denoising step)
-    /// [default: 50; a distilled student: its own; --model: the blob's].
+    /// Network evaluations (Langevin: levels x steps per level, plus one final denoising step;
+    /// pc: timesteps x (corrector steps + 1); pf-ode: 2 x timesteps - 1) [default: 50; a
+    /// distilled student: its own; --model: the blob's].
     #[arg(long)]
     steps: Option<usize>,
     #[command(flatten)]
@@ -102,10 +103,10 @@ pub struct Args {
     /// ratio and the steps per level].
     #[arg(long)]
     langevin_step_size: Option<f64>,
-    /// Predictor-corrector (--sampler pc): Langevin corrector steps per noise level (0: the
-    /// reverse diffusion predictor alone); --steps / (this + 1) of the model's levels are
-    /// walked [default: 1; on a model with fewer than --steps / 2 levels, enough to walk them
-    /// all in --steps].
+    /// Predictor-corrector (--sampler pc): Langevin corrector steps per timestep (0: the
+    /// reverse diffusion predictor alone); --steps / (this + 1) of the model's timesteps are
+    /// walked, evenly spread [default: 1; on a model with fewer than --steps / 2 timesteps,
+    /// enough to walk them all in --steps].
     #[arg(long)]
     pc_corrector_steps: Option<usize>,
     /// Predictor-corrector: the corrector's signal-to-noise ratio.

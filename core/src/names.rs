@@ -12,18 +12,22 @@ use crate::timesteps::Spacing;
 
 impl SamplerKind {
     /// Every sampler kind.
-    pub const ALL: [SamplerKind; 3] = [
+    pub const ALL: [SamplerKind; 5] = [
         SamplerKind::Ddpm,
         SamplerKind::Ddim,
         SamplerKind::DpmSolverPp2m,
+        SamplerKind::PredictorCorrector,
+        SamplerKind::ProbabilityFlow,
     ];
 
-    /// The sampler's name: `ddpm`, `ddim` or `dpmpp-2m`.
+    /// The sampler's name: `ddpm`, `ddim`, `dpmpp-2m`, `pc` or `pf-ode`.
     pub const fn name(self) -> &'static str {
         match self {
             SamplerKind::Ddpm => "ddpm",
             SamplerKind::Ddim => "ddim",
             SamplerKind::DpmSolverPp2m => "dpmpp-2m",
+            SamplerKind::PredictorCorrector => "pc",
+            SamplerKind::ProbabilityFlow => "pf-ode",
         }
     }
 

@@ -140,13 +140,13 @@
 //!
 //! | offset | type | field |
 //! | ------ | ---- | ----- |
-//! | 0  | `u32` | beta schedule: 0 linear, 1 scaled-linear, 2 cosine, 3 sigmoid, 4 custom |
+//! | 0  | `u32` | beta schedule: 0 linear, 1 scaled-linear, 2 cosine, 3 sigmoid, 4 custom, 5 variance exploding |
 //! | 4  | `u32` | train steps `T` (1..=[`MAX_TRAIN_STEPS`]) |
-//! | 8  | `f64` | first parameter (`beta_start`, or cosine's `s`; 0 for custom) |
-//! | 16 | `f64` | second parameter (`beta_end`, or cosine's `max_beta`; 0 for custom) |
+//! | 8  | `f64` | first parameter (`beta_start`, cosine's `s`, or `sigma_min`; 0 for custom) |
+//! | 16 | `f64` | second parameter (`beta_end`, cosine's `max_beta`, or `sigma_max`; 0 for custom) |
 //! | 24 | `u32` | zero terminal SNR: 0 or 1 |
 //! | 28 | `u32` | prediction: 0 eps, 1 x0, 2 v |
-//! | 32 | `u32` | default sampler: 0 DDPM, 1 DDIM, 2 DPM-Solver++ 2M |
+//! | 32 | `u32` | default sampler: 0 DDPM, 1 DDIM, 2 DPM-Solver++ 2M, 3 predictor-corrector, 4 probability flow ODE |
 //! | 36 | `u32` | default steps (1..=T) |
 //! | 40 | `u32` | default spacing: 0 leading, 1 linspace, 2 trailing, 3 log-SNR, 4 given |
 //! | 44 | `u32` | default steps offset (leading spacing) |
@@ -155,7 +155,9 @@
 //! | 56 | `u32` | clip x0: 0 no, 1 yes |
 //! | 60 | `f32` | clip radius (finite > 0 when clipping, else 0) |
 //! | 64 | `u32` | DPM-Solver++ takes its second to last step at first order: 0 or 1 |
-//! | 68 | `u32` x 3 | reserved, 0 |
+//! | 68 | `u32` | predictor-corrector only (else 0): corrector steps per timestep |
+//! | 72 | `f32` | predictor-corrector only (else 0): signal-to-noise ratio (finite > 0) |
+//! | 76 | `u32` | reserved, 0 |
 //! | 80 | `f32` x T | `alphas_cumprod`: in `[0, 1]`, non-increasing |
 //! | 80 + 4T | `u32` x steps | given spacing only: the timesteps, strictly descending, below `T` (1 to 16 of them) |
 //!
@@ -163,7 +165,11 @@
 //! spacing came after version 3 without a version change: a reader that predates it refuses
 //! such a section (its length does not match `T`, and its spacing code is unknown), it never
 //! misreads it.
-//! The sampler settings (offsets 32 to 68) are a [`ddm_core::SamplerConfig`], validated by
+//! Sampler codes 3 and 4 and words 68 and 72 came after version 3 without a version change,
+//! as the given spacing did: an older reader refuses the codes as unknown and the words as
+//! reserved, it never misreads them; the other samplers store 0 there, as before, and read the
+//! defaults back.
+//! The sampler settings (offsets 32 to 72) are a [`ddm_core::SamplerConfig`], validated by
 //! its own check against the table. Version 1 blobs differ here (no word 64, table at 64, and
 //! their DPM-Solver++ always took the second to last step at first order); they are refused
 //! with [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion).

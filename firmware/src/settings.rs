@@ -42,6 +42,8 @@ pub(crate) fn sampler_code(kind: SamplerKind) -> u32 {
         SamplerKind::Ddpm => 0,
         SamplerKind::Ddim => 1,
         SamplerKind::DpmSolverPp2m => 2,
+        SamplerKind::PredictorCorrector => 3,
+        SamplerKind::ProbabilityFlow => 4,
     }
 }
 
@@ -50,6 +52,8 @@ pub(crate) fn sampler_from_code(code: u32) -> Result<SamplerKind> {
         0 => Ok(SamplerKind::Ddpm),
         1 => Ok(SamplerKind::Ddim),
         2 => Ok(SamplerKind::DpmSolverPp2m),
+        3 => Ok(SamplerKind::PredictorCorrector),
+        4 => Ok(SamplerKind::ProbabilityFlow),
         _ => Err(Error::InvalidSchedule("unknown sampler")),
     }
 }

@@ -91,6 +91,8 @@ pub fn describe_sampler(config: &SamplerConfig) -> String {
         SamplerKind::Ddpm => "DDPM",
         SamplerKind::Ddim => "DDIM",
         SamplerKind::DpmSolverPp2m => "DPM-Solver++ 2M",
+        SamplerKind::PredictorCorrector => "predictor-corrector",
+        SamplerKind::ProbabilityFlow => "probability flow ODE (Heun)",
     };
     let spacing = match config.spacing {
         Spacing::Leading => "leading spacing".to_string(),
@@ -116,6 +118,11 @@ pub fn describe_sampler(config: &SamplerConfig) -> String {
             text.push_str(", first-order penultimate step")
         }
         SamplerKind::DpmSolverPp2m => {}
+        SamplerKind::PredictorCorrector => text.push_str(&format!(
+            ", {} corrector steps at snr {}",
+            config.corrector_steps, config.snr
+        )),
+        SamplerKind::ProbabilityFlow => {}
     }
     if let Some(radius) = config.clip_sample {
         text.push_str(&format!(", clip {radius}"));

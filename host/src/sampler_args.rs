@@ -33,9 +33,9 @@ impl From<VarianceName> for ReverseVariance {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SamplerArgs {
     /// Timestep spacing [default: for ddim and ddpm leading with an eps network and trailing
-    /// with v or x0; trailing for dpmpp-2m; trailing on a zero-terminal-SNR schedule; leading
-    /// for an eps network on a schedule ending in almost pure noise (cosine); a model blob:
-    /// its own].
+    /// with v or x0; trailing for dpmpp-2m; linspace for pc and pf-ode; trailing on a
+    /// zero-terminal-SNR schedule; leading for an eps network on a schedule ending in almost
+    /// pure noise (cosine); a model blob: its own].
     #[arg(long, value_enum, conflicts_with = "timesteps")]
     pub spacing: Option<SpacingName>,
     /// The inference timesteps themselves, noisiest first: 1 to 16 strictly descending
@@ -60,6 +60,13 @@ pub struct SamplerArgs {
     /// [default: only the last, as diffusers].
     #[arg(long)]
     pub first_order_penultimate: bool,
+    /// Predictor-corrector (pc): Langevin corrector steps per timestep, 0 for the reverse
+    /// diffusion predictor alone [default: 1].
+    #[arg(long, value_name = "M")]
+    pub pc_corrector_steps: Option<u32>,
+    /// Predictor-corrector: the corrector's signal-to-noise ratio [default: 0.16].
+    #[arg(long, value_name = "R")]
+    pub pc_snr: Option<f32>,
 }
 
 /// `--timesteps`: comma-separated timesteps, as [`GivenTimesteps::new`] takes them.
@@ -90,6 +97,8 @@ impl SamplerArgs {
             variance: self.variance.map(Into::into),
             clip_sample: self.clip_sample.map(Some),
             first_order_penultimate: self.first_order_penultimate.then_some(true),
+            corrector_steps: self.pc_corrector_steps,
+            snr: self.pc_snr,
             ..SamplerOptions::none()
         }
     }

@@ -5,10 +5,8 @@
 //! size and match the device runtime, which generates one sample at a time.
 
 use ddm_core::sampler::{
-    ncsnv2_step_size, AnnealedLangevin, PredictorCorrector, ProbabilityFlowHeun, SamplerConfig,
-    SamplerKind, SamplerOptions,
+    ncsnv2_step_size, AnnealedLangevin, SamplerConfig, SamplerKind, SamplerOptions,
 };
-use ddm_core::timesteps::{fill_timesteps, Spacing};
 use ddm_core::{NoiseLevels, Prediction, Rng, Sampler, Schedule};
 
 use crate::error::{Error, Result};
@@ -83,9 +81,11 @@ pub enum SamplerChoice {
     /// Annealed Langevin dynamics.
     Langevin,
     /// The predictor-corrector sampler of the variance-exploding SDE (any schedule, in its
-    /// variance-exploding form).
+    /// variance-exploding form; `--steps` timesteps, each `--pc-corrector-steps + 1` network
+    /// evaluations).
     Pc,
-    /// The probability flow ODE of the variance-exploding SDE, Heun's method.
+    /// The probability flow ODE of the variance-exploding SDE, Heun's method (`--steps`
+    /// timesteps, `2 steps - 1` network evaluations).
     #[value(name = "pf-ode")]
     #[serde(rename = "pf-ode")]
     PfOde,
@@ -123,36 +123,6 @@ impl Default for LangevinOptions {
     }
 }
 
-/// Settings of the predictor-corrector sampler.
-///
-/// Each sample takes its corrector steps from its own norms (a batch of one in the reference
-/// code, which averages the norms over its batch), so that it does not depend on its batch
-/// mates and matches the device, which generates one sample at a time. The step then depends
-/// on the sample's state, which biases the corrector where norms do not concentrate: on a
-/// two-Gaussian mixture a reference simulation measured a variance of 0.32 for 0.25 in 16
-/// dimensions (batch norms: 0.254) and 0.258 in 784 (batch norms: 0.257). For data of few
-/// dimensions, take the probability flow ODE, Langevin or the predictor alone.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PcOptions {
-    /// Langevin corrector steps per timestep (0: the reverse diffusion predictor alone;
-    /// `None`: one, as the score SDE paper ran it, or more on a schedule of fewer than
-    /// `steps / 2` timesteps, so that the budget walks every one: `steps / T - 1`).
-    pub corrector_steps: Option<usize>,
-    /// The corrector's signal-to-noise ratio `r`.
-    pub snr: f64,
-}
-
-impl Default for PcOptions {
-    /// The score SDE paper's corrector signal-to-noise ratio for its variance-exploding
-    /// models, `r = 0.16`.
-    fn default() -> Self {
-        PcOptions {
-            corrector_steps: None,
-            snr: 0.16,
-        }
-    }
-}
-
 /// How to sample, independent of what is sampled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingOptions {
@@ -170,8 +140,6 @@ pub struct SamplingOptions {
     pub seed: u64,
     /// Langevin settings.
     pub langevin: LangevinOptions,
-    /// Predictor-corrector settings.
-    pub pc: PcOptions,
     /// The noise levels of a variance-exploding model (its schedule's,
     /// [`ScheduleSpec::noise_levels`](crate::schedule_args::ScheduleSpec::noise_levels)),
     /// which Langevin anneals over by default. `None` for another model.
@@ -190,6 +158,8 @@ impl SamplerChoice {
             SamplerKind::Ddpm => SamplerChoice::Ddpm,
             SamplerKind::Ddim => SamplerChoice::Ddim,
             SamplerKind::DpmSolverPp2m => SamplerChoice::DpmppTwoM,
+            SamplerKind::PredictorCorrector => SamplerChoice::Pc,
+            SamplerKind::ProbabilityFlow => SamplerChoice::PfOde,
         }
     }
 
@@ -199,7 +169,9 @@ impl SamplerChoice {
             SamplerChoice::Ddpm => Some(SamplerKind::Ddpm),
             SamplerChoice::Ddim => Some(SamplerKind::Ddim),
             SamplerChoice::DpmppTwoM => Some(SamplerKind::DpmSolverPp2m),
-            SamplerChoice::Langevin | SamplerChoice::Pc | SamplerChoice::PfOde => None,
+            SamplerChoice::Pc => Some(SamplerKind::PredictorCorrector),
+            SamplerChoice::PfOde => Some(SamplerKind::ProbabilityFlow),
+            SamplerChoice::Langevin => None,
         }
     }
 
@@ -213,12 +185,11 @@ impl SamplerChoice {
     /// The timestep sampler of this name, for the device runtime.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for the samplers the device runtime does not have (Langevin, the
-    /// predictor-corrector sampler, the probability flow ODE).
+    /// [`Error::Invalid`] for Langevin, which the device runtime does not have.
     pub fn device_kind(self) -> Result<SamplerKind> {
         self.kind().ok_or_else(|| {
             Error::Invalid(format!(
-                "the device runtime has no {} sampler: use ddpm, ddim or dpmpp-2m",
+                "the device runtime has no {} sampler: use ddpm, ddim, dpmpp-2m, pc or pf-ode",
                 self.name()
             ))
         })
@@ -234,7 +205,6 @@ impl SamplingOptions {
             settings: SamplerOptions::none(),
             seed: 0,
             langevin: LangevinOptions::default(),
-            pc: PcOptions::default(),
             model_levels: None,
             base: None,
         }
@@ -347,42 +317,6 @@ impl SamplingOptions {
         )?
         .with_clip_sample(self.settings.clip_sample.flatten())?)
     }
-
-    /// The predictor-corrector's corrector steps per timestep on a schedule of `train_steps`
-    /// ([`PcOptions::corrector_steps`]).
-    pub fn corrector_steps(&self, train_steps: usize) -> usize {
-        self.pc.corrector_steps.unwrap_or_else(|| {
-            if train_steps >= self.steps / 2 {
-                1
-            } else {
-                (self.steps / train_steps.max(1)).max(1) - 1
-            }
-        })
-    }
-
-    /// The timesteps that the predictor-corrector sampler or the probability flow ODE walks
-    /// in [`SamplingOptions::steps`] evaluations: `steps / (M + 1)` with `M` corrector steps,
-    /// or `(steps + 1) / 2` Heun steps, at most all `T`, spread evenly from `T - 1` to 0
-    /// ([`Spacing::Linspace`]: even in log sigma on a variance-exploding schedule).
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a step count that gives no timestep.
-    pub fn level_timesteps(&self, schedule: &Schedule<'_>) -> Result<Vec<u32>> {
-        let count = match self.sampler {
-            SamplerChoice::Pc => self.steps / (self.corrector_steps(schedule.train_steps()) + 1),
-            _ => self.steps.div_ceil(2),
-        }
-        .min(schedule.train_steps());
-        if count == 0 {
-            return Err(Error::Invalid(format!(
-                "--steps {} is too few for one noise level",
-                self.steps
-            )));
-        }
-        let mut timesteps = vec![0u32; count];
-        fill_timesteps(schedule, Spacing::Linspace, 0, &mut timesteps)?;
-        Ok(timesteps)
-    }
 }
 
 /// Generates `num` samples. `init` optionally gives the initial noise `x_T` for all of them
@@ -448,10 +382,7 @@ pub fn generate(
                 sample_len,
                 &mut rngs,
             )?,
-            (None, SamplerChoice::Langevin) => {
-                run_langevin(denoiser, schedule, options, x, sample_len, &mut rngs)?
-            }
-            (None, _) => run_level_sampler(denoiser, schedule, options, x, sample_len, &mut rngs)?,
+            (None, _) => run_langevin(denoiser, schedule, options, x, sample_len, &mut rngs)?,
         }
     }
     Ok(samples)
@@ -547,46 +478,6 @@ fn run_langevin(
         }
     }
     Ok(())
-}
-
-/// The predictor-corrector sampler or the probability flow ODE, over
-/// [`SamplingOptions::level_timesteps`].
-fn run_level_sampler(
-    denoiser: &mut dyn Denoiser,
-    schedule: Schedule<'_>,
-    options: &SamplingOptions,
-    x: &mut [f32],
-    sample_len: usize,
-    rngs: &mut [Rng],
-) -> Result<()> {
-    let timesteps = options.level_timesteps(&schedule)?;
-    let clip = options.settings.clip_sample.flatten();
-    let prediction = denoiser.prediction();
-    let corrector_steps = options.corrector_steps(schedule.train_steps());
-    let mut scratch = vec![0.0f32; x.len()];
-    let mut samplers = scratch
-        .chunks_exact_mut(sample_len)
-        .map(|slope| -> Result<Box<dyn Sampler + '_>> {
-            Ok(match options.sampler {
-                SamplerChoice::Pc => Box::new(
-                    PredictorCorrector::new(
-                        schedule,
-                        &timesteps,
-                        prediction,
-                        corrector_steps,
-                        options.pc.snr,
-                    )?
-                    .with_clip_sample(clip)?,
-                ),
-                _ => Box::new(
-                    ProbabilityFlowHeun::new(schedule, &timesteps, prediction, slope)?
-                        .with_clip_sample(clip)?,
-                ),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let samplers = samplers.iter_mut().map(|s| s.as_mut()).collect();
-    run_samplers(denoiser, samplers, x, sample_len, rngs)
 }
 
 fn check_finite(output: &[f32], t: u32) -> Result<()> {

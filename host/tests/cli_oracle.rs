@@ -277,7 +277,7 @@ fn variance_exploding_samplers_draw_the_mixture() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec_path();
     for (name, args) in [
-        ("pf-ode", &["--sampler", "pf-ode", "--steps", "199"][..]),
+        ("pf-ode", &["--sampler", "pf-ode", "--steps", "100"][..]),
         (
             "reverse diffusion",
             &[
@@ -320,7 +320,7 @@ fn variance_exploding_samplers_draw_the_mixture() {
 fn predictor_corrector_draws_a_mixture_of_images_size() {
     // The corrector's step comes from each sample's own norms, which concentrate in image
     // dimensions: 784 here (in 16 the state-dependent step inflates the variance by a third,
-    // see `PcOptions`). Two components at -m and +m (|m| = 3), weights 0.3 and 0.7, std 0.5.
+    // see `ddm_core::sampler::PredictorCorrector`). Two components at -m and +m (|m| = 3), weights 0.3 and 0.7, std 0.5.
     const DIM: usize = 784;
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("two.json");
@@ -334,7 +334,7 @@ fn predictor_corrector_draws_a_mixture_of_images_size() {
     let values = sample_ve(
         &spec,
         &dir.path().join("pc.npy"),
-        &["--sampler", "pc", "--steps", "1000"],
+        &["--sampler", "pc", "--steps", "500"],
     );
     let mut negative = 0;
     let mut squared = 0.0f64;
@@ -365,7 +365,7 @@ fn level_samplers_walk_a_variance_preserving_schedule_too_and_sigmas_need_ve() {
     let out = dir.path().join("x.npy");
     let spec = spec_path();
     for args in [
-        &["--sampler", "pf-ode", "--steps", "199"][..],
+        &["--sampler", "pf-ode", "--steps", "100"][..],
         &[
             "--sampler",
             "pc",

@@ -401,7 +401,7 @@ fn a_variance_exploding_run_chooses_its_levels_by_the_rules_and_samples_with_eac
     let levels = config.schedule.noise_levels().unwrap();
     assert_eq!((levels.sigma_min(), levels.len()), (0.125, 16));
     for (sampler, steps) in [
-        ("pc", "40"),
+        ("pc", "16"),
         ("pf-ode", "7"),
         ("langevin", "33"),
         ("ddim", "4"),

@@ -40,6 +40,15 @@ fn flags(kind: SamplerKind) -> Vec<&'static str> {
             "1",
             "--first-order-penultimate",
         ][..],
+        SamplerKind::PredictorCorrector => &[
+            "--pc-corrector-steps",
+            "2",
+            "--pc-snr",
+            "0.2",
+            "--clip-sample",
+            "1",
+        ][..],
+        SamplerKind::ProbabilityFlow => &["--spacing", "trailing"][..],
     });
     flags
 }

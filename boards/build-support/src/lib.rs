@@ -59,7 +59,7 @@ pub use memory_x::ram_length;
 pub const MODEL_ENV: &str = "DDM_MODEL_BLOB";
 
 /// The sampler's variables, in the order of `SamplerOptions`' fields.
-pub const SAMPLER_ENV: [&str; 8] = [
+pub const SAMPLER_ENV: [&str; 10] = [
     "DDM_SAMPLER",
     "DDM_STEPS",
     "DDM_SPACING",
@@ -68,10 +68,12 @@ pub const SAMPLER_ENV: [&str; 8] = [
     "DDM_VARIANCE",
     "DDM_CLIP_SAMPLE",
     "DDM_FIRST_ORDER_PENULTIMATE",
+    "DDM_PC_CORRECTOR_STEPS",
+    "DDM_PC_SNR",
 ];
 
 /// Every environment variable [`embed_model`] reads.
-pub const SETTINGS_ENV: [&str; 13] = [
+pub const SETTINGS_ENV: [&str; 15] = [
     MODEL_ENV,
     SAMPLER_ENV[0],
     SAMPLER_ENV[1],
@@ -81,6 +83,8 @@ pub const SETTINGS_ENV: [&str; 13] = [
     SAMPLER_ENV[5],
     SAMPLER_ENV[6],
     SAMPLER_ENV[7],
+    SAMPLER_ENV[8],
+    SAMPLER_ENV[9],
     "DDM_SEED",
     "DDM_NUM",
     "DDM_CLASS",
@@ -307,7 +311,7 @@ pub fn sampler_options(
     lookup: impl Fn(&'static str) -> Option<String>,
 ) -> Result<SamplerOptions, BuildError> {
     let value = |variable: &'static str| lookup(variable).filter(|v| !v.trim().is_empty());
-    let [sampler, steps, spacing, steps_offset, eta, variance, clip_sample, first_order] =
+    let [sampler, steps, spacing, steps_offset, eta, variance, clip_sample, first_order, corrector_steps, snr] =
         SAMPLER_ENV;
     Ok(SamplerOptions {
         kind: parse_value(
@@ -349,6 +353,8 @@ pub fn sampler_options(
             "true or false",
             |v| v.parse::<bool>().ok(),
         )?,
+        corrector_steps: parse_number(corrector_steps, value(corrector_steps), 0u32)?,
+        snr: parse_value(snr, value(snr), "a number", |v| v.parse::<f32>().ok())?,
     })
 }
 
@@ -377,7 +383,7 @@ fn spacing_text(spacing: Spacing) -> String {
 /// `options` as the values of the [`SAMPLER_ENV`] variables: each setting given in its
 /// variable's form (numbers exactly: `f32`s in their shortest round-tripping decimal), an
 /// empty value for each one left `None`.
-pub fn sampler_env(options: &SamplerOptions) -> [(&'static str, String); 8] {
+pub fn sampler_env(options: &SamplerOptions) -> [(&'static str, String); 10] {
     fn text<T>(value: Option<T>, form: impl Fn(T) -> String) -> String {
         value.map(form).unwrap_or_default()
     }
@@ -392,6 +398,8 @@ pub fn sampler_env(options: &SamplerOptions) -> [(&'static str, String); 8] {
             clip.map_or_else(|| "none".into(), |r| r.to_string())
         }),
         text(options.first_order_penultimate, |flag| flag.to_string()),
+        text(options.corrector_steps, |n| n.to_string()),
+        text(options.snr, |snr| snr.to_string()),
     ];
     let mut pairs = SAMPLER_ENV.map(|variable| (variable, String::new()));
     for (pair, value) in pairs.iter_mut().zip(values) {
@@ -538,12 +546,14 @@ fn options_literal(options: &SamplerOptions) -> String {
         variance,
         clip_sample,
         first_order_penultimate,
+        corrector_steps,
+        snr,
     } = *options;
     format!(
         "::ddm_board_support::SamplerOptions {{\n        \
          kind: {},\n        steps: {},\n        spacing: {},\n        steps_offset: {},\n        \
          eta: {},\n        variance: {},\n        clip_sample: {},\n        \
-         first_order_penultimate: {},\n    }}",
+         first_order_penultimate: {},\n        corrector_steps: {},\n        snr: {},\n    }}",
         some(kind, |k| format!("::ddm_board_support::SamplerKind::{k:?}")),
         some(steps, |n| n.to_string()),
         some(spacing, |s| match s {
@@ -562,6 +572,8 @@ fn options_literal(options: &SamplerOptions) -> String {
         )),
         some(clip_sample, |clip| some(clip, float)),
         some(first_order_penultimate, |flag| flag.to_string()),
+        some(corrector_steps, |n| n.to_string()),
+        some(snr, float),
     )
 }
 
@@ -623,8 +635,18 @@ mod tests {
             variance: Some(ReverseVariance::Beta),
             clip_sample: Some(Some(1.0e-3 / 3.0)),
             first_order_penultimate: Some(false),
+            corrector_steps: Some(3),
+            snr: Some(0.16),
         };
         assert_eq!(env_of(&every), Ok(every));
+        let pc = SamplerOptions {
+            corrector_steps: Some(0),
+            snr: Some(1.0e-2 / 7.0),
+            ..SamplerOptions::sampler(SamplerKind::PredictorCorrector, 40)
+        };
+        assert_eq!(env_of(&pc), Ok(pc));
+        let ode = SamplerOptions::sampler(SamplerKind::ProbabilityFlow, 9);
+        assert_eq!(env_of(&ode), Ok(ode));
         let unclipped = SamplerOptions {
             clip_sample: Some(None),
             first_order_penultimate: Some(true),

@@ -29,9 +29,14 @@
 //!    but tripled DDIM-10's Frechet distance on the 28x28 Fashion-MNIST UNet (v prediction,
 //!    cosine schedule: 56.9 against 18.5);
 //! 4. **trailing** for DPM-Solver++, whose second-order step into `t = 0` overshoots on leading
-//!    timesteps (its Frechet distance is up to 4x trailing's at 4 and 10 steps on the UNets).
+//!    timesteps (its Frechet distance is up to 4x trailing's at 4 and 10 steps on the UNets);
+//! 5. **linspace** for the predictor-corrector sampler and the probability flow ODE, which walk
+//!    from `T - 1` to 0 (even in log sigma on a variance-exploding schedule; BENCHMARKS.md,
+//!    "Score-based models").
 
-use super::{AnySampler, Ddim, Ddpm, DpmSolverPp2m, SamplerKind};
+use super::{
+    AnySampler, Ddim, Ddpm, DpmSolverPp2m, PredictorCorrector, ProbabilityFlowHeun, SamplerKind,
+};
 use crate::error::{Error, Result};
 use crate::loss_weight::ReverseVariance;
 use crate::prediction::Prediction;
@@ -60,6 +65,7 @@ pub fn default_spacing(
                 Spacing::Leading
             }
             SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolverPp2m => Spacing::Trailing,
+            SamplerKind::PredictorCorrector | SamplerKind::ProbabilityFlow => Spacing::Linspace,
         }
     }
 }
@@ -70,7 +76,9 @@ pub fn default_spacing(
 pub struct SamplerConfig {
     /// Which sampler.
     pub kind: SamplerKind,
-    /// Number of network evaluations (`1..=T`).
+    /// Number of timesteps walked (`1..=T`): the network evaluations of DDPM, DDIM and
+    /// DPM-Solver++; the predictor-corrector sampler takes `steps (corrector_steps + 1)`, the
+    /// probability flow ODE `2 steps - 1` ([`SamplerConfig::evaluations`]).
     pub steps: u32,
     /// How the timesteps are spread over `0..T`.
     pub spacing: Spacing,
@@ -85,7 +93,20 @@ pub struct SamplerConfig {
     /// DPM-Solver++: take the step into the smallest timestep at first order too, not only the
     /// final one (see [`DpmSolverPp2m::with_first_order_penultimate`]).
     pub first_order_penultimate: bool,
+    /// The predictor-corrector sampler's Langevin corrector steps per timestep (0: the
+    /// reverse diffusion predictor alone).
+    pub corrector_steps: u32,
+    /// The predictor-corrector sampler's signal-to-noise ratio `r`; finite and `> 0`.
+    pub snr: f32,
 }
+
+/// The predictor-corrector sampler's default corrector steps per timestep: one, as the score
+/// SDE paper ran its variance-exploding models.
+pub const DEFAULT_CORRECTOR_STEPS: u32 = 1;
+
+/// The predictor-corrector sampler's default signal-to-noise ratio, the score SDE paper's for
+/// its variance-exploding models.
+pub const DEFAULT_SNR: f32 = 0.16;
 
 impl SamplerConfig {
     /// The defaults of `kind` in `steps` steps for a network predicting `prediction` on
@@ -110,6 +131,19 @@ impl SamplerConfig {
             variance: ReverseVariance::Posterior,
             clip_sample: None,
             first_order_penultimate: false,
+            corrector_steps: DEFAULT_CORRECTOR_STEPS,
+            snr: DEFAULT_SNR,
+        }
+    }
+
+    /// The network evaluations of the whole run: `steps`, `steps (corrector_steps + 1)` for
+    /// the predictor-corrector sampler, `2 steps - 1` for the probability flow ODE.
+    pub fn evaluations(&self) -> u64 {
+        let steps = u64::from(self.steps);
+        match self.kind {
+            SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::DpmSolverPp2m => steps,
+            SamplerKind::PredictorCorrector => steps * (u64::from(self.corrector_steps) + 1),
+            SamplerKind::ProbabilityFlow => (2 * steps).saturating_sub(1),
         }
     }
 
@@ -155,6 +189,11 @@ impl SamplerConfig {
         if !(self.eta.is_finite() && self.eta >= 0.0) {
             return Err(Error::InvalidParameter("eta must be finite and >= 0"));
         }
+        if !(self.snr.is_finite() && self.snr > 0.0) {
+            return Err(Error::InvalidParameter(
+                "the corrector's signal-to-noise ratio must be finite and > 0",
+            ));
+        }
         if let Spacing::Given(given) = self.spacing {
             if given.len() != self.steps as usize {
                 return Err(Error::InvalidParameter(
@@ -177,11 +216,12 @@ impl SamplerConfig {
     }
 
     /// Elements of scratch [`SamplerConfig::build`] needs for samples of `sample_len` values:
-    /// `sample_len` for DPM-Solver++ (its previous x0 estimate), 0 otherwise.
+    /// `sample_len` for DPM-Solver++ (its previous x0 estimate) and the probability flow ODE
+    /// (its first slope), 0 otherwise.
     pub fn scratch_len(&self, sample_len: usize) -> usize {
         match self.kind {
-            SamplerKind::DpmSolverPp2m => sample_len,
-            SamplerKind::Ddpm | SamplerKind::Ddim => 0,
+            SamplerKind::DpmSolverPp2m | SamplerKind::ProbabilityFlow => sample_len,
+            SamplerKind::Ddpm | SamplerKind::Ddim | SamplerKind::PredictorCorrector => 0,
         }
     }
 
@@ -217,6 +257,20 @@ impl SamplerConfig {
                 DpmSolverPp2m::new(schedule, timesteps, prediction, self.clip_sample, scratch)?
                     .with_first_order_penultimate(self.first_order_penultimate),
             ),
+            SamplerKind::PredictorCorrector => AnySampler::PredictorCorrector(
+                PredictorCorrector::new(
+                    schedule,
+                    timesteps,
+                    prediction,
+                    self.corrector_steps as usize,
+                    f64::from(self.snr),
+                )?
+                .with_clip_sample(self.clip_sample)?,
+            ),
+            SamplerKind::ProbabilityFlow => AnySampler::ProbabilityFlow(
+                ProbabilityFlowHeun::new(schedule, timesteps, prediction, scratch)?
+                    .with_clip_sample(self.clip_sample)?,
+            ),
         })
     }
 }
@@ -242,6 +296,10 @@ pub struct SamplerOptions {
     pub clip_sample: Option<Option<f32>>,
     /// DPM-Solver++'s first-order penultimate step.
     pub first_order_penultimate: Option<bool>,
+    /// The predictor-corrector sampler's corrector steps per timestep.
+    pub corrector_steps: Option<u32>,
+    /// The predictor-corrector sampler's signal-to-noise ratio.
+    pub snr: Option<f32>,
 }
 
 impl From<SamplerConfig> for SamplerOptions {
@@ -256,6 +314,8 @@ impl From<SamplerConfig> for SamplerOptions {
             variance: Some(config.variance),
             clip_sample: Some(config.clip_sample),
             first_order_penultimate: Some(config.first_order_penultimate),
+            corrector_steps: Some(config.corrector_steps),
+            snr: Some(config.snr),
         }
     }
 }
@@ -272,6 +332,8 @@ impl SamplerOptions {
             variance: None,
             clip_sample: None,
             first_order_penultimate: None,
+            corrector_steps: None,
+            snr: None,
         }
     }
 
@@ -289,7 +351,8 @@ impl SamplerOptions {
     /// whose settings a device uses unless told otherwise) or, without a base, of
     /// [`SamplerConfig::new`]'s defaults. A different kind over a base takes that kind's
     /// default spacing unless a spacing is given; the base's other settings carry over (eta,
-    /// variance and the DPM-Solver++ order concern one sampler each, clipping all of them).
+    /// variance, the DPM-Solver++ order and the corrector's settings concern one sampler each,
+    /// clipping all of them).
     /// Given timesteps ([`Spacing::Given`]) set the step count when none is asked for; a step
     /// count other than the base's given timesteps takes the kind's default spacing unless a
     /// spacing is asked for.
@@ -330,6 +393,8 @@ impl SamplerOptions {
             variance,
             clip_sample,
             first_order_penultimate,
+            corrector_steps,
+            snr,
         } = *self;
         config.kind = kind.unwrap_or(config.kind);
         config.steps = steps.or(given_len).unwrap_or(config.steps);
@@ -346,6 +411,8 @@ impl SamplerOptions {
         config.clip_sample = clip_sample.unwrap_or(config.clip_sample);
         config.first_order_penultimate =
             first_order_penultimate.unwrap_or(config.first_order_penultimate);
+        config.corrector_steps = corrector_steps.unwrap_or(config.corrector_steps);
+        config.snr = snr.unwrap_or(config.snr);
         config.validate(schedule)?;
         Ok(config)
     }

@@ -18,7 +18,10 @@ mod langevin;
 mod predictor_corrector;
 mod probability_flow;
 
-pub use config::{default_spacing, SamplerConfig, SamplerOptions, EPS_START_MIN_ALPHA_BAR};
+pub use config::{
+    default_spacing, SamplerConfig, SamplerOptions, DEFAULT_CORRECTOR_STEPS, DEFAULT_SNR,
+    EPS_START_MIN_ALPHA_BAR,
+};
 pub use ddim::{Ddim, DdimInversion};
 pub use ddpm::Ddpm;
 pub use dpm_solver::DpmSolverPp2m;
@@ -67,6 +70,10 @@ pub enum SamplerKind {
     Ddim,
     /// DPM-Solver++ 2M.
     DpmSolverPp2m,
+    /// The predictor-corrector sampler of the variance-exploding SDE.
+    PredictorCorrector,
+    /// The probability flow ODE of the variance-exploding SDE (Heun).
+    ProbabilityFlow,
 }
 
 /// One of the timestep samplers, chosen at run time.
@@ -78,6 +85,10 @@ pub enum AnySampler<'a> {
     Ddim(Ddim<'a>),
     /// DPM-Solver++ 2M.
     DpmSolverPp2m(DpmSolverPp2m<'a>),
+    /// The predictor-corrector sampler.
+    PredictorCorrector(PredictorCorrector<'a>),
+    /// The probability flow ODE.
+    ProbabilityFlow(ProbabilityFlowHeun<'a>),
 }
 
 impl Sampler for AnySampler<'_> {
@@ -86,6 +97,8 @@ impl Sampler for AnySampler<'_> {
             AnySampler::Ddpm(s) => s.timestep(),
             AnySampler::Ddim(s) => s.timestep(),
             AnySampler::DpmSolverPp2m(s) => s.timestep(),
+            AnySampler::PredictorCorrector(s) => s.timestep(),
+            AnySampler::ProbabilityFlow(s) => s.timestep(),
         }
     }
 
@@ -94,6 +107,8 @@ impl Sampler for AnySampler<'_> {
             AnySampler::Ddpm(s) => s.step(x, output, rng),
             AnySampler::Ddim(s) => s.step(x, output, rng),
             AnySampler::DpmSolverPp2m(s) => s.step(x, output, rng),
+            AnySampler::PredictorCorrector(s) => s.step(x, output, rng),
+            AnySampler::ProbabilityFlow(s) => s.step(x, output, rng),
         }
     }
 
@@ -102,6 +117,8 @@ impl Sampler for AnySampler<'_> {
             AnySampler::Ddpm(s) => s.num_steps(),
             AnySampler::Ddim(s) => s.num_steps(),
             AnySampler::DpmSolverPp2m(s) => s.num_steps(),
+            AnySampler::PredictorCorrector(s) => s.num_steps(),
+            AnySampler::ProbabilityFlow(s) => s.num_steps(),
         }
     }
 
@@ -110,6 +127,8 @@ impl Sampler for AnySampler<'_> {
             AnySampler::Ddpm(s) => s.steps_taken(),
             AnySampler::Ddim(s) => s.steps_taken(),
             AnySampler::DpmSolverPp2m(s) => s.steps_taken(),
+            AnySampler::PredictorCorrector(s) => s.steps_taken(),
+            AnySampler::ProbabilityFlow(s) => s.steps_taken(),
         }
     }
 }

@@ -6,8 +6,9 @@ use crate::settings::{
     betas_from_code, prediction_from_code, sampler_from_code, spacing_from_code,
     variance_from_code, ModelSchedule, SPACING_GIVEN,
 };
+use ddm_core::sampler::{DEFAULT_CORRECTOR_STEPS, DEFAULT_SNR};
 use ddm_core::timesteps::{GivenTimesteps, Spacing, MAX_GIVEN_STEPS};
-use ddm_core::SamplerConfig;
+use ddm_core::{SamplerConfig, SamplerKind};
 
 pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerConfig, &[u8])> {
     let fail = Error::InvalidSchedule;
@@ -60,8 +61,18 @@ pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerCo
     };
     let clip = flag(56)?;
     let radius = f32::from_bits(word(60)?);
+    let kind = sampler_from_code(word(32)?)?;
+    let (corrector_steps, snr) = match kind {
+        SamplerKind::PredictorCorrector => (word(68)?, f32::from_bits(word(72)?)),
+        _ if word(68)? != 0 || word(72)? != 0 => {
+            return Err(fail(
+                "corrector settings belong to the predictor-corrector sampler",
+            ))
+        }
+        _ => (DEFAULT_CORRECTOR_STEPS, DEFAULT_SNR),
+    };
     let sampler = SamplerConfig {
-        kind: sampler_from_code(word(32)?)?,
+        kind,
         steps: word(36)?,
         spacing,
         steps_offset: word(44)?,
@@ -69,11 +80,13 @@ pub(super) fn parse_schedule(section: &[u8]) -> Result<(ModelSchedule, SamplerCo
         variance: variance_from_code(word(52)?)?,
         clip_sample: clip.then_some(radius),
         first_order_penultimate: flag(64)?,
+        corrector_steps,
+        snr,
     };
     if !clip && word(60)? != 0 {
         return Err(fail("the clip radius must be 0 without clipping"));
     }
-    if [68, 72, 76].into_iter().any(|at| word(at) != Ok(0)) {
+    if word(76)? != 0 {
         return Err(fail("reserved words must be 0"));
     }
     let alphas = section

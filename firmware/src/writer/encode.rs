@@ -16,6 +16,7 @@ use crate::kernels::concat::concat_requant;
 use crate::quant::{fold_input_zero_point, silu_lut, AddParams, QuantParams, Requant};
 use crate::settings::{betas_code, prediction_code, sampler_code, spacing_code, variance_code};
 use ddm_core::timesteps::Spacing;
+use ddm_core::SamplerKind;
 
 /// Tensors collected for the tensors section.
 #[derive(Default)]
@@ -529,7 +530,13 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
         &mut schedule_section,
         u32::from(sampler.first_order_penultimate),
     );
-    schedule_section.extend_from_slice(&[0; 12]);
+    let (corrector_steps, snr) = match sampler.kind {
+        SamplerKind::PredictorCorrector => (sampler.corrector_steps, sampler.snr.to_bits()),
+        _ => (0, 0),
+    };
+    put_u32(&mut schedule_section, corrector_steps);
+    put_u32(&mut schedule_section, snr);
+    put_u32(&mut schedule_section, 0);
     for value in &table {
         schedule_section.extend_from_slice(&value.to_le_bytes());
     }

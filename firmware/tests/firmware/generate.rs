@@ -73,6 +73,17 @@ fn configs() -> Vec<SamplerConfig> {
             ..SamplerConfig::with_spacing(SamplerKind::Ddim, 4, given(&[99, 61, 30, 7]))
         },
         SamplerConfig::with_spacing(SamplerKind::DpmSolverPp2m, 3, given(&[90, 50, 3])),
+        SamplerConfig {
+            corrector_steps: 2,
+            snr: 0.2,
+            clip_sample: Some(1.0),
+            ..SamplerConfig::with_spacing(SamplerKind::PredictorCorrector, 5, Spacing::Linspace)
+        },
+        SamplerConfig {
+            corrector_steps: 0,
+            ..SamplerConfig::with_spacing(SamplerKind::PredictorCorrector, 4, Spacing::Trailing)
+        },
+        SamplerConfig::with_spacing(SamplerKind::ProbabilityFlow, 4, Spacing::Linspace),
     ]
 }
 

@@ -1,6 +1,8 @@
 //! Whole networks: float blobs against the `f64` reference, int8 against float, memory plans,
 //! and what the blob reports about itself.
 
+use ddm_core::sampler::{SamplerConfig, SamplerKind};
+use ddm_core::timesteps::Spacing;
 use ddm_core::{BetaSchedule, Prediction, ScheduleConfig};
 use ddm_firmware::writer::{plan_greedy_by_size, write_blob, ModelSpec, OpSpec, ScheduleSpec};
 use ddm_firmware::{network_arena_bytes, Blob, Error, Network, NodeOutput, Path, Precision};
@@ -258,9 +260,19 @@ fn the_blob_describes_its_model() {
         ..ScheduleConfig::ddpm()
     };
     ve.schedule = ScheduleSpec::from_config(config, Prediction::Eps);
+    // With the predictor-corrector sampler as its default, its settings stored beside it.
+    ve.sampler = SamplerConfig {
+        corrector_steps: 3,
+        snr: 0.1,
+        ..SamplerConfig::with_spacing(SamplerKind::PredictorCorrector, 10, Spacing::Linspace)
+    };
     let bytes = write_blob(&ve).unwrap();
     let blob = Blob::parse(&bytes).unwrap();
     assert_eq!(blob.schedule(), ve.schedule.schedule);
+    assert_eq!(blob.sampler_defaults(), ve.sampler);
+    let mut zero_snr = ve.clone();
+    zero_snr.sampler.snr = 0.0;
+    assert!(write_blob(&zero_snr).is_err());
     config.fill_alphas_cumprod(&mut table).unwrap();
     blob.copy_alphas_cumprod(&mut stored).unwrap();
     assert_eq!(bits(&stored), bits(&table));

@@ -13,9 +13,7 @@ use ddm::model::{NetworkDenoiser, Params};
 use ddm::npy;
 use ddm::oracle::{MixtureDenoiser, MixtureSpec};
 use ddm::sampler_args::{blob_sampler_options, SamplerArgs};
-use ddm::sampling::{
-    generate, Denoiser, LangevinOptions, PcOptions, SamplerChoice, SamplingOptions,
-};
+use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, SamplingOptions};
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, VeArgs};
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm_core::{Guidance, SamplerConfig, SamplerOptions, Schedule};
@@ -54,9 +52,10 @@ pub struct Args {
     /// The sampler [default: ddim; a distilled student: its own (ddim); --model: the blob's].
     #[arg(long, value_enum)]
     sampler: Option<SamplerChoice>,
-    /// Network evaluations (Langevin: levels x steps per level, plus one final denoising step;
-    /// pc: timesteps x (corrector steps + 1); pf-ode: 2 x timesteps - 1) [default: 50; a
-    /// distilled student: its own; --model: the blob's].
+    /// Steps: network evaluations of ddpm, ddim and dpmpp-2m; timesteps walked by pc (each
+    /// --pc-corrector-steps + 1 evaluations) and pf-ode (2 steps - 1 evaluations in all);
+    /// Langevin: its evaluations, levels x steps per level, plus one final denoising step
+    /// [default: 50; a distilled student: its own; --model: the blob's].
     #[arg(long)]
     steps: Option<usize>,
     #[command(flatten)]
@@ -103,15 +102,6 @@ pub struct Args {
     /// ratio and the steps per level].
     #[arg(long)]
     langevin_step_size: Option<f64>,
-    /// Predictor-corrector (--sampler pc): Langevin corrector steps per timestep (0: the
-    /// reverse diffusion predictor alone); --steps / (this + 1) of the model's timesteps are
-    /// walked, evenly spread [default: 1; on a model with fewer than --steps / 2 timesteps,
-    /// enough to walk them all in --steps].
-    #[arg(long)]
-    pc_corrector_steps: Option<usize>,
-    /// Predictor-corrector: the corrector's signal-to-noise ratio.
-    #[arg(long, default_value_t = PcOptions::default().snr)]
-    pc_snr: f64,
     /// Generate these classes of a class-conditional model (`ddm train --conditional`; for
     /// --oracle-gmm, class k is component k): a comma-separated list or `all`; --num samples
     /// of each, class by class (a PNG grid has one row per class).
@@ -147,10 +137,6 @@ impl Args {
                 sigma_min: self.langevin_sigma_min,
                 step_size: self.langevin_step_size,
                 final_denoise: true,
-            },
-            pc: PcOptions {
-                corrector_steps: self.pc_corrector_steps,
-                snr: self.pc_snr,
             },
             ..model
         }

@@ -216,7 +216,8 @@ pub fn ncsnv2_ratio(dim: usize) -> Result<f64> {
 /// large data set (the result is then a lower bound of the whole set's).
 ///
 /// # Errors
-/// [`Error::LengthMismatch`] when `rows` is not a whole number of rows, or holds fewer than two.
+/// [`Error::LengthMismatch`] when `rows` is not a whole number of rows, or holds fewer than two;
+/// [`Error::InvalidParameter`] for `dim == 0`.
 pub fn max_pairwise_distance(rows: &[f32], dim: usize) -> Result<f64> {
     if dim == 0 || !rows.len().is_multiple_of(dim) || rows.len() < 2 * dim {
         check_len(

@@ -50,7 +50,7 @@ pub enum BetaSchedule {
     /// `-eps(a_t x, t) / sigma_t` by denoising score matching with NCSN's weight `sigma^2`;
     /// the input scaling `a_t` keeps its inputs in the data's range at every level.
     VarianceExploding {
-        /// The smallest noise level (NCSN: 0.01).
+        /// The smallest noise level (NCSN: 0.01), at least [`MIN_VE_SIGMA`].
         sigma_min: f64,
         /// The largest (NCSNv2: about the largest distance between two training points).
         sigma_max: f64,
@@ -175,18 +175,23 @@ impl BetaSchedule {
             BetaSchedule::VarianceExploding {
                 sigma_min,
                 sigma_max,
-            } => sigma_min > 0.0 && sigma_max > sigma_min && sigma_max.is_finite(),
+            } => sigma_min >= MIN_VE_SIGMA && sigma_max > sigma_min && sigma_max.is_finite(),
         };
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidParameter(
                 "beta schedule bounds must satisfy 0 < start <= end < 1 (cosine: s >= 0, \
-                 0 < max_beta <= 1; variance exploding: 0 < sigma_min < sigma_max, finite)",
+                 0 < max_beta <= 1; variance exploding: 1e-3 <= sigma_min < sigma_max, finite)",
             ))
         }
     }
 }
+
+/// The smallest `sigma_min` of a variance-exploding schedule: level 0's `alpha_bar =
+/// 1 / (1 + sigma^2)` keeps about three significant digits of `1 - alpha_bar` in `f32` (below
+/// `1.7e-4` it rounds to 1, a timestep no sampler can take).
+pub const MIN_VE_SIGMA: f64 = 1e-3;
 
 /// `train_steps` geometric levels from `sigma_min` to `sigma_max` (one step: `sigma_max`);
 /// `None` for invalid sigmas, no steps or more than `u32::MAX`.
@@ -554,7 +559,13 @@ mod tests {
             sigma_max: 2.0,
         };
         assert_eq!(one.noise_levels(1).unwrap().sigma(0), 2.0);
-        for (sigma_min, sigma_max) in [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (0.1, f64::INFINITY)] {
+        for (sigma_min, sigma_max) in [
+            (0.0, 1.0),
+            (1e-4, 1.0),
+            (1.0, 1.0),
+            (2.0, 1.0),
+            (0.1, f64::INFINITY),
+        ] {
             let bad = ScheduleConfig {
                 betas: BetaSchedule::VarianceExploding {
                     sigma_min,

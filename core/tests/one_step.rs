@@ -347,6 +347,7 @@ fn predictor_corrector_corrector_and_predictor_steps() {
         }
     }
     assert_eq!(pc.timestep(), None);
+    assert_eq!(pc.steps_taken(), pc.num_steps());
     assert!(pc.step(&mut x, &[0.0, 0.0], &mut rng).is_err());
     // A zero noise prediction takes no corrector step, and still draws its noise: the
     // predictor after it uses the draws that follow.

@@ -6,11 +6,12 @@
 //!
 //! ```text
 //! | activations (the blob's plan: arena_bytes) | kernel scratch | x | network output |
-//! | unconditional output | DPM-Solver++ scratch | timesteps (steps u32) |
+//! | unconditional output | sampler scratch | timesteps (steps u32) |
 //! ```
 //!
-//! each region rounded up to 16 bytes; `x`, the output and the DPM-Solver++ scratch are
-//! `sample_len` f32 each. The unconditional output, the second prediction of each guided
+//! each region rounded up to 16 bytes; `x` and the output are `sample_len` f32 each, the
+//! sampler scratch (DPM-Solver++'s previous x0 estimate, the probability flow ODE's first
+//! slope) `sample_len` f32 or empty. The unconditional output, the second prediction of each guided
 //! step, is `sample_len` f32 for a class-conditional blob ([`Blob::classes`]) and empty
 //! otherwise. The kernel scratch ([`Blob::scratch_bytes`]) is the int8
 //! convolutions' im2col buffer, sized at parse for the network's largest fan-in: four int16

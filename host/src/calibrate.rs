@@ -168,7 +168,7 @@ struct Recorder<'a> {
     fractions: Vec<(u32, f64)>,
     /// Draws the offered subsets.
     rng: Rng,
-    /// Network calls so far (one per visited timestep and batch).
+    /// Network calls so far (one per sampler step and batch).
     calls: usize,
     /// Tail probes: every value only widens the bounds (no statistics, no inputs recorded).
     bounds_only: bool,
@@ -372,8 +372,8 @@ pub fn calibrate(
 ) -> Result<Calibrated> {
     if sampling.sampler == SamplerChoice::Langevin {
         return Err(Error::Invalid(
-            "calibration follows a timestep sampler (ddpm, ddim, dpmpp-2m): the device has no \
-             Langevin sampler"
+            "calibration follows a timestep sampler (ddpm, ddim, dpmpp-2m, pc, pf-ode): the \
+             device has no Langevin sampler"
                 .into(),
         ));
     }

@@ -135,10 +135,12 @@ pub fn blob_sampler_options(
 /// (`ddm hil`): each one given replaces the blob's.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BlobSamplerArgs {
-    /// The sampler: ddpm, ddim or dpmpp-2m [default: the blob's].
+    /// The sampler: ddpm, ddim, dpmpp-2m, pc or pf-ode [default: the blob's].
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerChoice>,
-    /// Network evaluations per sample [default: the blob's].
+    /// Timesteps walked per sample: the network evaluations of ddpm, ddim and dpmpp-2m; pc
+    /// takes --pc-corrector-steps + 1 per timestep, pf-ode 2 steps - 1 in all [default: the
+    /// blob's].
     #[arg(long)]
     pub steps: Option<usize>,
     /// The sampler's settings.

@@ -101,8 +101,9 @@ pub struct LangevinOptions {
     pub sigma_max: Option<f64>,
     /// Smallest noise level; default: the schedule's `sigma` at step 0.
     pub sigma_min: Option<f64>,
-    /// Step size `eps` at the smallest level (`None`: NCSNv2's rule for the levels' ratio and
-    /// the steps per level, [`ncsnv2_step_size`]).
+    /// Step size `eps` at the smallest level (`None`: for a variance-exploding model NCSNv2's
+    /// rule for the levels' ratio and the steps per level, [`ncsnv2_step_size`]; for another
+    /// [`DEFAULT_LANGEVIN_STEP`]).
     pub step_size: Option<f64>,
     /// One extra evaluation at the end that removes the remaining noise (Tweedie).
     pub final_denoise: bool,
@@ -110,6 +111,10 @@ pub struct LangevinOptions {
 
 /// The Langevin levels of a model that is not variance exploding, by default.
 pub const DEFAULT_LANGEVIN_LEVELS: usize = 10;
+
+/// The Langevin step size of a model that is not variance exploding, by default: NCSN's 2e-5
+/// (on the VP demo it beat NCSNv2's rule, about 4e-6 there: BENCHMARKS.md).
+pub const DEFAULT_LANGEVIN_STEP: f64 = 2e-5;
 
 impl Default for LangevinOptions {
     fn default() -> Self {
@@ -271,8 +276,8 @@ impl SamplingOptions {
     }
 
     /// The Langevin sampler for `schedule`: by default over a variance-exploding model's own
-    /// levels, else over [`DEFAULT_LANGEVIN_LEVELS`] levels of the schedule's sigma range,
-    /// with NCSNv2's step size.
+    /// levels with NCSNv2's step size, else over [`DEFAULT_LANGEVIN_LEVELS`] levels of the
+    /// schedule's sigma range with [`DEFAULT_LANGEVIN_STEP`].
     ///
     /// # Errors
     /// [`Error::Invalid`] for fewer steps than levels; the core's refusals.
@@ -300,12 +305,13 @@ impl SamplingOptions {
             .sigma_min
             .unwrap_or_else(|| model.map_or_else(|| schedule.ve_sigma(0), |m| m.sigma_min()));
         let per_level = self.steps / levels;
-        let step_size = match options.step_size {
-            Some(step) => step,
-            None => {
-                let ratio = NoiseLevels::new(sigma_min, sigma_max, levels.max(2) as u32)?.ratio();
+        let step_size = match (options.step_size, model) {
+            (Some(step), _) => step,
+            (None, Some(_)) if levels > 1 && sigma_max > sigma_min => {
+                let ratio = NoiseLevels::new(sigma_min, sigma_max, levels as u32)?.ratio();
                 ncsnv2_step_size(ratio, sigma_min, per_level)?
             }
+            (None, _) => DEFAULT_LANGEVIN_STEP,
         };
         Ok(AnnealedLangevin::new(
             sigma_max,
@@ -372,8 +378,8 @@ pub fn generate(
                 }
             }
         }
-        match (&config, options.sampler) {
-            (Some(config), _) => run_timestep_sampler(
+        match &config {
+            Some(config) => run_timestep_sampler(
                 denoiser,
                 (schedule, prediction),
                 config,
@@ -382,7 +388,7 @@ pub fn generate(
                 sample_len,
                 &mut rngs,
             )?,
-            (None, _) => run_langevin(denoiser, schedule, options, x, sample_len, &mut rngs)?,
+            None => run_langevin(denoiser, schedule, options, x, sample_len, &mut rngs)?,
         }
     }
     Ok(samples)

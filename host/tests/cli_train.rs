@@ -426,6 +426,22 @@ fn a_variance_exploding_run_chooses_its_levels_by_the_rules_and_samples_with_eac
         assert_eq!(samples.shape, vec![3, 1, 8, 8], "{sampler}");
         assert!(samples.values.iter().all(|v| v.abs() <= 1.0), "{sampler}");
     }
+    // The default sampler's 50 steps are capped at the model's 16.
+    let out = path("default.npy");
+    assert_success(&ddm(&[
+        "sample",
+        "--checkpoint",
+        &digits,
+        "--num",
+        "2",
+        "--out",
+        &out,
+    ]));
+    // A resumed run keeps its sigmas.
+    assert_failure(
+        &ddm(&["train", "--resume", "--out", &digits, "--sigma-max", "3"]),
+        "a resumed or fine-tuned run keeps its own",
+    );
     // Given sigmas and levels are kept; two-dimensional data has no NCSNv2 level count.
     let given = path("given");
     assert_success(&train(

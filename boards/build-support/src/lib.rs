@@ -7,14 +7,16 @@
 //! | variable | meaning | default |
 //! | --- | --- | --- |
 //! | `DDM_MODEL_BLOB` | path of the model blob (relative: to the board crate's directory) | `hil/fixtures/optdigits-mlp-int8.ddm` of this repository |
-//! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m` or `ddpm` | the blob's sampler |
-//! | `DDM_STEPS` | network evaluations per sample | the blob's sampler's |
+//! | `DDM_SAMPLER` | `ddim`, `dpmpp-2m`, `ddpm`, `pc` or `pf-ode` | the blob's sampler |
+//! | `DDM_STEPS` | timesteps walked per sample (the network evaluations of `ddim`, `dpmpp-2m` and `ddpm`) | the blob's sampler's |
 //! | `DDM_SPACING` | `leading`, `linspace`, `trailing` or `logsnr`, or the timesteps, comma-separated (`999,760,500,250`: `--timesteps`) | see below |
 //! | `DDM_STEPS_OFFSET` | offset of leading timesteps | see below |
 //! | `DDM_ETA` | DDIM's eta | see below |
 //! | `DDM_VARIANCE` | DDPM's reverse variance, `beta` or `posterior` | see below |
 //! | `DDM_CLIP_SAMPLE` | clamp x0 estimates to `[-R, R]`: `R`, or `none` for no clamp | see below |
 //! | `DDM_FIRST_ORDER_PENULTIMATE` | DPM-Solver++'s first-order penultimate step: `true` or `false` | see below |
+//! | `DDM_PC_CORRECTOR_STEPS` | the predictor-corrector's corrector steps per timestep | see below |
+//! | `DDM_PC_SNR` | the predictor-corrector's signal-to-noise ratio | see below |
 //! | `DDM_SEED` | seed of the random streams | 0 |
 //! | `DDM_NUM` | number of samples (indices `0..num`) | 1 |
 //! | `DDM_CLASS` | the class to generate, for a class-conditional blob | none: the unconditional model |

@@ -90,7 +90,8 @@ pub struct RunConfig {
     /// ...); everything left `None` is the blob's (the core's rule,
     /// `SamplerOptions::resolve`). Its `steps` is not read: [`RunConfig::steps`] is.
     pub sampler: SamplerOptions,
-    /// Number of network evaluations per sample, resolved against the blob by the build.
+    /// Number of timesteps per sample (the network evaluations of DDPM, DDIM and
+    /// DPM-Solver++), resolved against the blob by the build.
     pub steps: u32,
     /// Seed of the random streams.
     pub seed: u64,

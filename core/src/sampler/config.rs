@@ -30,9 +30,9 @@
 //!    cosine schedule: 56.9 against 18.5);
 //! 4. **trailing** for DPM-Solver++, whose second-order step into `t = 0` overshoots on leading
 //!    timesteps (its Frechet distance is up to 4x trailing's at 4 and 10 steps on the UNets);
-//! 5. **linspace** for the predictor-corrector sampler and the probability flow ODE, which walk
-//!    from `T - 1` to 0 (even in log sigma on a variance-exploding schedule; BENCHMARKS.md,
-//!    "Score-based models").
+//! 5. **linspace** for the predictor-corrector sampler and the probability flow ODE where rules
+//!    1 and 2 leave the choice: they walk from `T - 1` to 0 (even in log sigma on a
+//!    variance-exploding schedule; BENCHMARKS.md, "Score-based models").
 
 use super::{
     AnySampler, Ddim, Ddpm, DpmSolverPp2m, PredictorCorrector, ProbabilityFlowHeun, SamplerKind,
@@ -108,6 +108,10 @@ pub const DEFAULT_CORRECTOR_STEPS: u32 = 1;
 /// its variance-exploding models.
 pub const DEFAULT_SNR: f32 = 0.16;
 
+/// The most corrector steps per timestep a configuration may ask for (NCSNv2 took 5 per
+/// level, NCSN 100; the bound keeps every step count of a run within `u32` on the device).
+pub const MAX_CORRECTOR_STEPS: u32 = 1000;
+
 impl SamplerConfig {
     /// The defaults of `kind` in `steps` steps for a network predicting `prediction` on
     /// `schedule` (see the module docs).
@@ -178,7 +182,8 @@ impl SamplerConfig {
     }
 
     /// The checks of [`SamplerConfig::validate`] that need no schedule: `steps >= 1`, `eta`,
-    /// the clip radius, and as many given timesteps as steps.
+    /// the signal-to-noise ratio (finite, `> 0`), at most [`MAX_CORRECTOR_STEPS`] corrector
+    /// steps, the clip radius, and as many given timesteps as steps.
     ///
     /// # Errors
     /// As [`SamplerConfig::validate`].
@@ -192,6 +197,11 @@ impl SamplerConfig {
         if !(self.snr.is_finite() && self.snr > 0.0) {
             return Err(Error::InvalidParameter(
                 "the corrector's signal-to-noise ratio must be finite and > 0",
+            ));
+        }
+        if self.corrector_steps > MAX_CORRECTOR_STEPS {
+            return Err(Error::InvalidParameter(
+                "at most 1000 corrector steps per timestep (MAX_CORRECTOR_STEPS)",
             ));
         }
         if let Spacing::Given(given) = self.spacing {

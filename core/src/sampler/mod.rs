@@ -20,7 +20,7 @@ mod probability_flow;
 
 pub use config::{
     default_spacing, SamplerConfig, SamplerOptions, DEFAULT_CORRECTOR_STEPS, DEFAULT_SNR,
-    EPS_START_MIN_ALPHA_BAR,
+    EPS_START_MIN_ALPHA_BAR, MAX_CORRECTOR_STEPS,
 };
 pub use ddim::{Ddim, DdimInversion};
 pub use ddpm::Ddpm;

@@ -20,7 +20,8 @@ use crate::schedule::{nonzero_alpha_bar, Schedule};
 /// the next timestep (`sigma' = 0` after the last), on the variance-exploding sample
 /// `y = x / a_t` with the score `g = -eps / sigma`:
 /// - corrector: `y <- y + e g + sqrt(2 e) w`, `w ~ N(0, I)`, with the step
-///   `e = 2 (r |w| / |g|)^2` that holds the signal-to-noise ratio `r` (`e = 0` when `g = 0`);
+///   `e = 2 (r |w| / |g|)^2` that holds the signal-to-noise ratio `r` (`e = 0` when that is
+///   not finite: `g = 0`);
 /// - predictor: `y <- y + (sigma^2 - sigma'^2) g + sqrt(sigma^2 - sigma'^2) w`; the last one
 ///   adds no noise and returns the mean, Tweedie's x0 estimate `y - sigma eps` (the paper's
 ///   denoised output), clamped when [`with_clip_sample`](Self::with_clip_sample) sets a radius.
@@ -135,11 +136,9 @@ impl Sampler for PredictorCorrector<'_> {
                     w * w
                 })
                 .sum();
-            let e = if eps_squared > 0.0 {
-                2.0 * self.snr * self.snr * noise_squared * sigma * sigma / eps_squared
-            } else {
-                0.0
-            };
+            let e = 2.0 * self.snr * self.snr * noise_squared * sigma * sigma / eps_squared;
+            // A zero (or vanishing) score gives no finite step: take none.
+            let e = if e.is_finite() { e } else { 0.0 };
             let (drift, noise) = ((-a * e / sigma) as f32, (a * libm::sqrt(2.0 * e)) as f32);
             for (value, &o) in x.iter_mut().zip(output) {
                 let eps = prediction.to_x0_eps(*value, o, a32, s32).1;
@@ -173,10 +172,14 @@ impl Sampler for PredictorCorrector<'_> {
     }
 
     fn num_steps(&self) -> usize {
-        self.timesteps.len() * (self.corrector_steps + 1)
+        self.timesteps
+            .len()
+            .saturating_mul(self.corrector_steps.saturating_add(1))
     }
 
     fn steps_taken(&self) -> usize {
-        self.index * (self.corrector_steps + 1) + self.corrections
+        self.index
+            .saturating_mul(self.corrector_steps.saturating_add(1))
+            .saturating_add(self.corrections)
     }
 }

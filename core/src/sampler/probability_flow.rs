@@ -128,6 +128,7 @@ impl Sampler for ProbabilityFlowHeun<'_> {
     }
 
     fn steps_taken(&self) -> usize {
-        2 * self.index + usize::from(self.correcting)
+        // The last timestep takes one call, not two.
+        (2 * self.index + usize::from(self.correcting)).min(self.num_steps())
     }
 }

@@ -611,6 +611,66 @@ fn given_timesteps_follow_the_table_and_are_checked() {
 }
 
 #[test]
+fn predictor_corrector_settings_are_stored_and_checked() {
+    let mut spec = micro(Precision::Int8);
+    spec.sampler = SamplerConfig {
+        corrector_steps: 2,
+        snr: 0.3,
+        ..SamplerConfig::with_spacing(SamplerKind::PredictorCorrector, 4, Spacing::Linspace)
+    };
+    let bytes = write_blob(&spec).unwrap();
+    let blob = Blob::parse(&bytes).unwrap();
+    assert_eq!(blob.sampler_defaults(), spec.sampler);
+    let (schedule, _) = section(&bytes, SECTION_SCHEDULE);
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        [
+            word(schedule + 32),
+            word(schedule + 68),
+            word(schedule + 72)
+        ],
+        [3, 2, 0.3f32.to_bits()]
+    );
+    for (field, value) in [
+        (68, u32::MAX), // more corrector steps than MAX_CORRECTOR_STEPS
+        (68, 1001),
+        (72, 0),
+        (72, (-0.1f32).to_bits()),
+        (72, f32::NAN.to_bits()),
+        (72, f32::INFINITY.to_bits()),
+        (76, 1),
+    ] {
+        assert!(
+            matches!(
+                Blob::parse(&patched(&bytes, schedule + field, value)).unwrap_err(),
+                Error::InvalidSchedule(_)
+            ),
+            "schedule byte {field} = {value:#x}"
+        );
+    }
+    // Another sampler stores zeros there and reads the defaults back; corrector words on it
+    // are refused.
+    let ddim = patched(&bytes, schedule + 32, 1);
+    assert!(matches!(
+        Blob::parse(&ddim).unwrap_err(),
+        Error::InvalidSchedule(_)
+    ));
+    let ddim = patched(&patched(&ddim, schedule + 68, 0), schedule + 72, 0);
+    let sampler = Blob::parse(&ddim).unwrap().sampler_defaults();
+    assert_eq!(sampler.kind, SamplerKind::Ddim);
+    assert_eq!(
+        (sampler.corrector_steps, sampler.snr),
+        (
+            ddm_core::sampler::DEFAULT_CORRECTOR_STEPS,
+            ddm_core::sampler::DEFAULT_SNR
+        )
+    );
+    let mut huge = spec.clone();
+    huge.sampler.corrector_steps = u32::MAX;
+    assert!(write_blob(&huge).is_err());
+}
+
+#[test]
 fn a_huge_declared_arena_is_refused_when_binding_not_parsing() {
     let bytes = write_blob(&micro(Precision::Int8)).unwrap();
     let (plan, _) = section(&bytes, SECTION_PLAN);

@@ -55,7 +55,8 @@ pub struct Args {
     /// Steps: network evaluations of ddpm, ddim and dpmpp-2m; timesteps walked by pc (each
     /// --pc-corrector-steps + 1 evaluations) and pf-ode (2 steps - 1 evaluations in all);
     /// Langevin: its evaluations, levels x steps per level, plus one final denoising step
-    /// [default: 50; a distilled student: its own; --model: the blob's].
+    /// [default: 50, at most the model's training steps; a distilled student: its own;
+    /// --model: the blob's].
     #[arg(long)]
     steps: Option<usize>,
     #[command(flatten)]
@@ -98,8 +99,8 @@ pub struct Args {
     /// schedule's sigma at step 0 for another].
     #[arg(long)]
     langevin_sigma_min: Option<f64>,
-    /// Langevin: step size at the smallest level [default: NCSNv2's rule for the levels'
-    /// ratio and the steps per level].
+    /// Langevin: step size at the smallest level [default: a variance-exploding model's
+    /// NCSNv2 rule for the levels' ratio and the steps per level; 2e-5 for another].
     #[arg(long)]
     langevin_step_size: Option<f64>,
     /// Generate these classes of a class-conditional model (`ddm train --conditional`; for
@@ -121,12 +122,17 @@ pub struct Args {
 impl Args {
     /// The sampling options over `base`, the sampler the model was trained for (a distilled
     /// student's).
-    fn sampling_options(&self, base: Option<SamplerConfig>) -> SamplingOptions {
+    fn sampling_options(&self, base: Option<SamplerConfig>, train_steps: usize) -> SamplingOptions {
+        // The default step count fits a schedule of few steps (a VE model's NCSNv2 levels).
+        let default_steps = match self.sampler {
+            Some(SamplerChoice::Langevin) => DEFAULT_STEPS,
+            _ => DEFAULT_STEPS.min(train_steps),
+        };
         let model = SamplingOptions::for_model(
             self.sampler,
             self.settings.steps_or_given(self.steps),
             base,
-            (DEFAULT_SAMPLER, DEFAULT_STEPS),
+            (DEFAULT_SAMPLER, default_steps),
         );
         SamplingOptions {
             settings: self.settings.options(),
@@ -198,7 +204,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let batch = args.batch_size.unwrap_or(NETWORK_BATCH);
         let options = SamplingOptions {
             model_levels: config.schedule.noise_levels(),
-            ..args.sampling_options(config.default_sampler())
+            ..args.sampling_options(config.default_sampler(), config.schedule.train_steps)
         };
         sample_and_write(args, &options, output, &mut denoiser, &table, batch)
     } else if let Some(spec_path) = &args.oracle_gmm {
@@ -216,7 +222,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let batch = args.batch_size.unwrap_or(ORACLE_BATCH);
         let options = SamplingOptions {
             model_levels: schedule_spec.noise_levels(),
-            ..args.sampling_options(None)
+            ..args.sampling_options(None, schedule_spec.train_steps)
         };
         sample_and_write(args, &options, output, &mut denoiser, &table, batch)
     } else {

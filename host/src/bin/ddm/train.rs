@@ -384,6 +384,12 @@ impl Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if (args.resume || args.init_from.is_some()) && args.ve != VeArgs::default_values() {
+        bail!(
+            "--sigma-min and --sigma-max define a new run's schedule: a resumed or fine-tuned \
+             run keeps its own"
+        );
+    }
     let devices = args.device.device.open_ranks(args.ranks)?;
     let device = devices[0].clone();
     let mut trainer = if args.resume {

@@ -4,8 +4,8 @@
 //!
 //! A [`NoiseLevels`] is `L` geometric levels `sigma_i = sigma_min (sigma_max / sigma_min)^(i /
 //! (L - 1))`, `i` in `0..L`. Level 0 is the least noisy, as timestep 0 is on a
-//! variance-preserving [`Schedule`](crate::Schedule): a network conditioned on noise levels
-//! takes the level index `i` where a variance-preserving one takes the timestep. Levels are
+//! variance-preserving [`Schedule`](crate::Schedule);
+//! [`BetaSchedule::VarianceExploding`](crate::BetaSchedule::VarianceExploding) makes them one. Levels are
 //! computed in `f64` with [`libm`], so every target gets the same bits.
 //!
 //! NCSNv2's rules, for data of `D` dimensions:
@@ -120,58 +120,6 @@ impl NoiseLevels {
         let fraction = level as f64 / last as f64;
         self.sigma_min * libm::pow(self.sigma_max / self.sigma_min, fraction)
     }
-
-    /// The level nearest to `sigma` in log space (0 below `sigma_min`, `L - 1` above
-    /// `sigma_max`).
-    pub fn level_for_sigma(&self, sigma: f64) -> usize {
-        if self.count == 1 || sigma.is_nan() || sigma <= self.sigma_min {
-            return 0;
-        }
-        let last = (self.count - 1) as f64;
-        let position =
-            libm::log(sigma / self.sigma_min) / libm::log(self.sigma_max / self.sigma_min);
-        libm::round((position * last).min(last)) as usize
-    }
-
-    /// Writes `out.len()` levels spread evenly over the indices, noisiest first:
-    /// `round((L - 1) (N - 1 - k) / (N - 1))` for `k` in `0..N` (the first is `L - 1`, the last
-    /// 0; a single entry is `L - 1`). Geometric levels make this even in `log sigma`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidStepCount`] unless `1 <= N <= L`.
-    pub fn spread(&self, out: &mut [u32]) -> Result<()> {
-        let (steps, levels) = (out.len(), self.len());
-        if steps == 0 || steps > levels {
-            return Err(Error::InvalidStepCount {
-                steps,
-                train_steps: levels,
-            });
-        }
-        let last = (levels - 1) as f64;
-        for (k, level) in out.iter_mut().enumerate() {
-            *level = if steps == 1 {
-                self.count - 1
-            } else {
-                libm::round(last * (steps - 1 - k) as f64 / (steps - 1) as f64) as u32
-            };
-        }
-        Ok(())
-    }
-
-    /// Checks a list of levels for a sampler: non-empty, strictly decreasing, each below `L`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] naming the rule.
-    pub fn validate(&self, levels: &[u32]) -> Result<()> {
-        let in_range = levels.iter().all(|&level| level < self.count);
-        let descending = levels.windows(2).all(|w| w[1] < w[0]);
-        if levels.is_empty() || !in_range || !descending {
-            return Err(Error::InvalidParameter(
-                "noise levels must be non-empty, strictly decreasing and below L",
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// The standard normal distribution function `Phi(x)`.
@@ -260,16 +208,9 @@ mod tests {
         for i in [0usize, 1, 17, 115, 230] {
             let ratio = levels.sigma(i + 1) / levels.sigma(i);
             assert!((ratio - gamma).abs() < 1e-12, "{i}: {ratio} vs {gamma}");
-            assert_eq!(levels.level_for_sigma(levels.sigma(i)), i);
         }
-        assert_eq!(levels.level_for_sigma(1e-9), 0);
-        assert_eq!(levels.level_for_sigma(1e9), 231);
-        assert_eq!(levels.level_for_sigma(f64::NAN), 0);
         let one = NoiseLevels::new(2.0, 2.0, 1).unwrap();
-        assert_eq!(
-            (one.sigma(0), one.ratio(), one.level_for_sigma(5.0)),
-            (2.0, 1.0, 0)
-        );
+        assert_eq!((one.sigma(0), one.ratio(), one.len()), (2.0, 1.0, 1));
     }
 
     #[test]
@@ -316,27 +257,6 @@ mod tests {
         }
         // More dimensions: closer levels.
         assert!(ncsnv2_ratio(784).unwrap() < ncsnv2_ratio(64).unwrap());
-    }
-
-    #[test]
-    fn spread_levels_run_from_the_last_to_the_first() {
-        let levels = NoiseLevels::new(0.01, 1.0, 10).unwrap();
-        let mut out = [0u32; 4];
-        levels.spread(&mut out).unwrap();
-        assert_eq!(out, [9, 6, 3, 0]);
-        let mut all = [0u32; 10];
-        levels.spread(&mut all).unwrap();
-        assert_eq!(all, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
-        let mut one = [0u32; 1];
-        levels.spread(&mut one).unwrap();
-        assert_eq!(one, [9]);
-        assert!(levels.spread(&mut []).is_err());
-        assert!(levels.spread(&mut [0u32; 11]).is_err());
-        assert!(levels.validate(&[9, 3, 0]).is_ok());
-        assert!(levels.validate(&[]).is_err());
-        assert!(levels.validate(&[10, 3]).is_err());
-        assert!(levels.validate(&[3, 3]).is_err());
-        assert!(levels.validate(&[2, 3]).is_err());
     }
 
     #[test]

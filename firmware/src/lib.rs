@@ -17,7 +17,8 @@
 //! - [`network`]: one network evaluation ([`Network::run`]; an int8 blob with time groups
 //!   quantises each call's activations with the parameters of its timestep's group), and each
 //!   node's output after it ([`Network::node_output`]);
-//! - [`generate()`]: a whole sample with DDIM, DPM-Solver++ 2M or DDPM;
+//! - [`generate()`]: a whole sample with DDIM, DPM-Solver++ 2M, DDPM, the predictor-corrector
+//!   sampler or the probability flow ODE;
 //! - `writer` (feature `std`): builds blobs, for the exporter and the tests.
 //!
 //! The same code runs on the host and the device: float kernels use a fixed operation order

@@ -349,6 +349,18 @@ fn predictor_corrector_corrector_and_predictor_steps() {
     assert_eq!(pc.timestep(), None);
     assert_eq!(pc.steps_taken(), pc.num_steps());
     assert!(pc.step(&mut x, &[0.0, 0.0], &mut rng).is_err());
+    // The final denoised output is clamped, the steps before it are not.
+    let mut clipped = PredictorCorrector::new(schedule(), &[1], Prediction::Eps, 0, snr)
+        .unwrap()
+        .with_clip_sample(Some(0.5))
+        .unwrap();
+    let mut y = [0.3f32, -0.2, 0.1];
+    clipped
+        .step(&mut y, &[-3.0, 3.0, 0.0], &mut Rng::new(2))
+        .unwrap();
+    let (a, sigma) = ve(1);
+    assert_eq!([y[0], y[1]], [0.5, -0.5]);
+    close(y[2], 0.1 / a - sigma * 0.0, "unclamped element");
     // A zero noise prediction takes no corrector step, and still draws its noise: the
     // predictor after it uses the draws that follow.
     let mut pc = PredictorCorrector::new(schedule(), &timesteps, Prediction::Eps, 1, snr).unwrap();

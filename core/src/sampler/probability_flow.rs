@@ -70,13 +70,10 @@ impl<'a> ProbabilityFlowHeun<'a> {
 
 impl Sampler for ProbabilityFlowHeun<'_> {
     fn timestep(&self) -> Option<u32> {
-        if self.index < self.timesteps.len() {
-            self.timesteps
-                .get(self.index + usize::from(self.correcting))
-                .copied()
-        } else {
-            None
-        }
+        // While correcting, the network is evaluated at the step's target timestep.
+        self.timesteps
+            .get(self.index + usize::from(self.correcting))
+            .copied()
     }
 
     fn step(&mut self, x: &mut [f32], output: &[f32], _rng: &mut Rng) -> Result<()> {

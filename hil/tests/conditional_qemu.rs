@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ddm_core::Guidance;
-use ddm_hil::check::{check, Backend, CheckOptions, Outcome};
-use ddm_hil::golden::{bless_requested, check_golden};
+use ddm_hil::check::{check, Backend, CheckOptions};
+
+mod common;
+use common::{matches_golden, passed};
 
 /// The conditional optdigits MLP of `hil/fixtures` (10 classes).
 fn fixture(name: &str) -> PathBuf {
@@ -20,13 +22,6 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 const MODEL: &str = "optdigits-cond-mlp-int8.ddm";
-
-fn passed(options: &CheckOptions) -> Box<ddm_hil::check::CheckReport> {
-    match check(options).unwrap_or_else(|error| panic!("{error}")) {
-        Outcome::Passed(report) => report,
-        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-    }
-}
 
 #[test]
 fn guided_class_on_cortex_m4_matches_host_bit_for_bit() {
@@ -51,10 +46,7 @@ fn guided_class_on_cortex_m4_matches_host_bit_for_bit() {
     assert!(report.device.images[0]
         .iter()
         .all(|v| v.is_finite() && v.abs() <= 1.0));
-    match check_golden(&report.figures, bless_requested()) {
-        Ok(message) => println!("golden: {message}"),
-        Err(message) => panic!("{message}"),
-    }
+    matches_golden(&report.figures);
 }
 
 #[test]

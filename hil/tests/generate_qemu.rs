@@ -7,9 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ddm_hil::check::{check, CheckOptions, Outcome};
-use ddm_hil::golden::{bless_requested, check_golden};
+use ddm_hil::check::CheckOptions;
 use ddm_hil::{board_dir, run_board};
+
+mod common;
+use common::{matches_golden, passed};
 
 const BOARD: &str = "qemu-mps2-an386";
 
@@ -28,10 +30,7 @@ fn optdigits_int8_on_cortex_m4_matches_host_bit_for_bit() {
         timeout: Duration::from_secs(300),
         ..CheckOptions::new(BOARD, fixture("optdigits-mlp-int8.ddm")).with_steps(4)
     };
-    let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
-        Outcome::Passed(report) => report,
-        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-    };
+    let report = passed(&options);
     println!("{}", report.device);
     print!("{}", report.figures);
     assert_eq!(report.device.board.board, BOARD);
@@ -53,10 +52,7 @@ fn optdigits_int8_on_cortex_m4_matches_host_bit_for_bit() {
     let figures = &report.figures;
     assert!(figures.instructions_per_call.is_some_and(|i| i > 0));
     assert!(figures.stack_bytes.is_some_and(|s| s > 0 && s < 16 * 1024));
-    match check_golden(figures, bless_requested()) {
-        Ok(message) => println!("golden: {message}"),
-        Err(message) => panic!("{message}"),
-    }
+    matches_golden(figures);
 }
 
 #[test]
@@ -84,10 +80,7 @@ fn distilled_four_step_student_on_cortex_m4_matches_host_bit_for_bit() {
         timeout: Duration::from_secs(300),
         ..CheckOptions::new(BOARD, model)
     };
-    let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
-        Outcome::Passed(report) => report,
-        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-    };
+    let report = passed(&options);
     print!("{}", report.figures);
     assert_eq!(report.device.run.steps, 4);
     assert_eq!(
@@ -99,10 +92,7 @@ fn distilled_four_step_student_on_cortex_m4_matches_host_bit_for_bit() {
     assert!(report.device.images[0]
         .iter()
         .all(|v| v.is_finite() && v.abs() <= 1.0));
-    match check_golden(&report.figures, bless_requested()) {
-        Ok(message) => println!("golden: {message}"),
-        Err(message) => panic!("{message}"),
-    }
+    matches_golden(&report.figures);
 }
 
 #[test]
@@ -115,10 +105,7 @@ fn unet_int8_on_cortex_m4_matches_host_bit_for_bit() {
         timeout: Duration::from_secs(300),
         ..CheckOptions::new(BOARD, fixture("unet-8x8-int8.ddm")).with_steps(2)
     };
-    let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
-        Outcome::Passed(report) => report,
-        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-    };
+    let report = passed(&options);
     assert_eq!(report.device.steps.len(), 2);
     assert_eq!(report.device.images.len(), 1);
     assert!(report.device.images[0].iter().all(|v| v.is_finite()));
@@ -214,10 +201,7 @@ fn dpm_solver_blob_settings_on_cortex_m4_match_host_bit_for_bit() {
             timeout: Duration::from_secs(300),
             ..CheckOptions::new(BOARD, path)
         };
-        let report = match check(&options).unwrap_or_else(|error| panic!("{error}")) {
-            Outcome::Passed(report) => report,
-            Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-        };
+        let report = passed(&options);
         assert_eq!(report.device.run.sampler, "dpmpp-2m");
         assert_eq!(report.device.steps.len(), 4);
         images.push(report.device.images[0].clone());

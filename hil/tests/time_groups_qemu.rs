@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ddm_hil::check::{check, Backend, CheckOptions, Outcome};
+use ddm_hil::check::{Backend, CheckOptions};
 
 mod common;
+use common::passed;
 
 /// The blob, written under its own folder for each test (they run in parallel).
 fn blob(test: &str) -> PathBuf {
@@ -28,13 +29,6 @@ fn blob(test: &str) -> PathBuf {
     groups.dedup();
     assert_eq!(groups, [3, 2, 1, 0], "timesteps {timesteps:?}");
     path
-}
-
-fn passed(options: &CheckOptions) -> Box<ddm_hil::check::CheckReport> {
-    match check(options).unwrap_or_else(|error| panic!("{error}")) {
-        Outcome::Passed(report) => report,
-        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-    }
 }
 
 #[test]

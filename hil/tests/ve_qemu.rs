@@ -11,20 +11,15 @@ use std::time::Duration;
 
 use ddm_core::{BetaSchedule, SamplerKind};
 use ddm_firmware::Blob;
-use ddm_hil::check::{check, Backend, CheckOptions, Outcome};
-use ddm_hil::golden::{bless_requested, check_golden};
+use ddm_hil::check::{Backend, CheckOptions};
+
+mod common;
+use common::{matches_golden, passed};
 
 /// The optdigits VE MLP of `hil/fixtures`: 16 levels from 0.125 to 9.63, PC on all 16 with
 /// 3 corrector steps each (64 network calls per sample).
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/optdigits-ve-mlp-int8.ddm")
-}
-
-fn passed(options: &CheckOptions) -> Box<ddm_hil::check::CheckReport> {
-    match check(options).unwrap_or_else(|error| panic!("{error}")) {
-        Outcome::Passed(report) => report,
-        Outcome::Skipped(reason) => panic!("the QEMU check cannot be skipped: {reason}"),
-    }
 }
 
 #[test]
@@ -67,10 +62,7 @@ fn predictor_corrector_on_cortex_m4_matches_host_bit_for_bit() {
     assert!(report.device.images[0]
         .iter()
         .all(|v| v.is_finite() && v.abs() <= 1.0));
-    match check_golden(&report.figures, bless_requested()) {
-        Ok(message) => println!("golden: {message}"),
-        Err(message) => panic!("{message}"),
-    }
+    matches_golden(&report.figures);
 }
 
 #[test]

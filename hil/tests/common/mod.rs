@@ -1,5 +1,8 @@
-//! What several HIL tests build: deterministic weights and a small int8 model with time
-//! groups.
+//! What several HIL tests share: a check that must pass, the golden comparison, deterministic
+//! weights and a small int8 model with time groups.
+
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,31 @@ use ddm_export::graph::Graph;
 use ddm_export::{Calibration, CalibrationConfig, ExportOptions, RangeMethod};
 use ddm_firmware::writer::ScheduleSpec;
 use ddm_firmware::{Precision, SamplerConfig};
+use ddm_hil::check::{check, CheckOptions, CheckReport, Outcome};
+use ddm_hil::golden::{bless_requested, check_golden, Figures};
+
+/// Runs `options`' check and returns its report; panics on an error, and on a skip: a QEMU
+/// backend is installed wherever these tests run (the CI script installs it).
+pub fn passed(options: &CheckOptions) -> Box<CheckReport> {
+    match check(options).unwrap_or_else(|error| panic!("{error}")) {
+        Outcome::Passed(report) => report,
+        Outcome::Skipped(reason) => {
+            panic!(
+                "the {:?} check cannot be skipped: {reason}",
+                options.backend
+            )
+        }
+    }
+}
+
+/// Compares `figures` with their golden file (rewrites it under `DDM_BLESS=1`); panics with
+/// every figure that drifted beyond its tolerance.
+pub fn matches_golden(figures: &Figures) {
+    match check_golden(figures, bless_requested()) {
+        Ok(message) => println!("golden: {message}"),
+        Err(message) => panic!("{message}"),
+    }
+}
 
 /// Deterministic weights for every parameter of `graph`: fan-in uniform for weights, ones for
 /// norm scales, small values for zero-initialised tensors (so that no layer is trivially 0).
@@ -74,7 +102,6 @@ pub fn int8_ddim4_options() -> ExportOptions {
 /// GroupNorm), deterministic weights, exported int8 with one time group per step of its
 /// default sampler (DDIM, 4 steps, trailing spacing, linear schedule of 1000 steps) into
 /// `dir/conv-int8-groups.ddm`. Returns the path and the number of time groups.
-#[allow(dead_code)]
 pub fn grouped_conv_blob(dir: &Path) -> (PathBuf, usize) {
     let graph: Graph = {
         let mut b = ddm_export::graph::GraphBuilder::new(&[1, 4, 4]);

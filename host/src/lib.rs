@@ -4,6 +4,7 @@
 //! - [`data`]: the data sets (`optdigits`, MNIST, Fashion-MNIST, image folders, 2-D toys).
 //! - [`model`]: MLP and UNet denoisers as exporter graphs, run by a candle executor.
 //! - [`train`]: AdamW, EMA, schedules of the learning rate, checkpoints, the training loop.
+//! - [`autoencoder`]: autoencoders for latent diffusion (training, encoding, decoding).
 //! - [`sampling`]: generating samples with any [`sampling::Denoiser`]; [`guided`]: a
 //!   requested class of a class-conditional one, with classifier-free guidance.
 //! - [`eval`]: sample-quality metrics, each beside its real-vs-real floor.
@@ -12,6 +13,7 @@
 //! - [`image_grid`], [`plot`], [`npy`]: what runs write (PNG grids, charts, `.npy` arrays).
 #![warn(missing_docs)]
 
+pub mod autoencoder;
 pub mod calibrate;
 pub mod data;
 pub mod device;

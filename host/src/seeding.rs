@@ -12,6 +12,8 @@
 pub enum Purpose {
     /// Initial parameter values; stream `i` is the `i`-th parameter of the graph.
     Init,
+    /// Initial parameter values of an autoencoder's decoder (its encoder takes [`Init`](Purpose::Init)).
+    DecoderInit,
     /// Training batches; stream `s` is training step `s` (0-based).
     Batches,
     /// Preview samples drawn during training.
@@ -24,6 +26,7 @@ impl Purpose {
     fn tag(self) -> u64 {
         match self {
             Purpose::Init => 0x696e_6974_5f70_6172,
+            Purpose::DecoderInit => 0x6465_636f_6465_7221,
             Purpose::Batches => 0x6261_7463_6865_7321,
             Purpose::Preview => 0x7072_6576_6965_7721,
             Purpose::StudentSampler => 0x7374_7564_656e_7421,

@@ -105,7 +105,7 @@ impl UnetConfig {
         let e = b.silu("time.act2", e)?;
         let mut blocks = Blocks {
             b: &mut b,
-            e,
+            e: Some(e),
             groups: self.groups,
             zeros: &mut zeros,
         };
@@ -162,22 +162,30 @@ impl UnetConfig {
     }
 }
 
-/// Builds residual blocks that share the time embedding `e`.
-struct Blocks<'a> {
-    b: &'a mut GraphBuilder,
-    e: NodeId,
-    groups: usize,
-    zeros: &'a mut Vec<String>,
+/// Builds residual blocks that share the time embedding `e` (a denoiser's), or that have
+/// none (an autoencoder's).
+pub(crate) struct Blocks<'a> {
+    /// The graph under construction.
+    pub b: &'a mut GraphBuilder,
+    /// The embedding every block adds after its first convolution, if any.
+    pub e: Option<NodeId>,
+    /// GroupNorm groups.
+    pub groups: usize,
+    /// Parameters to start at zero (each block's last convolution), collected.
+    pub zeros: &'a mut Vec<String>,
 }
 
 impl Blocks<'_> {
-    fn res(&mut self, name: &str, x: NodeId, out: usize) -> Result<NodeId> {
+    /// A residual block `name` from `x` to `out` channels (see the module docs).
+    pub(crate) fn res(&mut self, name: &str, x: NodeId, out: usize) -> Result<NodeId> {
         let b = &mut *self.b;
         let mut h = b.group_norm(&format!("{name}.norm1"), x, self.groups)?;
         h = b.silu(&format!("{name}.act1"), h)?;
         h = b.conv2d(&format!("{name}.conv1"), h, out, 3, 1, 1)?;
-        let time = b.linear(&format!("{name}.time"), self.e, out)?;
-        h = b.add(&format!("{name}.add_time"), h, time)?;
+        if let Some(e) = self.e {
+            let time = b.linear(&format!("{name}.time"), e, out)?;
+            h = b.add(&format!("{name}.add_time"), h, time)?;
+        }
         h = b.group_norm(&format!("{name}.norm2"), h, self.groups)?;
         h = b.silu(&format!("{name}.act2"), h)?;
         h = b.conv2d(&format!("{name}.conv2"), h, out, 3, 1, 1)?;

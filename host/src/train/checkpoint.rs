@@ -102,31 +102,40 @@ pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
             "a checkpoint holds teacher weights exactly when it is a distillation".into(),
         ));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut optimizer: Vec<(String, &GraphTensor)> = Vec::new();
-    for (prefix, table) in [
-        ("m.", &checkpoint.optimizer.m),
-        ("v.", &checkpoint.optimizer.v),
-    ] {
-        optimizer.extend(table.iter().map(|(n, t)| (format!("{prefix}{n}"), t)));
-    }
     let mut files: Vec<(&str, Vec<(String, &GraphTensor)>)> = vec![
         (MODEL_FILE, named(&checkpoint.model)),
         (EMA_FILE, named(&checkpoint.ema)),
-        (OPTIMIZER_FILE, optimizer),
+        (OPTIMIZER_FILE, moments_named(&checkpoint.optimizer)),
     ];
     if let Some(teacher) = &checkpoint.teacher {
         files.push((TEACHER_FILE, named(teacher)));
     }
-    for (name, tensors) in &files {
+    let config = serde_json::to_vec_pretty(&checkpoint.config)
+        .map_err(|e| Error::Invalid(format!("cannot serialise the run configuration: {e}")))?;
+    commit(dir, step, &files, &config)
+}
+
+/// Writes the tensor `files` of step `step` and then `config` (the JSON that names the step)
+/// into `dir` crash-safely, as the module docs describe: tensor files staged, `config.json`
+/// replaced (the commit point), staged files renamed. Any run folder (a denoiser's, an
+/// autoencoder's) is saved through it.
+///
+/// # Errors
+/// [`Error::Io`] naming the file that could not be written.
+pub(crate) fn commit(
+    dir: &Path,
+    step: u64,
+    files: &[(&str, Vec<(String, &GraphTensor)>)],
+    config: &[u8],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, tensors) in files {
         let bytes =
             encode(tensors, step).map_err(|reason| Error::corrupt(dir.join(name), reason))?;
         write_atomic(&staged(dir, name), |w| w.write_all(&bytes))?;
     }
-    let config = serde_json::to_vec_pretty(&checkpoint.config)
-        .map_err(|e| Error::Invalid(format!("cannot serialise the run configuration: {e}")))?;
-    write_atomic(&dir.join(CONFIG_FILE), |w| w.write_all(&config))?;
-    for (name, _) in &files {
+    write_atomic(&dir.join(CONFIG_FILE), |w| w.write_all(config))?;
+    for (name, _) in files {
         let from = staged(dir, name);
         std::fs::rename(&from, dir.join(name)).map_err(|e| Error::io(&from, e))?;
     }
@@ -145,6 +154,12 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
     let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let version: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| Error::corrupt(&path, format!("not valid JSON ({e})")))?;
+    if version.get("autoencoder").is_some() {
+        return Err(Error::corrupt(
+            &path,
+            "an autoencoder's run (ddm train-autoencoder), not a denoiser's (ddm train)",
+        ));
+    }
     let found = version.get("format_version").and_then(|v| v.as_u64());
     if found != Some(u64::from(FORMAT_VERSION)) {
         return Err(Error::corrupt(
@@ -211,18 +226,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     let model = read_weights(dir, &config, WeightSet::Model)?;
     let ema = read_weights(dir, &config, WeightSet::Ema)?;
     let step = config.progress.step;
-    let (path, mut tensors) = read_tensor_file(dir, OPTIMIZER_FILE, step)?;
-    let mut m = Weights::new();
-    let mut v = Weights::new();
-    for (name, tensor) in std::mem::take(&mut tensors) {
-        if let Some(param) = name.strip_prefix("m.") {
-            m.insert(param.to_string(), tensor);
-        } else if let Some(param) = name.strip_prefix("v.") {
-            v.insert(param.to_string(), tensor);
-        } else {
-            return Err(Error::corrupt(&path, format!("unexpected tensor {name}")));
-        }
-    }
+    let (path, m, v) = read_moments(dir, step)?;
     check_moments(&path, &config, &m, "first moments (m.*): ")?;
     check_moments(&path, &config, &v, "second moments (v.*): ")?;
     let teacher = match config.distill {
@@ -242,8 +246,37 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     })
 }
 
-fn named(weights: &Weights) -> Vec<(String, &GraphTensor)> {
+pub(crate) fn named(weights: &Weights) -> Vec<(String, &GraphTensor)> {
     weights.iter().map(|(n, t)| (n.clone(), t)).collect()
+}
+
+/// The tensors of [`OPTIMIZER_FILE`]: AdamW's first moments as `m.NAME`, second as `v.NAME`.
+pub(crate) fn moments_named(state: &OptimizerState) -> Vec<(String, &GraphTensor)> {
+    let mut tensors = Vec::new();
+    for (prefix, table) in [("m.", &state.m), ("v.", &state.v)] {
+        tensors.extend(table.iter().map(|(n, t)| (format!("{prefix}{n}"), t)));
+    }
+    tensors
+}
+
+/// Reads [`OPTIMIZER_FILE`] of step `step` in `dir`: its path, first and second moments.
+///
+/// # Errors
+/// As [`read_tensor_file`], and [`Error::Corrupt`] for a tensor named neither `m.*` nor `v.*`.
+pub(crate) fn read_moments(dir: &Path, step: u64) -> Result<(PathBuf, Weights, Weights)> {
+    let (path, tensors) = read_tensor_file(dir, OPTIMIZER_FILE, step)?;
+    let mut m = Weights::new();
+    let mut v = Weights::new();
+    for (name, tensor) in tensors {
+        if let Some(param) = name.strip_prefix("m.") {
+            m.insert(param.to_string(), tensor);
+        } else if let Some(param) = name.strip_prefix("v.") {
+            v.insert(param.to_string(), tensor);
+        } else {
+            return Err(Error::corrupt(&path, format!("unexpected tensor {name}")));
+        }
+    }
+    Ok((path, m, v))
 }
 
 fn staged(dir: &Path, name: &str) -> PathBuf {
@@ -277,7 +310,7 @@ fn encode(tensors: &[(String, &GraphTensor)], step: u64) -> std::result::Result<
 }
 
 /// Reads `name` (or its staged copy) holding `step`.
-fn read_tensor_file(dir: &Path, name: &str, step: u64) -> Result<(PathBuf, Weights)> {
+pub(crate) fn read_tensor_file(dir: &Path, name: &str, step: u64) -> Result<(PathBuf, Weights)> {
     let path = dir.join(name);
     let mut found_steps = Vec::new();
     for candidate in [path.clone(), staged(dir, name)] {

@@ -8,7 +8,8 @@ use ddm_core::Schedule;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint;
-use super::trainer::Trainer;
+use super::config::{Progress, TrainConfig};
+use super::trainer::{StepReport, Trainer};
 use crate::error::{Error, Result};
 use crate::image_grid::{is_image_shape, write_grid};
 use crate::plot::{moving_average, write_loss_curve, write_scatter};
@@ -50,17 +51,73 @@ pub fn preview_file(step: u64) -> String {
     format!("samples-step{step:06}.png")
 }
 
+/// A run that [`run`] drives step by step: a denoiser's ([`Trainer`]) or an autoencoder's
+/// ([`crate::autoencoder::AutoencoderTrainer`]).
+pub trait Training {
+    /// Takes one optimisation step (see [`Trainer::step`]).
+    ///
+    /// # Errors
+    /// Tensor errors; a non-finite loss is reported, not an error.
+    fn step(&mut self) -> Result<StepReport>;
+    /// The run's hyper-parameters.
+    fn train_config(&self) -> &TrainConfig;
+    /// Steps taken and their losses.
+    fn progress(&self) -> &Progress;
+    /// Writes a checkpoint into `dir` and redraws the loss curve.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// Writes a preview image for the current step into `dir`, where the data has one.
+    ///
+    /// # Errors
+    /// Tensor and I/O errors.
+    fn write_preview(&self, dir: &Path) -> Result<Option<PathBuf>>;
+
+    /// Steps taken so far.
+    fn step_count(&self) -> u64 {
+        self.progress().step
+    }
+
+    /// Whether every configured step has been taken.
+    fn is_finished(&self) -> bool {
+        self.step_count() >= self.train_config().steps
+    }
+}
+
+impl Training for Trainer {
+    fn step(&mut self) -> Result<StepReport> {
+        Trainer::step(self)
+    }
+
+    fn train_config(&self) -> &TrainConfig {
+        &self.config().train
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.config().progress
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        save(self, dir)
+    }
+
+    fn write_preview(&self, dir: &Path) -> Result<Option<PathBuf>> {
+        write_preview(self, dir)
+    }
+}
+
 /// Trains until the configured number of steps (or `stop_after`), writing a checkpoint every
 /// `checkpoint_every` steps and at the end, the loss curve with each checkpoint, and a
-/// preview of EMA samples every `preview_every` steps and at the end.
+/// preview every `preview_every` steps and at the end.
 ///
 /// # Errors
 /// [`Error::NonFiniteLoss`] when a step's loss or gradient is NaN or infinite (nothing of that
 /// step is saved; the last checkpoint stays); I/O and tensor errors otherwise.
-pub fn run(trainer: &mut Trainer, options: &RunOptions) -> Result<RunSummary> {
+pub fn run(trainer: &mut impl Training, options: &RunOptions) -> Result<RunSummary> {
     let dir = options.run_dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let total = trainer.config().train.steps;
+    let total = trainer.train_config().steps;
     let start_step = trainer.step_count();
     let mut last_checkpoint = checkpoint::exists(dir).then_some(start_step);
     let bar = progress_bar(options.progress_bar, total, start_step);
@@ -84,26 +141,26 @@ pub fn run(trainer: &mut Trainer, options: &RunOptions) -> Result<RunSummary> {
         let step = report.step;
         bar.set_position(step);
         if step % 10 == 0 || step == total {
-            let losses = &trainer.config().progress.losses;
+            let losses = &trainer.progress().losses;
             let recent = moving_average(&losses[losses.len().saturating_sub(50)..], 50);
             bar.set_message(format!("loss {:.4}", recent.last().copied().unwrap_or(0.0)));
         }
-        let train = &trainer.config().train;
+        let train = trainer.train_config();
         let at_end = step == total;
         let stopping = options.stop_after == Some(step);
         if step % train.checkpoint_every == 0 || at_end || stopping {
-            save(trainer, dir)?;
+            trainer.save(dir)?;
             last_checkpoint = Some(step);
         }
         if (train.preview_every > 0 && step % train.preview_every == 0) || at_end {
-            bar.suspend(|| write_preview(trainer, dir))?;
+            bar.suspend(|| trainer.write_preview(dir))?;
         }
         if stopping {
             break;
         }
     }
     bar.finish_and_clear();
-    let losses = &trainer.config().progress.losses;
+    let losses = &trainer.progress().losses;
     let recent = &losses[losses.len().saturating_sub(100)..];
     Ok(RunSummary {
         steps_taken: trainer.step_count() - start_step,

@@ -47,7 +47,7 @@ impl StepReport {
 }
 
 /// The gradient of `loss` for each of `vars` (zeros for one it does not depend on).
-fn gradients(loss: &Tensor, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
+pub(crate) fn gradients(loss: &Tensor, vars: &[(String, Var)]) -> Result<Vec<Tensor>> {
     let store = loss.backward()?;
     // Detached: candle leaves a variable's own gradient attached to the forward graph when
     // the variable is an op's direct argument (convolution kernels), and the optimiser's

@@ -185,11 +185,20 @@ impl GraphBuilder {
         )
     }
 
-    /// Finishes the graph with `output` as its output node, validating it.
+    /// Finishes a denoiser with `output` as its output node, validating it
+    /// ([`Graph::validate`]: the output has the input's shape).
     pub fn finish(mut self, output: NodeId) -> Result<Graph> {
         self.graph.output = output;
         debug_assert_eq!(self.graph.input_shape(), self.input_shape.as_slice());
         self.graph.validate()?;
+        Ok(self.graph)
+    }
+
+    /// Finishes a mapping of any output shape (an encoder or a decoder) with `output` as its
+    /// output node, validating it ([`Graph::validate_mapping`]).
+    pub fn finish_mapping(mut self, output: NodeId) -> Result<Graph> {
+        self.graph.output = output;
+        self.graph.validate_mapping()?;
         Ok(self.graph)
     }
 }

@@ -271,10 +271,25 @@ impl Graph {
         self.nodes.iter().map(|n| n.op.macs(self, &n.shape)).sum()
     }
 
-    /// Checks that the graph is well formed: exactly one input, inputs refer to earlier
-    /// nodes, parameters exist with the shapes their ops need, every stored shape is what the
-    /// op produces, and the output has the input's shape.
+    /// Checks that the graph is a well-formed denoiser: [`Graph::validate_mapping`], and the
+    /// output has the input's shape (a noise prediction of the sample it was given).
     pub fn validate(&self) -> Result<()> {
+        self.validate_mapping()?;
+        if self.node(self.output).shape != self.input_shape() {
+            return invalid(format!(
+                "the output shape {:?} differs from the input shape {:?}",
+                self.node(self.output).shape,
+                self.input_shape()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the graph is well formed as a mapping of any output shape (an
+    /// autoencoder's encoder or decoder): exactly one input, inputs refer to earlier nodes,
+    /// parameters exist with the shapes their ops need, every stored shape is what the op
+    /// produces, and the output node exists.
+    pub fn validate_mapping(&self) -> Result<()> {
         let inputs = self
             .nodes
             .iter()
@@ -309,13 +324,6 @@ impl Graph {
         }
         if self.output.0 >= self.nodes.len() {
             return invalid("the output node does not exist".into());
-        }
-        if self.node(self.output).shape != self.input_shape() {
-            return invalid(format!(
-                "the output shape {:?} differs from the input shape {:?}",
-                self.node(self.output).shape,
-                self.input_shape()
-            ));
         }
         Ok(())
     }
@@ -555,6 +563,13 @@ mod tests {
         let y = b.linear("fc", x, 3).unwrap();
         assert!(b.add("bad", x, y).is_err());
         assert!(b.finish(y).is_err(), "output shape differs from input");
+        let mut b = GraphBuilder::new(&[4]);
+        let x = b.input();
+        let y = b.linear("fc", x, 3).unwrap();
+        let encoder = b.finish_mapping(y).unwrap();
+        assert_eq!(encoder.node(encoder.output).shape, vec![3]);
+        assert!(encoder.validate_mapping().is_ok());
+        assert!(encoder.validate().is_err(), "not a denoiser");
     }
 
     #[test]

@@ -6,9 +6,11 @@ mod demo;
 mod distill;
 mod eval;
 mod export;
+mod reconstruct;
 mod sample;
 mod schedule;
 mod train;
+mod train_autoencoder;
 mod train_classifier;
 
 use std::ffi::OsString;
@@ -42,6 +44,12 @@ enum Command {
     /// (progressive or consistency distillation); the student is a run folder that `sample`
     /// and `export` use with its own sampler.
     Distill(Box<distill::Args>),
+    /// Train the autoencoder of latent diffusion (a KL-regularised convolutional encoder and
+    /// decoder, downsampling by 4 by default) on images into a run folder.
+    TrainAutoencoder(Box<train_autoencoder::Args>),
+    /// Pass real images (`ddm eval`'s floor set B) through a trained autoencoder into a .npy
+    /// for `ddm eval`, and print their PSNR.
+    Reconstruct(reconstruct::Args),
     /// Train an MLP on the embedded 8x8 digits and draw 64 samples (a few minutes on a CPU).
     Demo(demo::Args),
     /// Export a trained checkpoint for the device: an int8, fp16 or f32 blob (calibrated on
@@ -85,6 +93,8 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Distill(args) => distill::run(&args),
+        Command::TrainAutoencoder(args) => train_autoencoder::run(&args),
+        Command::Reconstruct(args) => reconstruct::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Eval(args) => eval::run(&args),

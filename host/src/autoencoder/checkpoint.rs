@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use ddm_export::graph::{Graph, Weights};
+use ddm_export::graph::Weights;
 
 use super::config::AutoencoderRun;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::{
-    self as files, commit, moments_named, named, read_moments, read_tensor_file, WeightSet,
-    CONFIG_FILE, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE,
+    self as files, check_against_graphs, check_moments, commit, moments_named, named, read_moments,
+    read_tensor_file, WeightSet, CONFIG_FILE, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE,
 };
 use crate::train::config::FORMAT_VERSION;
 use crate::train::optim::OptimizerState;
@@ -104,13 +104,7 @@ pub fn read_weights(dir: &Path, config: &AutoencoderRun, set: WeightSet) -> Resu
         WeightSet::Ema => EMA_FILE,
     };
     let (path, tensors) = read_tensor_file(dir, name, config.progress.step)?;
-    let graphs = [&config.encoder, &config.decoder];
-    for graph in graphs {
-        graph
-            .validate_weights(&tensors)
-            .map_err(|e| Error::corrupt(&path, e.to_string()))?;
-    }
-    check_no_extra(&path, &graphs, tensors.keys(), "")?;
+    check_against_graphs(&path, &[&config.encoder, &config.decoder], &tensors, "")?;
     Ok(tensors)
 }
 
@@ -126,53 +120,12 @@ pub fn load(dir: &Path) -> Result<AutoencoderCheckpoint> {
     let step = config.progress.step;
     let (path, m, v) = read_moments(dir, step)?;
     let graphs = [&config.encoder, &config.decoder];
-    for (moments, label) in [
-        (&m, "first moments (m.*): "),
-        (&v, "second moments (v.*): "),
-    ] {
-        for spec in graphs.iter().flat_map(|g| &g.params) {
-            match moments.get(&spec.name) {
-                Some(t)
-                    if t.shape == spec.shape
-                        && t.data.len() == t.shape.iter().product::<usize>() => {}
-                Some(t) => {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!(
-                            "{label}{} has shape {:?}, the parameter {:?}",
-                            spec.name, t.shape, spec.shape
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!("{label}missing the moments of {}", spec.name),
-                    ))
-                }
-            }
-        }
-        check_no_extra(&path, &graphs, moments.keys(), label)?;
-    }
+    check_moments(&path, &graphs, |_| false, &m, "first moments (m.*): ")?;
+    check_moments(&path, &graphs, |_| false, &v, "second moments (v.*): ")?;
     Ok(AutoencoderCheckpoint {
         config,
         model,
         ema,
         optimizer: OptimizerState { step, m, v },
     })
-}
-
-fn check_no_extra<'a>(
-    path: &Path,
-    graphs: &[&Graph],
-    mut names: impl Iterator<Item = &'a String>,
-    label: &str,
-) -> Result<()> {
-    match names.find(|n| graphs.iter().all(|g| g.param(n).is_none())) {
-        Some(extra) => Err(Error::corrupt(
-            path,
-            format!("{label}tensor {extra} is not a parameter of the autoencoder"),
-        )),
-        None => Ok(()),
-    }
 }

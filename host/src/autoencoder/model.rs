@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::mlp::zero_init;
-use crate::model::unet::Blocks;
+use crate::model::unet::{check_groups, Blocks};
 
 /// Sizes of the autoencoder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,18 +97,7 @@ impl AutoencoderConfig {
                 self.channel_mults.len()
             )));
         }
-        if self.groups == 0
-            || self
-                .channel_mults
-                .iter()
-                .any(|m| !(m * self.channels).is_multiple_of(self.groups))
-        {
-            return Err(Error::Invalid(format!(
-                "{} GroupNorm groups do not divide every level's width ({} x {:?})",
-                self.groups, self.channels, self.channel_mults
-            )));
-        }
-        Ok(())
+        check_groups(self.groups, self.channels, &self.channel_mults)
     }
 
     /// The encoder for images of `image_shape`: `[C, H, W]` to `[2 c, H / f, W / f]`, the

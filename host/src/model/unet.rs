@@ -79,17 +79,7 @@ impl UnetConfig {
                 levels - 1
             )));
         }
-        if self.groups == 0
-            || self
-                .channel_mults
-                .iter()
-                .any(|m| !(m * self.channels).is_multiple_of(self.groups))
-        {
-            return Err(Error::Invalid(format!(
-                "{} GroupNorm groups do not divide every level's width ({} x {:?})",
-                self.groups, self.channels, self.channel_mults
-            )));
-        }
+        check_groups(self.groups, self.channels, &self.channel_mults)?;
         let time_width = 4 * self.channels;
         let mut b = GraphBuilder::new(sample_shape);
         let mut zeros: Vec<String> = Vec::new();
@@ -160,6 +150,24 @@ impl UnetConfig {
         zero_init(&mut graph, &names);
         Ok(graph)
     }
+}
+
+/// Checks that `groups` GroupNorm groups divide the width `channels * mult` of every level.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the sizes.
+pub(crate) fn check_groups(groups: usize, channels: usize, channel_mults: &[usize]) -> Result<()> {
+    if groups == 0
+        || channel_mults
+            .iter()
+            .any(|m| !(m * channels).is_multiple_of(groups))
+    {
+        return Err(Error::Invalid(format!(
+            "{groups} GroupNorm groups do not divide every level's width ({channels} x \
+             {channel_mults:?})"
+        )));
+    }
+    Ok(())
 }
 
 /// Builds residual blocks that share the time embedding `e` (a denoiser's), or that have

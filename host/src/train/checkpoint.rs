@@ -213,7 +213,7 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
 /// its tensors do not match the graph (missing, misshapen, not `f32`, NaN or infinite).
 pub fn read_weights(dir: &Path, config: &RunConfig, set: WeightSet) -> Result<Weights> {
     let (path, tensors) = read_tensor_file(dir, set.file(), config.progress.step)?;
-    check_against_graph(&path, &config.graph, &tensors, "")?;
+    check_against_graphs(&path, &[&config.graph], &tensors, "")?;
     Ok(tensors)
 }
 
@@ -227,12 +227,14 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     let ema = read_weights(dir, &config, WeightSet::Ema)?;
     let step = config.progress.step;
     let (path, m, v) = read_moments(dir, step)?;
-    check_moments(&path, &config, &m, "first moments (m.*): ")?;
-    check_moments(&path, &config, &v, "second moments (v.*): ")?;
+    let graphs = [&config.graph];
+    let frozen = |name: &str| config.train.is_frozen(name);
+    check_moments(&path, &graphs, frozen, &m, "first moments (m.*): ")?;
+    check_moments(&path, &graphs, frozen, &v, "second moments (v.*): ")?;
     let teacher = match config.distill {
         Some(_) => {
             let (path, teacher) = read_tensor_file(dir, TEACHER_FILE, step)?;
-            check_against_graph(&path, &config.graph, &teacher, "teacher: ")?;
+            check_against_graphs(&path, &[&config.graph], &teacher, "teacher: ")?;
             Some(teacher)
         }
         None => None,
@@ -368,15 +370,19 @@ fn decode(bytes: &[u8]) -> std::result::Result<(u64, Weights), String> {
     Ok((step, weights))
 }
 
-/// Checks that `tensors` holds exactly the graph's parameters, with their shapes and finite
-/// values; `label` starts the error reason.
-/// The optimiser's moments: one tensor of the parameter's shape for every parameter that
-/// trains, none for the frozen ones ([`TrainConfig::is_frozen`](super::TrainConfig::is_frozen))
-/// or for names that are not parameters.
-fn check_moments(path: &Path, config: &RunConfig, tensors: &Weights, label: &str) -> Result<()> {
-    let graph = &config.graph;
-    for spec in &graph.params {
-        let frozen = config.train.is_frozen(&spec.name);
+/// The optimiser's moments of a run of `graphs`: one tensor of the parameter's shape for every
+/// parameter that trains, none for the frozen ones (`is_frozen`, see
+/// [`TrainConfig::is_frozen`](super::TrainConfig::is_frozen)) or for names that are not
+/// parameters; `label` starts the error reason.
+pub(crate) fn check_moments(
+    path: &Path,
+    graphs: &[&Graph],
+    is_frozen: impl Fn(&str) -> bool,
+    tensors: &Weights,
+    label: &str,
+) -> Result<()> {
+    for spec in graphs.iter().flat_map(|graph| &graph.params) {
+        let frozen = is_frozen(&spec.name);
         match (tensors.get(&spec.name), frozen) {
             (None, false) => {
                 return Err(Error::corrupt(
@@ -404,7 +410,10 @@ fn check_moments(path: &Path, config: &RunConfig, tensors: &Weights, label: &str
             _ => {}
         }
     }
-    if let Some(extra) = tensors.keys().find(|n| graph.param(n).is_none()) {
+    if let Some(extra) = tensors
+        .keys()
+        .find(|n| graphs.iter().all(|graph| graph.param(n).is_none()))
+    {
         return Err(Error::corrupt(
             path,
             format!("{label}tensor {extra} is not a parameter of the model"),
@@ -413,11 +422,23 @@ fn check_moments(path: &Path, config: &RunConfig, tensors: &Weights, label: &str
     Ok(())
 }
 
-fn check_against_graph(path: &Path, graph: &Graph, tensors: &Weights, label: &str) -> Result<()> {
-    graph
-        .validate_weights(tensors)
-        .map_err(|e| Error::corrupt(path, format!("{label}{e}")))?;
-    if let Some(extra) = tensors.keys().find(|n| graph.param(n).is_none()) {
+/// Checks that `tensors` holds exactly the parameters of `graphs` (a denoiser's one graph, an
+/// autoencoder's two), with their shapes and finite values; `label` starts the error reason.
+pub(crate) fn check_against_graphs(
+    path: &Path,
+    graphs: &[&Graph],
+    tensors: &Weights,
+    label: &str,
+) -> Result<()> {
+    for graph in graphs {
+        graph
+            .validate_weights(tensors)
+            .map_err(|e| Error::corrupt(path, format!("{label}{e}")))?;
+    }
+    if let Some(extra) = tensors
+        .keys()
+        .find(|n| graphs.iter().all(|graph| graph.param(n).is_none()))
+    {
         return Err(Error::corrupt(
             path,
             format!("{label}tensor {extra} is not a parameter of the model"),
@@ -480,9 +501,13 @@ mod tests {
         assert!(!config.train.is_frozen("block1.fc1.weight"));
         assert!(!config.train.is_frozen("time.fc1.weight"));
         let trains = |name: &str| !config.train.is_frozen(name);
-        check_moments(path, &config, &moments(&config, trains), "").unwrap();
+        let check = |tensors: &Weights, label: &str| {
+            let frozen = |name: &str| config.train.is_frozen(name);
+            check_moments(path, &[&config.graph], frozen, tensors, label)
+        };
+        check(&moments(&config, trains), "").unwrap();
         let all = moments(&config, |_| true);
-        let error = check_moments(path, &config, &all, "").unwrap_err();
+        let error = check(&all, "").unwrap_err();
         assert!(error.to_string().contains("is frozen"), "{error}");
         let first_trained = config
             .graph
@@ -491,18 +516,32 @@ mod tests {
             .find(|p| trains(&p.name))
             .unwrap();
         let missing = moments(&config, |n| trains(n) && n != first_trained.name);
-        let error = check_moments(path, &config, &missing, "").unwrap_err();
+        let error = check(&missing, "").unwrap_err();
         assert!(error.to_string().contains("missing the moments"), "{error}");
         let mut reshaped = moments(&config, trains);
         reshaped.get_mut(&first_trained.name).unwrap().shape.push(1);
-        assert!(check_moments(path, &config, &reshaped, "").is_err());
+        assert!(check(&reshaped, "").is_err());
         let mut extra = moments(&config, trains);
         extra.insert("nope".into(), reshaped[&first_trained.name].clone());
-        assert!(check_moments(path, &config, &extra, "").is_err());
+        assert!(check(&extra, "").is_err());
         // Nothing frozen: every parameter needs its moments.
         let plain = run(&[]);
-        check_moments(path, &plain, &moments(&plain, |_| true), "").unwrap();
-        let error = check_moments(path, &plain, &moments(&plain, trains), "").unwrap_err();
+        check_moments(
+            path,
+            &[&plain.graph],
+            |_| false,
+            &moments(&plain, |_| true),
+            "",
+        )
+        .unwrap();
+        let error = check_moments(
+            path,
+            &[&plain.graph],
+            |_| false,
+            &moments(&plain, trains),
+            "",
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("missing"), "{error}");
     }
 

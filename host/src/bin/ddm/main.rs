@@ -6,6 +6,7 @@ mod demo;
 mod distill;
 mod eval;
 mod export;
+mod optimizer_args;
 mod reconstruct;
 mod sample;
 mod schedule;

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::optimizer_args::OptimizerArgs;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args as ClapArgs};
 use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions, Subset};
@@ -159,39 +160,8 @@ pub struct Args {
     /// Optimisation steps.
     #[arg(long, default_value_t = TrainConfig::default().steps, group = "definition")]
     steps: u64,
-    /// Samples per step.
-    #[arg(long, default_value_t = TrainConfig::default().batch_size, group = "definition")]
-    batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr, group = "definition")]
-    lr: f64,
-    /// Final learning rate of the cosine decay.
-    #[arg(long, default_value_t = TrainConfig::default().lr_min, group = "definition")]
-    lr_min: f64,
-    /// Linear warm-up steps.
-    #[arg(long, default_value_t = TrainConfig::default().warmup_steps, group = "definition")]
-    warmup: u64,
-    /// AdamW's decoupled weight decay (weights and kernels only).
-    #[arg(long, default_value_t = TrainConfig::default().weight_decay, group = "definition")]
-    weight_decay: f64,
-    /// Clip the global gradient norm to this value (0: no clipping).
-    #[arg(long, default_value_t = TrainConfig::default().grad_clip.unwrap_or(0.0), group = "definition")]
-    grad_clip: f64,
-    /// Largest EMA decay (warms up as (1 + k) / (10 + k)).
-    #[arg(long, default_value_t = TrainConfig::default().ema_decay, group = "definition")]
-    ema_decay: f64,
-    /// Seed of initialisation, batches and noise.
-    #[arg(long, default_value_t = 0, group = "definition")]
-    seed: u64,
-    /// Write a checkpoint every N steps.
-    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every, group = "definition")]
-    checkpoint_every: u64,
-    /// Write a PNG preview of EMA samples every N steps (0: only at the end).
-    #[arg(long, default_value_t = TrainConfig::default().preview_every, group = "definition")]
-    preview_every: u64,
-    /// Samples in each preview.
-    #[arg(long, default_value_t = TrainConfig::default().preview_samples, group = "definition")]
-    preview_samples: usize,
+    #[command(flatten)]
+    optimizer: OptimizerArgs,
     /// DDIM steps of the previews.
     #[arg(long, default_value_t = TrainConfig::default().preview_steps, group = "definition")]
     preview_steps: usize,
@@ -240,22 +210,10 @@ impl Args {
 
     fn train_config(&self) -> TrainConfig {
         TrainConfig {
-            steps: self.steps,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            lr_min: self.lr_min,
-            warmup_steps: self.warmup,
-            weight_decay: self.weight_decay,
-            grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
-            ema_decay: self.ema_decay,
-            seed: self.seed,
-            checkpoint_every: self.checkpoint_every,
-            preview_every: self.preview_every,
-            preview_samples: self.preview_samples,
             preview_steps: self.preview_steps,
             label_dropout: self.label_dropout,
             freeze: self.freeze.clone(),
-            ..TrainConfig::default()
+            ..self.optimizer.train_config(self.steps)
         }
     }
 

@@ -13,7 +13,9 @@ use ddm::autoencoder::{
 use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions, Split, Subset};
 use ddm::device::DeviceArgs;
 use ddm::train::run::{Training, LOSS_CURVE_FILE};
-use ddm::train::{self, DataConfig, RunOptions, TrainConfig};
+use ddm::train::{self, DataConfig, RunOptions};
+
+use crate::optimizer_args::OptimizerArgs;
 
 fn parse_dataset(text: &str) -> Result<DatasetSpec, String> {
     text.parse().map_err(|e: ddm::Error| e.to_string())
@@ -76,37 +78,8 @@ pub struct Args {
     /// Optimisation steps.
     #[arg(long, default_value_t = DEFAULT_STEPS, group = "definition")]
     steps: u64,
-    /// Images per step.
-    #[arg(long, default_value_t = TrainConfig::default().batch_size, group = "definition")]
-    batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr, group = "definition")]
-    lr: f64,
-    /// Final learning rate of the cosine decay.
-    #[arg(long, default_value_t = TrainConfig::default().lr_min, group = "definition")]
-    lr_min: f64,
-    /// Linear warm-up steps.
-    #[arg(long, default_value_t = TrainConfig::default().warmup_steps, group = "definition")]
-    warmup: u64,
-    /// Clip the global gradient norm to this value (0: no clipping).
-    #[arg(long, default_value_t = TrainConfig::default().grad_clip.unwrap_or(0.0), group = "definition")]
-    grad_clip: f64,
-    /// Largest EMA decay (warms up as (1 + k) / (10 + k)).
-    #[arg(long, default_value_t = TrainConfig::default().ema_decay, group = "definition")]
-    ema_decay: f64,
-    /// Seed of initialisation, batches and latent noise.
-    #[arg(long, default_value_t = 0, group = "definition")]
-    seed: u64,
-    /// Write a checkpoint every N steps.
-    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every, group = "definition")]
-    checkpoint_every: u64,
-    /// Write a PNG of training images beside their reconstructions every N steps (0: only at
-    /// the end).
-    #[arg(long, default_value_t = TrainConfig::default().preview_every, group = "definition")]
-    preview_every: u64,
-    /// Images in each preview (half of them originals, half reconstructions).
-    #[arg(long, default_value_t = TrainConfig::default().preview_samples, group = "definition")]
-    preview_samples: usize,
+    #[command(flatten)]
+    optimizer: OptimizerArgs,
 }
 
 impl Args {
@@ -137,20 +110,7 @@ impl Args {
             AutoencoderLoss {
                 kl_weight: self.kl_weight,
             },
-            TrainConfig {
-                steps: self.steps,
-                batch_size: self.batch_size,
-                lr: self.lr,
-                lr_min: self.lr_min,
-                warmup_steps: self.warmup,
-                grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
-                ema_decay: self.ema_decay,
-                seed: self.seed,
-                checkpoint_every: self.checkpoint_every,
-                preview_every: self.preview_every,
-                preview_samples: self.preview_samples,
-                ..TrainConfig::default()
-            },
+            self.optimizer.train_config(self.steps),
         )?;
         Ok((config, data))
     }

@@ -190,8 +190,8 @@ pub struct ExportedRun {
 /// Exports the run whose configuration is `config` with `weights` (see the module docs).
 ///
 /// # Errors
-/// [`Error::Invalid`] for a sampler the device does not have or too many steps for the
-/// schedule; calibration errors ([`calibrate`]); the exporter's refusals ([`Error::Graph`]:
+/// [`Error::Invalid`] for a latent diffusion run (the device has no decoder yet), a sampler
+/// the device does not have or too many steps for the schedule; calibration errors ([`calibrate`]); the exporter's refusals ([`Error::Graph`]:
 /// a range or folded bias out of the runtime's limits, an invalid graph).
 pub fn export_run(
     config: &RunConfig,
@@ -199,6 +199,13 @@ pub fn export_run(
     settings: &ExportSettings,
     device: &Device,
 ) -> Result<ExportedRun> {
+    if let Some(space) = &config.latent {
+        return Err(Error::Invalid(format!(
+            "this run generates latents that the autoencoder in {} decodes, and the device \
+             runtime has no decoder yet: a latent diffusion model does not export",
+            space.autoencoder.display()
+        )));
+    }
     let schedule = schedule_spec(config)?;
     let table = schedule.table()?;
     let prediction = config.objective.prediction.into();

@@ -10,15 +10,18 @@
 //! - [`checkpoint`]: crash-safe run folders, as for denoisers.
 //! - [`codec`]: encoding and decoding with a trained autoencoder ([`Codec`]), and the PSNR of
 //!   reconstructions.
+//! - [`latent`]: the latent space a denoiser run trains and samples in ([`LatentSpace`]).
 
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
+pub mod latent;
 pub mod model;
 pub mod trainer;
 
 pub use checkpoint::AutoencoderCheckpoint;
 pub use codec::{psnr, Codec};
 pub use config::{AutoencoderLoss, AutoencoderRun};
+pub use latent::LatentSpace;
 pub use model::AutoencoderConfig;
 pub use trainer::AutoencoderTrainer;

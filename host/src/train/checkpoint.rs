@@ -176,13 +176,13 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
         .graph
         .validate()
         .map_err(|e| Error::corrupt(&path, e.to_string()))?;
-    if config.graph.input_shape() != config.data.shape.as_slice() {
+    if config.graph.input_shape() != config.sample_shape() {
         return Err(Error::corrupt(
             &path,
             format!(
                 "the graph takes samples of shape {:?}, the data has {:?}",
                 config.graph.input_shape(),
-                config.data.shape
+                config.sample_shape()
             ),
         ));
     }

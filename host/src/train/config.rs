@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::distill::DistillConfig;
 use super::objective::Objective;
+use crate::autoencoder::LatentSpace;
 use crate::data::{self, Dataset, DatasetSpec, ImageFormat, LoadOptions, Split, Subset};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
@@ -317,6 +318,10 @@ pub struct RunConfig {
     /// a run initialised from its seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<super::fine_tune::InitFrom>,
+    /// The autoencoder whose scaled latents of `data` the model learns (`ddm train --latent`),
+    /// or `None` for a model of the data itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<LatentSpace>,
 }
 
 impl RunConfig {
@@ -346,7 +351,50 @@ impl RunConfig {
             progress: Progress::default(),
             distill: None,
             init_from: None,
+            latent: None,
         })
+    }
+
+    /// This run moved into `space`: the model rebuilt for its latent shape, the data still the
+    /// images it encodes.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the data's shape is not the autoencoder's image shape or the
+    /// model does not fit the latent shape.
+    pub fn in_latent_space(mut self, space: LatentSpace) -> Result<Self> {
+        if self.data.shape != space.image_shape {
+            return Err(Error::Invalid(format!(
+                "the autoencoder in {} takes images of shape {:?}, the data has {:?}",
+                space.autoencoder.display(),
+                space.image_shape,
+                self.data.shape
+            )));
+        }
+        self.graph = self.model.build(&space.latent_shape)?;
+        self.latent = Some(space);
+        Ok(self)
+    }
+
+    /// The data the model trains on: [`DataConfig::load`], encoded into the latent space of a
+    /// latent run (on `device`).
+    ///
+    /// # Errors
+    /// As [`DataConfig::load`] and [`LatentSpace::codec`].
+    pub fn load_training_data(&self, device: &candle_core::Device) -> Result<Dataset> {
+        let data = self.data.load()?;
+        match &self.latent {
+            Some(space) => space.encode(&space.codec(device)?, &data),
+            None => Ok(data),
+        }
+    }
+
+    /// The shape of what the model generates: the latent shape of a latent run, the data's
+    /// otherwise.
+    pub fn sample_shape(&self) -> &[usize] {
+        match &self.latent {
+            Some(space) => &space.latent_shape,
+            None => &self.data.shape,
+        }
     }
 
     /// The sampler the run was trained for, which sampling and export use unless told

@@ -206,10 +206,15 @@ pub fn preview_sampling(steps: usize) -> SamplingOptions {
     }
 }
 
-/// Draws EMA samples with DDIM (a distilled student: its own sampler) and writes them as a grid (images) or a scatter plot (2-D
-/// points) named [`preview_file`]; other data gets no preview. Returns the path written.
+/// Draws EMA samples with DDIM (a distilled student: its own sampler), decoded by a latent
+/// run's autoencoder, and writes them as a grid (images) or a scatter plot (2-D points) named
+/// [`preview_file`]; other data gets no preview. Returns the path written.
 pub fn write_preview(trainer: &Trainer, dir: &Path) -> Result<Option<PathBuf>> {
-    let shape = trainer.config().graph.input_shape().to_vec();
+    let latent = &trainer.config().latent;
+    let shape = match latent {
+        Some(space) => space.image_shape.clone(),
+        None => trainer.config().graph.input_shape().to_vec(),
+    };
     if !is_image_shape(&shape) && shape != [2] {
         return Ok(None);
     }
@@ -224,7 +229,10 @@ pub fn write_preview(trainer: &Trainer, dir: &Path) -> Result<Option<PathBuf>> {
     let num = train.preview_samples;
     let mut denoiser = trainer.denoiser(true)?;
     let schedule = Schedule::new(trainer.alphas_cumprod())?;
-    let samples = generate(&mut denoiser, schedule, &options, num, num, None)?;
+    let mut samples = generate(&mut denoiser, schedule, &options, num, num, None)?;
+    if let Some(space) = latent {
+        samples = space.decode(&space.codec(trainer.device())?, &samples)?;
+    }
     let path = dir.join(preview_file(trainer.step_count()));
     if shape == [2] {
         let title = format!("EMA samples at step {}", trainer.step_count());

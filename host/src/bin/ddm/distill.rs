@@ -208,6 +208,12 @@ fn new_student(args: &Args, device: &candle_core::Device) -> anyhow::Result<Trai
     } else {
         WeightSet::Ema
     };
+    if teacher.latent.is_some() {
+        bail!(
+            "the teacher {} is a latent diffusion model: distilling one is not supported yet",
+            teacher_dir.display()
+        );
+    }
     let weights = checkpoint::read_weights(teacher_dir, &teacher, set)?;
     let data = teacher.data.load().context("the teacher's training data")?;
     let teacher_steps =

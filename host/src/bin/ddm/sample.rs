@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{ArgGroup, Args as ClapArgs};
+use ddm::autoencoder::{Codec, LatentSpace};
 use ddm::device::DeviceArgs;
 use ddm::export::{describe_sampler, generate_on_runtime, read_blob};
 use ddm::guided::{parse_classes, Guided};
@@ -198,7 +199,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             config.graph.clone(),
             params,
             config.objective.prediction.into(),
-            device,
+            device.clone(),
         );
         let table = config.schedule.alphas_cumprod()?;
         let batch = args.batch_size.unwrap_or(NETWORK_BATCH);
@@ -206,7 +207,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             model_levels: config.schedule.noise_levels(),
             ..args.sampling_options(config.default_sampler(), config.schedule.train_steps)
         };
-        sample_and_write(args, &options, output, &mut denoiser, &table, batch)
+        let decoder = match &config.latent {
+            Some(space) => Some((space, space.codec(&device)?)),
+            None => None,
+        };
+        let decoder = decoder.as_ref().map(|(space, codec)| (*space, codec));
+        sample_and_write(
+            args,
+            &options,
+            output,
+            &mut denoiser,
+            &table,
+            batch,
+            decoder,
+        )
     } else if let Some(spec_path) = &args.oracle_gmm {
         let spec = MixtureSpec::from_file(spec_path)?;
         let schedule_spec = ScheduleSpec {
@@ -224,7 +238,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             model_levels: schedule_spec.noise_levels(),
             ..args.sampling_options(None, schedule_spec.train_steps)
         };
-        sample_and_write(args, &options, output, &mut denoiser, &table, batch)
+        sample_and_write(args, &options, output, &mut denoiser, &table, batch, None)
     } else {
         bail!(
             "nothing to sample from: give --checkpoint RUN_DIR, --model model.ddm or \
@@ -325,6 +339,8 @@ fn write_samples(
     Ok(())
 }
 
+/// Generates with `denoiser` and writes the samples; a latent run's (`decoder`) are decoded
+/// into images first. `--init-noise` is in the denoiser's sample shape (the latent shape).
 fn sample_and_write(
     args: &Args,
     options: &SamplingOptions,
@@ -332,16 +348,24 @@ fn sample_and_write(
     denoiser: &mut dyn Denoiser,
     alphas_cumprod: &[f32],
     batch: usize,
+    decoder: Option<(&LatentSpace, &Codec)>,
 ) -> anyhow::Result<()> {
     let shape = denoiser.sample_shape();
-    check_png_shape(args, output, &shape)?;
+    let out_shape = decoder.map_or(shape.clone(), |(space, _)| space.image_shape.clone());
+    check_png_shape(args, output, &out_shape)?;
     let init = read_init_noise(args.init_noise.as_deref(), &shape)?;
     let num = init.as_ref().map_or(args.num, |a| a.rows());
     let init = init.as_ref().map(|a| a.values.as_slice());
     let schedule = Schedule::new(alphas_cumprod)?;
+    let decode = |samples: Vec<f32>| -> anyhow::Result<Vec<f32>> {
+        Ok(match decoder {
+            Some((space, codec)) => space.decode(codec, &samples)?,
+            None => samples,
+        })
+    };
     let Some(requested) = &args.class else {
-        let samples = generate(denoiser, schedule, options, num, batch, init)?;
-        return write_samples(args, output, &shape, num, &samples);
+        let samples = decode(generate(denoiser, schedule, options, num, batch, init)?)?;
+        return write_samples(args, output, &out_shape, num, &samples);
     };
     let classes = denoiser.classes().unwrap_or(0);
     let mut guided = Guided::new(denoiser, 0, args.guidance)?;
@@ -351,7 +375,8 @@ fn sample_and_write(
         guided.set_class(class)?;
         samples.extend(generate(&mut guided, schedule, options, num, batch, init)?);
     }
-    write_class_samples(args, output, &shape, num, &list, &samples)
+    let samples = decode(samples)?;
+    write_class_samples(args, output, &out_shape, num, &list, &samples)
 }
 
 /// Writes `args.num` samples of each class of `list`, class by class: a PNG grid with one row

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::optimizer_args::OptimizerArgs;
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args as ClapArgs};
+use ddm::autoencoder::LatentSpace;
 use ddm::data::{self, DatasetSpec, ImageFormat, LoadOptions, Subset};
 use ddm::device::DeviceArgs;
 use ddm::model::{self, MlpConfig, ModelConfig, ModelKind, Params, UnetConfig};
@@ -125,6 +126,16 @@ pub struct Args {
     /// MLP: length of the sinusoidal time embedding [default: 64].
     #[arg(long, group = "definition", conflicts_with = "init_from")]
     time_dim: Option<usize>,
+    /// Learn the data in the latent space of this trained autoencoder (`ddm train-autoencoder
+    /// --out AE_RUN`): the model sees the autoencoder's latents times its latent scale, and
+    /// previews, `ddm sample` and `ddm eval` see them decoded.
+    #[arg(
+        long,
+        value_name = "AE_RUN",
+        group = "definition",
+        conflicts_with = "init_from"
+    )]
+    latent: Option<PathBuf>,
     /// Learn a class-conditional model (one class per label of the data set) for
     /// `ddm sample --class K --guidance W`.
     #[arg(long, group = "definition")]
@@ -220,7 +231,7 @@ impl Args {
     /// The trainer of a new run: from the seed, or from `--init-from`'s weights.
     fn new_trainer(&self, device: &candle_core::Device) -> anyhow::Result<Trainer> {
         let Some(source_dir) = &self.init_from else {
-            let (config, data) = self.new_run()?;
+            let (config, data) = self.new_run(device)?;
             return Ok(Trainer::new(config, data, device)?);
         };
         let Some(spec) = &self.dataset else {
@@ -300,12 +311,21 @@ impl Args {
     }
 
     /// The configuration of a new run and its data.
-    fn new_run(&self) -> anyhow::Result<(RunConfig, data::Dataset)> {
+    fn new_run(&self, device: &candle_core::Device) -> anyhow::Result<(RunConfig, data::Dataset)> {
         let (Some(spec), Some(kind)) = (&self.dataset, self.model) else {
             bail!("--dataset and --model are required for a new run");
         };
         let options = self.load_options();
-        let data = data::load(spec, &options)?;
+        let images = data::load(spec, &options)?;
+        let data_config = DataConfig::new(spec, &options, &images);
+        let (data, space) = match &self.latent {
+            Some(dir) => {
+                let (space, codec) = LatentSpace::open(dir, device)
+                    .with_context(|| format!("--latent {}", dir.display()))?;
+                (space.encode(&codec, &images)?, Some(space))
+            }
+            None => (images, None),
+        };
         let classes = if self.conditional {
             self.data_classes(&data)?
         } else {
@@ -322,9 +342,9 @@ impl Args {
                 .len(),
             (None, None) => 1000,
         };
-        let config = RunConfig::new(
+        let mut config = RunConfig::new(
             self.model_config(kind, classes)?,
-            DataConfig::new(spec, &options, &data),
+            data_config,
             ScheduleSpec {
                 beta_schedule: self.beta_schedule,
                 train_steps,
@@ -337,6 +357,9 @@ impl Args {
             },
             self.train_config(),
         )?;
+        if let Some(space) = space {
+            config = config.in_latent_space(space)?;
+        }
         Ok((config, data))
     }
 }
@@ -387,8 +410,7 @@ pub fn resume(dir: &Path, device: &candle_core::Device) -> anyhow::Result<Traine
     let checkpoint = checkpoint::load(dir)?;
     let data = checkpoint
         .config
-        .data
-        .load()
+        .load_training_data(device)
         .context("cannot resume: the training data")?;
     Ok(Trainer::from_checkpoint(checkpoint, data, device)?)
 }
@@ -414,6 +436,15 @@ pub fn announce(trainer: &Trainer, dir: &Path) {
         config.train.batch_size,
         dir.display()
     );
+    if let Some(space) = &config.latent {
+        println!(
+            "in the latent space of {} (latents {:?} scaled by {:.4}, images {:?})",
+            space.autoencoder.display(),
+            space.latent_shape,
+            space.scale,
+            space.image_shape
+        );
+    }
     if let Some(source) = &config.init_from {
         println!(
             "starting from the {} weights of {} at step {}",

@@ -1,0 +1,246 @@
+//! Latent diffusion end to end on optdigits: an autoencoder, a denoiser trained on its scaled
+//! latents (`ddm train --latent`), resumed bit-identically, sampled into decoded images; what
+//! is refused (an unfinished or changed autoencoder, export, distillation).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::Device;
+use ddm::autoencoder::LatentSpace;
+use ddm::data::{self, DatasetSpec, LoadOptions};
+use ddm::train::checkpoint;
+
+fn ddm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddm"))
+        .args(args)
+        .output()
+        .expect("the ddm binary runs")
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn assert_failure(output: &Output, needle: &str) {
+    assert!(!output.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A small autoencoder of optdigits (latent [2, 4, 4]) trained for `steps` into `dir`.
+fn autoencoder(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--threads",
+        "1",
+        "train-autoencoder",
+        "--dataset",
+        "optdigits",
+        "--width",
+        "8",
+        "--channel-mults",
+        "1,2",
+        "--groups",
+        "4",
+        "--latent-channels",
+        "2",
+        "--steps",
+        "40",
+        "--batch-size",
+        "32",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ddm(&args)
+}
+
+fn latent_run<'a>(ae: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--threads",
+        "1",
+        "train",
+        "--dataset",
+        "optdigits",
+        "--latent",
+        ae,
+        "--model",
+        "mlp",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--steps",
+        "20",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "10",
+        "--preview-samples",
+        "4",
+        "--preview-steps",
+        "2",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let ae = dir.path().join("ae");
+    assert_success(&autoencoder(&ae, &[]));
+    let ae = ae.to_str().unwrap();
+
+    // The data set a latent run trains on: the posterior means times the latent scale.
+    let device = Device::Cpu;
+    let (space, codec) = LatentSpace::open(Path::new(ae), &device).unwrap();
+    assert_eq!(space.latent_shape, vec![2, 4, 4]);
+    assert_eq!(space.image_shape, vec![1, 8, 8]);
+    let digits = data::load(&DatasetSpec::Optdigits, &LoadOptions::default()).unwrap();
+    let latents = space.encode(&codec, &digits).unwrap();
+    assert_eq!(latents.shape, space.latent_shape);
+    assert_eq!(latents.len(), digits.len());
+    assert_eq!(latents.labels, digits.labels);
+    let first = &digits.values[..10 * 64];
+    let means = codec.encode(first).unwrap();
+    for (scaled, mean) in latents.values.iter().zip(&means) {
+        assert_eq!(*scaled, mean * space.scale);
+    }
+    let n = latents.len() as f64;
+    let mean = latents.values.iter().map(|&v| f64::from(v)).sum::<f64>() / n / 32.0;
+    let var = latents
+        .values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / (n * 32.0);
+    assert!((var - 1.0).abs() < 0.01, "scaled latents' variance {var}");
+    let decoded = space.decode(&codec, &latents.values[..10 * 32]).unwrap();
+    let reconstructed = codec.reconstruct(first).unwrap();
+    let worst = decoded
+        .iter()
+        .zip(&reconstructed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "decode undoes the scale: {worst}");
+
+    // A latent run, killed after 10 steps and resumed, ends as an uninterrupted one.
+    let killed = dir.path().join("killed");
+    let killed = killed.to_str().unwrap();
+    assert_success(&ddm(&latent_run(ae, killed, &["--stop-after", "10"])));
+    let resumed = ddm(&["--threads", "1", "train", "--resume", "--out", killed]);
+    assert_success(&resumed);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(stdout.contains("in the latent space of"), "{stdout}");
+    let straight = dir.path().join("straight");
+    let straight = straight.to_str().unwrap();
+    assert_success(&ddm(&latent_run(ae, straight, &[])));
+    for file in [
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(Path::new(straight).join(file)).unwrap(),
+            std::fs::read(Path::new(killed).join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let config = checkpoint::read_config(Path::new(straight)).unwrap();
+    assert_eq!(config.latent.as_ref(), Some(&space));
+    assert_eq!(config.graph.input_shape(), &[2, 4, 4]);
+    assert_eq!(
+        config.data.shape,
+        vec![1, 8, 8],
+        "the data is still the images"
+    );
+    assert!(Path::new(straight).join("samples-step000020.png").is_file());
+
+    // Samples come out as decoded images, for PNG grids and ddm eval alike.
+    let npy = dir.path().join("samples.npy");
+    let npy = npy.to_str().unwrap();
+    let args = [
+        "sample",
+        "--checkpoint",
+        straight,
+        "--num",
+        "24",
+        "--steps",
+        "5",
+    ];
+    assert_success(&ddm(&[&args[..], &["--out", npy]].concat()));
+    let samples = ddm::npy::read_f32(Path::new(npy)).unwrap();
+    assert_eq!(samples.shape, vec![24, 1, 8, 8]);
+    assert!(samples.values.iter().all(|v| v.is_finite()));
+    let png = dir.path().join("samples.png");
+    assert_success(&ddm(
+        &[&args[..], &["--out", png.to_str().unwrap()]].concat()
+    ));
+    assert_success(&ddm(&["eval", "--dataset", "optdigits", "--samples", npy]));
+
+    // Not yet: export (the device has no decoder) and distillation.
+    let blob = dir.path().join("x.ddm");
+    let export = ddm(&[
+        "export",
+        "--checkpoint",
+        straight,
+        "--precision",
+        "f32",
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert_failure(&export, "no decoder");
+    let student = dir.path().join("student");
+    let distill = ddm(&[
+        "distill",
+        "--teacher",
+        straight,
+        "--steps",
+        "2",
+        "--out",
+        student.to_str().unwrap(),
+    ]);
+    assert_failure(&distill, "latent diffusion model");
+
+    // An autoencoder whose folder changed under the run is refused, not decoded with.
+    let ae_config = Path::new(ae).join("config.json");
+    let text = std::fs::read_to_string(&ae_config).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let scale = value["latent_scale"].as_f64().unwrap();
+    let changed = text.replacen(
+        &format!("\"latent_scale\": {}", value["latent_scale"]),
+        &format!("\"latent_scale\": {}", scale * 2.0),
+        1,
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&ae_config, changed).unwrap();
+    assert_failure(
+        &ddm(&[&args[..], &["--out", npy]].concat()),
+        "changed since this run encoded its data",
+    );
+}
+
+#[test]
+fn an_unfinished_autoencoder_has_no_latent_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let ae = dir.path().join("ae");
+    assert_success(&autoencoder(
+        &ae,
+        &["--checkpoint-every", "10", "--stop-after", "10"],
+    ));
+    let out = dir.path().join("ldm");
+    let run = ddm(&latent_run(
+        ae.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &[],
+    ));
+    assert_failure(&run, "has not finished training");
+    assert!(!out.join("config.json").exists());
+}

@@ -154,7 +154,11 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
         );
     }
     let config = checkpoint::read_config(Path::new(straight)).unwrap();
-    assert_eq!(config.latent.as_ref(), Some(&space));
+    let expected = LatentSpace {
+        fingerprint: ddm::train::config::fingerprint(&latents),
+        ..space.clone()
+    };
+    assert_eq!(config.latent.as_ref(), Some(&expected));
     assert_eq!(config.graph.input_shape(), &[2, 4, 4]);
     assert_eq!(
         config.data.shape,
@@ -162,6 +166,16 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
         "the data is still the images"
     );
     assert!(Path::new(straight).join("samples-step000020.png").is_file());
+    // Previews sample the latents unclipped (a denoiser of images clips them to [-1, 1]).
+    let options = ddm::train::run::preview_options(&config);
+    assert_eq!(options.settings.clip_sample, Some(None));
+    let images = checkpoint::read_config(Path::new(killed)).unwrap();
+    let images = ddm::train::RunConfig {
+        latent: None,
+        ..images
+    };
+    let options = ddm::train::run::preview_options(&images);
+    assert_eq!(options.settings.clip_sample, Some(Some(1.0)));
 
     // Samples come out as decoded images, for PNG grids and ddm eval alike.
     let npy = dir.path().join("samples.npy");
@@ -208,6 +222,18 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
         student.to_str().unwrap(),
     ]);
     assert_failure(&distill, "latent diffusion model");
+
+    // Latents that encode differently on resume (another device) are refused.
+    let run_config = Path::new(straight).join("config.json");
+    let text = std::fs::read_to_string(&run_config).unwrap();
+    let other = text.replacen(&expected.fingerprint, "0123456789abcdef", 1);
+    assert_ne!(other, text);
+    std::fs::write(&run_config, other).unwrap();
+    assert_failure(
+        &ddm(&["train", "--resume", "--out", straight]),
+        "encodes the training data differently",
+    );
+    std::fs::write(&run_config, text).unwrap();
 
     // An autoencoder whose folder changed under the run is refused, not decoded with.
     let ae_config = Path::new(ae).join("config.json");

@@ -23,6 +23,22 @@ pub struct AutoencoderLoss {
     pub kl_weight: f64,
 }
 
+impl AutoencoderLoss {
+    /// Checks the KL weight.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when it is negative or not finite.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.kl_weight >= 0.0 && self.kl_weight.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the KL weight must be finite and at least 0, got {}",
+                self.kl_weight
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for AutoencoderLoss {
     fn default() -> Self {
         AutoencoderLoss {
@@ -72,12 +88,7 @@ impl AutoencoderRun {
         train: TrainConfig,
     ) -> Result<Self> {
         train.validate()?;
-        if !(loss.kl_weight >= 0.0 && loss.kl_weight.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "the KL weight must be finite and at least 0, got {}",
-                loss.kl_weight
-            )));
-        }
+        loss.validate()?;
         let encoder = autoencoder.encoder(&data.shape)?;
         let decoder = autoencoder.decoder(&data.shape)?;
         Ok(AutoencoderRun {
@@ -98,13 +109,16 @@ impl AutoencoderRun {
         self.decoder.input_shape()
     }
 
-    /// Checks what a `config.json` read from disk must satisfy: networks well formed and
-    /// built from the sizes for the data's shape, losses recorded for every step, a finite
-    /// positive latent scale.
+    /// Checks what a `config.json` read from disk must satisfy: valid hyper-parameters and
+    /// KL weight, networks well formed and built from the sizes for the data's shape, losses
+    /// recorded for every step, a finite positive latent scale exactly when every step has
+    /// been taken.
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the first problem.
     pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.loss.validate()?;
         self.encoder.validate_mapping()?;
         self.decoder.validate_mapping()?;
         let encoder = self.autoencoder.encoder(&self.data.shape)?;
@@ -122,13 +136,19 @@ impl AutoencoderRun {
                 self.progress.step
             )));
         }
-        if let Some(scale) = self.latent_scale {
-            if !(scale.is_finite() && scale > 0.0) {
-                return Err(Error::Invalid(format!(
-                    "latent scale {scale} is not finite and positive"
-                )));
-            }
+        let finished = self.progress.step >= self.train.steps;
+        match self.latent_scale {
+            Some(scale) if !(scale.is_finite() && scale > 0.0) => Err(Error::Invalid(format!(
+                "latent scale {scale} is not finite and positive"
+            ))),
+            Some(_) if !finished => Err(Error::Invalid(format!(
+                "a latent scale at step {} of {}: it is measured after the last step",
+                self.progress.step, self.train.steps
+            ))),
+            None if finished => Err(Error::Invalid(
+                "no latent scale after the last step".to_string(),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! The latent space a latent diffusion run lives in: a trained autoencoder and the scale of
-//! its latents (Rombach et al.: the diffusion model learns `scale * E(x)`, samples are
-//! `D(z / scale)`).
+//! its latents. The diffusion model learns `scale * mean(x)`, the posterior means of the
+//! training images, encoded once; samples are `D(z / scale)`. (Rombach et al. draw
+//! `posterior.sample()` instead; with the KL weight of 1e-6 the posterior's standard
+//! deviation is a small fraction of the means', and fixed latents make every epoch see the
+//! same data set and a resumed run the same bytes.)
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::Codec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::train::config::fingerprint;
 
 /// A denoiser run's latent space (`ddm train --latent AE_RUN`), saved in its `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +30,10 @@ pub struct LatentSpace {
     pub latent_shape: Vec<usize>,
     /// The image shape `[C, H, W]` the decoder returns.
     pub image_shape: Vec<usize>,
+    /// FNV-1a of the scaled latents of the training data, set when the run encoded it first:
+    /// encoding again (on `--resume`) must give the same bytes, which another device may not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
 }
 
 impl LatentSpace {
@@ -36,6 +44,7 @@ impl LatentSpace {
     /// yet).
     pub fn open(dir: &Path, device: &Device) -> Result<(Self, Codec)> {
         let codec = Codec::load(dir, device)?;
+        let dir = &std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         let config = codec.config();
         let Some(scale) = config.latent_scale else {
             return Err(Error::Invalid(format!(
@@ -52,6 +61,7 @@ impl LatentSpace {
             scale,
             latent_shape: codec.latent_shape().to_vec(),
             image_shape: codec.image_shape().to_vec(),
+            fingerprint: String::new(),
         };
         Ok((space, codec))
     }
@@ -63,7 +73,11 @@ impl LatentSpace {
     /// scale or shape.
     pub fn codec(&self, device: &Device) -> Result<Codec> {
         let (now, codec) = Self::open(&self.autoencoder, device)?;
-        if now != *self {
+        let settings = |space: &LatentSpace| LatentSpace {
+            fingerprint: String::new(),
+            ..space.clone()
+        };
+        if settings(&now) != settings(self) {
             return Err(Error::Invalid(format!(
                 "the autoencoder in {} changed since this run encoded its data (step {}, scale \
                  {}, latent {:?} then; step {}, scale {}, latent {:?} now)",
@@ -77,6 +91,29 @@ impl LatentSpace {
             )));
         }
         Ok(codec)
+    }
+
+    /// The training data of a latent run: [`LatentSpace::encode`] of `images`, whose
+    /// fingerprint this space records the first time and checks every later time.
+    ///
+    /// # Errors
+    /// As [`LatentSpace::encode`]; [`Error::Invalid`] when the latents differ from those the
+    /// run started with.
+    pub fn encode_training_data(&mut self, codec: &Codec, images: &Dataset) -> Result<Dataset> {
+        let latents = self.encode(codec, images)?;
+        let now = fingerprint(&latents);
+        if self.fingerprint.is_empty() {
+            self.fingerprint = now;
+        } else if self.fingerprint != now {
+            return Err(Error::Invalid(format!(
+                "the autoencoder in {} encodes the training data differently than when this run \
+                 started (latents {} then, {now} now): another device or build encodes other \
+                 bytes",
+                self.autoencoder.display(),
+                self.fingerprint
+            )));
+        }
+        Ok(latents)
     }
 
     /// The scaled latents of `images` (posterior means times the scale), labels kept: the

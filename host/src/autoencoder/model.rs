@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::model::mlp::zero_init;
 use crate::model::unet::{check_groups, Blocks};
 
+/// Most levels of an autoencoder (a downsampling factor of 2^15).
+pub const MAX_LEVELS: usize = 16;
+
 /// Sizes of the autoencoder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,9 +53,9 @@ impl Default for AutoencoderConfig {
 }
 
 impl AutoencoderConfig {
-    /// The downsampling factor `2^(levels - 1)`.
+    /// The downsampling factor `2^(levels - 1)` (levels capped at [`MAX_LEVELS`]).
     pub fn factor(&self) -> usize {
-        1 << self.channel_mults.len().saturating_sub(1)
+        1 << (self.channel_mults.len().clamp(1, MAX_LEVELS) - 1)
     }
 
     /// The latent shape `[c, H / f, W / f]` of images of `image_shape = [C, H, W]`.
@@ -80,6 +83,12 @@ impl AutoencoderConfig {
                 "the autoencoder needs image data [C, H, W], got samples of shape {image_shape:?}"
             )));
         };
+        if self.channel_mults.len() > MAX_LEVELS {
+            return Err(Error::Invalid(format!(
+                "{} autoencoder levels: at most {MAX_LEVELS}",
+                self.channel_mults.len()
+            )));
+        }
         if self.channel_mults.is_empty()
             || self.channels == 0
             || self.channel_mults.contains(&0)

@@ -22,7 +22,8 @@ use crate::train::run::{Training, LOSS_CURVE_FILE};
 use crate::train::trainer::gradients;
 use crate::train::StepReport;
 
-/// Training images whose latents set the latent scale (the first ones of the data set).
+/// Training images whose latents set the latent scale, at most: every `k`-th of the data
+/// set, evenly spread (data sets that load class by class give every class its share).
 pub const SCALE_SAMPLES: usize = 5000;
 
 /// The log-variance range of the posterior, as in latent diffusion (`exp(logvar / 2)` stays
@@ -182,7 +183,7 @@ impl AutoencoderTrainer {
     /// Takes optimisation step `step_count() + 1`: AdamW on the loss of its batch
     /// ([`loss_on_batch`]) with the learning-rate schedule and gradient clipping of the
     /// configuration, then the EMA update. After the last step it measures the latent scale
-    /// ([`latent_scale`]) with the EMA weights. A non-finite loss or gradient changes
+    /// ([`latent_scale`]) with the EMA weights on up to [`SCALE_SAMPLES`] training images. A non-finite loss or gradient changes
     /// nothing and is reported with `applied: false`.
     ///
     /// # Errors
@@ -221,8 +222,14 @@ impl AutoencoderTrainer {
         self.config.progress.losses.push(loss_value);
         if self.config.progress.step == self.config.train.steps {
             let codec = self.codec(true)?;
-            let first = self.data.len().min(SCALE_SAMPLES) * self.data.sample_len();
-            self.config.latent_scale = Some(latent_scale(&codec, &self.data.values[..first])?);
+            let stride = self.data.len().div_ceil(SCALE_SAMPLES);
+            let len = self.data.sample_len();
+            let images: Vec<f32> = (0..self.data.len())
+                .step_by(stride)
+                .flat_map(|i| self.data.sample(i).iter().copied())
+                .collect();
+            debug_assert!(images.len() / len <= SCALE_SAMPLES);
+            self.config.latent_scale = Some(latent_scale(&codec, &images)?);
         }
         report.applied = true;
         Ok(report)

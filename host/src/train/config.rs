@@ -376,14 +376,17 @@ impl RunConfig {
     }
 
     /// The data the model trains on: [`DataConfig::load`], encoded into the latent space of a
-    /// latent run (on `device`).
+    /// latent run (on `device`), checked against the latents the run started with.
     ///
     /// # Errors
-    /// As [`DataConfig::load`] and [`LatentSpace::codec`].
+    /// As [`DataConfig::load`], [`LatentSpace::codec`] and
+    /// [`LatentSpace::encode_training_data`].
     pub fn load_training_data(&self, device: &candle_core::Device) -> Result<Dataset> {
         let data = self.data.load()?;
         match &self.latent {
-            Some(space) => space.encode(&space.codec(device)?, &data),
+            Some(space) => space
+                .clone()
+                .encode_training_data(&space.codec(device)?, &data),
             None => Ok(data),
         }
     }

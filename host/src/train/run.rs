@@ -8,7 +8,7 @@ use ddm_core::Schedule;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint;
-use super::config::{Progress, TrainConfig};
+use super::config::{Progress, RunConfig, TrainConfig};
 use super::trainer::{StepReport, Trainer};
 use crate::error::{Error, Result};
 use crate::image_grid::{is_image_shape, write_grid};
@@ -206,6 +206,25 @@ pub fn preview_sampling(steps: usize) -> SamplingOptions {
     }
 }
 
+/// How the previews of the run `config` sample: [`preview_sampling`] in `preview_steps` steps
+/// (at most the schedule's), a distilled student with its own sampler, a latent run without
+/// clipping (its scaled latents have unit variance, not the data's range), from the run's
+/// preview seed.
+pub fn preview_options(config: &RunConfig) -> SamplingOptions {
+    let train = &config.train;
+    let mut options = preview_sampling(train.preview_steps.min(config.schedule.train_steps));
+    if let Some(base) = config.default_sampler() {
+        // A student previews with the sampler it is trained for.
+        options.steps = base.steps as usize;
+        options.base = Some(base);
+    }
+    if config.latent.is_some() {
+        options.settings.clip_sample = Some(None);
+    }
+    options.seed = derive(train.seed, Purpose::Preview);
+    options
+}
+
 /// Draws EMA samples with DDIM (a distilled student: its own sampler), decoded by a latent
 /// run's autoencoder, and writes them as a grid (images) or a scatter plot (2-D points) named
 /// [`preview_file`]; other data gets no preview. Returns the path written.
@@ -218,15 +237,8 @@ pub fn write_preview(trainer: &Trainer, dir: &Path) -> Result<Option<PathBuf>> {
     if !is_image_shape(&shape) && shape != [2] {
         return Ok(None);
     }
-    let train = &trainer.config().train;
-    let mut options = preview_sampling(train.preview_steps.min(trainer.alphas_cumprod().len()));
-    if let Some(base) = trainer.config().default_sampler() {
-        // A student previews with the sampler it is trained for.
-        options.steps = base.steps as usize;
-        options.base = Some(base);
-    }
-    options.seed = derive(train.seed, Purpose::Preview);
-    let num = train.preview_samples;
+    let options = preview_options(trainer.config());
+    let num = trainer.config().train.preview_samples;
     let mut denoiser = trainer.denoiser(true)?;
     let schedule = Schedule::new(trainer.alphas_cumprod())?;
     let mut samples = generate(&mut denoiser, schedule, &options, num, num, None)?;

@@ -240,6 +240,12 @@ impl Args {
         let options = self.load_options();
         let data = data::load(spec, &options)?;
         let source = checkpoint::read_config(source_dir)?;
+        if source.latent.is_some() {
+            bail!(
+                "--init-from {}: fine-tuning a latent diffusion model is not supported yet",
+                source_dir.display()
+            );
+        }
         let set = match self.init_weights {
             InitWeights::Ema => WeightSet::Ema,
             InitWeights::Model => WeightSet::Model,
@@ -320,9 +326,9 @@ impl Args {
         let data_config = DataConfig::new(spec, &options, &images);
         let (data, space) = match &self.latent {
             Some(dir) => {
-                let (space, codec) = LatentSpace::open(dir, device)
+                let (mut space, codec) = LatentSpace::open(dir, device)
                     .with_context(|| format!("--latent {}", dir.display()))?;
-                (space.encode(&codec, &images)?, Some(space))
+                (space.encode_training_data(&codec, &images)?, Some(space))
             }
             None => (images, None),
         };

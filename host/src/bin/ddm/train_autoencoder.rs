@@ -180,7 +180,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         summary.recent_loss.unwrap_or(f32::NAN)
     );
     if summary.finished {
-        report_quality(&trainer)?;
+        if let Err(error) = report_quality(&trainer) {
+            eprintln!("warning: the reconstruction PSNR could not be measured: {error:#}");
+        }
     }
     print_files(&args.out, summary.final_step);
     Ok(())

@@ -108,7 +108,8 @@ impl Codec {
     }
 
     /// The decoded images of `latents` (row-major `[n, c, H / f, W / f]`, unscaled),
-    /// `[n, C, H, W]`.
+    /// `[n, C, H, W]`, clamped to the data range `[-1, 1]` (as latent diffusion clamps its
+    /// decoder's output into an image).
     ///
     /// # Errors
     /// As [`Codec::encode`].
@@ -116,7 +117,8 @@ impl Codec {
         self.chunked(latents, self.latent_shape(), |z| {
             let n = z.dim(0)?;
             let t = Tensor::zeros(n, z.dtype(), &self.device)?;
-            forward(&self.config.decoder, &self.params, z, &t, None)
+            let images = forward(&self.config.decoder, &self.params, z, &t, None)?;
+            Ok(images.clamp(-1f32, 1f32)?)
         })
     }
 

@@ -365,3 +365,68 @@ fn train_autoencoder_and_reconstruct_from_the_command_line() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not an autoencoder's"));
 }
+
+#[test]
+fn colour_images_from_a_folder_at_32x32() {
+    // A user's own photos: 24 RGB images of 40x30 pixels, resized to 32x32, three channels,
+    // downsampled by 4 to a latent of 3 x 8 x 8, reconstructed in colour.
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..24u32 {
+        let image = image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([
+                (x * 6 + i) as u8,
+                (y * 8) as u8,
+                ((x + y) * 3 + 7 * i) as u8,
+            ])
+        });
+        image.save(photos.join(format!("{i:02}.png"))).unwrap();
+    }
+    let run = dir.path().join("ae");
+    let dataset = format!("folder:{}", photos.display());
+    let output = ddm(&[
+        "--threads",
+        "1",
+        "train-autoencoder",
+        "--dataset",
+        &dataset,
+        "--image-size",
+        "32",
+        "--image-channels",
+        "3",
+        "--width",
+        "8",
+        "--groups",
+        "4",
+        "--latent-channels",
+        "3",
+        "--steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("latent [3, 8, 8]"), "{stdout}");
+    assert!(stdout.contains("on 24 training images"), "{stdout}");
+    let config = checkpoint::read_config(&run).unwrap();
+    assert_eq!(config.encoder.input_shape(), &[3, 32, 32]);
+    assert_eq!(config.latent_shape(), &[3, 8, 8]);
+    let out = dir.path().join("rec.npy");
+    assert_success(&ddm(&[
+        "reconstruct",
+        "--autoencoder",
+        run.to_str().unwrap(),
+        "--num",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(ddm::npy::read_f32(&out).unwrap().shape, vec![10, 3, 32, 32]);
+    let grid = run.join("reconstructions-step000006.png");
+    let grid = image::open(&grid).unwrap();
+    assert!(grid.color().has_color(), "previews in colour");
+}

@@ -2,8 +2,6 @@
 //! training, the latent scale, checkpoints (resume, corruption, the wrong kind of run) and
 //! the `train-autoencoder` and `reconstruct` commands end to end.
 
-use std::process::{Command, Output};
-
 use candle_core::{Device, Tensor};
 use ddm::autoencoder::checkpoint;
 use ddm::autoencoder::trainer::{latent_scale, loss_on_batch};
@@ -15,6 +13,9 @@ use ddm::model::forward;
 use ddm::train::run::Training;
 use ddm::train::{DataConfig, TrainConfig};
 use ddm::Error;
+
+mod common;
+use common::{assert_success, ddm, small_autoencoder_args};
 
 /// A small autoencoder for 8x8 digits: factor 2, latent [2, 4, 4].
 fn small() -> AutoencoderConfig {
@@ -221,40 +222,12 @@ fn a_resumed_run_ends_bit_identical_and_checkpoints_refuse_corruption() {
     ));
 }
 
-fn ddm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddm"))
-        .args(args)
-        .output()
-        .expect("the ddm binary runs")
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn train_autoencoder_and_reconstruct_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("ae");
     let run = run.to_str().unwrap();
-    let common = [
-        "--threads",
-        "1",
-        "train-autoencoder",
-        "--dataset",
-        "optdigits",
-        "--width",
-        "8",
-        "--channel-mults",
-        "1,2",
-        "--groups",
-        "4",
-        "--latent-channels",
-        "2",
+    let common = small_autoencoder_args(&[
         "--steps",
         "20",
         "--batch-size",
@@ -263,7 +236,7 @@ fn train_autoencoder_and_reconstruct_from_the_command_line() {
         "10",
         "--preview-samples",
         "8",
-    ];
+    ]);
     let mut args = common.to_vec();
     args.extend(["--out", run, "--stop-after", "10"]);
     assert_success(&ddm(&args));

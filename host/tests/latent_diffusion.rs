@@ -3,51 +3,19 @@
 //! is refused (an unfinished or changed autoencoder, export, distillation).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Device;
 use ddm::autoencoder::LatentSpace;
 use ddm::data::{self, DatasetSpec, LoadOptions};
 use ddm::train::checkpoint;
 
-fn ddm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddm"))
-        .args(args)
-        .output()
-        .expect("the ddm binary runs")
-}
-
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn assert_failure(output: &Output, needle: &str) {
-    assert!(!output.status.success(), "expected a failure");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
+mod common;
+use common::{assert_failure, assert_success, ddm, small_autoencoder_args};
 
 /// A small autoencoder of optdigits (latent [2, 4, 4]) trained for `steps` into `dir`.
 fn autoencoder(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
-        "--threads",
-        "1",
-        "train-autoencoder",
-        "--dataset",
-        "optdigits",
-        "--width",
-        "8",
-        "--channel-mults",
-        "1,2",
-        "--groups",
-        "4",
-        "--latent-channels",
-        "2",
         "--steps",
         "40",
         "--batch-size",
@@ -56,7 +24,7 @@ fn autoencoder(dir: &Path, extra: &[&str]) -> Output {
         dir.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    ddm(&args)
+    ddm(&small_autoencoder_args(&args))
 }
 
 fn latent_run<'a>(ae: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

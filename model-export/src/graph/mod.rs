@@ -212,7 +212,8 @@ pub enum Init {
 pub struct Graph {
     /// Nodes in execution order; every input refers to an earlier node.
     pub nodes: Vec<Node>,
-    /// The node whose value is the network output (same shape as the input).
+    /// The node whose value is the network output (a denoiser's has the input's shape; an
+    /// encoder's or decoder's need not, see [`Graph::validate_mapping`]).
     pub output: NodeId,
     /// Parameter tensors.
     pub params: Vec<ParamSpec>,

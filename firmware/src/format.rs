@@ -29,8 +29,30 @@
 //! Sections start at a multiple of [`SECTION_ALIGN`] (16) bytes, after the section table, end
 //! inside `total_len`, do not overlap, and each id appears at most once. Ids:
 //! [`SECTION_GRAPH`] = 1, [`SECTION_TENSORS`] = 2, [`SECTION_QUANT`] = 3 (int8 blobs only, and
-//! required there), [`SECTION_PLAN`] = 4, [`SECTION_SCHEDULE`] = 5, [`SECTION_TIME_GROUPS`] = 6
-//! (optional, int8 blobs of version 3 only). Unknown ids are refused.
+//! required there), [`SECTION_PLAN`] = 4, [`SECTION_SCHEDULE`] = 5 (model blobs; see below),
+//! [`SECTION_TIME_GROUPS`] = 6 (optional, int8 blobs of version 3 only), [`SECTION_DECODER`] = 7
+//! (optional, model blobs of version 3 only). Unknown ids are refused.
+//!
+//! # Model blobs and network blobs
+//!
+//! A blob with a schedule section is a *model*: a denoiser whose output has its input's shape,
+//! the schedule it was trained with and its default sampler; it generates. A blob without one
+//! is a *network blob*: one network alone, whose output shape may differ from its input's
+//! (a latent model's decoder, or a network written only to be evaluated); it has no time
+//! groups and no decoder, and it runs ([`crate::Network`]) but does not generate.
+//!
+//! # Decoder section (id 7, optional, model blobs)
+//!
+//! A latent diffusion model denoises latents and decodes the result into an image. Its blob
+//! holds the decoder in this section: a complete network blob (header, CRC and sections of its
+//! own, the same version and precision as the model), whose input shape is the model's sample
+//! shape and which reads nothing but its input (no time or class embedding). Generation runs
+//! the sampler on latents, then the decoder once on the final latent, and clamps the decoded
+//! image to `[-1, 1]` (the data range), so [`crate::generate()`] writes the decoder's output
+//! shape ([`crate::Blob::image_shape`]). The decoder's memory plan is its own; it runs in the
+//! arena region of the denoiser's activations (which are dead by then), which is sized for
+//! the larger of the two ([`crate::plan`]). The section came after version 3 without a
+//! version change: a reader that predates it refuses its id as unknown, it never misreads it.
 //!
 //! # Graph section (id 1)
 //!
@@ -211,6 +233,8 @@ pub const SECTION_PLAN: u32 = 4;
 pub const SECTION_SCHEDULE: u32 = 5;
 /// Section id of the time groups (optional, int8 blobs).
 pub const SECTION_TIME_GROUPS: u32 = 6;
+/// Section id of a latent model's decoder (optional, model blobs): a nested network blob.
+pub const SECTION_DECODER: u32 = 7;
 /// Most time groups an int8 blob may have.
 pub const MAX_TIME_GROUPS: usize = 64;
 /// Bytes before the boundaries in the time-groups section.

@@ -13,7 +13,7 @@
 use ddm_core::sampler::Sampler;
 use ddm_core::{Guidance, Rng};
 
-use crate::blob::Blob;
+use crate::blob::{Blob, BlobKind};
 use crate::cast;
 use crate::error::{check_len, Error, Result};
 use crate::network::Network;
@@ -118,6 +118,13 @@ pub trait StepObserver {
     fn after_step(&mut self, step: StepInfo, x: &[f32]) {
         let _ = (step, x);
     }
+
+    /// Right before a latent model's decoder runs on the final latent (never called for a
+    /// model without a decoder).
+    fn before_decode(&mut self) {}
+
+    /// Right after the decoder's call, before its output is clamped into the image.
+    fn after_decode(&mut self) {}
 }
 
 /// Observes nothing.
@@ -132,8 +139,13 @@ impl<F: FnMut(StepInfo)> StepObserver for BeforeNetwork<F> {
     }
 }
 
-/// Generates one sample into `out` ([`Blob::sample_len`] elements) with the arena `arena`
+/// Generates one sample into `out` ([`Blob::image_len`] elements) with the arena `arena`
 /// (see [`required_arena_bytes`](crate::required_arena_bytes)).
+///
+/// A latent model ([`Blob::decoder`]) samples a latent, decodes it once and writes the image,
+/// clamped to `[-1, 1]`. Errors before touching the arena for a network blob (it has no
+/// schedule: [`Error::InvalidSchedule`]), invalid settings, a wrong `out` length or a short
+/// arena.
 pub fn generate(
     blob: &Blob<'_>,
     arena: &mut [u8],
@@ -164,10 +176,15 @@ pub fn generate_observed(
     observer: &mut impl StepObserver,
 ) -> Result<()> {
     // Everything that can be refused is checked before the arena is touched.
+    if blob.kind() != BlobKind::Model {
+        return Err(Error::InvalidSchedule(
+            "a network blob cannot generate: it has no schedule",
+        ));
+    }
     let config = settings.resolve(blob)?;
     settings.check_class(blob)?;
     let steps = config.steps as usize;
-    check_len("generated sample", blob.sample_len(), out.len())?;
+    check_len("generated sample", blob.image_len(), out.len())?;
     let layout = ArenaLayout::new(blob, steps)?;
     let arena = aligned(arena, layout.len())?;
     #[cfg(feature = "defmt")]
@@ -180,11 +197,7 @@ pub fn generate_observed(
         layout.len()
     );
 
-    let (activations, rest) = arena.split_at_mut(layout.x.start);
-    // The network's part: its activations and the kernel scratch after them.
-    let activations = activations
-        .get_mut(layout.activations.start..layout.kernel_scratch.end)
-        .ok_or(Error::Malformed("layout"))?;
+    let (networks, rest) = arena.split_at_mut(layout.x.start);
     let (x, rest) = rest.split_at_mut(layout.output.start - layout.x.start);
     let (output, rest) = rest.split_at_mut(layout.unconditional.start - layout.output.start);
     let (unconditional, rest) =
@@ -202,6 +215,10 @@ pub fn generate_observed(
     let mut rng = Rng::with_stream(settings.seed, settings.sample_index);
     rng.fill_normal(x);
     let mut sampler = config.build(blob.schedule().prediction, schedule, timesteps, scratch)?;
+    // The denoiser's part: its activations and the kernel scratch after them.
+    let activations = networks
+        .get_mut(layout.activations.start..layout.kernel_scratch.end)
+        .ok_or(Error::Malformed("layout"))?;
     let mut network = Network::new(*blob, activations)?;
     let total = sampler.num_steps() as u32;
     while let Some(timestep) = sampler.timestep() {
@@ -220,6 +237,20 @@ pub fn generate_observed(
         sampler.step(x, output, &mut rng)?;
         observer.after_step(step, x);
     }
-    out.copy_from_slice(x);
+    match blob.decoder() {
+        None => out.copy_from_slice(x),
+        Some(decoder) => {
+            // The denoiser's activations are dead: the decoder runs over them.
+            let arena = networks
+                .get_mut(layout.decoder.clone())
+                .ok_or(Error::Malformed("layout"))?;
+            observer.before_decode();
+            Network::new(decoder, arena)?.run(x, 0, out)?;
+            observer.after_decode();
+            for value in out.iter_mut() {
+                *value = value.clamp(-1.0, 1.0);
+            }
+        }
+    }
     Ok(())
 }

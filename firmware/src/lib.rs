@@ -18,7 +18,8 @@
 //!   quantises each call's activations with the parameters of its timestep's group), and each
 //!   node's output after it ([`Network::node_output`]);
 //! - [`generate()`]: a whole sample with DDIM, DPM-Solver++ 2M, DDPM, the predictor-corrector
-//!   sampler or the probability flow ODE;
+//!   sampler or the probability flow ODE, decoded by a latent model's decoder
+//!   ([`Blob::decoder`]) in the same arena;
 //! - `writer` (feature `std`): builds blobs, for the exporter and the tests.
 //!
 //! The same code runs on the host and the device: float kernels use a fixed operation order
@@ -57,7 +58,7 @@ pub mod shape_rule;
 #[cfg(feature = "std")]
 pub mod writer;
 
-pub use blob::{Blob, Node, Op, Shape, Tensor};
+pub use blob::{Blob, BlobKind, Node, Op, Shape, Tensor};
 pub use ddm_core::sampler::{SamplerConfig, SamplerOptions};
 pub use error::{Error, Result};
 pub use format::{DType, OpCode, Precision, FORMAT_VERSION};

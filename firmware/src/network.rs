@@ -128,8 +128,9 @@ impl<'b, 'm> Network<'b, 'm> {
         &self.blob
     }
 
-    /// Evaluates the network on `x_t` at training timestep `t`, writing its output (same
-    /// length, [`Blob::sample_len`]) to `out`. An int8 blob with time groups quantises the
+    /// Evaluates the network on `x_t` ([`Blob::sample_len`] elements) at training timestep
+    /// `t`, writing its output ([`Blob::output_len`] elements: a model's sample, a decoder's
+    /// image) to `out`; a network that reads no timestep (a decoder) ignores `t`. An int8 blob with time groups quantises the
     /// activations with the parameters of `t`'s group ([`Blob::time_group`]).
     ///
     /// Errors with [`Error::NonFiniteOutput`] when an output is NaN or infinite (a float
@@ -154,7 +155,7 @@ impl<'b, 'm> Network<'b, 'm> {
     ) -> Result<()> {
         let blob = self.blob;
         check_len("network input", blob.sample_len(), x_t.len())?;
-        check_len("network output", blob.sample_len(), out.len())?;
+        check_len("network output", blob.output_len(), out.len())?;
         let class_row = blob.class_row(class)?;
         let group = blob.time_group(t);
         self.group = group;

@@ -9,6 +9,11 @@
 //! | unconditional output | sampler scratch | timesteps (steps u32) |
 //! ```
 //!
+//! A latent model's decoder ([`Blob::decoder`]) runs once, after the last step, when the
+//! denoiser's activations and kernel scratch are dead: its own activations and kernel scratch
+//! start at the arena's start too, and `x` starts after the larger of the two networks, so
+//! one arena holds both and the decoder reads the final latent from `x` in place.
+//!
 //! each region rounded up to 16 bytes; `x` and the output are `sample_len` f32 each, the
 //! sampler scratch (DPM-Solver++'s previous x0 estimate, the probability flow ODE's first
 //! slope) `sample_len` f32 or empty. The unconditional output, the second prediction of each guided
@@ -41,6 +46,9 @@ pub struct ArenaLayout {
     pub activations: Range<usize>,
     /// Scratch of the network's kernels ([`Blob::scratch_bytes`]; empty when that is 0).
     pub kernel_scratch: Range<usize>,
+    /// A latent model's decoder network, activations and kernel scratch (from 0, over the
+    /// denoiser's; empty without a decoder).
+    pub decoder: Range<usize>,
     /// The sample being denoised (f32).
     pub x: Range<usize>,
     /// The network output (f32).
@@ -58,28 +66,40 @@ const OVERFLOW: Error = Error::Malformed("arena size overflows usize");
 impl ArenaLayout {
     /// The layout for generating with `blob` in `steps` steps.
     pub fn new(blob: &Blob<'_>, steps: usize) -> Result<Self> {
-        let mut end = 0usize;
-        let mut region = |bytes: Option<usize>| -> Result<Range<usize>> {
-            let start = end;
-            end = bytes
+        /// The next `bytes` (`None`: overflowed) from `end`, which moves past them, aligned.
+        fn region(end: &mut usize, bytes: Option<usize>) -> Result<Range<usize>> {
+            let start = *end;
+            *end = bytes
                 .and_then(|b| start.checked_add(b))
                 .and_then(|e| align_up(e, ARENA_ALIGN))
                 .ok_or(OVERFLOW)?;
             Ok(start..start + bytes.unwrap_or(0))
-        };
+        }
+        let mut end = 0usize;
         let sample = blob.sample_len().checked_mul(4);
+        let activations = region(&mut end, Some(blob.arena_bytes()))?;
+        let kernel_scratch = region(&mut end, Some(blob.scratch_bytes()))?;
+        let decoder = match blob.decoder() {
+            Some(decoder) => 0..network_layout(&decoder)?.end,
+            None => 0..0,
+        };
+        end = align_up(end.max(decoder.end), ARENA_ALIGN).ok_or(OVERFLOW)?;
         Ok(ArenaLayout {
-            activations: region(Some(blob.arena_bytes()))?,
-            kernel_scratch: region(Some(blob.scratch_bytes()))?,
-            x: region(sample)?,
-            output: region(sample)?,
-            unconditional: region(if blob.classes().is_some() {
-                sample
-            } else {
-                Some(0)
-            })?,
-            scratch: region(sample)?,
-            timesteps: region(steps.checked_mul(4))?,
+            activations,
+            kernel_scratch,
+            decoder,
+            x: region(&mut end, sample)?,
+            output: region(&mut end, sample)?,
+            unconditional: region(
+                &mut end,
+                if blob.classes().is_some() {
+                    sample
+                } else {
+                    Some(0)
+                },
+            )?,
+            scratch: region(&mut end, sample)?,
+            timesteps: region(&mut end, steps.checked_mul(4))?,
         })
     }
 

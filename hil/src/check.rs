@@ -135,7 +135,7 @@ pub struct CheckReport {
     pub host: HostRun,
     /// Sizes and speed.
     pub figures: Figures,
-    /// Shape of one sample.
+    /// Shape of one generated sample (a latent model's decoded image).
     pub sample_shape: Vec<usize>,
     /// The image that ran.
     pub elf: PathBuf,
@@ -336,7 +336,7 @@ pub fn check(options: &CheckOptions) -> Result<Outcome> {
     })?;
     let config = run_config(&parsed, options);
     let sample_shape = {
-        let (dims, rank) = parsed.sample_shape().dims();
+        let (dims, rank) = parsed.image_shape().dims();
         dims[..rank].to_vec()
     };
     // The device first: when both would fail (a model that overflows, say), the device's
@@ -408,8 +408,17 @@ fn figures(board: &Board, elf_path: &Path, device: &Report, options: &CheckOptio
     let calls_per_step = if guided { 2 } else { 1 };
     let calls = (device.steps.len() * calls_per_step as usize).max(1) as f64;
     let mean_ticks = device.steps.iter().map(|s| s.ticks as f64).sum::<f64>() / calls;
-    let instructions_per_call = instructions_per_tick(board.runner(), device.board.hz)
-        .map(|f| (mean_ticks * f).round() as u64);
+    let per_tick = instructions_per_tick(board.runner(), device.board.hz);
+    let instructions_per_call = per_tick.map(|f| (mean_ticks * f).round() as u64);
+    // A generated image: every step's calls and the decoder's call.
+    let samples = device.images.len().max(1) as f64;
+    let decode_ticks = device.decodes.iter().map(|d| d.ticks as f64).sum::<f64>();
+    let image_ticks =
+        (device.steps.iter().map(|s| s.ticks as f64).sum::<f64>() + decode_ticks) / samples;
+    let instructions_per_image = per_tick.map(|f| (image_ticks * f).round() as u64);
+    let instructions_per_decode = per_tick
+        .filter(|_| !device.decodes.is_empty())
+        .map(|f| (decode_ticks / device.decodes.len() as f64 * f).round() as u64);
     let cycles_per_call = (device.board.clock == "dwt-cycles").then_some(mean_ticks.round() as u64);
     let regions = board.memory_regions();
     let sizes = (!regions.is_empty())
@@ -425,6 +434,9 @@ fn figures(board: &Board, elf_path: &Path, device: &Report, options: &CheckOptio
         calls_per_step,
         instructions_per_call,
         cycles_per_call,
+        decoder_macs: (device.model.decoder_macs > 0).then_some(device.model.decoder_macs),
+        instructions_per_decode,
+        instructions_per_image,
         flash_bytes: sizes.map(|s| s.flash_bytes),
         ram_bytes: sizes.map(|s| s.ram_bytes),
         stack_bytes: device.stack.map(|(used, _)| used),

@@ -10,12 +10,30 @@ use crate::reference::HostRun;
 /// Compares `device` with `host`; `Err` carries the explanation of the first difference.
 pub fn compare(device: &Report, host: &HostRun) -> Result<(), String> {
     let mut problems = String::new();
-    if device.model.arena_bytes != host.arena_bytes || device.model.macs != host.macs {
+    if device.model.arena_bytes != host.arena_bytes
+        || device.model.macs != host.macs
+        || device.model.decoder_macs != host.decoder_macs
+    {
         let _ = writeln!(
             problems,
-            "the device's model differs from the host's blob: arena {} vs {} bytes, {} vs {} MACs \
-             (was the board built with another blob?)",
-            device.model.arena_bytes, host.arena_bytes, device.model.macs, host.macs
+            "the device's model differs from the host's blob: arena {} vs {} bytes, {} vs {} MACs, \
+             decoder {} vs {} MACs (was the board built with another blob?)",
+            device.model.arena_bytes,
+            host.arena_bytes,
+            device.model.macs,
+            host.macs,
+            device.model.decoder_macs,
+            host.decoder_macs
+        );
+    }
+    let decoded = |sample: u64| device.decodes.iter().filter(|d| d.sample == sample).count();
+    let expected_decodes = usize::from(host.decoder_macs > 0);
+    if let Some(sample) = (0..device.images.len() as u64).find(|&s| decoded(s) != expected_decodes)
+    {
+        let _ = writeln!(
+            problems,
+            "sample {sample}: the device reported {} decoder calls, the model makes {expected_decodes}",
+            decoded(sample)
         );
     }
     if device.images.len() != host.images.len() {
@@ -58,7 +76,7 @@ pub fn compare(device: &Report, host: &HostRun) -> Result<(), String> {
                     let _ = writeln!(
                         problems,
                         "  every step's checksum agrees: the difference arises after the last \
-                         step (when the image is copied out or sent)"
+                         step (when the sample is decoded, copied out or sent)"
                     );
                 }
             }
@@ -119,6 +137,7 @@ mod tests {
                 macs: 10,
                 blob_bytes: 100,
                 arena_bytes: 64,
+                decoder_macs: 0,
             },
             run: RunLine {
                 sampler: "ddim".into(),
@@ -126,6 +145,7 @@ mod tests {
                 seed: 0,
                 num: 1,
             },
+            decodes: vec![],
             steps: fnvs
                 .iter()
                 .enumerate()
@@ -157,7 +177,29 @@ mod tests {
                 .collect()],
             arena_bytes: 64,
             macs: 10,
+            decoder_macs: 0,
         }
+    }
+
+    #[test]
+    fn a_latent_model_must_report_one_decoder_call_per_sample() {
+        let mut host = host(vec![1.0, 2.0], &[1, 2]);
+        host.decoder_macs = 500;
+        let mut device = report(vec![1.0, 2.0], &[1, 2]);
+        device.model.decoder_macs = 500;
+        let error = compare(&device, &host).unwrap_err();
+        assert!(
+            error.contains("0 decoder calls, the model makes 1"),
+            "{error}"
+        );
+        device.decodes.push(crate::protocol::DecodeLine {
+            sample: 0,
+            ticks: 9,
+        });
+        assert_eq!(compare(&device, &host), Ok(()));
+        device.model.decoder_macs = 400;
+        let error = compare(&device, &host).unwrap_err();
+        assert!(error.contains("decoder 400 vs 500 MACs"), "{error}");
     }
 
     #[test]

@@ -52,6 +52,17 @@ pub struct Figures {
     /// elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cycles_per_call: Option<u64>,
+    /// Multiply-accumulates of a latent model's decoder call (absent without a decoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_macs: Option<u64>,
+    /// Instructions of a latent model's decoder call (mean), under QEMU `-icount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions_per_decode: Option<u64>,
+    /// Instructions per generated image (mean over the samples): every network call of its
+    /// steps and its decoder call, under QEMU `-icount` (the sampler's own arithmetic between
+    /// calls is not timed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions_per_image: Option<u64>,
     /// Bytes of flash the image takes (code, blob, initialised data).
     pub flash_bytes: Option<u64>,
     /// Bytes of RAM taken by static data (the arena included), without the stack.
@@ -105,6 +116,15 @@ impl fmt::Display for Figures {
                 "instructions per call  {i} (QEMU -icount: instructions, not cycles)"
             )?;
             writeln!(f, "MACs per instruction   {m:.3}")?;
+        }
+        if let Some(macs) = self.decoder_macs {
+            writeln!(f, "decoder MACs           {macs} (one call per image)")?;
+        }
+        if let Some(i) = self.instructions_per_decode {
+            writeln!(f, "instructions per decode {i}")?;
+        }
+        if let Some(i) = self.instructions_per_image {
+            writeln!(f, "instructions per image {i}")?;
         }
         if let (Some(c), Some(m)) = (self.cycles_per_call, self.macs_per_cycle()) {
             writeln!(f, "cycles per call        {c} (DWT)")?;
@@ -197,6 +217,11 @@ pub fn compare_figures(golden: &Figures, now: &Figures) -> Vec<String> {
         golden.calls_per_step.into(),
         now.calls_per_step.into(),
     );
+    exact(
+        "decoder_macs",
+        golden.decoder_macs.unwrap_or(0),
+        now.decoder_macs.unwrap_or(0),
+    );
     let mut near = |name: &str, g: Option<u64>, n: Option<u64>, slack: u64| {
         let (Some(g), Some(n)) = (g, n) else {
             if g.is_some() != n.is_some() {
@@ -216,6 +241,18 @@ pub fn compare_figures(golden: &Figures, now: &Figures) -> Vec<String> {
         "instructions_per_call",
         golden.instructions_per_call,
         now.instructions_per_call,
+        0,
+    );
+    near(
+        "instructions_per_decode",
+        golden.instructions_per_decode,
+        now.instructions_per_decode,
+        0,
+    );
+    near(
+        "instructions_per_image",
+        golden.instructions_per_image,
+        now.instructions_per_image,
         0,
     );
     near(
@@ -248,6 +285,9 @@ mod tests {
             calls_per_step: 1,
             instructions_per_call: Some(100_000),
             cycles_per_call: None,
+            decoder_macs: None,
+            instructions_per_decode: None,
+            instructions_per_image: Some(400_000),
             flash_bytes: Some(200_000),
             ram_bytes: Some(10_000),
             stack_bytes: Some(3000),
@@ -263,12 +303,18 @@ mod tests {
         now.ram_bytes = Some(10_900);
         now.stack_bytes = Some(1);
         assert!(compare_figures(&golden, &now).is_empty());
+        now.instructions_per_image = Some(407_000);
+        assert!(compare_figures(&golden, &now).is_empty());
         now.instructions_per_call = Some(103_000);
         now.arena_bytes = 104;
+        now.decoder_macs = Some(7);
+        now.instructions_per_image = Some(410_000);
         let drift = compare_figures(&golden, &now);
-        assert_eq!(drift.len(), 2, "{drift:?}");
+        assert_eq!(drift.len(), 4, "{drift:?}");
         assert!(drift[0].starts_with("arena_bytes: golden 100, now 104"));
-        assert!(drift[1].starts_with("instructions_per_call: golden 100000, now 103000 (+3.00 %"));
+        assert!(drift[1].starts_with("decoder_macs: golden 0, now 7"));
+        assert!(drift[2].starts_with("instructions_per_call: golden 100000, now 103000 (+3.00 %"));
+        assert!(drift[3].starts_with("instructions_per_image: golden 400000, now 410000"));
     }
 
     #[test]

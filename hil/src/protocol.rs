@@ -32,7 +32,7 @@ pub struct ModelLine {
     pub precision: String,
     /// Nodes of the graph.
     pub nodes: usize,
-    /// Elements of one sample.
+    /// Elements of one generated sample (a latent model's decoded image).
     pub sample_len: usize,
     /// Multiply-accumulates per network call.
     pub macs: u64,
@@ -40,6 +40,9 @@ pub struct ModelLine {
     pub blob_bytes: usize,
     /// Bytes of the arena.
     pub arena_bytes: usize,
+    /// Multiply-accumulates of a latent model's decoder call (0 without a decoder, and when
+    /// the line does not say).
+    pub decoder_macs: u64,
 }
 
 /// The `run` line.
@@ -70,6 +73,15 @@ pub struct StepLine {
     pub fnv: u32,
 }
 
+/// One `decode` line: a latent model's decoder call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLine {
+    /// Sample index.
+    pub sample: u64,
+    /// Clock ticks of the decoder call.
+    pub ticks: u64,
+}
+
 /// A complete device report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -81,6 +93,8 @@ pub struct Report {
     pub run: RunLine,
     /// Every `step` line, in order.
     pub steps: Vec<StepLine>,
+    /// Every `decode` line (a latent model's), in order.
+    pub decodes: Vec<DecodeLine>,
     /// The generated samples, in order of their index.
     pub images: Vec<Vec<f32>>,
     /// The `sample` lines' checksums, by sample.
@@ -179,6 +193,7 @@ pub fn parse<'a>(messages: impl IntoIterator<Item = &'a str>) -> Result<Report, 
     let mut model: Option<ModelLine> = None;
     let mut run = None;
     let mut steps = Vec::new();
+    let mut decodes = Vec::new();
     let mut chunks: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
     let mut sample_fnv = BTreeMap::new();
     let mut stack = None;
@@ -203,6 +218,10 @@ pub fn parse<'a>(messages: impl IntoIterator<Item = &'a str>) -> Result<Report, 
                     macs: number(&map, line, "macs")?,
                     blob_bytes: number(&map, line, "blob_bytes")?,
                     arena_bytes: number(&map, line, "arena_bytes")?,
+                    decoder_macs: match map.contains_key("decoder_macs") {
+                        true => number(&map, line, "decoder_macs")?,
+                        false => 0,
+                    },
                 })
             }
             "run" => {
@@ -219,6 +238,10 @@ pub fn parse<'a>(messages: impl IntoIterator<Item = &'a str>) -> Result<Report, 
                 timestep: number(&map, line, "t")?,
                 ticks: number(&map, line, "ticks")?,
                 fnv: number(&map, line, "fnv")?,
+            }),
+            "decode" => decodes.push(DecodeLine {
+                sample: number(&map, line, "sample")?,
+                ticks: number(&map, line, "ticks")?,
             }),
             "image" => {
                 let sample = number(&map, line, "sample")?;
@@ -283,6 +306,7 @@ pub fn parse<'a>(messages: impl IntoIterator<Item = &'a str>) -> Result<Report, 
         model,
         run,
         steps,
+        decodes,
         images,
         sample_fnv,
         stack,
@@ -308,6 +332,7 @@ mod tests {
             "model precision=int8 nodes=30 sample_len=2 macs=704512 blob_bytes=752640 arena_bytes=5847",
             "run sampler=ddim steps=1 seed=3 num=1",
             "step sample=0 index=0 t=999 ticks=1234 fnv=0x0000abcd",
+            "decode sample=0 ticks=4321",
             &image,
             "sample index=0 fnv=0x12345678",
             "stack used=2048 size=200000",
@@ -319,6 +344,14 @@ mod tests {
         assert_eq!(report.run.seed, 3);
         assert_eq!(report.steps[0].fnv, 0xabcd);
         assert_eq!(report.steps[0].ticks, 1234);
+        assert_eq!(
+            report.decodes,
+            vec![DecodeLine {
+                sample: 0,
+                ticks: 4321
+            }]
+        );
+        assert_eq!(report.model.decoder_macs, 0, "absent: no decoder");
         assert_eq!(report.images, vec![x.to_vec()]);
         assert_eq!(report.sample_fnv, vec![0x1234_5678]);
         assert_eq!(report.stack, Some((2048, 200_000)));

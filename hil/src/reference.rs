@@ -26,6 +26,8 @@ pub struct HostRun {
     pub arena_bytes: usize,
     /// Multiply-accumulates per network call.
     pub macs: u64,
+    /// Multiply-accumulates of a latent model's decoder call (0 without a decoder).
+    pub decoder_macs: u64,
 }
 
 #[derive(Default)]
@@ -65,9 +67,9 @@ pub fn host_run(blob: &[u8], config: &RunConfig) -> Result<HostRun, ReferenceErr
     let mut steps = Vec::new();
     for sample in 0..config.num {
         let settings = config.settings(sample);
-        let mut image = vec![0.0f32; blob.sample_len()];
+        let mut image = vec![0.0f32; blob.image_len()];
         generate(&blob, &mut arena, &settings, &mut image)?;
-        let mut traced = vec![0.0f32; blob.sample_len()];
+        let mut traced = vec![0.0f32; blob.image_len()];
         let mut trajectory = Trajectory::default();
         generate_observed(&blob, &mut arena, &settings, &mut traced, &mut trajectory)?;
         if !bits_equal(&traced, &image) {
@@ -81,6 +83,7 @@ pub fn host_run(blob: &[u8], config: &RunConfig) -> Result<HostRun, ReferenceErr
         steps,
         arena_bytes,
         macs: blob.macs(),
+        decoder_macs: blob.decoder().map_or(0, |decoder| decoder.macs()),
     })
 }
 

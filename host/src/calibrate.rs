@@ -46,7 +46,7 @@ use ddm_export::{Calibration, CalibrationConfig};
 
 use crate::error::{Error, Result};
 use crate::guided::{Guided, DEFAULT_GUIDANCE};
-use crate::model::{forward_conditional, Params};
+use crate::model::{forward, forward_conditional, Params};
 use crate::sampling::{generate, Denoiser, SamplerChoice, SamplingOptions};
 
 /// The calibration seed unless one is given: "calibrat" in ASCII, far from the small seeds
@@ -351,6 +351,9 @@ pub struct Calibrated {
     pub timesteps: Vec<u32>,
     /// Network calls made (batched).
     pub network_calls: usize,
+    /// The samples the calibration trajectories ended in (`[n, sample]` row-major; not the
+    /// tail probes'): a latent model's decoder is calibrated on them.
+    pub samples: Vec<f32>,
 }
 
 /// Timestep-aware calibration of `graph` with `params` (see the module docs): `run.samples`
@@ -417,9 +420,10 @@ pub fn calibrate(
     let sample_len = graph.input_shape().iter().product();
     let probes = (run.tail_sigma > 0.0)
         .then(|| tail_probes(sample_len, run.tail_sigma, run.seed, run.samples as u64));
+    let mut samples = Vec::new();
     match graph.classes() {
         None => {
-            generate(
+            samples = generate(
                 &mut recorder,
                 schedule,
                 &options,
@@ -454,14 +458,14 @@ pub fn calibrate(
                     ..options
                 };
                 let mut guided = Guided::new(&mut recorder, class, DEFAULT_GUIDANCE)?;
-                generate(
+                samples.extend(generate(
                     &mut guided,
                     schedule,
                     &class_options,
                     trajectories,
                     run.batch,
                     None,
-                )?;
+                )?);
             }
             if let Some(probes) = &probes {
                 recorder.bounds_only = true;
@@ -491,7 +495,70 @@ pub fn calibrate(
         calibration: recorder.calibration,
         timesteps,
         network_calls: recorder.calls,
+        samples,
     })
+}
+
+/// Calibration of a latent model's decoder `graph` with `params` on `latents` (row-major,
+/// `[n, c, h, w]`): the samples the float denoiser generated while it was calibrated
+/// ([`Calibrated::samples`]), so the decoder's ranges are those of the latents the device
+/// decodes. One time group (the decoder runs once, after the last step): every node's
+/// output observed in full at timestep 0, and each latent offered as an input for the
+/// export's SQNR report, in batches of `run.batch` with `run.config`.
+///
+/// # Errors
+/// [`Error::Invalid`] for no latents, a length that is not a whole number of them, or a zero
+/// batch; the executor's errors; [`Error::Graph`] when the decoder produces NaN or infinite
+/// values.
+pub fn calibrate_decoder(
+    graph: &Graph,
+    params: &Params,
+    latents: &[f32],
+    run: &CalibrationRun,
+    device: &Device,
+) -> Result<Calibration> {
+    let shape = graph.input_shape();
+    let len: usize = shape.iter().product();
+    if latents.is_empty() || len == 0 || !latents.len().is_multiple_of(len) || run.batch == 0 {
+        return Err(Error::Invalid(format!(
+            "decoder calibration needs whole latents of shape {shape:?} and a batch > 0 \
+             ({} values given)",
+            latents.len()
+        )));
+    }
+    let mut calibration = Calibration::new(graph, run.config);
+    for chunk in latents.chunks(run.batch * len) {
+        let batch = chunk.len() / len;
+        for row in chunk.chunks_exact(len) {
+            calibration.record_input(row, 0)?;
+        }
+        let mut dims = vec![batch];
+        dims.extend_from_slice(shape);
+        let input = Tensor::from_vec(chunk.to_vec(), dims, device)?;
+        let timesteps = Tensor::zeros(batch, DType::F32, device)?;
+        let mut failure: Option<Error> = None;
+        let mut observe = |node: NodeId, value: &Tensor| {
+            if failure.is_some() {
+                return;
+            }
+            let values = value
+                .flatten_all()
+                .and_then(|v| v.to_dtype(DType::F32))
+                .and_then(|v| v.to_vec1::<f32>());
+            let result = match values {
+                Ok(values) => calibration.observe(node, 0, &values).map_err(Error::from),
+                Err(e) => Err(Error::from(e)),
+            };
+            if let Err(e) = result {
+                failure = Some(e);
+            }
+        };
+        forward(graph, params, &input, &timesteps, Some(&mut observe))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+    Ok(calibration)
 }
 
 #[cfg(test)]

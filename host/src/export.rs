@@ -31,7 +31,7 @@ use ddm_firmware::{
 };
 use rayon::prelude::*;
 
-use crate::calibrate::{calibrate, Calibrated, CalibrationRun};
+use crate::calibrate::{calibrate, calibrate_decoder, Calibrated, CalibrationRun};
 use crate::error::{Error, Result};
 use crate::model::Params;
 #[cfg(test)]
@@ -189,9 +189,14 @@ pub struct ExportedRun {
 
 /// Exports the run whose configuration is `config` with `weights` (see the module docs).
 ///
+/// A latent diffusion run exports with its autoencoder's decoder
+/// ([`LatentSpace::scaled_decoder`](crate::autoencoder::LatentSpace::scaled_decoder)) in the
+/// same blob, calibrated on the latents the float denoiser generates during its own
+/// calibration ([`calibrate_decoder`]); the decoder's bytes come out of the flash budget
+/// before the time groups are chosen.
+///
 /// # Errors
-/// [`Error::Invalid`] for a latent diffusion run (the device has no decoder yet), a sampler
-/// the device does not have or too many steps for the schedule; calibration errors ([`calibrate`]); the exporter's refusals ([`Error::Graph`]:
+/// [`Error::Invalid`] for a sampler the device does not have or too many steps for the schedule; calibration errors ([`calibrate`]); the exporter's refusals ([`Error::Graph`]:
 /// a range or folded bias out of the runtime's limits, an invalid graph).
 pub fn export_run(
     config: &RunConfig,
@@ -199,13 +204,10 @@ pub fn export_run(
     settings: &ExportSettings,
     device: &Device,
 ) -> Result<ExportedRun> {
-    if let Some(space) = &config.latent {
-        return Err(Error::Invalid(format!(
-            "this run generates latents that the autoencoder in {} decodes, and the device \
-             runtime has no decoder yet: a latent diffusion model does not export",
-            space.autoencoder.display()
-        )));
-    }
+    let decoder = match &config.latent {
+        Some(space) => Some(space.scaled_decoder(device)?),
+        None => None,
+    };
     let schedule = schedule_spec(config)?;
     let table = schedule.table()?;
     let prediction = config.objective.prediction.into();
@@ -219,12 +221,17 @@ pub fn export_run(
     };
     let mut run = settings.calibration;
     if let (Precision::Int8, Some(budget)) = (settings.precision, settings.flash_budget) {
+        // The decoder takes its bytes of the budget first.
+        let decoder_bytes = match &decoder {
+            Some((graph, weights)) => ddm_export::decoder_bytes(graph, weights, &options)?,
+            None => 0,
+        };
         run.time_groups = ddm_export::time_groups_within(
             graph,
             weights,
             &options,
             run.time_groups.min(sampler.steps as usize),
-            budget,
+            budget.saturating_sub(decoder_bytes),
         )?;
     }
     let calibrated = if settings.precision == Precision::F32 {
@@ -256,7 +263,35 @@ pub fn export_run(
             &empty
         }
     };
-    let export = ddm_export::export(graph, weights, calibration, &options)?;
+    let export = match &decoder {
+        None => ddm_export::export(graph, weights, calibration, &options)?,
+        Some((decoder_graph, decoder_weights)) => {
+            // Calibrated on the latents the float denoiser generated while it was calibrated.
+            let decoder_calibration = match &calibrated {
+                Some(calibrated) => calibrate_decoder(
+                    decoder_graph,
+                    &Params::from_weights(decoder_graph, decoder_weights, device)?,
+                    &calibrated.samples,
+                    &run,
+                    device,
+                )?,
+                None => ddm_export::Calibration::new(
+                    decoder_graph,
+                    ddm_export::CalibrationConfig {
+                        reservoir: 1,
+                        max_inputs: 0,
+                        seed: 0,
+                    },
+                ),
+            };
+            let parts = ddm_export::DecoderParts {
+                graph: decoder_graph,
+                weights: decoder_weights,
+                calibration: &decoder_calibration,
+            };
+            ddm_export::export_latent(graph, weights, calibration, &parts, &options)?
+        }
+    };
     Ok(ExportedRun {
         config: config.clone(),
         weights: weights.clone(),
@@ -299,7 +334,8 @@ pub fn read_blob(path: &Path) -> Result<Vec<u8>> {
 /// guidance))` class `k` of a class-conditional blob with that guidance (the device's rule,
 /// [`ddm_firmware::generate()`]). Samples run in parallel on rayon's global pool, each in its own arena; each is
 /// independent of the others, so the result does not depend on the number of threads.
-/// Returns `[num, sample_len]` row-major.
+/// Returns `[num, image_len]` row-major ([`Blob::image_len`]: a latent model's decoded
+/// images).
 ///
 /// # Errors
 /// [`Error::Firmware`] when `blob` does not parse (check files with [`read_blob`] first), the
@@ -330,7 +366,7 @@ pub fn generate_on_runtime(
     settings(0).check_class(&parsed)?;
     let config = settings(0).resolve(&parsed)?;
     let arena_bytes = required_arena_bytes_for_steps(&parsed, config.steps as usize)?;
-    let sample_len = parsed.sample_len();
+    let sample_len = parsed.image_len();
     let mut samples = vec![0.0f32; num * sample_len];
     samples
         .par_chunks_mut(sample_len)

@@ -1,6 +1,7 @@
 //! Latent diffusion end to end on optdigits: an autoencoder, a denoiser trained on its scaled
 //! latents (`ddm train --latent`), resumed bit-identically, sampled into decoded images; what
-//! is refused (an unfinished or changed autoencoder, export, distillation).
+//! is refused (an unfinished or changed autoencoder, distillation); exported with its decoder
+//! into one blob that generates on the device runtime what the checkpoint does.
 
 use std::path::Path;
 use std::process::Output;
@@ -170,8 +171,20 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
     ));
     assert_success(&ddm(&["eval", "--dataset", "optdigits", "--samples", npy]));
 
-    // Not yet: export (the device has no decoder) and distillation.
+    // Export: one blob holds the denoiser and the decoder (the latent scale folded into its
+    // first layer); the device runtime on the host generates what the checkpoint does, up to
+    // the float kernels' rounding.
+    let sampler = ["--sampler", "ddim", "--steps", "5", "--spacing", "trailing"];
+    let checkpoint_npy = dir.path().join("checkpoint.npy");
+    let checkpoint_npy = checkpoint_npy.to_str().unwrap();
+    assert_success(&ddm(&[
+        &["sample", "--checkpoint", straight, "--num", "6", "--seed", "3"][..],
+        &sampler,
+        &["--out", checkpoint_npy],
+    ]
+    .concat()));
     let blob = dir.path().join("x.ddm");
+    let blob = blob.to_str().unwrap();
     let export = ddm(&[
         "export",
         "--checkpoint",
@@ -179,9 +192,56 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
         "--precision",
         "f32",
         "--out",
-        blob.to_str().unwrap(),
+        blob,
     ]);
-    assert_failure(&export, "no decoder");
+    assert_success(&export);
+    let stdout = String::from_utf8_lossy(&export.stdout);
+    assert!(stdout.contains("decoder"), "{stdout}");
+    let bytes = std::fs::read(blob).unwrap();
+    let parsed = ddm_firmware::Blob::parse(&bytes).unwrap();
+    assert!(parsed.decoder().is_some());
+    assert_eq!(parsed.sample_len(), 32);
+    assert_eq!(parsed.image_len(), 64);
+    let blob_npy = dir.path().join("blob.npy");
+    let blob_npy = blob_npy.to_str().unwrap();
+    let sampled = ddm(&[
+        &["sample", "--model", blob, "--num", "6", "--seed", "3"][..],
+        &sampler,
+        &["--out", blob_npy],
+    ]
+    .concat());
+    assert_success(&sampled);
+    let stdout = String::from_utf8_lossy(&sampled.stdout);
+    assert!(stdout.contains("decoded into images [1, 8, 8]"), "{stdout}");
+    let on_device = ddm::npy::read_f32(Path::new(blob_npy)).unwrap();
+    let on_host = ddm::npy::read_f32(Path::new(checkpoint_npy)).unwrap();
+    assert_eq!(on_device.shape, vec![6, 1, 8, 8]);
+    assert_eq!(on_device.shape, on_host.shape);
+    let worst = on_device
+        .values
+        .iter()
+        .zip(&on_host.values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "blob and checkpoint differ by {worst}");
+    assert!(on_host.values.iter().any(|v| v.abs() < 0.99), "not all clamped");
+    // int8: both networks calibrated, the decoder on the latents the model generates.
+    let int8 = ddm(&[
+        "export",
+        "--checkpoint",
+        straight,
+        "--precision",
+        "int8",
+        "--calib",
+        "16",
+        "--out",
+        blob,
+    ]);
+    assert_success(&int8);
+    let stdout = String::from_utf8_lossy(&int8.stdout);
+    assert!(stdout.contains("decoded image:"), "{stdout}");
+
+    // Not yet: distillation.
     let student = dir.path().join("student");
     let distill = ddm(&[
         "distill",

@@ -19,13 +19,13 @@
 
 use std::fmt;
 
-use ddm_firmware::writer::{write_blob, MemoryPlan, ModelSpec};
+use ddm_firmware::writer::{write_blob, write_latent_blob, write_network, MemoryPlan, ModelSpec};
 use ddm_firmware::{required_arena_bytes, Blob, Precision};
 
 use crate::calibration::Calibration;
 use crate::error::Result;
 use crate::graph::{Graph, Op, Weights};
-use crate::quantize::{model_spec, ExportOptions};
+use crate::quantize::{decoder_spec, model_spec, ExportOptions};
 use crate::reference::Evaluator;
 use ddm_firmware::writer::{plan_greedy_by_size, plan_no_reuse};
 
@@ -72,6 +72,41 @@ pub struct ExportReport {
     pub output_sqnr_db: Option<f64>,
     /// One row per graph node, in execution order.
     pub layers: Vec<LayerReport>,
+    /// A latent model's decoder ([`export_latent`]); `None` for a model without one.
+    pub decoder: Option<DecoderReport>,
+}
+
+/// The decoder's part of a latent model's [`ExportReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderReport {
+    /// Parameters of the decoder graph.
+    pub parameters: usize,
+    /// Multiply-accumulates of one decoder call (once per generated image).
+    pub macs: u64,
+    /// Bytes of the blob's decoder section (part of the model's `flash_bytes`).
+    pub flash_bytes: usize,
+    /// Peak of the decoder's activation memory plan; it runs in the arena region of the
+    /// denoiser's activations, so the model's `arena_bytes` grows only by what exceeds them.
+    pub activation_bytes: usize,
+    /// Number of decoder calibration inputs the SQNR was measured on (0: not measured).
+    pub calibration_inputs: usize,
+    /// SQNR of the decoded image in dB (before the clamp to `[-1, 1]`), if measured.
+    pub output_sqnr_db: Option<f64>,
+    /// One row per decoder node, in execution order.
+    pub layers: Vec<LayerReport>,
+}
+
+/// A latent model's decoder as [`export_latent`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderParts<'a> {
+    /// The float decoder: its input is the denoiser's sample (the latent), its output the
+    /// image. Any scaling of the latents must already be folded into it.
+    pub graph: &'a Graph,
+    /// Its weights.
+    pub weights: &'a Weights,
+    /// Its calibration (one time group), gathered on latents the model generates; its
+    /// inputs ([`Calibration::record_input`] at timestep 0) feed the SQNR report.
+    pub calibration: &'a Calibration,
 }
 
 /// One node's line of the report.
@@ -120,14 +155,54 @@ pub fn export(
     calibration: &Calibration,
     options: &ExportOptions,
 ) -> Result<Export> {
+    export_with(graph, weights, calibration, None, options)
+}
+
+/// [`export`] for a latent model: the denoiser `graph` on latents and its `decoder`, in one
+/// blob (the decoder section, [`ddm_firmware::format`]), each quantised with its own
+/// calibration and planned greedily; the device generates a latent and decodes it. The
+/// report's `decoder` describes the decoder, and its flash and arena bytes cover both.
+///
+/// Errors as [`export`] for either network, and when the decoder's input is not the
+/// denoiser's sample or it reads a timestep or class.
+pub fn export_latent(
+    graph: &Graph,
+    weights: &Weights,
+    calibration: &Calibration,
+    decoder: &DecoderParts<'_>,
+    options: &ExportOptions,
+) -> Result<Export> {
+    export_with(graph, weights, calibration, Some(decoder), options)
+}
+
+fn export_with(
+    graph: &Graph,
+    weights: &Weights,
+    calibration: &Calibration,
+    decoder: Option<&DecoderParts<'_>>,
+    options: &ExportOptions,
+) -> Result<Export> {
     let mut spec = model_spec(graph, weights, Some(calibration), options)?;
     let plan = plan_greedy_by_size(&spec)?;
     spec.plan = Some(plan.clone());
-    let blob = write_blob(&spec)?;
+    let decoder_spec = decoder
+        .map(|d| -> Result<ModelSpec> {
+            let mut spec = decoder_spec(d.graph, d.weights, Some(d.calibration), options)?;
+            spec.plan = Some(plan_greedy_by_size(&spec)?);
+            Ok(spec)
+        })
+        .transpose()?;
+    let write = |spec: &ModelSpec| -> Result<Vec<u8>> {
+        Ok(match &decoder_spec {
+            Some(decoder) => write_latent_blob(spec, decoder)?,
+            None => write_blob(spec)?,
+        })
+    };
+    let blob = write(&spec)?;
     let parsed = Blob::parse(&blob)?;
     let time_groups = spec.group_count();
     let time_group_bytes = if time_groups > 1 {
-        blob.len() - write_blob(&first_group_only(&spec))?.len()
+        blob.len() - write(&first_group_only(&spec))?.len()
     } else {
         0
     };
@@ -147,17 +222,11 @@ pub fn export(
         vec![None; graph.nodes.len()]
     };
     let output_sqnr_db = sqnr[graph.output.0];
-    let layers = graph
-        .nodes
-        .iter()
-        .zip(sqnr)
-        .map(|(node, sqnr_db)| LayerReport {
-            name: node.name.clone(),
-            op: op_name(&node.op).into(),
-            shape: node.shape.clone(),
-            sqnr_db,
-        })
-        .collect();
+    let layers = layer_reports(graph, sqnr);
+    let decoder = match (decoder, decoder_spec) {
+        (Some(parts), Some(spec)) => Some(decoder_report(parts, spec, options.precision)?),
+        _ => None,
+    };
     let report = ExportReport {
         precision: options.precision,
         parameters: graph.parameter_count(),
@@ -171,8 +240,56 @@ pub fn export(
         calibration_inputs: if measure { inputs.len() } else { 0 },
         output_sqnr_db,
         layers,
+        decoder,
     };
     Ok(Export { blob, plan, report })
+}
+
+/// One report row per node of `graph`, with its SQNR.
+fn layer_reports(graph: &Graph, sqnr: Vec<Option<f64>>) -> Vec<LayerReport> {
+    graph
+        .nodes
+        .iter()
+        .zip(sqnr)
+        .map(|(node, sqnr_db)| LayerReport {
+            name: node.name.clone(),
+            op: op_name(&node.op).into(),
+            shape: node.shape.clone(),
+            sqnr_db,
+        })
+        .collect()
+}
+
+/// The decoder's sizes and its per-node SQNR against f32 on its calibration inputs.
+fn decoder_report(
+    parts: &DecoderParts<'_>,
+    spec: ModelSpec,
+    precision: Precision,
+) -> Result<DecoderReport> {
+    let graph = parts.graph;
+    let flash_bytes = write_network(&spec)?.len();
+    let activation_bytes = spec.plan.as_ref().map_or(0, |plan| plan.arena_bytes);
+    let inputs = parts.calibration.inputs().len();
+    let measure = precision != Precision::F32 && inputs > 0;
+    let sqnr = if measure {
+        let reference = Evaluator::float_decoder(graph, parts.weights, Precision::F32)?;
+        let exported = Evaluator::network(spec)?;
+        sqnr_per_node(reference, exported, parts.calibration)?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None; graph.nodes.len()]
+    };
+    Ok(DecoderReport {
+        parameters: graph.parameter_count(),
+        macs: graph.macs(),
+        flash_bytes,
+        activation_bytes,
+        calibration_inputs: if measure { inputs } else { 0 },
+        output_sqnr_db: sqnr[graph.output.0],
+        layers: layer_reports(graph, sqnr),
+    })
 }
 
 /// The most time groups, from 1 to `max_groups`, with which the int8 blob of `graph`,
@@ -231,6 +348,28 @@ pub fn time_groups_within(
     Ok(fits)
 }
 
+/// Bytes the decoder `graph` with `weights` adds to a latent model's blob in
+/// `options.precision` (its network blob in the decoder section, before the section's
+/// alignment of at most 15 bytes), so that [`time_groups_within`] can be given what is left
+/// of a flash budget. Like the denoiser's, the size does not depend on the calibration: it is
+/// measured exactly, before any, with placeholder parameters.
+///
+/// Errors as [`export_latent`] for the decoder.
+pub fn decoder_bytes(graph: &Graph, weights: &Weights, options: &ExportOptions) -> Result<usize> {
+    let config = crate::CalibrationConfig {
+        reservoir: 1,
+        max_inputs: 0,
+        seed: 0,
+    };
+    let mut placeholder = Calibration::new(graph, config);
+    for node in 0..graph.nodes.len() {
+        placeholder.observe(crate::graph::NodeId(node), 0, &[-1.0, 1.0])?;
+    }
+    let mut spec = decoder_spec(graph, weights, Some(&placeholder), options)?;
+    spec.plan = Some(plan_greedy_by_size(&spec)?);
+    Ok(write_network(&spec)?.len())
+}
+
 /// `spec` with the parameters of its first time group only.
 fn first_group_only(spec: &ModelSpec) -> ModelSpec {
     let mut single = spec.clone();
@@ -256,7 +395,7 @@ fn sqnr_per_node(
     mut exported: Evaluator,
     calibration: &Calibration,
 ) -> Result<Vec<f64>> {
-    let mut out = vec![0.0f32; reference.sample_len()];
+    let mut out = vec![0.0f32; reference.output_len()];
     let mut expected: Vec<Vec<f32>> = Vec::new();
     let mut totals: Vec<(f64, f64)> = Vec::new();
     for input in calibration.inputs() {
@@ -317,46 +456,71 @@ impl fmt::Display for ExportReport {
             grouped(self.activation_bytes as u64),
             grouped(self.no_reuse_bytes as u64)
         )?;
-        if self.calibration_inputs == 0 {
-            return Ok(());
-        }
-        writeln!(
-            f,
-            "SQNR against f32 on {} calibration inputs:",
-            self.calibration_inputs
-        )?;
-        if let Some(v) = self.output_sqnr_db {
-            writeln!(f, "  network output: {v:.1} dB")?;
-        }
-        let name_width = self
-            .layers
-            .iter()
-            .map(|l| l.name.len())
-            .max()
-            .unwrap_or(0)
-            .max(5);
-        writeln!(
-            f,
-            "  {:<name_width$}  {:<15}  {:<14}  {:>9}",
-            "layer", "op", "shape", "SQNR (dB)"
-        )?;
-        for layer in &self.layers {
-            let sqnr = match layer.sqnr_db {
-                Some(v) if v.is_infinite() => "inf".to_string(),
-                Some(v) => format!("{v:.1}"),
-                None => "-".to_string(),
-            };
+        if let Some(decoder) = &self.decoder {
             writeln!(
                 f,
-                "  {:<name_width$}  {:<15}  {:<14}  {:>9}",
-                layer.name,
-                layer.op,
-                format!("{:?}", layer.shape),
-                sqnr
+                "decoder          {} parameters, {} MACs per image, {} bytes of the flash, activations {} bytes (in the denoiser's arena region)",
+                grouped(decoder.parameters as u64),
+                grouped(decoder.macs),
+                grouped(decoder.flash_bytes as u64),
+                grouped(decoder.activation_bytes as u64)
             )?;
+        }
+        if self.calibration_inputs > 0 {
+            writeln!(
+                f,
+                "SQNR against f32 on {} calibration inputs:",
+                self.calibration_inputs
+            )?;
+            if let Some(v) = self.output_sqnr_db {
+                writeln!(f, "  network output: {v:.1} dB")?;
+            }
+            write_layers(f, &self.layers)?;
+        }
+        if let Some(decoder) = self.decoder.as_ref().filter(|d| d.calibration_inputs > 0) {
+            writeln!(
+                f,
+                "decoder SQNR against f32 on {} generated latents:",
+                decoder.calibration_inputs
+            )?;
+            if let Some(v) = decoder.output_sqnr_db {
+                writeln!(f, "  decoded image: {v:.1} dB")?;
+            }
+            write_layers(f, &decoder.layers)?;
         }
         Ok(())
     }
+}
+
+/// The per-layer SQNR table of a report.
+fn write_layers(f: &mut fmt::Formatter<'_>, layers: &[LayerReport]) -> fmt::Result {
+    let name_width = layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(
+        f,
+        "  {:<name_width$}  {:<15}  {:<14}  {:>9}",
+        "layer", "op", "shape", "SQNR (dB)"
+    )?;
+    for layer in layers {
+        let sqnr = match layer.sqnr_db {
+            Some(v) if v.is_infinite() => "inf".to_string(),
+            Some(v) => format!("{v:.1}"),
+            None => "-".to_string(),
+        };
+        writeln!(
+            f,
+            "  {:<name_width$}  {:<15}  {:<14}  {:>9}",
+            layer.name,
+            layer.op,
+            format!("{:?}", layer.shape),
+            sqnr
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

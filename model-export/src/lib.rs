@@ -37,5 +37,8 @@ pub mod reference;
 
 pub use calibration::{Calibration, CalibrationConfig, RangeMethod};
 pub use error::{Error, Result};
-pub use export::{export, time_groups_within, Export, ExportReport, LayerReport};
+pub use export::{
+    decoder_bytes, export, export_latent, time_groups_within, DecoderParts, DecoderReport, Export,
+    ExportReport, LayerReport,
+};
 pub use quantize::ExportOptions;

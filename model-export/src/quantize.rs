@@ -128,6 +128,39 @@ pub fn model_spec(
     options: &ExportOptions,
 ) -> Result<ModelSpec> {
     graph.validate()?;
+    spec_of(graph, weights, calibration, options)
+}
+
+/// The runtime's description of a latent model's decoder `graph` (any output shape:
+/// [`Graph::validate_mapping`]), for the decoder section of the model's blob
+/// ([`ddm_firmware::writer::write_latent_blob`]) or a network blob of its own
+/// ([`ddm_firmware::writer::write_network`]); as [`model_spec`] otherwise. Its `schedule`
+/// and `sampler` are `options`', which a network blob does not store. int8 needs a
+/// calibration with one time group (a decoder runs once, on the final latent).
+///
+/// Errors as [`model_spec`], and for a calibration with time groups.
+pub fn decoder_spec(
+    graph: &Graph,
+    weights: &Weights,
+    calibration: Option<&Calibration>,
+    options: &ExportOptions,
+) -> Result<ModelSpec> {
+    graph.validate_mapping()?;
+    if calibration.is_some_and(|c| c.group_count() != 1) {
+        return Err(Error::Calibration(
+            "a decoder is calibrated with one time group".into(),
+        ));
+    }
+    spec_of(graph, weights, calibration, options)
+}
+
+/// [`model_spec`] and [`decoder_spec`] after their graph checks.
+fn spec_of(
+    graph: &Graph,
+    weights: &Weights,
+    calibration: Option<&Calibration>,
+    options: &ExportOptions,
+) -> Result<ModelSpec> {
     graph.validate_weights(weights)?;
     let calibration = match (options.precision, calibration) {
         (Precision::Int8, None) => {

@@ -10,13 +10,13 @@ use ddm_core::sampler::{Sampler, SamplerKind};
 use ddm_core::timesteps::Spacing;
 use ddm_core::{Prediction, Rng, Schedule};
 use ddm_firmware::settings::ModelSchedule;
-use ddm_firmware::writer::{write_blob, ModelSpec, ScheduleSpec};
+use ddm_firmware::writer::{write_blob, write_network, ModelSpec, ScheduleSpec};
 use ddm_firmware::{network_arena_bytes, Blob, Network, NodeOutput, Precision, SamplerConfig};
 
 use crate::calibration::{calibration_timesteps, Calibration};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId, Weights};
-use crate::quantize::{model_spec, ExportOptions};
+use crate::quantize::{decoder_spec, model_spec, ExportOptions};
 use ddm_firmware::writer::plan_no_reuse;
 
 /// A model on the device runtime with a no-reuse memory plan.
@@ -25,6 +25,7 @@ pub struct Evaluator {
     blob: Vec<u8>,
     arena: Vec<u8>,
     sample_len: usize,
+    output_len: usize,
 }
 
 /// Options for a blob that only evaluates the network: a one-step placeholder schedule (the
@@ -47,18 +48,48 @@ fn evaluation_options(precision: Precision) -> ExportOptions {
 }
 
 impl Evaluator {
-    /// `spec` (its plan replaced by the no-reuse plan) on the runtime.
+    /// The denoiser `spec` (its plan replaced by the no-reuse plan) on the runtime, as a
+    /// model blob (with its time groups).
     pub fn new(mut spec: ModelSpec) -> Result<Self> {
         spec.plan = Some(plan_no_reuse(&spec)?);
-        let blob = write_blob(&spec)?;
+        Self::from_blob(write_blob(&spec)?)
+    }
+
+    /// The network `spec` of any output shape (a decoder), as a network blob with the
+    /// no-reuse plan.
+    pub fn network(mut spec: ModelSpec) -> Result<Self> {
+        spec.plan = Some(plan_no_reuse(&spec)?);
+        Self::from_blob(write_network(&spec)?)
+    }
+
+    fn from_blob(blob: Vec<u8>) -> Result<Self> {
         let parsed = Blob::parse(&blob)?;
         let arena = vec![0u8; network_arena_bytes(&parsed)?];
-        let sample_len = parsed.sample_len();
+        let (sample_len, output_len) = (parsed.sample_len(), parsed.output_len());
         Ok(Evaluator {
             blob,
             arena,
             sample_len,
+            output_len,
         })
+    }
+
+    /// The float decoder `graph` with `weights` in `precision` (`F32` or `F16`), as
+    /// [`Evaluator::float`] for a graph of any output shape.
+    ///
+    /// Errors as [`Evaluator::float`].
+    pub fn float_decoder(graph: &Graph, weights: &Weights, precision: Precision) -> Result<Self> {
+        if precision == Precision::Int8 {
+            return Err(Error::InvalidOptions(
+                "a float evaluator needs F32 or F16".into(),
+            ));
+        }
+        Self::network(decoder_spec(
+            graph,
+            weights,
+            None,
+            &evaluation_options(precision),
+        )?)
     }
 
     /// The float graph with `weights` in `precision` (`F32` is the reference; `F16` stores
@@ -84,9 +115,14 @@ impl Evaluator {
         &self.blob
     }
 
-    /// Elements of one network input (and output).
+    /// Elements of one network input.
     pub fn sample_len(&self) -> usize {
         self.sample_len
+    }
+
+    /// Elements of one network output (a denoiser's: the input's).
+    pub fn output_len(&self) -> usize {
+        self.output_len
     }
 
     /// Evaluates the network on `x_t` at timestep `t` into `out`, then calls
@@ -109,7 +145,7 @@ impl Evaluator {
 
     /// Evaluates the network on `x_t` at timestep `t`, returning its output.
     pub fn output(&mut self, x_t: &[f32], t: u32) -> Result<Vec<f32>> {
-        let mut out = vec![0.0f32; self.sample_len];
+        let mut out = vec![0.0f32; self.output_len];
         self.run(x_t, t, &mut out, |_, _| Ok(()))?;
         Ok(out)
     }

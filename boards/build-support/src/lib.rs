@@ -189,7 +189,8 @@ pub struct Embedded {
     pub blob_bytes: usize,
     /// Bytes of the arena.
     pub arena_bytes: usize,
-    /// Elements of one sample.
+    /// Elements of one generated sample (a latent model's decoded image:
+    /// [`Blob::image_len`]).
     pub sample_len: usize,
     /// The sampler settings the build was given (`None` fields: the blob's or the
     /// sampler's defaults).
@@ -523,7 +524,7 @@ pub fn check(
         source: path.to_path_buf(),
         blob_bytes: bytes.len(),
         arena_bytes,
-        sample_len: blob.sample_len(),
+        sample_len: blob.image_len(),
         sampler: settings.sampler,
         steps: config.steps,
         seed: settings.seed,

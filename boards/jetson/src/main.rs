@@ -95,6 +95,15 @@ impl StepObserver for Steps {
             fnv1a(x)
         );
     }
+
+    fn before_decode(&mut self) {
+        self.started = Instant::now();
+    }
+
+    fn after_decode(&mut self) {
+        let nanos = self.started.elapsed().as_nanos();
+        println!("decode sample={} ticks={nanos}", self.sample);
+    }
 }
 
 /// The generation report (the protocol up to, not including, `done`).
@@ -104,13 +113,14 @@ fn generate_all(blob: &Blob<'_>) -> Result<(), String> {
     let arena_bytes =
         required_arena_bytes_for_steps(blob, RUN.steps as usize).map_err(|e| e.to_string())?;
     println!(
-        "model precision={} nodes={} sample_len={} macs={} blob_bytes={} arena_bytes={}",
+        "model precision={} nodes={} sample_len={} macs={} blob_bytes={} arena_bytes={} decoder_macs={}",
         blob.precision().name(),
         blob.node_count(),
-        blob.sample_len(),
+        blob.image_len(),
         blob.macs(),
         blob.bytes().len(),
-        arena_bytes
+        arena_bytes,
+        blob.decoder().map_or(0, |decoder| decoder.macs())
     );
     let resolved = RUN.settings(0).resolve(blob).map_err(|e| e.to_string())?;
     println!(
@@ -121,7 +131,7 @@ fn generate_all(blob: &Blob<'_>) -> Result<(), String> {
         RUN.num
     );
     let mut arena = vec![0u8; arena_bytes];
-    let mut out = vec![0.0f32; blob.sample_len()];
+    let mut out = vec![0.0f32; blob.image_len()];
     for sample in 0..RUN.num {
         let mut steps = Steps {
             sample,

@@ -21,15 +21,20 @@
 //! ```text
 //! ddm board=<name> clock=<clock> hz=<ticks per second>
 //! blob path=<where the blob came from>                 (optional; boards print it first or second)
-//! model precision=<int8|fp16|f32> nodes=<n> sample_len=<n> macs=<per network call> blob_bytes=<n> arena_bytes=<n>
+//! model precision=<int8|fp16|f32> nodes=<n> sample_len=<n> macs=<per network call> blob_bytes=<n> arena_bytes=<n> decoder_macs=<n>
 //! run sampler=<ddpm|ddim|dpmpp-2m> steps=<n> seed=<n> num=<n>
 //! step sample=<i> index=<k> t=<timestep> ticks=<n> fnv=<0x........>    (steps x num lines)
+//! decode sample=<i> ticks=<n>                                         (latent models: after each sample's steps)
 //! image sample=<i> offset=<byte offset> bytes=[b, b, ...]              (64 bytes a line)
 //! sample index=<i> fnv=<0x........>                                   (after each sample's image)
 //! stack used=<bytes> size=<bytes>                                     (when measurable)
 //! done
 //! ```
 //!
+//! - `model`: `sample_len` is the length of a generated sample, a latent model's decoded
+//!   image; `decoder_macs` the multiply-accumulates of its decoder's one call per sample (0
+//!   without a decoder).
+//! - `decode`: the duration of a latent model's decoder call, in `clock` ticks.
 //! - `step`: `ticks` is the duration of the network call alone, in `clock` ticks (`hz` per
 //!   second; on the DWT, CPU cycles); `fnv` is [`fnv1a`] of the sample's `f32`s (their
 //!   little-endian bytes) after the sampler's update of that step, so the first diverging

@@ -80,12 +80,22 @@ impl<C: Clock, L: OutputPin> StepObserver for StepReporter<'_, '_, C, L> {
             fnv1a(x)
         );
     }
+
+    fn before_decode(&mut self) {
+        self.started = self.board.clock.now();
+    }
+
+    fn after_decode(&mut self) {
+        let ticks = self.board.clock.now().wrapping_sub(self.started);
+        defmt::info!("decode sample={=u64} ticks={=u64}", self.sample, ticks);
+    }
 }
 
 /// Generates `config.num` samples with the model in `blob`, printing the whole protocol (see
 /// the crate documentation) from the `ddm` line to `done`.
 ///
-/// `arena` must hold [`required_arena_bytes_for_steps`] for `config.steps`, `out` one sample.
+/// `arena` must hold [`required_arena_bytes_for_steps`] for `config.steps`, `out` one
+/// generated sample ([`Blob::image_len`]: a latent model's decoded image).
 /// On failure the reason is printed as an `error:` line and returned; the board then ends the
 /// run with a failure status.
 pub fn run<C: Clock, L: OutputPin>(
@@ -120,13 +130,14 @@ fn generate_all<C: Clock, L: OutputPin>(
     let arena_bytes =
         required_arena_bytes_for_steps(&blob, config.steps as usize).map_err(RunError::Runtime)?;
     defmt::info!(
-        "model precision={=str} nodes={=usize} sample_len={=usize} macs={=u64} blob_bytes={=usize} arena_bytes={=usize}",
+        "model precision={=str} nodes={=usize} sample_len={=usize} macs={=u64} blob_bytes={=usize} arena_bytes={=usize} decoder_macs={=u64}",
         blob.precision().name(),
         blob.node_count(),
-        blob.sample_len(),
+        blob.image_len(),
         blob.macs(),
         blob.bytes().len(),
-        arena_bytes
+        arena_bytes,
+        blob.decoder().map_or(0, |decoder| decoder.macs())
     );
     let resolved = config
         .settings(0)
@@ -139,9 +150,9 @@ fn generate_all<C: Clock, L: OutputPin>(
         config.seed,
         config.num
     );
-    if out.len() != blob.sample_len() {
+    if out.len() != blob.image_len() {
         return Err(RunError::OutputLength {
-            expected: blob.sample_len(),
+            expected: blob.image_len(),
             actual: out.len(),
         });
     }

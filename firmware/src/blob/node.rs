@@ -239,7 +239,7 @@ impl<'a> Blob<'a> {
         };
         let record = index
             .checked_mul(NODE_RECORD_LEN)
-            .and_then(|at| sub(self.nodes, at, NODE_RECORD_LEN))
+            .and_then(|at| sub(self.graph.nodes, at, NODE_RECORD_LEN))
             .ok_or(invalid)?;
         let mut words = [0u32; NODE_WORDS];
         for (word, bytes) in words.iter_mut().zip(record.chunks_exact(4)) {
@@ -268,7 +268,7 @@ impl<'a> Blob<'a> {
         let node_ref = |i: usize| {
             usize::try_from(word(i))
                 .ok()
-                .filter(|&n| n < self.node_count)
+                .filter(|&n| n < self.graph.node_count)
                 .ok_or(fail("input node out of range"))
         };
         let tensor = |i: usize| match word(i) {
@@ -401,24 +401,24 @@ impl<'a> Blob<'a> {
             reason,
         };
         let index_usize = usize::try_from(index).unwrap_or(usize::MAX);
-        if index_usize >= self.tensor_count {
+        if index_usize >= self.graph.tensor_count {
             return Err(fail("tensor index out of range"));
         }
         let at = TENSORS_HEADER_LEN + index_usize * TENSOR_ENTRY_LEN;
-        let field = |i: usize| read_u32(self.tensor_section, at + 4 * i).ok_or(fail("table"));
+        let field = |i: usize| read_u32(self.graph.tensor_section, at + 4 * i).ok_or(fail("table"));
         let dtype = DType::from_code(field(0)?).ok_or(fail("unknown element type"))?;
         let offset = usize::try_from(field(1)?).map_err(|_| fail("offset"))?;
         let len = usize::try_from(field(2)?).map_err(|_| fail("length"))?;
         if field(3)? != 0 {
             return Err(fail("reserved tensor word must be 0"));
         }
-        let table_end = TENSORS_HEADER_LEN + self.tensor_count * TENSOR_ENTRY_LEN;
+        let table_end = TENSORS_HEADER_LEN + self.graph.tensor_count * TENSOR_ENTRY_LEN;
         if offset < table_end || offset % dtype.size() != 0 {
             return Err(fail("data offset inside the table or misaligned"));
         }
         let bytes = len
             .checked_mul(dtype.size())
-            .and_then(|n| sub(self.tensor_section, offset, n))
+            .and_then(|n| sub(self.graph.tensor_section, offset, n))
             .ok_or(fail("data runs past the tensors section"))?;
         Ok(Tensor { dtype, bytes })
     }
@@ -450,7 +450,7 @@ impl<'a> Blob<'a> {
     /// Byte offset of the quantisation record of node `index` in time group `group`.
     fn quant_record(&self, index: usize, group: usize) -> Result<usize> {
         group
-            .checked_mul(self.node_count)
+            .checked_mul(self.graph.node_count)
             .and_then(|r| r.checked_add(index))
             .and_then(|r| r.checked_mul(QUANT_RECORD_LEN))
             .ok_or(Error::Malformed("quant index"))
@@ -459,11 +459,11 @@ impl<'a> Blob<'a> {
     /// Output quantisation parameters of node `index` in time group `group` (int8 blobs).
     pub fn quant(&self, index: usize, group: usize) -> Result<QuantParams> {
         let at = self.quant_record(index, group)?;
-        let scale = read_u32(self.quant, at).ok_or(Error::InvalidNode {
+        let scale = read_u32(self.graph.quant, at).ok_or(Error::InvalidNode {
             node: index as u32,
             reason: "no quantisation record (float blob?)",
         })?;
-        let zero_point = read_u32(self.quant, at.saturating_add(4)).unwrap_or(0);
+        let zero_point = read_u32(self.graph.quant, at.saturating_add(4)).unwrap_or(0);
         Ok(QuantParams {
             scale: f32::from_bits(scale),
             zero_point: zero_point as i32,
@@ -474,7 +474,7 @@ impl<'a> Blob<'a> {
     pub fn add_params(&self, index: usize, group: usize) -> Result<AddParams> {
         let at = self.quant_record(index, group)?;
         let word = |i: usize| {
-            read_u32(self.quant, at.saturating_add(8 + 4 * i))
+            read_u32(self.graph.quant, at.saturating_add(8 + 4 * i))
                 .map(|v| v as i32)
                 .ok_or(Error::InvalidNode {
                     node: index as u32,
@@ -501,8 +501,8 @@ impl<'a> Blob<'a> {
     pub fn list_entry(&self, index: usize) -> Result<usize> {
         index
             .checked_mul(4)
-            .and_then(|at| read_usize(self.list, at))
-            .filter(|&n| n < self.node_count)
+            .and_then(|at| read_usize(self.graph.list, at))
+            .filter(|&n| n < self.graph.node_count)
             .ok_or(Error::Malformed("input list entry out of range"))
     }
 
@@ -510,7 +510,7 @@ impl<'a> Blob<'a> {
     pub fn plan_offset(&self, index: usize) -> Result<usize> {
         index
             .checked_mul(4)
-            .and_then(|at| read_usize(self.plan, at))
+            .and_then(|at| read_usize(self.graph.plan, at))
             .ok_or(Error::InvalidPlan {
                 node: index as u32,
                 reason: "no plan entry",

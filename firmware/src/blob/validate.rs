@@ -295,7 +295,7 @@ impl<'a> Blob<'a> {
         };
         let (offset, len) = self.region(index, &node.shape)?;
         let end = offset.checked_add(len).ok_or(fail("end overflows"))?;
-        if end > self.arena_bytes {
+        if end > self.graph.arena_bytes {
             return Err(fail("output runs past the arena"));
         }
         if offset % self.precision.activation_bytes() != 0 {

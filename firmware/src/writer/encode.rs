@@ -209,8 +209,48 @@ fn pad_to(out: &mut Vec<u8>, align: usize) {
     }
 }
 
-/// Builds the blob of `spec` and checks it parses.
+/// Builds the model blob of `spec` and checks it parses.
 pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
+    encode(spec, Contents::Model { decoder: None })
+}
+
+/// Builds the model blob of a latent model: the denoiser `spec` and its `decoder` (written as
+/// with [`write_network`] into the decoder section), and checks it parses.
+///
+/// Errors as [`write_blob`] and [`write_network`], and when the decoder cannot decode the
+/// model's samples (another precision, or an input shape other than the sample's).
+pub fn write_latent_blob(spec: &ModelSpec, decoder: &ModelSpec) -> Result<Vec<u8>> {
+    let decoder = write_network(decoder)?;
+    encode(
+        spec,
+        Contents::Model {
+            decoder: Some(&decoder),
+        },
+    )
+}
+
+/// Builds the network blob of `spec` (no schedule section: its `schedule` and `sampler`
+/// are not written, and its output shape may differ from its input's) and checks it parses.
+///
+/// Errors as [`write_blob`], and for time groups (a network blob has none).
+pub fn write_network(spec: &ModelSpec) -> Result<Vec<u8>> {
+    if !spec.time_groups.is_empty() {
+        return Err(Error::InvalidModel("a network blob has no time groups"));
+    }
+    encode(spec, Contents::Network)
+}
+
+/// What a blob holds besides its network.
+#[derive(Clone, Copy)]
+enum Contents<'d> {
+    /// The schedule section, and a decoder section with these bytes (a network blob).
+    Model { decoder: Option<&'d [u8]> },
+    /// Nothing: a network blob.
+    Network,
+}
+
+/// Builds the blob of `spec` with `contents` and checks it parses.
+fn encode(spec: &ModelSpec, contents: Contents<'_>) -> Result<Vec<u8>> {
     let n = spec.nodes.len();
     if n == 0 || n > MAX_NODES {
         return Err(Error::InvalidModel("a model needs 1..=4096 nodes"));
@@ -501,6 +541,54 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
         put_u32(&mut plan_section, offset);
     }
 
+    let mut sections: Vec<(u32, Vec<u8>)> =
+        vec![(SECTION_GRAPH, graph), (SECTION_TENSORS, tensor_section)];
+    if int8 {
+        sections.push((SECTION_QUANT, quant_section));
+    }
+    sections.push((SECTION_PLAN, plan_section));
+    if let Contents::Model { decoder } = contents {
+        sections.push((SECTION_SCHEDULE, schedule_section(spec)?));
+        if let Some(decoder) = decoder {
+            sections.push((SECTION_DECODER, decoder.to_vec()));
+        }
+    }
+    if groups > 1 {
+        sections.push((SECTION_TIME_GROUPS, time_groups_section));
+    }
+
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&MAGIC);
+    put_u32(&mut blob, FORMAT_VERSION);
+    put_u32(&mut blob, 0); // CRC, filled in below
+    put_u32(&mut blob, 0); // total length, filled in below
+    put_u32(&mut blob, spec.precision.code());
+    put_u32(&mut blob, sections.len() as u32);
+    put_u32(&mut blob, 0);
+    put_u32(&mut blob, 0);
+    let table_at = blob.len();
+    blob.resize(table_at + SECTION_ENTRY_LEN * sections.len(), 0);
+    for (i, (id, bytes)) in sections.iter().enumerate() {
+        pad_to(&mut blob, SECTION_ALIGN);
+        let offset = blob.len();
+        blob.extend_from_slice(bytes);
+        let at = table_at + i * SECTION_ENTRY_LEN;
+        for (k, word) in [*id, offset as u32, bytes.len() as u32, 0]
+            .iter()
+            .enumerate()
+        {
+            blob[at + 4 * k..at + 4 * k + 4].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    let total = u32::try_from(blob.len()).map_err(|_| Error::InvalidModel("blob too large"))?;
+    blob[12..16].copy_from_slice(&total.to_le_bytes());
+    seal(&mut blob);
+    Blob::parse(&blob)?;
+    Ok(blob)
+}
+
+/// The schedule section of `spec`: its schedule, default sampler and `alphas_cumprod` table.
+fn schedule_section(spec: &ModelSpec) -> Result<Vec<u8>> {
     let table = spec.schedule.table()?;
     let schedule = &spec.schedule.schedule;
     let sampler = &spec.sampler;
@@ -546,45 +634,7 @@ pub fn write_blob(spec: &ModelSpec) -> Result<Vec<u8>> {
         }
     }
 
-    let mut sections: Vec<(u32, Vec<u8>)> =
-        vec![(SECTION_GRAPH, graph), (SECTION_TENSORS, tensor_section)];
-    if int8 {
-        sections.push((SECTION_QUANT, quant_section));
-    }
-    sections.push((SECTION_PLAN, plan_section));
-    sections.push((SECTION_SCHEDULE, schedule_section));
-    if groups > 1 {
-        sections.push((SECTION_TIME_GROUPS, time_groups_section));
-    }
-
-    let mut blob = Vec::new();
-    blob.extend_from_slice(&MAGIC);
-    put_u32(&mut blob, FORMAT_VERSION);
-    put_u32(&mut blob, 0); // CRC, filled in below
-    put_u32(&mut blob, 0); // total length, filled in below
-    put_u32(&mut blob, spec.precision.code());
-    put_u32(&mut blob, sections.len() as u32);
-    put_u32(&mut blob, 0);
-    put_u32(&mut blob, 0);
-    let table_at = blob.len();
-    blob.resize(table_at + SECTION_ENTRY_LEN * sections.len(), 0);
-    for (i, (id, bytes)) in sections.iter().enumerate() {
-        pad_to(&mut blob, SECTION_ALIGN);
-        let offset = blob.len();
-        blob.extend_from_slice(bytes);
-        let at = table_at + i * SECTION_ENTRY_LEN;
-        for (k, word) in [*id, offset as u32, bytes.len() as u32, 0]
-            .iter()
-            .enumerate()
-        {
-            blob[at + 4 * k..at + 4 * k + 4].copy_from_slice(&word.to_le_bytes());
-        }
-    }
-    let total = u32::try_from(blob.len()).map_err(|_| Error::InvalidModel("blob too large"))?;
-    blob[12..16].copy_from_slice(&total.to_le_bytes());
-    seal(&mut blob);
-    Blob::parse(&blob)?;
-    Ok(blob)
+    Ok(schedule_section)
 }
 
 /// Recomputes and stores the CRC of `blob` (after editing its bytes).

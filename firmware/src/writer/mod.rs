@@ -17,7 +17,7 @@ mod plan;
 mod shapes;
 mod spec;
 
-pub use encode::{seal, write_blob};
+pub use encode::{seal, write_blob, write_latent_blob, write_network};
 pub use plan::{
     check_plan, lifetimes, lower_bound, plan_greedy_by_size, plan_no_reuse, Buffer, Lifetimes,
     ALIGN,

@@ -255,7 +255,8 @@ pub struct ModelSpec {
     pub precision: Precision,
     /// Nodes in execution order; node 0 is the `Input`.
     pub nodes: Vec<NodeSpec>,
-    /// The output node (same shape as the input).
+    /// The output node (same shape as the input in a model blob; any shape in a network
+    /// blob, [`write_network`](super::write_network)).
     pub output: usize,
     /// The training schedule.
     pub schedule: ScheduleSpec,

@@ -4,6 +4,7 @@
 mod common;
 mod conditional;
 mod corrupt;
+mod decoder;
 mod generate;
 mod int8_reference;
 mod kernels;

@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use ddm_export::graph::{Graph, Weights};
+
+use super::checkpoint;
 use super::codec::Codec;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::train::checkpoint::WeightSet;
 use crate::train::config::fingerprint;
 
 /// A denoiser run's latent space (`ddm train --latent AE_RUN`), saved in its `config.json`.
@@ -137,6 +141,35 @@ impl LatentSpace {
             values,
             labels: images.labels.clone(),
         })
+    }
+
+    /// The decoder as a latent model's blob holds it: the autoencoder's decoder graph with its
+    /// EMA weights (those [`Codec::load`] decodes with) and `1 / scale` folded into its first
+    /// layer ([`Graph::fold_input_scale`]), so that it maps this run's samples `z` to
+    /// `D(z / scale)`, before the clamp to `[-1, 1]` (which the device applies after it, as
+    /// [`LatentSpace::decode`] does).
+    ///
+    /// # Errors
+    /// As [`LatentSpace::codec`] (the autoencoder must be the one the run was trained with);
+    /// [`Error::Graph`] when the decoder cannot take the scale.
+    pub fn scaled_decoder(&self, device: &Device) -> Result<(Graph, Weights)> {
+        let codec = self.codec(device)?;
+        let config = codec.config();
+        let all = checkpoint::read_weights(&self.autoencoder, config, WeightSet::Ema)?;
+        let graph = config.decoder.clone();
+        let mut weights = Weights::new();
+        for param in &graph.params {
+            let tensor = all.get(&param.name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the autoencoder in {} has no weight {}",
+                    self.autoencoder.display(),
+                    param.name
+                ))
+            })?;
+            weights.insert(param.name.clone(), tensor.clone());
+        }
+        graph.fold_input_scale(&mut weights, 1.0 / self.scale)?;
+        Ok((graph, weights))
     }
 
     /// The images of scaled latents `latents` (row-major `[n, c, H / f, W / f]`):

@@ -352,6 +352,46 @@ impl Graph {
         }
         Ok(())
     }
+
+    /// Folds a scale of the input into `weights`: afterwards the graph computes on `x` what
+    /// it computed on `factor * x` before (a latent model's decoder `D(z / scale)` becomes a
+    /// network of `z`). Exact in real arithmetic because the input's only reader must be a
+    /// linear layer or a convolution (zero padding commutes with the scale): its weights are
+    /// multiplied by `factor`, its bias is kept.
+    ///
+    /// Errors with [`Error::InvalidGraph`] for a non-finite or zero factor, when the input
+    /// is read by anything else or by more than one node, or when the weight is missing.
+    pub fn fold_input_scale(&self, weights: &mut Weights, factor: f32) -> Result<()> {
+        if !factor.is_finite() || factor == 0.0 {
+            return invalid(format!("cannot fold an input scale of {factor}"));
+        }
+        let input = self
+            .nodes
+            .iter()
+            .position(|n| matches!(n.op, Op::Input))
+            .map(NodeId);
+        let readers: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| input.is_some_and(|i| n.op.inputs().contains(&i)))
+            .collect();
+        let weight = match readers.as_slice() {
+            [Node {
+                op: Op::Linear { weight, .. } | Op::Conv2d { weight, .. },
+                ..
+            }] => weight,
+            _ => {
+                return invalid(
+                    "an input scale folds only into a single linear or convolution reader".into(),
+                )
+            }
+        };
+        let tensor = weights
+            .get_mut(weight)
+            .ok_or_else(|| Error::InvalidGraph(format!("missing weight {weight}")))?;
+        tensor.data.iter_mut().for_each(|w| *w *= factor);
+        Ok(())
+    }
 }
 
 fn invalid<T>(reason: String) -> Result<T> {

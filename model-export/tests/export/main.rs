@@ -4,5 +4,6 @@
 mod calibration;
 mod common;
 mod export;
+mod latent;
 mod onnx;
 mod planner;

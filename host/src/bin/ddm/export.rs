@@ -88,7 +88,8 @@ pub struct Args {
     /// The blob to write.
     #[arg(long, value_name = "model.ddm")]
     out: PathBuf,
-    /// Also write the float model as an ONNX file.
+    /// Also write the float model as an ONNX file (a latent model's denoiser on latents: its
+    /// decoder is in the blob only).
     #[arg(long, value_name = "model.onnx")]
     onnx: Option<PathBuf>,
     /// Parameter precision of the ONNX file.
@@ -259,6 +260,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let bytes = ddm_export::onnx::export(&exported.config.graph, &exported.weights, precision)?;
         write_atomic(path, |w| w.write_all(&bytes))?;
         println!("wrote {} ({} bytes)", path.display(), bytes.len());
+        if exported.config.latent.is_some() {
+            println!(
+                "  (the denoiser on latents only: the decoder is in {} alone)",
+                args.out.display()
+            );
+        }
     }
     println!("in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -18,7 +18,7 @@ use ddm::sampling::{generate, Denoiser, LangevinOptions, SamplerChoice, Sampling
 use ddm::schedule_args::{BetaScheduleName, ScheduleSpec, VeArgs};
 use ddm::train::checkpoint::{self, WeightSet};
 use ddm_core::{Guidance, SamplerConfig, SamplerOptions, Schedule};
-use ddm_firmware::Blob;
+use ddm_firmware::{Blob, BlobKind};
 
 /// Default `--sampler` of a checkpoint or the oracle.
 const DEFAULT_SAMPLER: SamplerChoice = SamplerChoice::Ddim;
@@ -264,7 +264,14 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
     }
     let bytes = read_blob(path)?;
     let blob = Blob::parse(&bytes)?;
-    let (dims, rank) = blob.sample_shape().dims();
+    if blob.kind() != BlobKind::Model {
+        bail!(
+            "{}: a network blob (a network alone, without a schedule) cannot generate; sample \
+             from a model blob",
+            path.display()
+        );
+    }
+    let (dims, rank) = blob.image_shape().dims();
     let shape = dims[..rank].to_vec();
     check_png_shape(args, output, &shape)?;
     let overrides = args.overrides()?;
@@ -273,10 +280,16 @@ fn sample_blob(args: &Args, output: Output, path: &Path) -> anyhow::Result<()> {
         &blob.alpha_bar_schedule()?,
         blob.schedule().prediction,
     )?;
-    let groups = match blob.time_groups() {
+    let mut groups = match blob.time_groups() {
         1 => String::new(),
         n => format!(", {n} time groups"),
     };
+    if blob.decoder().is_some() {
+        groups.push_str(&format!(
+            ", latents {:?} decoded into images {shape:?}",
+            blob.sample_shape().dims().0[..blob.sample_shape().dims().1].to_vec()
+        ));
+    }
     println!(
         "sampling {} ({}{groups}) with the device runtime: {}",
         path.display(),

@@ -9,11 +9,6 @@
 //! | unconditional output | sampler scratch | timesteps (steps u32) |
 //! ```
 //!
-//! A latent model's decoder ([`Blob::decoder`]) runs once, after the last step, when the
-//! denoiser's activations and kernel scratch are dead: its own activations and kernel scratch
-//! start at the arena's start too, and `x` starts after the larger of the two networks, so
-//! one arena holds both and the decoder reads the final latent from `x` in place.
-//!
 //! each region rounded up to 16 bytes; `x` and the output are `sample_len` f32 each, the
 //! sampler scratch (DPM-Solver++'s previous x0 estimate, the probability flow ODE's first
 //! slope) `sample_len` f32 or empty. The unconditional output, the second prediction of each guided
@@ -28,6 +23,11 @@
 //! not overlapping its inputs except in place); this module only adds up the regions.
 //! The schedule's `alphas_cumprod` table takes no arena bytes: the samplers read it in place
 //! from the blob ([`Blob::alpha_bar_schedule`]).
+//!
+//! A latent model's decoder ([`Blob::decoder`]) runs once, after the last step, when the
+//! denoiser's activations and kernel scratch are dead: its own activations and kernel scratch
+//! start at the arena's start too, and `x` starts after the larger of the two networks, so
+//! one arena holds both and the decoder reads the final latent from `x` in place.
 
 use core::ops::Range;
 

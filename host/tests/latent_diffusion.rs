@@ -178,7 +178,15 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
     let checkpoint_npy = dir.path().join("checkpoint.npy");
     let checkpoint_npy = checkpoint_npy.to_str().unwrap();
     assert_success(&ddm(&[
-        &["sample", "--checkpoint", straight, "--num", "6", "--seed", "3"][..],
+        &[
+            "sample",
+            "--checkpoint",
+            straight,
+            "--num",
+            "6",
+            "--seed",
+            "3",
+        ][..],
         &sampler,
         &["--out", checkpoint_npy],
     ]
@@ -224,7 +232,10 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "blob and checkpoint differ by {worst}");
-    assert!(on_host.values.iter().any(|v| v.abs() < 0.99), "not all clamped");
+    assert!(
+        on_host.values.iter().any(|v| v.abs() < 0.99),
+        "not all clamped"
+    );
     // int8: both networks calibrated, the decoder on the latents the model generates.
     let int8 = ddm(&[
         "export",

@@ -409,7 +409,16 @@ impl<'a> Blob<'a> {
     /// ([`BlobKind::Network`]: no schedule section). Bytes after the length the header
     /// declares are ignored (a flash partition may be larger than the blob).
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::parse_nested(bytes, true)
+    }
+
+    /// [`Blob::parse`]; a decoder section is refused unless `decoder_allowed`, before it is
+    /// read, so that a decoder nested in a decoder never recurses (its stack is bounded).
+    fn parse_nested(bytes: &'a [u8], decoder_allowed: bool) -> Result<Self> {
         let sections = Sections::read(bytes)?;
+        if !decoder_allowed && sections.present(SECTION_DECODER) {
+            return malformed("a decoder has no decoder");
+        }
         let precision = sections.precision;
         let schedule = if sections.present(SECTION_SCHEDULE) {
             let (schedule, sampler, alphas) = parse_schedule(sections.get(SECTION_SCHEDULE)?)?;
@@ -454,7 +463,7 @@ impl<'a> Blob<'a> {
             });
         }
         if sections.present(SECTION_DECODER) {
-            let decoder = Blob::parse(sections.get(SECTION_DECODER)?)?;
+            let decoder = Blob::parse_nested(sections.get(SECTION_DECODER)?, false)?;
             blob.check_decoder(&decoder)?;
             blob.decoder = Some(decoder.graph);
         }

@@ -217,6 +217,34 @@ fn section(bytes: &[u8], id: u32) -> (usize, usize) {
         .unwrap()
 }
 
+/// Byte offset of section `id`'s entry in the section table of `bytes`.
+fn entry(bytes: &[u8], id: u32) -> usize {
+    let count = u32::from_le_bytes(bytes[20..24].try_into().unwrap()) as usize;
+    (0..count)
+        .map(|i| HEADER_LEN + i * SECTION_ENTRY_LEN)
+        .find(|&at| bytes[at..at + 4] == id.to_le_bytes())
+        .unwrap()
+}
+
+/// `latent` (a latent blob whose decoder section is its last bytes) with `decoder` in place of
+/// its decoder, lengths and CRC made consistent.
+fn with_decoder(latent: &[u8], decoder: &[u8]) -> Vec<u8> {
+    let (offset, len) = section(latent, SECTION_DECODER);
+    assert_eq!(
+        offset + len,
+        latent.len(),
+        "the decoder is the last section"
+    );
+    let mut nested = latent[..offset].to_vec();
+    nested.extend_from_slice(decoder);
+    let at = entry(latent, SECTION_DECODER);
+    nested[at + 8..at + 12].copy_from_slice(&(decoder.len() as u32).to_le_bytes());
+    let total = nested.len() as u32;
+    nested[12..16].copy_from_slice(&total.to_le_bytes());
+    seal(&mut nested);
+    nested
+}
+
 #[test]
 fn a_corrupt_decoder_is_a_typed_error() {
     let bytes = write_latent_blob(&int8_unet(100), &int8_decoder(4)).unwrap();
@@ -228,20 +256,14 @@ fn a_corrupt_decoder_is_a_typed_error() {
     seal(&mut flipped);
     let err = Blob::parse(&flipped).unwrap_err();
     assert!(matches!(err, Error::CrcMismatch { .. }), "{err:?}");
-    // A model nested as the decoder.
+    // A model nested as the decoder, and a latent model (a decoder inside the decoder:
+    // refused before it is read, so nesting never recurses).
     let model = write_blob(&int8_unet(100)).unwrap();
-    let mut nested = bytes[..offset].to_vec();
-    nested.extend_from_slice(&model);
-    let at = (0..7)
-        .map(|i| HEADER_LEN + i * SECTION_ENTRY_LEN)
-        .find(|&at| bytes[at..at + 4] == SECTION_DECODER.to_le_bytes())
-        .unwrap();
-    nested[at + 8..at + 12].copy_from_slice(&(model.len() as u32).to_le_bytes());
-    let total = nested.len() as u32;
-    nested[12..16].copy_from_slice(&total.to_le_bytes());
-    seal(&mut nested);
-    let err = Blob::parse(&nested).unwrap_err();
+    let err = Blob::parse(&with_decoder(&bytes, &model)).unwrap_err();
     assert_eq!(err, Error::Malformed("the decoder must be a network blob"));
+    let err = Blob::parse(&with_decoder(&bytes, &bytes)).unwrap_err();
+    assert_eq!(err, Error::Malformed("a decoder has no decoder"));
+    let at = entry(&bytes, SECTION_DECODER);
     // Every truncation of the nested decoder's declared length is refused.
     for cut in [0, 16, len / 2, len - 1] {
         let mut short = bytes.clone();

@@ -1,12 +1,13 @@
-//! Writes the test suite's model blobs (int8, fp16 and f32 versions of an MLP, a tiny UNet and
-//! a minimal all-ops model) into a folder, as a seed corpus for the fuzzer:
+//! Writes the test suite's model blobs (int8, fp16 and f32 versions of an MLP and a tiny UNet,
+//! a latent model with its decoder and the decoder alone as a network blob) into a folder, as
+//! a seed corpus for the fuzzer:
 //! `cargo run -p ddm-firmware --features std --example fuzz_corpus -- DIR`.
 
 #[path = "../tests/firmware/common.rs"]
 #[allow(dead_code)]
 mod common;
 
-use ddm_firmware::writer::write_blob;
+use ddm_firmware::writer::{write_blob, write_latent_blob, write_network};
 use ddm_firmware::Precision;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +29,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for (name, spec) in models {
         let bytes = write_blob(&spec)?;
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}.blob")),
+            &bytes,
+        )?;
+        println!("{name}: {} bytes", bytes.len());
+    }
+    let latent = [
+        (
+            "latent-int8",
+            write_latent_blob(&common::int8_unet(100), &common::int8_decoder(4))?,
+        ),
+        ("decoder-int8", write_network(&common::int8_decoder(4))?),
+    ];
+    for (name, bytes) in latent {
         std::fs::write(
             std::path::Path::new(&dir).join(format!("{name}.blob")),
             &bytes,

@@ -358,6 +358,26 @@ mod tests {
     }
 
     #[test]
+    fn a_latent_model_reports_its_decoder() {
+        let lines = [
+            "ddm board=b clock=c hz=1",
+            "model precision=int8 nodes=1 sample_len=1 macs=1 blob_bytes=1 arena_bytes=1 decoder_macs=77",
+            "run sampler=ddim steps=1 seed=0 num=1",
+            "step sample=0 index=0 t=9 ticks=5 fnv=0x1",
+            "decode sample=0 ticks=12",
+            "image sample=0 offset=0 bytes=[0, 0, 128, 63]",
+            "sample index=0 fnv=0x2",
+            "done",
+        ];
+        let report = parse(lines.iter().copied()).expect("valid report");
+        assert_eq!(report.model.decoder_macs, 77);
+        assert_eq!(report.decodes[0].ticks, 12);
+        assert_eq!(report.images, vec![vec![1.0f32]]);
+        let bad = lines.map(|l| l.replace("decoder_macs=77", "decoder_macs=x"));
+        assert!(parse(bad.iter().map(String::as_str)).is_err());
+    }
+
+    #[test]
     fn an_unfinished_or_failed_report_is_an_error() {
         let start = [
             "ddm board=b clock=c hz=1",

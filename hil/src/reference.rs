@@ -28,6 +28,8 @@ pub struct HostRun {
     pub macs: u64,
     /// Multiply-accumulates of a latent model's decoder call (0 without a decoder).
     pub decoder_macs: u64,
+    /// Whether the model decodes each sample (a latent model: one decoder call per sample).
+    pub has_decoder: bool,
 }
 
 #[derive(Default)]
@@ -84,6 +86,7 @@ pub fn host_run(blob: &[u8], config: &RunConfig) -> Result<HostRun, ReferenceErr
         arena_bytes,
         macs: blob.macs(),
         decoder_macs: blob.decoder().map_or(0, |decoder| decoder.macs()),
+        has_decoder: blob.decoder().is_some(),
     })
 }
 

@@ -84,12 +84,8 @@ fn a_latent_model_generates_and_decodes_on_cortex_m4_bit_for_bit() {
     assert!(figures.arena_bytes <= ARENA_LIMIT);
     let flash = figures.flash_bytes.expect("the ELF's flash");
     assert!(flash <= FLASH_LIMIT, "flash {flash} bytes");
-    let (call, decode, image) = (
-        figures.instructions_per_call.unwrap(),
-        figures.instructions_per_decode.unwrap(),
-        figures.instructions_per_image.unwrap(),
-    );
-    assert!(image.abs_diff(10 * call + decode) <= image / 100, "{image}");
+    assert_eq!(figures.decoder_macs, Some(20_440_448));
+    assert!(figures.instructions_per_decode.is_some());
     matches_golden(figures);
 }
 

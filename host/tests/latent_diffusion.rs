@@ -204,7 +204,10 @@ fn a_denoiser_learns_scaled_latents_and_samples_decoded_images() {
     ]);
     assert_success(&export);
     let stdout = String::from_utf8_lossy(&export.stdout);
-    assert!(stdout.contains("decoder"), "{stdout}");
+    assert!(
+        stdout.contains("decoder          ") && stdout.contains("MACs per image"),
+        "{stdout}"
+    );
     let bytes = std::fs::read(blob).unwrap();
     let parsed = ddm_firmware::Blob::parse(&bytes).unwrap();
     assert!(parsed.decoder().is_some());

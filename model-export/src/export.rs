@@ -348,11 +348,12 @@ pub fn time_groups_within(
     Ok(fits)
 }
 
-/// Bytes the decoder `graph` with `weights` adds to a latent model's blob in
-/// `options.precision` (its network blob in the decoder section, before the section's
-/// alignment of at most 15 bytes), so that [`time_groups_within`] can be given what is left
-/// of a flash budget. Like the denoiser's, the size does not depend on the calibration: it is
-/// measured exactly, before any, with placeholder parameters.
+/// The most bytes the decoder `graph` with `weights` adds to a latent model's blob in
+/// `options.precision`: its network blob in the decoder section, the section's table entry and
+/// the alignment padding before it and before a time-groups section after it (at most 15
+/// bytes each), so that [`time_groups_within`] can be given what is left of a flash budget.
+/// Like the denoiser's, the network's size does not depend on the calibration: it is measured
+/// exactly, before any, with placeholder parameters.
 ///
 /// Errors as [`export_latent`] for the decoder.
 pub fn decoder_bytes(graph: &Graph, weights: &Weights, options: &ExportOptions) -> Result<usize> {
@@ -367,7 +368,8 @@ pub fn decoder_bytes(graph: &Graph, weights: &Weights, options: &ExportOptions) 
     }
     let mut spec = decoder_spec(graph, weights, Some(&placeholder), options)?;
     spec.plan = Some(plan_greedy_by_size(&spec)?);
-    Ok(write_network(&spec)?.len())
+    let padding = 2 * (ddm_firmware::format::SECTION_ALIGN - 1);
+    Ok(write_network(&spec)?.len() + ddm_firmware::format::SECTION_ENTRY_LEN + padding)
 }
 
 /// `spec` with the parameters of its first time group only.

@@ -481,6 +481,11 @@ pub fn check(
         reason,
     };
     let blob = Blob::parse(bytes).map_err(invalid)?;
+    if blob.kind() != ddm_firmware::BlobKind::Model {
+        return Err(invalid(ddm_firmware::Error::InvalidSchedule(
+            "a network blob cannot generate: it has no schedule",
+        )));
+    }
     let generate = GenerateSettings {
         sampler: settings.sampler,
         seed: settings.seed,
@@ -593,7 +598,7 @@ fn generated_code(embedded: &Embedded, copy: &Path) -> String {
          /// Bytes of RAM the runtime needs to generate `RUN` (activations, sample buffers,\n\
          /// schedule, timesteps and alignment slack).\n\
          pub const ARENA_BYTES: usize = {arena_bytes};\n\
-         /// Elements of one sample.\n\
+         /// Elements of one generated sample (a latent model's decoded image).\n\
          pub const SAMPLE_LEN: usize = {sample_len};\n\
          /// What to generate.\n\
          pub const RUN: ::ddm_board_support::RunConfig = ::ddm_board_support::RunConfig {{\n    \

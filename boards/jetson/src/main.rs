@@ -186,7 +186,7 @@ fn run_network(
     let started = Instant::now();
     let mut outputs = Vec::new();
     for (x, t) in inputs {
-        let mut out = vec![0.0f32; blob.sample_len()];
+        let mut out = vec![0.0f32; blob.output_len()];
         network.run(x, *t, &mut out).map_err(|e| e.to_string())?;
         outputs.push(out);
     }

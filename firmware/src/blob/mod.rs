@@ -188,6 +188,7 @@ fn parse_time_groups(section: &[u8]) -> Result<(usize, &[u8])> {
 /// The sections of a blob whose header, CRC and section table are valid.
 struct Sections<'a> {
     bytes: &'a [u8],
+    version: u32,
     precision: Precision,
     /// Section id -> `(offset, len)`; index 0 unused.
     table: [Option<(usize, usize)>; SECTION_DECODER as usize + 1],
@@ -292,6 +293,7 @@ impl<'a> Sections<'a> {
         }
         Ok(Sections {
             bytes,
+            version,
             precision,
             table,
         })
@@ -463,7 +465,11 @@ impl<'a> Blob<'a> {
             });
         }
         if sections.present(SECTION_DECODER) {
-            let decoder = Blob::parse_nested(sections.get(SECTION_DECODER)?, false)?;
+            let nested = sections.get(SECTION_DECODER)?;
+            if read_u32(nested, 4) != Some(sections.version) {
+                return malformed("the decoder's format version differs from the model's");
+            }
+            let decoder = Blob::parse_nested(nested, false)?;
             blob.check_decoder(&decoder)?;
             blob.decoder = Some(decoder.graph);
         }

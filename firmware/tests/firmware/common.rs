@@ -266,6 +266,37 @@ pub fn tiny_unet(train_steps: usize) -> ModelSpec {
     )
 }
 
+/// A latent model's decoder network from the tiny UNet's `[2, 6, 6]` samples to `[3, 12, 12]`
+/// images, with weights large enough that some outputs leave `[-1, 1]` (so the clamp is
+/// exercised).
+pub fn tiny_decoder(channels: usize) -> ModelSpec {
+    let mut b = Builder::new(&[2, 6, 6], 11);
+    let h = b.conv(0, channels, 3, 1, 1);
+    let h = b.silu(h);
+    let h = b.upsample(h);
+    let h = b.conv(h, channels, 3, 1, 1);
+    let h = b.group_norm(h, 2);
+    let h = b.silu(h);
+    let out = b.conv(h, 3, 3, 1, 1);
+    assert_eq!(b.shape(out), &[3, 12, 12]);
+    let mut spec = b.finish(out, 100, tiny_unet(100).sampler);
+    if let OpSpec::Conv2d {
+        weight: Weights::F32(w),
+        ..
+    } = &mut spec.nodes[out].op
+    {
+        w.iter_mut().for_each(|v| *v *= 4.0);
+    }
+    spec
+}
+
+/// [`tiny_decoder`] in int8, calibrated on a few inputs.
+pub fn int8_decoder(channels: usize) -> ModelSpec {
+    let float = tiny_decoder(channels);
+    let samples = inputs(&float, 16, 5);
+    quantize_model(&float, &samples)
+}
+
 /// The same model with fp16 weights.
 pub fn with_precision(mut spec: ModelSpec, precision: Precision) -> ModelSpec {
     spec.precision = precision;

@@ -10,35 +10,6 @@ use ddm_firmware::{
 
 use crate::common::*;
 
-/// A decoder from the tiny UNet's `[2, 6, 6]` samples to `[3, 12, 12]` images, with weights
-/// large enough that some outputs leave `[-1, 1]` (so the clamp is exercised).
-fn tiny_decoder(channels: usize) -> ModelSpec {
-    let mut b = Builder::new(&[2, 6, 6], 11);
-    let h = b.conv(0, channels, 3, 1, 1);
-    let h = b.silu(h);
-    let h = b.upsample(h);
-    let h = b.conv(h, channels, 3, 1, 1);
-    let h = b.group_norm(h, 2);
-    let h = b.silu(h);
-    let out = b.conv(h, 3, 3, 1, 1);
-    assert_eq!(b.shape(out), &[3, 12, 12]);
-    let mut spec = b.finish(out, 100, tiny_unet(100).sampler);
-    if let ddm_firmware::writer::OpSpec::Conv2d {
-        weight: ddm_firmware::writer::Weights::F32(w),
-        ..
-    } = &mut spec.nodes[out].op
-    {
-        w.iter_mut().for_each(|v| *v *= 4.0);
-    }
-    spec
-}
-
-fn int8_decoder(channels: usize) -> ModelSpec {
-    let float = tiny_decoder(channels);
-    let samples = inputs(&float, 16, 5);
-    quantize_model(&float, &samples)
-}
-
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
@@ -130,6 +101,11 @@ fn one_arena_holds_the_larger_of_the_two_networks() {
         let with = required_arena_bytes(&blob).unwrap();
         let decoder_needs = network_arena_bytes(&decoder).unwrap();
         let denoiser_needs = network_arena_bytes(&plain).unwrap();
+        assert_eq!(
+            decoder_needs > denoiser_needs,
+            channels == 32,
+            "both cases are tested"
+        );
         if decoder_needs <= denoiser_needs {
             assert_eq!(with, without, "{channels} channels");
         } else {
@@ -263,6 +239,15 @@ fn a_corrupt_decoder_is_a_typed_error() {
     assert_eq!(err, Error::Malformed("the decoder must be a network blob"));
     let err = Blob::parse(&with_decoder(&bytes, &bytes)).unwrap_err();
     assert_eq!(err, Error::Malformed("a decoder has no decoder"));
+    // A decoder of another format version than the model's.
+    let mut older = write_network(&int8_decoder(4)).unwrap();
+    older[4..8].copy_from_slice(&2u32.to_le_bytes());
+    seal(&mut older);
+    let err = Blob::parse(&with_decoder(&bytes, &older)).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Malformed("the decoder's format version differs from the model's")
+    );
     let at = entry(&bytes, SECTION_DECODER);
     // Every truncation of the nested decoder's declared length is refused.
     for cut in [0, 16, len / 2, len - 1] {

@@ -57,7 +57,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut arena = vec![0u8; network_arena_bytes(&blob)?];
     let mut x = vec![0.0f32; blob.sample_len()];
     Rng::new(1).fill_normal(&mut x);
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = vec![0.0f32; blob.output_len()];
     let fastest = Path::detect();
     let paths: Vec<Path> = if args.fastest_only {
         vec![fastest]

@@ -46,7 +46,7 @@ use ddm_export::{Calibration, CalibrationConfig};
 
 use crate::error::{Error, Result};
 use crate::guided::{Guided, DEFAULT_GUIDANCE};
-use crate::model::{forward, forward_conditional, Params};
+use crate::model::{forward_conditional, Params};
 use crate::sampling::{generate, Denoiser, SamplerChoice, SamplingOptions};
 
 /// The calibration seed unless one is given: "calibrat" in ASCII, far from the small seeds
@@ -219,45 +219,61 @@ impl Denoiser for Recorder<'_> {
             .iter()
             .find(|&&(step, _)| step == t)
             .map_or(1.0, |&(_, f)| f);
-        // The observer cannot return an error: keep the first one and report it after.
-        let mut failure: Option<Error> = None;
         let calibration = &mut self.calibration;
         let rng = &mut self.rng;
         let mut subset = Vec::new();
-        let mut observe = |node: NodeId, value: &Tensor| {
-            if failure.is_some() {
-                return;
-            }
-            let values = value
-                .flatten_all()
-                .and_then(|v| v.to_dtype(DType::F32))
-                .and_then(|v| v.to_vec1::<f32>());
-            let result = match values {
-                Ok(values) if bounds_only => calibration
-                    .observe_bounds(node, t, &values)
-                    .map_err(Error::from),
-                Ok(values) => offer(calibration, node, t, &values, fraction, rng, &mut subset),
-                Err(e) => Err(Error::from(e)),
-            };
-            if let Err(e) = result {
-                failure = Some(e);
-            }
-        };
-        let y = forward_conditional(
+        let y = forward_observed(
             self.graph,
             self.params,
             &input,
             &timesteps,
             labels.as_ref(),
-            Some(&mut observe),
+            |node, values| {
+                if bounds_only {
+                    Ok(calibration.observe_bounds(node, t, values)?)
+                } else {
+                    offer(calibration, node, t, values, fraction, rng, &mut subset)
+                }
+            },
         )?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
         let y: Vec<f32> = y.flatten_all()?.to_vec1()?;
         out.copy_from_slice(&y);
         self.calls += 1;
         Ok(())
+    }
+}
+
+/// [`forward_conditional`] with every node's output, as `f32` values in order, handed to
+/// `visit`; the first error `visit` returns (or a conversion fails with) is returned after the
+/// call (the executor's observer cannot return one).
+fn forward_observed(
+    graph: &Graph,
+    params: &Params,
+    x: &Tensor,
+    t: &Tensor,
+    classes: Option<&Tensor>,
+    mut visit: impl FnMut(NodeId, &[f32]) -> Result<()>,
+) -> Result<Tensor> {
+    let mut failure: Option<Error> = None;
+    let mut observe = |node: NodeId, value: &Tensor| {
+        if failure.is_some() {
+            return;
+        }
+        let values = value
+            .flatten_all()
+            .and_then(|v| v.to_dtype(DType::F32))
+            .and_then(|v| v.to_vec1::<f32>());
+        let result = values
+            .map_err(Error::from)
+            .and_then(|values| visit(node, &values));
+        if let Err(e) = result {
+            failure = Some(e);
+        }
+    };
+    let y = forward_conditional(graph, params, x, t, classes, Some(&mut observe))?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(y),
     }
 }
 
@@ -536,27 +552,9 @@ pub fn calibrate_decoder(
         dims.extend_from_slice(shape);
         let input = Tensor::from_vec(chunk.to_vec(), dims, device)?;
         let timesteps = Tensor::zeros(batch, DType::F32, device)?;
-        let mut failure: Option<Error> = None;
-        let mut observe = |node: NodeId, value: &Tensor| {
-            if failure.is_some() {
-                return;
-            }
-            let values = value
-                .flatten_all()
-                .and_then(|v| v.to_dtype(DType::F32))
-                .and_then(|v| v.to_vec1::<f32>());
-            let result = match values {
-                Ok(values) => calibration.observe(node, 0, &values).map_err(Error::from),
-                Err(e) => Err(Error::from(e)),
-            };
-            if let Err(e) = result {
-                failure = Some(e);
-            }
-        };
-        forward(graph, params, &input, &timesteps, Some(&mut observe))?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        forward_observed(graph, params, &input, &timesteps, None, |node, values| {
+            Ok(calibration.observe(node, 0, values)?)
+        })?;
     }
     Ok(calibration)
 }

@@ -224,7 +224,11 @@ fn export_with(
     let output_sqnr_db = sqnr[graph.output.0];
     let layers = layer_reports(graph, sqnr);
     let decoder = match (decoder, decoder_spec) {
-        (Some(parts), Some(spec)) => Some(decoder_report(parts, spec, options.precision)?),
+        (Some(parts), Some(spec)) => {
+            // The decoder section holds the decoder's network blob as written.
+            let flash_bytes = parsed.decoder().map_or(0, |d| d.bytes().len());
+            Some(decoder_report(parts, spec, flash_bytes, options.precision)?)
+        }
         _ => None,
     };
     let report = ExportReport {
@@ -264,10 +268,10 @@ fn layer_reports(graph: &Graph, sqnr: Vec<Option<f64>>) -> Vec<LayerReport> {
 fn decoder_report(
     parts: &DecoderParts<'_>,
     spec: ModelSpec,
+    flash_bytes: usize,
     precision: Precision,
 ) -> Result<DecoderReport> {
     let graph = parts.graph;
-    let flash_bytes = write_network(&spec)?.len();
     let activation_bytes = spec.plan.as_ref().map_or(0, |plan| plan.arena_bytes);
     let inputs = parts.calibration.inputs().len();
     let measure = precision != Precision::F32 && inputs > 0;

@@ -9,7 +9,8 @@
 //!   MSE-optimal);
 //! - [`quantize`]: the graph in the device runtime's terms ([`ddm_firmware::writer::ModelSpec`]),
 //!   int8 (per-channel weights, per-tensor activations), fp16 or f32;
-//! - [`export()`]: the blob and an [`ExportReport`] (sizes, per-layer SQNR);
+//! - [`export()`]: the blob and an [`ExportReport`] (sizes, per-layer SQNR); [`export_latent`]
+//!   writes a latent model's denoiser and decoder into one blob;
 //! - [`reference`](mod@reference): the device runtime on the host with every node's output readable (float
 //!   reference, calibration without a framework, error analysis);
 //! - [`onnx`]: the float model as an ONNX file (f32 or f16 parameters).

@@ -3,7 +3,9 @@
 use ddm_core::Rng;
 use ddm_export::graph::{Graph, GraphBuilder, NodeId, Weights};
 use ddm_export::reference::Evaluator;
-use ddm_export::{export_latent, Calibration, CalibrationConfig, DecoderParts, Error};
+use ddm_export::{
+    decoder_bytes, export_latent, Calibration, CalibrationConfig, DecoderParts, Error,
+};
 use ddm_firmware::{
     generate, network_arena_bytes, required_arena_bytes, Blob, BlobKind, GenerateSettings, Network,
     Precision,
@@ -80,6 +82,10 @@ fn a_latent_model_exports_both_networks_into_one_blob() {
         assert_eq!(report.flash_bytes, exported.blob.len());
         assert_eq!(report.arena_bytes, required_arena_bytes(&blob).unwrap());
         assert!(decoder_report.flash_bytes < report.flash_bytes);
+        // The budget's estimate, made before calibration, is the decoder's exact size plus
+        // the section's table entry and at most 30 bytes of padding.
+        let estimate = decoder_bytes(&decoder, &decoder_weights, &options(precision)).unwrap();
+        assert_eq!(estimate, decoder_report.flash_bytes + 16 + 30);
         assert_eq!(decoder_report.macs, decoder.macs());
         assert_eq!(decoder_report.layers.len(), decoder.nodes.len());
         let text = report.to_string();

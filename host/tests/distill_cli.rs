@@ -381,7 +381,8 @@ fn the_students_eta_and_timesteps_are_measured_where_a_classifier_exists_and_giv
         "--out",
         &s,
     ]));
-    // "student eta: E (measured ...: eta 0: FD a, eta 0.5: FD b, eta 1: FD c)"
+    // "student eta: E (measured ...: eta 0: FD a, eta 0.5: FD b, eta 1: FD c, eta ...)": the
+    // coarse candidates, then the pattern search around the best.
     let line = |prefix: &str| {
         stdout
             .lines()
@@ -389,27 +390,13 @@ fn the_students_eta_and_timesteps_are_measured_where_a_classifier_exists_and_giv
             .unwrap_or_else(|| panic!("{stdout}"))
             .to_string()
     };
-    let eta_line = line("student eta:");
-    let scores: Vec<(f32, f64)> = eta_line
-        .split("eta ")
-        .skip(1)
-        .map(|part| {
-            let (eta, rest) = part.split_once(": FD ").unwrap();
-            let fd = rest
-                .trim_end_matches([')', ',', ' '])
-                .split([',', ')'])
-                .next()
-                .unwrap();
-            (eta.parse().unwrap(), fd.trim().parse().unwrap())
-        })
-        .collect();
-    assert_eq!(
-        scores.iter().map(|s| s.0).collect::<Vec<_>>(),
-        vec![0.0, 0.5, 1.0],
-        "{eta_line}"
-    );
-    let best = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+    let first_pass = check_eta_search(&line("student eta:"), 0.0);
     let config = checkpoint::read_config(Path::new(&s)).unwrap();
+    // After the timesteps, eta is measured again with them, and that is the one kept.
+    let best = check_eta_search(&line("student eta with these timesteps:"), first_pass);
+    assert!([first_pass, best]
+        .iter()
+        .all(|eta| (0.0..=1.0).contains(eta)));
     assert_eq!(config.distill.as_ref().unwrap().eta, Some(best));
     assert_eq!(config.default_sampler().unwrap().eta, best);
 
@@ -494,6 +481,27 @@ fn the_students_eta_and_timesteps_are_measured_where_a_classifier_exists_and_giv
         assert!((a - b).abs() < 1e-3, "{a} vs {b}");
     }
 
+    // --measure-again measures a finished student's sampler again (here the same settings:
+    // the measurement's noise is fixed) and refuses a new distillation.
+    let again = assert_success(&ddm(&[
+        "distill",
+        "--resume",
+        "--measure-again",
+        "--out",
+        &s,
+    ]));
+    assert!(again.contains("has already taken all"), "{again}");
+    assert!(
+        again.contains("student eta with these timesteps:"),
+        "{again}"
+    );
+    let remeasured = checkpoint::read_config(Path::new(&s)).unwrap();
+    assert_eq!(remeasured.default_sampler().unwrap(), sampler);
+    assert_failure(
+        &ddm(&["distill", "--measure-again", "--out", &path("none")]),
+        "--resume",
+    );
+
     // Given, it is kept; a toy has no classifier and keeps eta 0.
     let given = path("given");
     assert_success(&ddm(&[
@@ -535,4 +543,61 @@ fn the_students_eta_and_timesteps_are_measured_where_a_classifier_exists_and_giv
         let args = distill(&moons, &wrong, &["--timesteps", timesteps]);
         assert_failure(&ddm(&args), "strictly");
     }
+}
+
+/// Checks one "student eta: E (measured against ...: eta e: FD f, ...)" line: the coarse
+/// candidates 0, 0.5 and 1 first, then the sampler's eta before the search (`current`) where it
+/// is none of them, then distinct ones of the pattern search (each 0.25, 0.1 or 0.05 from a
+/// candidate measured before it), the chosen eta the best of them; returns it.
+fn check_eta_search(eta_line: &str, current: f32) -> f32 {
+    let (_, measured) = eta_line.split_once("images: ").unwrap();
+    let scores: Vec<(f32, f64)> = measured
+        .trim_end_matches(')')
+        .split(", ")
+        .map(|part| {
+            let (eta, fd) = part
+                .strip_prefix("eta ")
+                .and_then(|rest| rest.split_once(": FD "))
+                .unwrap_or_else(|| panic!("{eta_line}"));
+            (eta.parse().unwrap(), fd.parse().unwrap())
+        })
+        .collect();
+    let etas: Vec<f32> = scores.iter().map(|s| s.0).collect();
+    assert_eq!(etas[..3], [0.0, 0.5, 1.0], "{eta_line}");
+    let start = if etas[..3].contains(&current) {
+        3
+    } else {
+        assert_eq!(etas[3], current, "{eta_line}");
+        4
+    };
+    // Each step of the search measures at least one new eta next to the coarse best (0.25 from
+    // 0, 0.5 or 1 is always in range and new), at most two.
+    assert!(
+        etas.len() > start && etas.len() <= start + 2 * 3,
+        "{eta_line}"
+    );
+    for (i, eta) in etas.iter().enumerate().skip(start) {
+        assert!((0.0..=1.0).contains(eta), "{eta_line}");
+        assert!(!etas[..i].contains(eta), "{eta_line}");
+        let hundredths = (eta * 100.0).round() as i32;
+        assert!(
+            etas[..i].iter().any(|before| {
+                let apart = (hundredths - (before * 100.0).round() as i32).abs();
+                [25, 10, 5].contains(&apart)
+            }),
+            "{eta_line}"
+        );
+    }
+    let best = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+    let chosen: f32 = eta_line
+        .split_once(": ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(chosen, best, "{eta_line}");
+    best
 }

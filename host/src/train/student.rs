@@ -6,7 +6,10 @@
 //! further step, which DDIM with eta 1 nearly does on trailing timesteps; a deterministic step
 //! keeps the first noise instead. Each wins by a wide margin on one of the models of
 //! BENCHMARKS.md ("Few-step students"), so [`choose_eta`] measures each candidate with the
-//! committed classifier of the data set, and keeps the best.
+//! committed classifier of the data set, and keeps the best: the coarse candidates
+//! [`ETA_CANDIDATES`], then a pattern search around the best ([`ETA_REFINEMENT`]), since the
+//! best eta can lie between them by a margin that matters (BENCHMARKS.md, "Re-noising between a
+//! student's steps").
 //!
 //! Where a consistency student's steps land matters as much: Song et al. choose the
 //! intermediate timesteps of their two-step sampler by search. [`choose_timesteps`] searches
@@ -28,8 +31,12 @@ use crate::model::NetworkDenoiser;
 use crate::sampling::{generate, SamplerChoice, SamplingOptions};
 use crate::seeding::{derive, Purpose};
 
-/// The etas [`choose_eta`] compares.
+/// The etas [`choose_eta`] compares first.
 pub const ETA_CANDIDATES: [f32; 3] = [0.0, 0.5, 1.0];
+/// The steps of [`choose_eta`]'s pattern search, in turn: at each, the two etas this far on
+/// either side of the best so far (within `[0, 1]`) are measured and the best of the three
+/// kept. The last, 0.05, is the finest difference that the measurement resolves.
+pub const ETA_REFINEMENT: [f32; 3] = [0.25, 0.1, 0.05];
 /// Samples per candidate of [`choose_eta`] and [`choose_timesteps`], and real images they are
 /// compared with.
 pub const CHOICE_SAMPLES: usize = 1000;
@@ -106,10 +113,13 @@ impl Measure {
     }
 }
 
-/// The eta of [`ETA_CANDIDATES`] whose samples lie closest to the training data (as
-/// `Measure` scores them, with the student's sampler and that eta), with every candidate's
-/// score. `None` when the run is not a distillation or its data set has no committed
-/// classifier.
+/// The eta in `[0, 1]` whose samples lie closest to the training data (as `Measure` scores
+/// them, with the student's sampler as it stands, timesteps included, and that eta), with every
+/// measured candidate's score in the order measured: [`ETA_CANDIDATES`] and the sampler's own
+/// eta (where it is none of them: a student measured before), then the pattern search of
+/// [`ETA_REFINEMENT`] around the best. Etas are multiples of 0.01 (each written as
+/// its nearest `f32`). `None` when the run is not a distillation or its data set has no
+/// committed classifier.
 ///
 /// # Errors
 /// Sampling and classifier errors.
@@ -120,16 +130,45 @@ pub fn choose_eta(trainer: &Trainer) -> Result<Option<(f32, Vec<EtaScore>)>> {
     let Some(mut measure) = Measure::new(trainer)? else {
         return Ok(None);
     };
-    let mut scores = Vec::with_capacity(ETA_CANDIDATES.len());
-    for eta in ETA_CANDIDATES {
+    // In hundredths, so that a candidate reached by two paths is one candidate and prints as
+    // written.
+    let hundredths = |eta: f32| (eta * 100.0).round() as i32;
+    let mut scores: Vec<EtaScore> = Vec::new();
+    let mut score = |eta_hundredths: i32| -> Result<f64> {
+        let eta = eta_hundredths as f32 / 100.0;
+        if let Some(known) = scores.iter().find(|s| s.eta == eta) {
+            return Ok(known.frechet);
+        }
         let frechet = measure.frechet(SamplerConfig { eta, ..base })?;
         scores.push(EtaScore { eta, frechet });
-    }
-    let best = scores
+        Ok(frechet)
+    };
+    let first = hundredths(ETA_CANDIDATES[0]);
+    let mut best = (first, score(first)?);
+    let current = hundredths(base.eta).clamp(0, 100);
+    for candidate in ETA_CANDIDATES[1..]
         .iter()
-        .min_by(|a, b| a.frechet.total_cmp(&b.frechet))
-        .map_or(0.0, |score| score.eta);
-    Ok(Some((best, scores)))
+        .map(|&eta| hundredths(eta))
+        .chain([current])
+    {
+        let frechet = score(candidate)?;
+        if frechet < best.1 {
+            best = (candidate, frechet);
+        }
+    }
+    for step in ETA_REFINEMENT {
+        let centre = best.0;
+        for candidate in [centre - hundredths(step), centre + hundredths(step)] {
+            if !(0..=100).contains(&candidate) {
+                continue;
+            }
+            let frechet = score(candidate)?;
+            if frechet < best.1 {
+                best = (candidate, frechet);
+            }
+        }
+    }
+    Ok(Some((best.0 as f32 / 100.0, scores)))
 }
 
 /// [`choose_timesteps`] tries every `range / COARSE_CANDIDATES`-th grid point of a timestep's

@@ -387,6 +387,23 @@ impl Trainer {
         Ok(())
     }
 
+    /// Forgets a distilled student's sampler eta and timesteps, so that they are measured
+    /// again (`ddm distill --resume --measure-again`); its sampler meanwhile is DDIM with eta 0
+    /// on the trailing timesteps.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a run that is not a distillation.
+    pub fn forget_student_sampler(&mut self) -> Result<()> {
+        let Some(distill) = self.config.distill.as_mut() else {
+            return Err(Error::Invalid(
+                "only a distilled student has a sampler".into(),
+            ));
+        };
+        distill.eta = None;
+        distill.timesteps = None;
+        Ok(())
+    }
+
     /// The current round's teacher of a distillation (`None` for a run trained on data).
     pub fn teacher(&self) -> Option<&Params> {
         self.teacher.as_ref()

@@ -34,6 +34,10 @@ pub struct Args {
     /// Continue the distillation in --out from its last checkpoint.
     #[arg(long, conflicts_with = "definition")]
     resume: bool,
+    /// With --resume: measure the student's eta and timesteps again at the end (the given ones
+    /// too), as a new distillation does; for a student measured by an older ddm.
+    #[arg(long, requires = "resume")]
+    measure_again: bool,
     #[command(flatten)]
     device: DeviceArgs,
     /// Stop after this step's checkpoint as if killed (for testing --resume).
@@ -145,6 +149,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             distill.teacher_steps
         );
     }
+    if args.measure_again {
+        trainer.forget_student_sampler()?;
+    }
     announce(&trainer, &args.out);
     train_and_report(&mut trainer, &args.out, args.stop_after)?;
     choose_sampler(&mut trainer, &args.out)
@@ -152,7 +159,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Measures the finished student's sampler settings it was not given and saves them with the
 /// run: eta first ([`choose_eta`]), then, with that eta, its timesteps
-/// ([`choose_timesteps`]).
+/// ([`choose_timesteps`]), then eta again with those timesteps.
 fn choose_sampler(trainer: &mut Trainer, dir: &std::path::Path) -> anyhow::Result<()> {
     let Some(distill) = trainer.config().distill.clone() else {
         return Ok(());
@@ -160,25 +167,9 @@ fn choose_sampler(trainer: &mut Trainer, dir: &std::path::Path) -> anyhow::Resul
     if !trainer.is_finished() {
         return Ok(());
     }
-    if distill.eta.is_none() {
-        match choose_eta(trainer)? {
-            Some((eta, scores)) => {
-                let measured: Vec<String> = scores
-                    .iter()
-                    .map(|s| format!("eta {}: FD {:.2}", s.eta, s.frechet))
-                    .collect();
-                trainer.set_student_eta(eta)?;
-                println!(
-                    "student eta: {eta} (measured against {CHOICE_SAMPLES} training images: {})",
-                    measured.join(", ")
-                );
-            }
-            None => {
-                trainer.set_student_eta(0.0)?;
-                println!("student eta: 0 (no committed classifier to measure others with)");
-            }
-        }
-        save(trainer, dir)?;
+    let measure_eta = distill.eta.is_none();
+    if measure_eta {
+        measure_eta_of(trainer, dir, "")?;
     }
     if distill.timesteps.is_none() {
         if let Some(choice) = choose_timesteps(trainer)? {
@@ -189,10 +180,41 @@ fn choose_sampler(trainer: &mut Trainer, dir: &std::path::Path) -> anyhow::Resul
                  ({} sets measured against {CHOICE_SAMPLES} training images)",
                 choice.timesteps, choice.frechet, choice.trailing_frechet, choice.measured
             );
+            if measure_eta {
+                measure_eta_of(trainer, dir, " with these timesteps")?;
+            }
         }
     }
     let sampler = trainer.config().default_sampler().expect("a distilled run");
     println!("student sampler: {}", describe_sampler(&sampler));
+    Ok(())
+}
+
+/// Measures the student's eta with its sampler as it stands ([`choose_eta`]), saves it with the
+/// run and says so ("student eta{context}: ...").
+fn measure_eta_of(
+    trainer: &mut Trainer,
+    dir: &std::path::Path,
+    context: &str,
+) -> anyhow::Result<()> {
+    match choose_eta(trainer)? {
+        Some((eta, scores)) => {
+            let measured: Vec<String> = scores
+                .iter()
+                .map(|s| format!("eta {}: FD {:.2}", s.eta, s.frechet))
+                .collect();
+            trainer.set_student_eta(eta)?;
+            println!(
+                "student eta{context}: {eta} (measured against {CHOICE_SAMPLES} training images: {})",
+                measured.join(", ")
+            );
+        }
+        None => {
+            trainer.set_student_eta(0.0)?;
+            println!("student eta: 0 (no committed classifier to measure others with)");
+        }
+    }
+    save(trainer, dir)?;
     Ok(())
 }
 

@@ -35,6 +35,12 @@ pub enum LossWeighting {
         /// The clamp, typically 5.
         gamma: f32,
     },
+    /// `w = 1` on the eps loss whatever the network predicts: denoising score matching with
+    /// NCSN's `lambda(sigma) = sigma^2` (Song & Ermon 2019), since
+    /// `sigma^2 |s + z / sigma|^2 = |eps - z|^2` for the score `s = -eps / sigma`. For an eps
+    /// network the same as [`Simple`](Self::Simple); for a v network (on a variance-exploding
+    /// schedule, EDM's preconditioned output with `sigma_data = 1`) `alpha_bar` on the v loss.
+    Ncsn,
 }
 
 impl LossWeighting {
@@ -50,6 +56,7 @@ impl LossWeighting {
         };
         let weight = match self {
             LossWeighting::Simple => return 1.0,
+            LossWeighting::Ncsn => eps_to_prediction,
             LossWeighting::Elbo(variance) => {
                 let beta = schedule.beta(t);
                 let rho_sq = match variance {

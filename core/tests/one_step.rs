@@ -512,6 +512,21 @@ fn loss_weights_follow_their_definitions_on_every_prediction() {
         for prediction in [Prediction::Eps, Prediction::X0, Prediction::V] {
             assert_eq!(LossWeighting::Simple.weight(&schedule, t, prediction), 1.0);
         }
+        // NCSN's weight: 1 on the eps loss, so the eps-loss factor on the others; it is
+        // min-SNR with the clamp out of reach.
+        for (prediction, expected) in [
+            (Prediction::Eps, 1.0),
+            (Prediction::X0, snr(t)),
+            (Prediction::V, ab(t)),
+        ] {
+            let ours = LossWeighting::Ncsn.weight(&schedule, t, prediction);
+            assert!(
+                (f64::from(ours) - expected).abs() <= 1e-6 * expected.max(1.0),
+                "NCSN {prediction:?} t={t}: {ours} vs {expected}"
+            );
+            let unclamped = LossWeighting::MinSnr { gamma: 1e30 }.weight(&schedule, t, prediction);
+            assert!((ours - unclamped).abs() <= 1e-6 * ours.max(1.0));
+        }
     }
 }
 

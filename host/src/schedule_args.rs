@@ -58,9 +58,12 @@ pub struct VeSigmas {
     pub sigma_max: f64,
 }
 
-/// NCSN's smallest noise level, 0.01: the least `sigma_min` that [`VeSigmas::data_sigma_min`]
-/// chooses, and the default where there is no data to measure.
+/// NCSN's smallest noise level, 0.01: the default where there is no data to measure.
 pub const DEFAULT_SIGMA_MIN: f64 = 0.01;
+
+/// The least `sigma_min` that [`VeSigmas::data_sigma_min`] chooses: 0.1, 5% of the range
+/// `[-1, 1]` that every data set is scaled into.
+pub const DATA_SIGMA_MIN_FLOOR: f64 = 0.1;
 
 /// At most this many training samples give NCSNv2's `sigma_max` (the largest distance between
 /// two of them; the cost is quadratic).
@@ -83,10 +86,12 @@ impl VeSigmas {
 
     /// `sigma_min` for `values`: the data's quantisation step (the smallest gap between two
     /// distinct values among the first [`SIGMA_MAX_SAMPLES`] rows of `dim` values), at least
-    /// [`DEFAULT_SIGMA_MIN`]. Noise below one grey level only moves a sample between
-    /// neighbouring grey levels, and levels spent there train nothing that sampling uses
+    /// [`DATA_SIGMA_MIN_FLOOR`]. Noise below one grey level only moves a sample between
+    /// neighbouring grey levels, and noise below the floor only a pixel by a few percent of its
+    /// range: geometric levels spent there train little that the final denoising step needs
     /// (BENCHMARKS.md, "Score-based models": on optdigits, 17 grey levels 0.125 apart, 0.125
-    /// scored FD 7.1 where NCSN's 0.01 scored 14.5). 8-bit images (gap 2/255) keep 0.01.
+    /// scored FD 7.1 where NCSN's 0.01 scored 14.5; on 8-bit Fashion-MNIST, gap 2/255, 0.1
+    /// scored 7.0 where 0.05 scored 8.5 and 0.01 12.0).
     pub fn data_sigma_min(values: &[f32], dim: usize) -> f64 {
         let rows = (values.len() / dim.max(1)).min(SIGMA_MAX_SAMPLES);
         let mut distinct: Vec<f32> = values[..rows * dim]
@@ -101,9 +106,9 @@ impl VeSigmas {
             .map(|pair| f64::from(pair[1]) - f64::from(pair[0]))
             .fold(f64::INFINITY, f64::min);
         if gap.is_finite() {
-            gap.max(DEFAULT_SIGMA_MIN)
+            gap.max(DATA_SIGMA_MIN_FLOOR)
         } else {
-            DEFAULT_SIGMA_MIN
+            DATA_SIGMA_MIN_FLOOR
         }
     }
 }
@@ -204,7 +209,7 @@ impl ScheduleSpec {
 pub struct VeArgs {
     /// Variance exploding (--beta-schedule ve): the smallest noise level [default, when
     /// training: the data's quantisation step (smallest gap between distinct values), at least
-    /// 0.01; elsewhere 0.01].
+    /// 0.1; elsewhere NCSN's 0.01].
     #[arg(long)]
     pub sigma_min: Option<f64>,
     /// Variance exploding: the largest noise level [default, when training: NCSNv2's rule, the
@@ -314,9 +319,14 @@ mod tests {
         assert_eq!(VeSigmas::data_sigma_min(&values, 5), 0.25);
         let sigma_max = VeSigmas::ncsnv2_sigma_max(&values, 5).unwrap();
         assert!((sigma_max - 5f64.sqrt()).abs() < 1e-12);
-        // Finer than 0.01, or no two distinct values: NCSN's 0.01.
-        assert_eq!(VeSigmas::data_sigma_min(&[0.0, 0.001, 0.5], 1), 0.01);
-        assert_eq!(VeSigmas::data_sigma_min(&[0.3, 0.3], 1), 0.01);
+        // Finer than the floor (8-bit images), or no two distinct values: the floor.
+        let eight_bit: Vec<f32> = (0..=255).map(|v| v as f32 / 127.5 - 1.0).collect();
+        assert_eq!(
+            VeSigmas::data_sigma_min(&eight_bit, 1),
+            DATA_SIGMA_MIN_FLOOR
+        );
+        assert_eq!(VeSigmas::data_sigma_min(&[0.0, 0.001, 0.5], 1), 0.1);
+        assert_eq!(VeSigmas::data_sigma_min(&[0.3, 0.3], 1), 0.1);
         let args = VeArgs::default_values();
         let sigmas = args
             .sigmas(BetaScheduleName::Ve, Some((&values, 5)))

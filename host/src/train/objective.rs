@@ -39,6 +39,9 @@ pub enum LossWeightName {
     Elbo,
     /// Min-SNR-gamma.
     MinSnr,
+    /// Weight 1 on the eps loss whatever the prediction: denoising score matching with
+    /// NCSN's `lambda(sigma) = sigma^2` (the same as `simple` for eps).
+    Ncsn,
 }
 
 /// A loss weighting with its parameter, as stored in run configurations.
@@ -59,6 +62,8 @@ pub enum LossWeightSpec {
         /// The clamp (typically 5).
         gamma: f32,
     },
+    /// `w = 1` on the eps loss, whatever the prediction (NCSN's `lambda(sigma) = sigma^2`).
+    Ncsn,
 }
 
 impl TryFrom<serde_json::Value> for LossWeightSpec {
@@ -79,8 +84,9 @@ impl TryFrom<serde_json::Value> for LossWeightSpec {
             "elbo" => crate::tagged::fields::<Empty>(&kind, rest).map(|_| LossWeightSpec::Elbo),
             "min-snr" => crate::tagged::fields::<Gamma>(&kind, rest)
                 .map(|g| LossWeightSpec::MinSnr { gamma: g.gamma }),
+            "ncsn" => crate::tagged::fields::<Empty>(&kind, rest).map(|_| LossWeightSpec::Ncsn),
             other => Err(format!(
-                "unknown loss weight {other:?} (simple, elbo, min-snr)"
+                "unknown loss weight {other:?} (simple, elbo, min-snr, ncsn)"
             )),
         }
     }
@@ -103,6 +109,7 @@ impl LossWeightSpec {
                 }
                 LossWeightSpec::MinSnr { gamma }
             }
+            LossWeightName::Ncsn => LossWeightSpec::Ncsn,
         })
     }
 
@@ -112,6 +119,7 @@ impl LossWeightSpec {
             LossWeightSpec::Simple => LossWeighting::Simple,
             LossWeightSpec::Elbo => LossWeighting::Elbo(ReverseVariance::Beta),
             LossWeightSpec::MinSnr { gamma } => LossWeighting::MinSnr { gamma },
+            LossWeightSpec::Ncsn => LossWeighting::Ncsn,
         }
     }
 }
@@ -142,9 +150,21 @@ mod tests {
             r#"{"prediction":"v","loss_weight":{"kind":"min-snr","gamma":5.0}}"#
         );
         assert_eq!(serde_json::from_str::<Objective>(&text).unwrap(), objective);
-        for simple in [r#"{"kind":"simple"}"#, r#"{"kind":"elbo"}"#] {
-            assert!(serde_json::from_str::<LossWeightSpec>(simple).is_ok());
+        for (text, spec) in [
+            (r#"{"kind":"simple"}"#, LossWeightSpec::Simple),
+            (r#"{"kind":"elbo"}"#, LossWeightSpec::Elbo),
+            (r#"{"kind":"ncsn"}"#, LossWeightSpec::Ncsn),
+        ] {
+            assert_eq!(serde_json::from_str::<LossWeightSpec>(text).unwrap(), spec);
+            assert_eq!(serde_json::to_string(&spec).unwrap(), text);
         }
+        assert!(serde_json::from_str::<LossWeightSpec>(r#"{"kind":"ncsn","gamma":1}"#).is_err());
+        assert_eq!(
+            LossWeightSpec::new(LossWeightName::Ncsn, 0.0)
+                .unwrap()
+                .weighting(),
+            LossWeighting::Ncsn
+        );
         assert!(serde_json::from_str::<LossWeightSpec>(r#"{"kind":"elbo","gamma":1}"#).is_err());
         assert!(serde_json::from_str::<LossWeightSpec>(r#"{"kind":"min-snr"}"#).is_err());
         assert!(LossWeightSpec::new(LossWeightName::MinSnr, 0.0).is_err());

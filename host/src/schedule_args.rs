@@ -89,9 +89,7 @@ impl VeSigmas {
     /// [`DATA_SIGMA_MIN_FLOOR`]. Noise below one grey level only moves a sample between
     /// neighbouring grey levels, and noise below the floor only a pixel by a few percent of its
     /// range: geometric levels spent there train little that the final denoising step needs
-    /// (BENCHMARKS.md, "Score-based models": on optdigits, 17 grey levels 0.125 apart, 0.125
-    /// scored FD 7.1 where NCSN's 0.01 scored 14.5; on 8-bit Fashion-MNIST, gap 2/255, 0.1
-    /// scored 7.0 where 0.05 scored 8.5 and 0.01 12.0).
+    /// (the measurements on optdigits and Fashion-MNIST: BENCHMARKS.md, "Score-based models").
     pub fn data_sigma_min(values: &[f32], dim: usize) -> f64 {
         let rows = (values.len() / dim.max(1)).min(SIGMA_MAX_SAMPLES);
         let mut distinct: Vec<f32> = values[..rows * dim]
